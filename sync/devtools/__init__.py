@@ -1,0 +1,1 @@
+"""Developer tooling: Azurite management and helpers for the demo, tests and benchmarks."""

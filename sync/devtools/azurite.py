@@ -1,0 +1,159 @@
+"""Start and stop the Azurite storage emulator (from the project's own node_modules).
+
+Azurite is launched directly (``node_modules/.bin/azurite``, not ``npx``) so there is exactly one
+process to stop.  Ports are chosen by Azurite itself (``--*Port 0``) and read back from its log,
+which avoids races between parallel runs on one machine.
+
+Command line::
+
+    python -m sync.devtools.azurite run -- <command ...>   # start, export env, run, stop
+    python -m sync.devtools.azurite start                  # run in the foreground until Ctrl-C
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ACCOUNT = "devstoreaccount1"
+# Azurite's published development key (Azure/Azurite README); it protects nothing.
+ACCOUNT_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+_LISTEN = re.compile(r"Azurite (Blob|Queue|Table) service is successfully listening at (\S+)")
+
+
+class AzuriteError(RuntimeError):
+    """Azurite could not be found or did not start."""
+
+
+@dataclass(frozen=True)
+class Azurite:
+    blob_url: str
+    queue_url: str
+    table_url: str
+    pid: int
+
+    @property
+    def connection_string(self) -> str:
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+            f"BlobEndpoint={self.blob_url}/{ACCOUNT};"
+            f"QueueEndpoint={self.queue_url}/{ACCOUNT};"
+            f"TableEndpoint={self.table_url}/{ACCOUNT};"
+        )
+
+
+def azurite_binary() -> Path:
+    path = ROOT / "node_modules" / ".bin" / "azurite"
+    if not path.exists():
+        raise AzuriteError(
+            f"Azurite not found at {path}. Run 'npm ci' in {ROOT} (the Makefile does this)."
+        )
+    return path
+
+
+def start(timeout: float = 30.0) -> tuple[Azurite, subprocess.Popen[str]]:
+    workdir = tempfile.mkdtemp(prefix="azurite-")
+    cmd = [
+        str(azurite_binary()),
+        "--inMemoryPersistence",
+        "--skipApiVersionCheck",
+        "--disableProductStyleUrl",
+        "--blobHost", "127.0.0.1", "--blobPort", "0",
+        "--queueHost", "127.0.0.1", "--queuePort", "0",
+        "--tableHost", "127.0.0.1", "--tablePort", "0",
+    ]
+    proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+        cmd,
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    urls: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while len(urls) < 3:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            stop(proc)
+            raise AzuriteError(f"Azurite did not start (found {sorted(urls)})")
+        line = proc.stdout.readline()
+        match = _LISTEN.search(line)
+        if match:
+            urls[match.group(1).lower()] = match.group(2).rstrip("/")
+    # Keep draining Azurite's output so its pipe never fills up and blocks it.
+    _drain(proc)
+    return Azurite(urls["blob"], urls["queue"], urls["table"], proc.pid), proc
+
+
+def _drain(proc: subprocess.Popen[str]) -> None:
+    import threading
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for _ in proc.stdout:
+            pass
+
+    threading.Thread(target=pump, daemon=True, name="azurite-log").start()
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def running() -> Iterator[Azurite]:
+    azurite, proc = start()
+    try:
+        yield azurite
+    finally:
+        stop(proc)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"run", "start"}:
+        print(__doc__, file=sys.stderr)
+        return 2
+    with running() as azurite:
+        env = dict(os.environ)
+        env["AzureWebJobsStorage"] = azurite.connection_string
+        env["AZURITE_CONNECTION_STRING"] = azurite.connection_string
+        if argv[0] == "start":
+            print(f"Azurite running (pid {azurite.pid}).\nAzureWebJobsStorage={azurite.connection_string}")
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+            return 0
+        cmd = argv[1:]
+        if cmd and cmd[0] == "--":
+            cmd = cmd[1:]
+        if not cmd:
+            print("nothing to run", file=sys.stderr)
+            return 2
+        exe = shutil.which(cmd[0]) or cmd[0]
+        return subprocess.call([exe, *cmd[1:]], env=env)  # noqa: S603
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

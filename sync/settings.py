@@ -1,0 +1,368 @@
+"""Application settings, read from the environment (Azure app settings) and validated at start-up.
+
+Every setting the service reads is declared here, in one of three groups:
+
+* ``AppSettings``      - storage, queues, schedules, webhook limits, secrets (prefix ``SYNC_``,
+  plus the host's own ``AzureWebJobsStorage`` names);
+* ``GraphSettings``    - the Entra ID application and Graph endpoint (prefix ``GRAPH_``);
+* ``WorkbooksSettings``- Workbooks API behaviour shared by every mailbox (prefix ``WORKBOOKS_``).
+
+``load_settings()`` turns a pydantic ``ValidationError`` into ``SettingsError`` whose message
+names each bad variable and what is expected, so a misconfigured deployment stops with one
+readable line per problem instead of a stack trace.  The README's settings table and the infra
+consistency check are both derived from these classes (``settings_catalogue()``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_NCRONTAB_FIELD = re.compile(r"^[0-9*/,\-A-Za-z]+$")
+_QUEUE_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+_TABLE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,39}$")
+
+
+class SettingsError(Exception):
+    """The environment does not describe a usable configuration."""
+
+
+def _check_ncrontab(value: str) -> str:
+    """Six fields, seconds first, as the Functions host expects (not classic 5-field cron)."""
+    fields = value.split()
+    if len(fields) != 6 or not all(_NCRONTAB_FIELD.match(f) for f in fields):
+        raise ValueError(
+            "expected a six-field NCRONTAB expression with seconds first, "
+            "e.g. '0 */30 * * * *' (every 30 minutes)"
+        )
+    try:
+        from croniter import croniter
+
+        croniter(value, second_at_beginning=True)
+    except (ValueError, KeyError) as exc:  # croniter raises subclasses of ValueError
+        raise ValueError(f"not a valid NCRONTAB expression: {exc}") from None
+    return value
+
+
+class AppSettings(BaseSettings):
+    """Storage, queues, timers, webhook intake and secrets."""
+
+    model_config = SettingsConfigDict(env_prefix="SYNC_", extra="ignore", populate_by_name=True)
+
+    storage_connection: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AzureWebJobsStorage", "SYNC_STORAGE_CONNECTION"),
+        description="Storage connection string (Azurite/CI: 'UseDevelopmentStorage=true' or the "
+        "explicit form). Leave empty in Azure and set the identity-based '__' settings instead.",
+    )
+    storage_table_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AzureWebJobsStorage__tableServiceUri"),
+        description="Table endpoint for managed-identity access, e.g. https://<acct>.table.core.windows.net",
+    )
+    storage_queue_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AzureWebJobsStorage__queueServiceUri"),
+        description="Queue endpoint for managed-identity access, e.g. https://<acct>.queue.core.windows.net",
+    )
+    storage_client_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AzureWebJobsStorage__clientId"),
+        description="Client id of the user-assigned managed identity used for storage and Key Vault.",
+    )
+    table_prefix: str = Field(
+        default="sync",
+        description="Prefix of every table name (letters and digits); lets several deployments "
+        "or test runs share one storage account.",
+    )
+    jobs_queue: str = Field(default="sync-jobs", description="Queue that carries sync jobs.")
+    push_schedule: str = Field(
+        default="0 0 */2 * * *",
+        description="NCRONTAB (seconds first, UTC) of the Outlook -> Workbooks push.",
+    )
+    reconcile_schedule: str = Field(
+        default="0 */30 * * * *",
+        description="NCRONTAB of the two-way reconciliation.",
+    )
+    renew_schedule: str = Field(
+        default="0 7 */4 * * *",
+        description="NCRONTAB of the Graph subscription renewal sweep.",
+    )
+    todo_poll_schedule: str = Field(
+        default="0 */5 * * * *",
+        description="NCRONTAB of the To Do poll (Graph has no app-only To Do webhooks).",
+    )
+    webhook_max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        le=16_777_216,
+        description="Largest notification body the webhook accepts; larger bodies get 413.",
+    )
+    webhook_max_token_chars: int = Field(
+        default=1024,
+        ge=16,
+        le=8192,
+        description="Longest validationToken echoed back; longer tokens get 400.",
+    )
+    public_base_url: str | None = Field(
+        default=None,
+        description="Public https base URL of this app as Graph reaches it, e.g. "
+        "https://<app>.azurewebsites.net. Required to create subscriptions.",
+    )
+    secrets_provider: Literal["env", "keyvault"] = Field(
+        default="env",
+        description="Where secret references resolve: 'env' (environment variables) or "
+        "'keyvault' (Azure Key Vault through the managed identity).",
+    )
+    key_vault_url: str | None = Field(
+        default=None,
+        description="Key Vault URI, e.g. https://<vault>.vault.azure.net. Required with "
+        "SYNC_SECRETS_PROVIDER=keyvault.",
+    )
+    lease_seconds: int = Field(
+        default=300,
+        ge=30,
+        le=3600,
+        description="How long a worker owns a stream without renewing; a dead owner's lease "
+        "expires after this.",
+    )
+    dirty_marker_ttl_seconds: int = Field(
+        default=600,
+        ge=10,
+        le=86_400,
+        description="After this, a stream's 'job pending' marker is treated as lost and a "
+        "new notification enqueues again.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level of the service's own loggers."
+    )
+
+    @field_validator("push_schedule", "reconcile_schedule", "renew_schedule", "todo_poll_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        return _check_ncrontab(value)
+
+    @field_validator("jobs_queue")
+    @classmethod
+    def _queue_name(cls, value: str) -> str:
+        if not _QUEUE_NAME.match(value) or len(value) > 57:  # leave room for "-poison"
+            raise ValueError(
+                "expected 3-57 lowercase letters, digits and single hyphens "
+                "(Azure queue naming rules, leaving room for the '-poison' suffix)"
+            )
+        return value
+
+    @field_validator("table_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not _TABLE_PREFIX.match(value):
+            raise ValueError("expected a letter followed by up to 39 letters or digits")
+        return value
+
+    @field_validator("public_base_url", "key_vault_url", "storage_table_uri", "storage_queue_uri")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("expected an absolute http(s) URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _storage_and_vault(self) -> AppSettings:
+        has_conn = self.storage_connection is not None and self.storage_connection.get_secret_value()
+        if not has_conn and not (self.storage_table_uri and self.storage_queue_uri):
+            raise ValueError(
+                "storage is not configured: set AzureWebJobsStorage to a connection string, or "
+                "AzureWebJobsStorage__tableServiceUri and AzureWebJobsStorage__queueServiceUri "
+                "for managed-identity access"
+            )
+        if self.secrets_provider == "keyvault" and not self.key_vault_url:
+            raise ValueError("SYNC_KEY_VAULT_URL is required when SYNC_SECRETS_PROVIDER=keyvault")
+        return self
+
+    def table_name(self, logical: str) -> str:
+        """Physical table name for a logical one ('mailboxes' -> 'syncmailboxes')."""
+        return f"{self.table_prefix}{logical}"
+
+    @property
+    def poison_queue(self) -> str:
+        return f"{self.jobs_queue}-poison"
+
+
+class GraphSettings(BaseSettings):
+    """The Entra ID application the service signs in as, and the Graph endpoint."""
+
+    model_config = SettingsConfigDict(env_prefix="GRAPH_", extra="ignore")
+
+    tenant_id: str = Field(default="", description="Entra ID tenant id (GUID) of the customer.")
+    client_id: str = Field(default="", description="Application (client) id of the app registration.")
+    client_secret: SecretStr | None = Field(
+        default=None,
+        description="Client secret (use a Key Vault reference in Azure). Leave empty to sign in "
+        "with the managed identity's federated credential instead.",
+    )
+    base_url: str = Field(
+        default="https://graph.microsoft.com/v1.0",
+        description="Graph base URL; the local sandbox is http://127.0.0.1:<port>/v1.0.",
+    )
+    authority_host: str = Field(
+        default="https://login.microsoftonline.com",
+        description="Token authority; the local sandbox serves its own.",
+    )
+    scope: str = Field(default="https://graph.microsoft.com/.default", description="Token scope.")
+    subscription_minutes: int = Field(
+        default=8640,
+        ge=45,
+        le=10_080,
+        description="Requested subscription lifetime in minutes (Graph maximum for mail, "
+        "contacts and events: 10,080).",
+    )
+    renew_margin_hours: int = Field(
+        default=48,
+        ge=1,
+        le=160,
+        description="Renew a subscription when less than this many hours remain.",
+    )
+    max_concurrency: int = Field(
+        default=4, ge=1, le=4, description="Requests in flight per mailbox (Graph allows 4)."
+    )
+    max_retry_wait_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=600,
+        description="Longest Retry-After the worker sits out; longer waits re-queue the job.",
+    )
+    category_name: str = Field(
+        default="Workbooks",
+        description="Default Outlook category that marks items shared with Workbooks.",
+    )
+
+    @field_validator("base_url", "authority_host")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("expected an absolute http(s) URL")
+        return value.rstrip("/")
+
+
+class WorkbooksSettings(BaseSettings):
+    """Workbooks API behaviour common to every mailbox. Items marked [INF] in the API notes are
+    unconfirmed on a live tenant and so are settings rather than constants."""
+
+    model_config = SettingsConfigDict(env_prefix="WORKBOOKS_", extra="ignore")
+
+    application_name: str = Field(
+        default="Outlook Sync",
+        description="Sent as _application_name; Workbooks stamps it into created_through.",
+    )
+    user_agent: str = Field(
+        default="OutlookWorkbooksSync/0.1 (gzip)",
+        description="User-Agent header (required by Workbooks; 'gzip' enables compression).",
+    )
+    email_link_path: str = Field(
+        default="email/email_links",
+        description="[INF] Endpoint that links an email to a record; confirm with metadata/types.",
+    )
+    batch_size: int = Field(default=100, ge=1, le=100, description="Objects per write request.")
+    page_size: int = Field(default=100, ge=1, le=100, description="Rows per read page.")
+    in_list_size: int = Field(
+        default=100,
+        ge=1,
+        le=500,
+        description="Values per 'eq' IN-list when resolving many email addresses at once.",
+    )
+    max_concurrency: int = Field(
+        default=5, ge=1, le=5, description="Requests in flight per Workbooks identity."
+    )
+    timeout_seconds: float = Field(default=120.0, gt=0, le=600, description="Request timeout.")
+    throttle_max_attempts: int = Field(
+        default=8, ge=1, le=20, description="Replays of a throttled (302) request before giving up."
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    app: AppSettings
+    graph: GraphSettings
+    workbooks: WorkbooksSettings
+
+
+_GROUPS: tuple[type[BaseSettings], ...] = (AppSettings, GraphSettings, WorkbooksSettings)
+
+
+def env_names(group: type[BaseSettings], field_name: str) -> list[str]:
+    """Environment variable names that feed one field (aliases first)."""
+    info = group.model_fields[field_name]
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return [str(c) for c in alias.choices]
+    if isinstance(alias, str):
+        return [alias]
+    prefix = str(group.model_config.get("env_prefix", ""))
+    return [f"{prefix}{field_name}".upper()]
+
+
+def settings_catalogue() -> list[dict[str, Any]]:
+    """Every setting: its variable name(s), default, whether required, and description."""
+    rows: list[dict[str, Any]] = []
+    for group in _GROUPS:
+        for name, info in group.model_fields.items():
+            rows.append(
+                {
+                    "group": group.__name__,
+                    "field": name,
+                    "env": env_names(group, name),
+                    "default": None if info.is_required() else info.default,
+                    "required": info.is_required(),
+                    "secret": "SecretStr" in str(info.annotation),
+                    "description": info.description or "",
+                }
+            )
+    return rows
+
+
+def _describe(group: type[BaseSettings], error: ValidationError) -> list[str]:
+    lines = []
+    for item in error.errors():
+        loc = [str(part) for part in item.get("loc", ()) if part != "__root__"]
+        if loc and loc[0] in group.model_fields:
+            names = " / ".join(env_names(group, loc[0]))
+        elif loc:
+            names = loc[0]
+        else:
+            names = group.__name__
+        msg = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        lines.append(f"{names}: {msg}")
+    return lines
+
+
+def load_settings() -> Settings:
+    """Read and validate every group; raise SettingsError listing all problems at once."""
+    problems: list[str] = []
+    built: dict[str, BaseSettings] = {}
+    for group in _GROUPS:
+        try:
+            built[group.__name__] = group()
+        except ValidationError as exc:
+            problems.extend(_describe(group, exc))
+    if problems:
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems))
+    app = built["AppSettings"]
+    graph = built["GraphSettings"]
+    wb = built["WorkbooksSettings"]
+    assert isinstance(app, AppSettings)
+    assert isinstance(graph, GraphSettings)
+    assert isinstance(wb, WorkbooksSettings)
+    return Settings(app=app, graph=graph, workbooks=wb)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, validated once. Tests call ``get_settings.cache_clear()``."""
+    return load_settings()
