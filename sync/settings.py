@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _NCRONTAB_FIELD = re.compile(r"^[0-9*/,\-A-Za-z]+$")
@@ -175,7 +182,9 @@ class AppSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _storage_and_vault(self) -> AppSettings:
-        has_conn = self.storage_connection is not None and self.storage_connection.get_secret_value()
+        has_conn = (
+            self.storage_connection is not None and self.storage_connection.get_secret_value()
+        )
         if not has_conn and not (self.storage_table_uri and self.storage_queue_uri):
             raise ValueError(
                 "storage is not configured: set AzureWebJobsStorage to a connection string, or "
@@ -201,7 +210,9 @@ class GraphSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GRAPH_", extra="ignore")
 
     tenant_id: str = Field(default="", description="Entra ID tenant id (GUID) of the customer.")
-    client_id: str = Field(default="", description="Application (client) id of the app registration.")
+    client_id: str = Field(
+        default="", description="Application (client) id of the app registration."
+    )
     client_secret: SecretStr | None = Field(
         default=None,
         description="Client secret (use a Key Vault reference in Azure). Leave empty to sign in "

@@ -71,9 +71,18 @@ def start(timeout: float = 30.0) -> tuple[Azurite, subprocess.Popen[str]]:
         "--inMemoryPersistence",
         "--skipApiVersionCheck",
         "--disableProductStyleUrl",
-        "--blobHost", "127.0.0.1", "--blobPort", "0",
-        "--queueHost", "127.0.0.1", "--queuePort", "0",
-        "--tableHost", "127.0.0.1", "--tablePort", "0",
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        "0",
+        "--queueHost",
+        "127.0.0.1",
+        "--queuePort",
+        "0",
+        "--tableHost",
+        "127.0.0.1",
+        "--tablePort",
+        "0",
     ]
     proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
         cmd,
@@ -140,7 +149,9 @@ def main(argv: list[str]) -> int:
         env["AzureWebJobsStorage"] = azurite.connection_string
         env["AZURITE_CONNECTION_STRING"] = azurite.connection_string
         if argv[0] == "start":
-            print(f"Azurite running (pid {azurite.pid}).\nAzureWebJobsStorage={azurite.connection_string}")
+            print(
+                f"Azurite running (pid {azurite.pid}).\nAzureWebJobsStorage={azurite.connection_string}"
+            )
             with contextlib.suppress(KeyboardInterrupt):
                 while True:
                     time.sleep(3600)

@@ -1,0 +1,12 @@
+"""Azure Functions entry point. Thin by design: each blueprint parses its trigger and calls
+one engine function. See sync/blueprints/ for the functions and README.md for the picture."""
+
+import azure.functions as func
+
+from sync.blueprints import admin, timers, webhooks, worker
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_functions(webhooks.bp)
+app.register_functions(timers.bp)
+app.register_functions(worker.bp)
+app.register_functions(admin.bp)

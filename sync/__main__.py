@@ -1,0 +1,3 @@
+from sync.cli.main import main
+
+raise SystemExit(main())

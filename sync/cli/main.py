@@ -1,0 +1,264 @@
+"""``python -m sync``: mailbox registry, status, manual sync, poison queue, local host, demo.
+
+Every command validates the configuration first and exits with status 2 and a message naming
+the bad variable when it is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from sync.core.state_models import Mailbox, MailboxPolicy
+from sync.settings import SettingsError, get_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sync", description="Outlook <-> Workbooks sync service"
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    mb = sub.add_parser("mailboxes", help="manage which mailboxes sync")
+    mbs = mb.add_subparsers(dest="action", required=True)
+    add = mbs.add_parser("add", help="register a mailbox")
+    add.add_argument("mailbox", help="UPN / SMTP address of the Microsoft 365 user")
+    add.add_argument("--workbooks-url", required=True, help="e.g. https://secure.workbooks.com")
+    add.add_argument("--api-key-ref", required=True, help="env:VARIABLE or keyvault:secret-name")
+    add.add_argument("--workbooks-user", default="", help="Workbooks login name (informational)")
+    add.add_argument("--graph-user", default="", help="Graph user id if it differs from the UPN")
+    add.add_argument("--policy", default="{}", help="JSON object of policy settings (see README)")
+    add.add_argument(
+        "--no-subscribe", action="store_true", help="do not create Graph subscriptions now"
+    )
+    mbs.add_parser("list", help="list registered mailboxes")
+    rm = mbs.add_parser("remove", help="unregister a mailbox and delete its subscriptions")
+    rm.add_argument("mailbox")
+    dis = mbs.add_parser("disable", help="stop syncing a mailbox, keep its state")
+    dis.add_argument("mailbox")
+    dis.add_argument("--reason", default="disabled by operator")
+    en = mbs.add_parser("enable", help="resume syncing a disabled mailbox")
+    en.add_argument("mailbox")
+
+    st = sub.add_parser("status", help="queues, poison messages, stream health, recent runs")
+    st.add_argument("--json", action="store_true")
+
+    sy = sub.add_parser("sync", help="queue a manual sync and follow its progress")
+    sy.add_argument("mailbox")
+    sy.add_argument("--kind", choices=["push", "full", "resync"], default="full")
+    sy.add_argument("--no-wait", action="store_true")
+    sy.add_argument("--timeout", type=float, default=600.0)
+
+    po = sub.add_parser("poison", help="inspect or drain the poison queue")
+    po.add_argument("action", choices=["list", "requeue", "purge"])
+
+    sv = sub.add_parser("serve", help="run the local Functions host")
+    sv.add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("demo", help="run the end-to-end demo on the local sandboxes")
+    sub.add_parser("settings", help="print every setting and its current value (secrets hidden)")
+    return p
+
+
+async def _with_services(fn: Callable[[Any], Awaitable[int]]) -> int:
+    from sync.runtime import get_services
+
+    services = await get_services()
+    try:
+        return await fn(services)
+    finally:
+        await services.close()
+
+
+async def _mailboxes(args: argparse.Namespace, services: Any) -> int:
+    store = services.store
+    if args.action == "add":
+        try:
+            policy = MailboxPolicy.model_validate(json.loads(args.policy))
+            mailbox = Mailbox(
+                id=args.mailbox,
+                graph_user=args.graph_user,
+                workbooks_url=args.workbooks_url,
+                workbooks_user=args.workbooks_user,
+                api_key_ref=args.api_key_ref,
+                policy=policy,
+            )
+        except (ValidationError, json.JSONDecodeError) as exc:
+            print(f"error: invalid mailbox: {exc}", file=sys.stderr)
+            return 2
+        if not await store.mailboxes.add(mailbox):
+            print(f"error: {mailbox.id} is already registered", file=sys.stderr)
+            return 1
+        print(f"registered {mailbox.id}")
+        if not args.no_subscribe:
+            await _subscribe(services, mailbox)
+        return 0
+    if args.action == "list":
+        rows = await store.mailboxes.list()
+        if not rows:
+            print("no mailboxes registered")
+        for m in rows:
+            state = "enabled" if m.enabled else f"disabled ({m.disabled_reason})"
+            print(
+                f"{m.id:40} {state:24} {m.workbooks_url}  key={m.api_key_ref}  email={m.policy.email_policy}"
+            )
+        return 0
+    if args.action == "remove":
+        await _unsubscribe(services, args.mailbox)
+        if not await store.mailboxes.remove(args.mailbox):
+            print(f"error: {args.mailbox} is not registered", file=sys.stderr)
+            return 1
+        print(f"removed {args.mailbox}")
+        return 0
+    enabled = args.action == "enable"
+    result = await store.mailboxes.set_enabled(
+        args.mailbox, enabled, "" if enabled else args.reason
+    )
+    if result is None:
+        print(f"error: {args.mailbox} is not registered", file=sys.stderr)
+        return 1
+    print(f"{'enabled' if enabled else 'disabled'} {result.id}")
+    return 0
+
+
+async def _subscribe(services: Any, mailbox: Mailbox) -> None:
+    try:
+        from sync.engine import subscriptions
+    except ImportError:
+        print(
+            "note: subscriptions are created by the renewal timer once the Graph module is available"
+        )
+        return
+    await subscriptions.ensure_for_mailbox(services, mailbox)
+
+
+async def _unsubscribe(services: Any, mailbox_id: str) -> None:
+    try:
+        from sync.engine import subscriptions
+    except ImportError:
+        return
+    await subscriptions.remove_for_mailbox(services, mailbox_id)
+
+
+async def _status(args: argparse.Namespace, services: Any) -> int:
+    from sync.status import status_report
+
+    report = await status_report(services)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    q = report["queue"]
+    print(f"queue {q['name']}: {q['depth']} waiting; poison {q['poison']}: {q['poison_depth']}")
+    if q["poison_depth"]:
+        print("  ! poison messages present: 'python -m sync poison list' to inspect")
+    for mb in report["mailboxes"]:
+        print(f"\n{mb['id']} ({'enabled' if mb['enabled'] else 'disabled'})")
+        for s in mb["streams"]:
+            flag = " RESYNC" if s["resync_requested"] else ""
+            err = f"  last error: {s['last_error']}" if s["last_error"] else ""
+            print(f"  {s['stream']:14} last ok {s['last_success_at'] or '-'}{flag}{err}")
+        for r in mb["recent_runs"]:
+            print(
+                f"  run {r['started_at'][:19]} {r['stream']:10} {r['kind']:9} {r['status']:8} {r['counts']} {r['message'][:80]}"
+            )
+    return 0
+
+
+async def _sync(args: argparse.Namespace, services: Any) -> int:
+    from sync.engine.runner import request_manual
+
+    mailbox = await services.store.mailboxes.get(args.mailbox)
+    if mailbox is None:
+        print(f"error: {args.mailbox} is not registered", file=sys.stderr)
+        return 1
+    status = await request_manual(services, mailbox.id, args.kind)
+    print(f"queued {args.kind} sync for {mailbox.id}: job {status.job_id}")
+    if args.no_wait:
+        return 0
+    return await _follow(services, status.job_id, args.timeout)
+
+
+def _bar(done: int, total: int, width: int = 30) -> str:
+    filled = int(width * done / total) if total else 0
+    return "[" + "#" * filled + "." * (width - filled) + f"] {done}/{total or '?'} streams"
+
+
+async def _follow(services: Any, job_id: str, timeout: float) -> int:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last = ""
+    while loop.time() < deadline:
+        status = await services.store.jobs.get(job_id)
+        if status is not None:
+            line = f"\r{_bar(status.streams_done, status.streams_total)} {status.state} {status.counts}"
+            if line != last:
+                print(line, end="", flush=True)
+                last = line
+            if status.state in ("done", "failed"):
+                print()
+                if status.message:
+                    print(status.message)
+                return 0 if status.state == "done" else 1
+        await asyncio.sleep(0.5)
+    print("\nstill running; check later with 'python -m sync status'")
+    return 3
+
+
+async def _poison(args: argparse.Namespace, services: Any) -> int:
+    queue = services.queue
+    if args.action == "list":
+        items = await queue.peek_poison()
+        print(f"{await queue.poison_depth()} message(s) in {queue.poison_name}")
+        for m in items:
+            what = (
+                f"{m.job.mailbox}/{m.job.stream} {m.job.kind} ({m.job.reason})"
+                if m.job
+                else f"not a job: {m.problem}"
+            )
+            print(f"  {m.id} attempts={m.dequeue_count} {what}")
+        return 0
+    if args.action == "requeue":
+        print(f"requeued {await queue.requeue_poison()} message(s)")
+        return 0
+    print(f"purged {await queue.purge_poison()} message(s)")
+    return 0
+
+
+def _print_settings() -> int:
+    from sync.settings import settings_catalogue
+
+    for row in settings_catalogue():
+        print(f"{row['env'][0]:42} default={row['default']!s:24} {row['description'][:70]}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "settings":
+        return _print_settings()
+    try:
+        get_settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        from sync.host.cli import main as serve
+
+        return serve(args.rest)
+    if args.command == "demo":
+        from sync.demo import main as demo
+
+        return demo()
+    handlers: dict[str, Callable[[argparse.Namespace, Any], Awaitable[int]]] = {
+        "mailboxes": _mailboxes,
+        "status": _status,
+        "sync": _sync,
+        "poison": _poison,
+    }
+    handler = handlers[args.command]
+    return asyncio.run(_with_services(lambda services: handler(args, services)))

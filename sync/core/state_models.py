@@ -1,0 +1,219 @@
+"""Records kept in state, as plain pydantic models (no storage SDK here).
+
+``sync.state.store`` maps these to Table Storage entities; the pure core (planning, matching)
+works on them directly.  Timestamps are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sync.core.keys import normalise_address
+
+SECRET_REF = re.compile(r"^(env|keyvault):[A-Za-z0-9_.\-]{1,127}$")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class FilterRule(BaseModel):
+    """One per-user scope criterion, applied as a Workbooks filter (field, operator, value)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    field: str = Field(min_length=1, max_length=200)
+    op: str = Field(default="eq", min_length=2, max_length=20)
+    value: str = Field(default="", max_length=1000)
+
+
+class MailboxPolicy(BaseModel):
+    """Per-mailbox behaviour. Defaults follow the Workbooks Outlook Connector."""
+
+    email_policy: Literal["shared", "auto"] = "shared"
+    category: str = Field(default="Workbooks", min_length=1, max_length=255)
+    create_from_outlook: bool = True
+    outlook_delete: Literal["unlink", "delete"] = "unlink"
+    conflict_policy: Literal["latest", "workbooks", "outlook"] = "latest"
+    mass_change_share: float = Field(default=0.2, gt=0, le=1)
+    mass_change_min_items: int = Field(default=10, ge=0)
+    people_filters: list[FilterRule] = Field(default_factory=list)
+    people_filter_mode: Literal["and", "or"] = "and"
+    activity_filters: list[FilterRule] = Field(default_factory=list)
+    activity_filter_mode: Literal["and", "or"] = "and"
+    include_completed_activities: bool = False
+    calendar_past_days: int = Field(default=30, ge=0, le=3650)
+    calendar_future_days: int = Field(default=365, ge=1, le=3650)
+    internal_domains: list[str] = Field(default_factory=list)
+    blocklist: list[str] = Field(default_factory=list)
+    retro_lookback_days: int = Field(default=90, ge=1, le=3650)
+    time_zone: str = Field(default="UTC", max_length=64)
+
+    @field_validator("internal_domains", "blocklist")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return sorted({v.strip().lower().lstrip("@") for v in value if v.strip()})
+
+
+class Mailbox(BaseModel):
+    """A mailbox that syncs, with its Workbooks identity. Never holds the API key itself,
+    only a reference (``env:NAME`` or ``keyvault:secret-name``) resolved at run time."""
+
+    id: str = Field(min_length=3, max_length=320, description="Normalised UPN / SMTP address")
+    graph_user: str = Field(default="", max_length=320, description="Graph user id or UPN")
+    workbooks_url: str = Field(min_length=8, max_length=500)
+    workbooks_user: str = Field(default="", max_length=320)
+    api_key_ref: str
+    enabled: bool = True
+    policy: MailboxPolicy = Field(default_factory=MailboxPolicy)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    disabled_reason: str = ""
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        value = normalise_address(value)
+        if "@" not in value:
+            raise ValueError("mailbox id must be an email address / UPN")
+        return value
+
+    @field_validator("workbooks_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("expected an absolute http(s) URL, e.g. https://secure.workbooks.com")
+        return value.rstrip("/")
+
+    @field_validator("api_key_ref")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        if not SECRET_REF.match(value):
+            raise ValueError(
+                "expected a secret reference 'env:VARIABLE' or 'keyvault:secret-name', "
+                "never the API key itself"
+            )
+        return value
+
+    @property
+    def graph_id(self) -> str:
+        return self.graph_user or self.id
+
+
+class SubscriptionRecord(BaseModel):
+    """A Graph subscription we created. Only a hash of its clientState is stored."""
+
+    subscription_id: str = Field(min_length=1, max_length=128)
+    mailbox: str
+    stream: str
+    resource: str
+    client_state_hash: str = Field(description="sha256 hex of the clientState secret")
+    expires_at: datetime
+    created_at: datetime = Field(default_factory=utcnow)
+    renewed_at: datetime | None = None
+
+
+class Lease(BaseModel):
+    """Proof that ``owner`` holds a stream until ``until``; carries the ETag it was won with."""
+
+    mailbox: str
+    stream: str
+    owner: str
+    until: datetime
+    etag: str
+
+
+class Cursor(BaseModel):
+    """Incremental-sync position and health of one (mailbox, stream)."""
+
+    mailbox: str
+    stream: str
+    delta_link: str | None = None
+    watermark: str | None = Field(default=None, description="Workbooks changed-since watermark")
+    resync_requested: bool = False
+    resync_reason: str = ""
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+    last_success_at: datetime | None = None
+    last_error: str = ""
+    consecutive_failures: int = 0
+    extra: dict[str, Any] = Field(default_factory=dict)
+    etag: str | None = Field(default=None, exclude=True)
+
+
+class Link(BaseModel):
+    """An Outlook item paired with a Workbooks record, and the fields as last synced."""
+
+    mailbox: str
+    stream: str  # contacts | events | todo
+    outlook_id: str
+    workbooks_type: str
+    workbooks_id: int
+    workbooks_lock_version: int = 0
+    outlook_change_key: str = ""
+    snapshot: dict[str, Any] = Field(default_factory=dict)
+    created_by_service: bool = False
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class EmailRecord(BaseModel):
+    """A processed sent message: what was written to Workbooks and why."""
+
+    mailbox: str
+    message_key: str = Field(description="Graph immutable id")
+    internet_message_id: str = ""
+    state: Literal["linked", "not_shared", "no_match", "excluded", "pending", "failed"] = "pending"
+    workbooks_email_id: int | None = None
+    linked: list[str] = Field(default_factory=list, description="'Type:id' of linked records")
+    explanation: dict[str, Any] = Field(default_factory=dict)
+    subject: str = ""
+    sent_at: datetime | None = None
+    processed_at: datetime = Field(default_factory=utcnow)
+
+
+class PendingAddress(BaseModel):
+    """A recipient of a shared message that matched nobody yet (for retroactive linking)."""
+
+    address: str
+    mailbox: str
+    message_key: str
+    internet_message_id: str = ""
+    sent_at: datetime | None = None
+    added_at: datetime = Field(default_factory=utcnow)
+
+
+class RunRecord(BaseModel):
+    """One job run, for status and audit."""
+
+    mailbox: str
+    stream: str
+    job_id: str
+    kind: str
+    reason: str = ""
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    status: Literal["running", "ok", "failed", "skipped", "retry", "stopped"] = "running"
+    counts: dict[str, int] = Field(default_factory=dict)
+    message: str = ""
+    errors: list[str] = Field(default_factory=list)
+
+
+class JobStatus(BaseModel):
+    """Progress of a manually requested sync, readable through HTTP and the CLI."""
+
+    job_id: str
+    mailbox: str
+    kind: str
+    state: Literal["queued", "running", "done", "failed"] = "queued"
+    requested_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    streams_total: int = 0
+    streams_done: int = 0
+    counts: dict[str, int] = Field(default_factory=dict)
+    message: str = ""

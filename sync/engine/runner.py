@@ -1,0 +1,212 @@
+"""Runs one queued job: claim the stream, run its processor, record the run, release.
+
+Every trigger ends here (notification, 2-hour push, 30-minute reconciliation, manual sync), so
+they all share one path.  Rules that keep the queue healthy:
+
+* a job whose stream is busy (another worker holds the lease) is re-sent with a delay rather
+  than failed, so it is neither lost nor burned through the host's retry budget;
+* ``RetryLater`` (throttling, outages) re-sends the job for the moment the server named;
+* ``ResyncRequired`` marks the cursor and queues a resync job;
+* ``ReauthRequired`` is recorded and stops there: only an operator can fix credentials;
+* anything else is recorded and re-raised, so the host retries with back-off and finally moves
+  the message to the poison queue, where ``python -m sync status`` reports it.
+
+One mailbox's failure never touches another's jobs: each job is one (mailbox, stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from datetime import UTC, datetime
+
+from sync.core.errors import ReauthRequired, ResyncRequired, RetryLater
+from sync.core.jobs import Job, JobKind, Stream
+from sync.core.state_models import JobStatus, Lease, Mailbox, RunRecord, utcnow
+from sync.engine.registry import RunContext, lookup
+from sync.runtime import Services
+from sync.state.store import LeaseLost
+
+log = logging.getLogger("sync.engine")
+
+OUTLOOK_STREAMS = (Stream.SENT, Stream.CONTACTS, Stream.EVENTS, Stream.TODO)
+RECONCILE_STREAMS = (*OUTLOOK_STREAMS, Stream.PEOPLE)
+BUSY_DELAY_SECONDS = 15
+MAX_DELAY_SECONDS = 6 * 24 * 3600  # queue visibility can be at most 7 days
+LAST_ATTEMPT = 5  # host.json maxDequeueCount: after this attempt the host poisons the message
+
+
+def streams_for(kind: JobKind, mode: str | None = None) -> tuple[Stream, ...]:
+    """Which streams a fan-out job covers."""
+    if kind == JobKind.PUSH:
+        return OUTLOOK_STREAMS
+    if kind == JobKind.RENEW:
+        return (Stream.SUBSCRIPTIONS,)
+    if kind == JobKind.MANUAL and mode == "push":
+        return OUTLOOK_STREAMS
+    return RECONCILE_STREAMS
+
+
+async def fan_out(services: Services, kind: JobKind, reason: str) -> int:
+    """Timers only fan out: one job per enabled mailbox and stream. Returns jobs queued."""
+    sent = 0
+    for mailbox in await services.store.mailboxes.list(enabled_only=True):
+        for stream in streams_for(kind):
+            await services.queue.send(
+                Job(mailbox=mailbox.id, stream=stream, kind=kind, reason=reason)
+            )
+            sent += 1
+    log.info("%s: queued %d job(s)", reason, sent)
+    return sent
+
+
+async def request_manual(services: Services, mailbox: str, mode: str) -> JobStatus:
+    """Queue an operator-requested sync and create its progress record."""
+    job = Job(mailbox=mailbox, stream=Stream.ALL, kind=JobKind.MANUAL, mode=mode, reason="manual")
+    status = JobStatus(job_id=job.job_id, mailbox=job.mailbox, kind=mode)
+    await services.store.jobs.put(status)
+    await services.queue.send(job)
+    return status
+
+
+async def _expand_manual(services: Services, job: Job) -> None:
+    streams = streams_for(JobKind.MANUAL, job.mode)
+    kind = JobKind.RESYNC if job.mode == "resync" else JobKind.MANUAL
+    if job.mode == "resync":
+        for stream in streams:
+            await services.store.cursors.request_resync(job.mailbox, stream, "manual resync")
+    await services.store.jobs.update(
+        job.job_id,
+        lambda s: s.model_copy(update={"state": "running", "streams_total": len(streams)}),
+    )
+    for stream in streams:
+        await services.queue.send(
+            job.model_copy(
+                update={"stream": stream, "kind": kind, "enqueued_at": datetime.now(UTC)}
+            )
+        )
+
+
+async def _progress(services: Services, job: Job, run: RunRecord) -> None:
+    if (
+        job.kind not in (JobKind.MANUAL, JobKind.RESYNC)
+        or await services.store.jobs.get(job.job_id) is None
+    ):
+        return
+
+    def bump(s: JobStatus) -> JobStatus:
+        counts = dict(s.counts)
+        for key, n in run.counts.items():
+            counts[key] = counts.get(key, 0) + n
+        done = s.streams_done + 1
+        failed = s.state == "failed" or run.status == "failed"
+        state = "failed" if failed else ("done" if done >= s.streams_total else "running")
+        message = (
+            s.message if not run.message else f"{s.message}\n{run.stream}: {run.message}".strip()
+        )
+        return s.model_copy(
+            update={"streams_done": done, "counts": counts, "state": state, "message": message}
+        )
+
+    await services.store.jobs.update(job.job_id, bump)
+
+
+async def _requeue(services: Services, job: Job, delay: float, reason: str) -> None:
+    seconds = int(min(max(delay, 1), MAX_DELAY_SECONDS))
+    await services.queue.send(job.model_copy(update={"reason": reason}), delay_seconds=seconds)
+
+
+async def _keep_lease(services: Services, lease: Lease) -> None:
+    seconds = services.settings.app.lease_seconds
+    while True:
+        await asyncio.sleep(seconds / 3)
+        lease = await services.store.cursors.renew(lease, seconds)
+
+
+async def _run_processor(ctx: RunContext, run: RunRecord) -> None:
+    processor = lookup(ctx.job.stream, ctx.job.kind)
+    if processor is None:
+        run.status = "skipped"
+        run.message = f"no processor for stream '{ctx.job.stream}' ({ctx.job.kind}) in this build"
+        return
+    await processor(ctx)
+    run.status = "ok"
+
+
+async def _handle_errors(services: Services, job: Job, run: RunRecord, ctx: RunContext) -> None:
+    try:
+        await _run_processor(ctx, run)
+    except RetryLater as exc:
+        delay = (exc.retry_at - utcnow()).total_seconds() if exc.retry_at else 60.0
+        run.status, run.message = "retry", f"retry in {int(delay)} s: {exc}"
+        await _requeue(services, job, delay, f"retry: {exc}"[:200])
+    except ResyncRequired as exc:
+        run.status, run.message = "retry", f"resync required: {exc}"
+        await services.store.cursors.request_resync(job.mailbox, job.stream, str(exc)[:500])
+        await services.queue.send(
+            job.model_copy(update={"kind": JobKind.RESYNC, "reason": "resync"})
+        )
+    except ReauthRequired as exc:
+        run.status, run.message = "failed", f"credentials or permission problem: {exc}"
+        run.errors.append(str(exc))
+    except LeaseLost as exc:
+        run.status, run.message = "stopped", str(exc)
+
+
+async def _run_stream(services: Services, job: Job, mailbox: Mailbox, run: RunRecord) -> None:
+    owner = f"{job.job_id}:{uuid.uuid4().hex[:8]}"
+    lease = await services.store.cursors.claim(
+        job.mailbox, job.stream, owner, services.settings.app.lease_seconds
+    )
+    if lease is None:
+        run.status, run.message = "retry", "stream busy; job re-sent"
+        await _requeue(services, job, BUSY_DELAY_SECONDS, "stream busy")
+        return
+    keeper = asyncio.create_task(_keep_lease(services, lease))
+    try:
+        # The run about to start reads the delta, which covers every notification so far.
+        await services.store.dirty.clear(job.mailbox, job.stream)
+        ctx = RunContext(job=job, mailbox=mailbox, lease=lease, services=services)
+        try:
+            await _handle_errors(services, job, run, ctx)
+        finally:
+            run.counts = ctx.counts
+            if ctx.messages and not run.message:
+                run.message = "; ".join(ctx.messages)[:2000]
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        await services.store.cursors.release(lease)
+
+
+async def run_job(services: Services, job: Job, *, dequeue_count: int = 1) -> RunRecord:
+    """Process one job end to end; returns the recorded run."""
+    run = RunRecord(
+        mailbox=job.mailbox, stream=job.stream, job_id=job.job_id, kind=job.kind, reason=job.reason
+    )
+    mailbox = await services.store.mailboxes.get(job.mailbox)
+    if mailbox is None or not mailbox.enabled:
+        run.status = "skipped"
+        run.message = "mailbox not registered" if mailbox is None else "mailbox disabled"
+    elif job.stream == Stream.ALL:
+        await _expand_manual(services, job)
+        run.status, run.message = "ok", "fanned out"
+    else:
+        try:
+            await _run_stream(services, job, mailbox, run)
+        except Exception as exc:
+            run.status, run.message = "failed", f"{type(exc).__name__}: {exc}"[:2000]
+            run.errors.append(run.message)
+            run.finished_at = utcnow()
+            await services.store.runs.put(run)
+            if dequeue_count >= LAST_ATTEMPT:
+                await _progress(services, job, run)
+            raise
+    run.finished_at = utcnow()
+    await services.store.runs.put(run)
+    if run.status != "retry" and job.stream != Stream.ALL:
+        await _progress(services, job, run)
+    return run

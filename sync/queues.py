@@ -1,0 +1,136 @@
+"""The jobs queue: one contract (``sync.core.jobs.Job``), base64 on the wire, and its poison
+queue.  Producers outside the Functions host (webhook via this module, CLI, local host) all go
+through ``JobQueue`` so every message is encoded the way the queue trigger expects."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+
+from sync.core.jobs import Job, JobDecodeError, decode_job, encode_job
+
+
+@dataclass(frozen=True)
+class PoisonMessage:
+    id: str
+    pop_receipt: str | None
+    dequeue_count: int
+    inserted_on: str
+    body: str  # decoded text
+    job: Job | None  # None if the body is not a valid job
+    problem: str
+
+
+class JobQueue:
+    """Send jobs; inspect, requeue or purge the poison queue."""
+
+    def __init__(self, service: Any, name: str) -> None:
+        self._service = service
+        self.name = name
+        self.poison_name = f"{name}-poison"
+        self._queue = service.get_queue_client(name)
+        self._poison = service.get_queue_client(self.poison_name)
+
+    async def ensure(self) -> None:
+        for client in (self._queue, self._poison):
+            with contextlib.suppress(ResourceExistsError):
+                await client.create_queue()
+
+    async def send(self, job: Job, *, delay_seconds: int | None = None) -> None:
+        # The client's TextBase64EncodePolicy encodes; we pass JSON text.
+        encode_job(job)  # validates size; raises if the job is not a small reference
+        await self._queue.send_message(job.model_dump_json(), visibility_timeout=delay_seconds)
+
+    async def depth(self) -> int:
+        props = await self._queue.get_queue_properties()
+        return int(props.approximate_message_count or 0)
+
+    async def poison_depth(self) -> int:
+        try:
+            props = await self._poison.get_queue_properties()
+        except ResourceNotFoundError:
+            return 0
+        return int(props.approximate_message_count or 0)
+
+    async def peek_poison(self, limit: int = 32) -> list[PoisonMessage]:
+        raw = self._service.get_queue_client(self.poison_name)  # no decode policy surprises
+        out: list[PoisonMessage] = []
+        try:
+            messages = await raw.peek_messages(max_messages=min(limit, 32))
+        except ResourceNotFoundError:
+            return []
+        for m in messages:
+            out.append(_poison(m))
+        return out
+
+    async def requeue_poison(self, limit: int = 1000) -> int:
+        """Move poison messages back to the jobs queue (after fixing what poisoned them)."""
+        moved = 0
+        while moved < limit:
+            batch = [
+                m
+                async for m in self._poison.receive_messages(max_messages=32, visibility_timeout=60)
+            ]
+            if not batch:
+                break
+            for m in batch:
+                await self._queue.send_message(_text(m.content))
+                await self._poison.delete_message(m)
+                moved += 1
+        return moved
+
+    async def purge_poison(self) -> int:
+        count = await self.poison_depth()
+        try:
+            await self._poison.clear_messages()
+        except ResourceNotFoundError:
+            return 0
+        return count
+
+    async def close(self) -> None:
+        await self._queue.close()
+        await self._poison.close()
+        await self._service.close()
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, bytes):
+        return content.decode("utf-8", "replace")
+    return str(content)
+
+
+def _poison(m: Any) -> PoisonMessage:
+    body = _text(m.content)
+    job: Job | None = None
+    problem = ""
+    try:
+        job = decode_job(body)
+    except JobDecodeError as exc:
+        problem = str(exc)
+    return PoisonMessage(
+        id=str(m.id),
+        pop_receipt=getattr(m, "pop_receipt", None),
+        dequeue_count=int(getattr(m, "dequeue_count", 0) or 0),
+        inserted_on=str(getattr(m, "inserted_on", "")),
+        body=body[:2000],
+        job=job,
+        problem=problem,
+    )
+
+
+def b64_text(body: str) -> str:
+    """Decode a raw base64 queue body to text (for hosts reading without a decode policy)."""
+    try:
+        return base64.b64decode(body, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise JobDecodeError("queue message is not base64 text") from exc
+
+
+def dumps(job: Job) -> str:
+    return json.dumps(job.model_dump(mode="json"))

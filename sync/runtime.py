@@ -1,0 +1,64 @@
+"""Process-wide services (state store, jobs queue), built lazily once per event loop.
+
+Azure Functions reuses a worker process across invocations, so clients are created on first
+use and kept; tests and the local host call ``reset_services()`` to rebuild them after changing
+settings.  Tables and queues are created on first use (idempotent), so a fresh storage account
+needs no separate set-up step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from sync.queues import JobQueue
+from sync.settings import Settings, get_settings
+from sync.state.store import StateStore
+from sync.storage import queue_service, table_service
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: StateStore
+    queue: JobQueue
+    # Per-process caches owned by the services they were filled from (e.g. the webhook's
+    # subscription lookups), so rebuilding services never serves another store's data.
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        await self.store.close()
+        await self.queue.close()
+
+
+_services: Services | None = None
+_loop: asyncio.AbstractEventLoop | None = None
+_lock: asyncio.Lock | None = None
+
+
+async def get_services() -> Services:
+    global _services, _loop, _lock
+    loop = asyncio.get_running_loop()
+    if _services is not None and _loop is loop:
+        return _services
+    if _lock is None or _loop is not loop:
+        _lock, _loop, _services = asyncio.Lock(), loop, None
+    async with _lock:
+        if _services is None:
+            settings = get_settings()
+            store = StateStore(table_service(settings.app), settings.app.table_prefix)
+            queue = JobQueue(queue_service(settings.app), settings.app.jobs_queue)
+            await store.ensure_tables()
+            await queue.ensure()
+            _services = Services(settings=settings, store=store, queue=queue)
+    return _services
+
+
+async def reset_services() -> None:
+    """Close and forget the current services (settings are re-read on next use)."""
+    global _services
+    if _services is not None and _loop is asyncio.get_running_loop():
+        await _services.close()
+    _services = None
+    get_settings.cache_clear()

@@ -1,0 +1,243 @@
+"""Webhook intake: the only code Graph talks to. Validates, verifies, enqueues, answers fast.
+
+It never does sync work and never imports the Graph SDK: Graph flags an endpoint as slow above
+2,900 ms and drops notifications once 15% are slow, so the path is a subscription lookup, one
+conditional write that coalesces bursts, and (for the first notification of a burst) one queue
+message.  Answers:
+
+* ``?validationToken=`` -> 200 text/plain with the decoded token (400 if it is not plain text);
+* notifications -> 202 once every valid item is queued (or already pending);
+* 5xx only when state or the queue failed, so Graph retries later;
+* 4xx for bodies Graph would never send (wrong type, malformed, too large), with no state change.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sync.core.jobs import Job, JobKind, Stream
+from sync.core.notifications import (
+    LIFECYCLE_EVENTS,
+    BadRequest,
+    NotificationItem,
+    check_content_type,
+    check_validation_token,
+    parse_collection,
+)
+from sync.core.state_models import SubscriptionRecord
+from sync.runtime import Services
+from sync.state.store import hash_client_state
+
+log = logging.getLogger("sync.webhook")
+
+CACHE_SECONDS = 30.0  # subscription records change only on create/renew/delete
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: str
+    content_type: str = "application/json"
+
+
+@dataclass
+class IntakeStats:
+    """Per-process counters, reported by the status endpoint."""
+
+    received: int = 0
+    queued: int = 0
+    coalesced: int = 0
+    dropped_unknown: int = 0
+    dropped_bad_secret: int = 0
+    dropped_malformed: int = 0
+    rejected_requests: int = 0
+    failures: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+STATS = IntakeStats()
+
+
+@dataclass
+class _Outcome:
+    queued: int = 0
+    coalesced: int = 0
+    dropped: int = 0
+    seen: set[tuple[str, str, str]] = field(default_factory=set)
+
+
+def _cache(services: Services) -> dict[str, tuple[float, SubscriptionRecord]]:
+    cache: dict[str, tuple[float, SubscriptionRecord]] = services.cache.setdefault(
+        "subscriptions", {}
+    )
+    return cache
+
+
+async def _subscription(services: Services, sub_id: str) -> SubscriptionRecord | None:
+    cache = _cache(services)
+    hit = cache.get(sub_id)
+    now = time.monotonic()
+    if hit and now - hit[0] < CACHE_SECONDS:
+        return hit[1]
+    record = await services.store.subscriptions.get(sub_id)
+    if record is not None:
+        if len(cache) > 10_000:
+            cache.clear()
+        cache[sub_id] = (now, record)
+    else:
+        cache.pop(sub_id, None)
+    return record
+
+
+def forget_subscription(services: Services, sub_id: str) -> None:
+    _cache(services).pop(sub_id, None)
+
+
+def _secret_ok(record: SubscriptionRecord, client_state: str) -> bool:
+    # Compare digests in constant time: the stored value is a hash, never the secret.
+    return hmac.compare_digest(hash_client_state(client_state), record.client_state_hash)
+
+
+async def _verified(services: Services, item: NotificationItem) -> SubscriptionRecord | None:
+    record = await _subscription(services, item.subscription_id)
+    if record is None:
+        STATS.dropped_unknown += 1
+        return None
+    if not item.client_state or not _secret_ok(record, item.client_state):
+        STATS.dropped_bad_secret += 1
+        log.warning(
+            "notification with wrong clientState dropped (subscription %s)", item.subscription_id
+        )
+        return None
+    return record
+
+
+def _validation(query: Mapping[str, str], services: Services) -> Reply | None:
+    token = query.get("validationToken")
+    if token is None:
+        return None
+    try:
+        echoed = check_validation_token(token, services.settings.app.webhook_max_token_chars)
+    except BadRequest as exc:
+        STATS.rejected_requests += 1
+        return Reply(exc.status, str(exc), "text/plain")
+    return Reply(200, echoed, "text/plain")
+
+
+def _parse(body: bytes, headers: Mapping[str, str], services: Services) -> list[NotificationItem]:
+    check_content_type(headers.get("content-type"))
+    return parse_collection(body, services.settings.app.webhook_max_body_bytes)
+
+
+async def _enqueue_dirty(services: Services, record: SubscriptionRecord, out: _Outcome) -> None:
+    key = (record.mailbox, record.stream, "dirty")
+    if key in out.seen:
+        out.coalesced += 1
+        return
+    out.seen.add(key)
+    app = services.settings.app
+    if not await services.store.dirty.mark(
+        record.mailbox, record.stream, ttl_seconds=app.dirty_marker_ttl_seconds
+    ):
+        out.coalesced += 1
+        return
+    job = Job(
+        mailbox=record.mailbox,
+        stream=Stream(record.stream),
+        kind=JobKind.DIRTY,
+        reason="notification",
+    )
+    try:
+        await services.queue.send(job)
+    except Exception:
+        # Undo the marker so the retry Graph makes after our 5xx can enqueue again.
+        await services.store.dirty.clear(record.mailbox, record.stream)
+        raise
+    out.queued += 1
+
+
+async def _enqueue_lifecycle(
+    services: Services, record: SubscriptionRecord, item: NotificationItem, out: _Outcome
+) -> None:
+    event = item.lifecycle_event or ""
+    if event not in LIFECYCLE_EVENTS:
+        out.dropped += 1
+        STATS.dropped_malformed += 1
+        return
+    key = (record.subscription_id, event, "lifecycle")
+    if key in out.seen:
+        out.coalesced += 1
+        return
+    out.seen.add(key)
+    job = Job(
+        mailbox=record.mailbox,
+        stream=Stream(record.stream),
+        kind=JobKind.LIFECYCLE,
+        reason=f"lifecycle:{event}",
+        subscription_id=record.subscription_id,
+        lifecycle_event=event,
+    )
+    await services.queue.send(job)
+    out.queued += 1
+
+
+def _summary(out: _Outcome) -> str:
+    return f'{{"queued":{out.queued},"coalesced":{out.coalesced},"dropped":{out.dropped}}}'
+
+
+async def _process(
+    services: Services, items: list[NotificationItem], *, lifecycle_only: bool
+) -> Reply:
+    out = _Outcome()
+    try:
+        for item in items:
+            STATS.received += 1
+            record = await _verified(services, item)
+            if record is None:
+                out.dropped += 1
+                continue
+            if item.lifecycle_event:
+                await _enqueue_lifecycle(services, record, item, out)
+            elif lifecycle_only:
+                out.dropped += 1
+                STATS.dropped_malformed += 1
+            else:
+                await _enqueue_dirty(services, record, out)
+    except Exception:
+        STATS.failures += 1
+        log.exception("could not persist notifications; answering 503 so Graph retries")
+        return Reply(503, '{"error":"temporarily unable to accept notifications"}')
+    STATS.queued += out.queued
+    STATS.coalesced += out.coalesced
+    if out.dropped:
+        log.info(
+            "dropped %d notification item(s) (unknown subscription or bad clientState)", out.dropped
+        )
+    return Reply(202, _summary(out))
+
+
+async def handle(
+    services: Services,
+    *,
+    query: Mapping[str, str],
+    headers: Mapping[str, str],
+    body: bytes,
+    lifecycle: bool = False,
+) -> Reply:
+    """Entry point for both endpoints (``lifecycle=True`` for the lifecycle URL)."""
+    validation = _validation(query, services)
+    if validation is not None:
+        return validation
+    try:
+        items = _parse(body, headers, services)
+    except BadRequest as exc:
+        STATS.rejected_requests += 1
+        return Reply(exc.status, json.dumps({"error": str(exc)}))
+    return await _process(services, items, lifecycle_only=lifecycle)

@@ -1,0 +1,106 @@
+"""What the Functions host would index from function_app.py: routes, auth, queues, schedules."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+from croniter import croniter
+
+import function_app
+from sync.settings import AppSettings, get_settings
+
+
+@pytest.fixture(scope="module")
+def indexed() -> dict[str, dict[str, Any]]:
+    # get_functions() may be called once per app; the module fixture makes that so.
+    return {
+        f.get_function_name(): json.loads(f.get_function_json())
+        for f in function_app.app.get_functions()
+    }
+
+
+def _binding(fn: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(b for b in fn["bindings"] if b["type"] == kind)
+
+
+def test_http_routes_and_auth_levels(indexed: dict[str, dict[str, Any]]) -> None:
+    routes = {
+        name: (b["route"], tuple(b["methods"]), b["authLevel"])
+        for name, fn in indexed.items()
+        for b in fn["bindings"]
+        if b["type"] == "httpTrigger"
+    }
+    assert routes == {
+        "graph_notifications": ("graph/notifications", ("POST",), "ANONYMOUS"),
+        "graph_lifecycle": ("graph/lifecycle", ("POST",), "ANONYMOUS"),
+        "manual_sync": ("sync/{mailbox}", ("POST",), "FUNCTION"),
+        "manual_sync_status": ("sync/jobs/{job_id}", ("GET",), "FUNCTION"),
+        "status": ("status", ("GET",), "FUNCTION"),
+    }
+
+
+def test_queue_trigger_reads_the_jobs_queue_setting(indexed: dict[str, dict[str, Any]]) -> None:
+    trigger = _binding(indexed["sync_worker"], "queueTrigger")
+    assert trigger["queueName"] == "%SYNC_JOBS_QUEUE%"
+    assert trigger["connection"] == "AzureWebJobsStorage"
+
+
+def test_schedules_come_from_app_settings_with_the_documented_defaults(
+    indexed: dict[str, dict[str, Any]],
+) -> None:
+    schedules = {
+        name: _binding(fn, "timerTrigger")["schedule"]
+        for name, fn in indexed.items()
+        if any(b["type"] == "timerTrigger" for b in fn["bindings"])
+    }
+    assert schedules == {
+        "push_timer": "%SYNC_PUSH_SCHEDULE%",
+        "reconcile_timer": "%SYNC_RECONCILE_SCHEDULE%",
+        "renew_timer": "%SYNC_RENEW_SCHEDULE%",
+        "todo_poll_timer": "%SYNC_TODO_POLL_SCHEDULE%",
+    }
+    defaults = AppSettings.model_fields
+    push = croniter(defaults["push_schedule"].default, second_at_beginning=True)
+    first, second = push.get_next(float), push.get_next(float)
+    assert second - first == 2 * 3600
+    rec = croniter(defaults["reconcile_schedule"].default, second_at_beginning=True)
+    first, second = rec.get_next(float), rec.get_next(float)
+    assert second - first == 30 * 60
+
+
+def test_schedules_are_overridable_and_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sync.settings import SettingsError, load_settings
+
+    monkeypatch.setenv("SYNC_PUSH_SCHEDULE", "0 0 * * * *")
+    assert load_settings().app.push_schedule == "0 0 * * * *"
+    monkeypatch.setenv("SYNC_RECONCILE_SCHEDULE", "*/30 * * * *")  # classic 5-field cron
+    with pytest.raises(
+        SettingsError, match="SYNC_RECONCILE_SCHEDULE: expected a six-field NCRONTAB"
+    ):
+        load_settings()
+    get_settings.cache_clear()
+
+
+def test_missing_storage_names_the_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sync.settings import SettingsError, load_settings
+
+    monkeypatch.delenv("AzureWebJobsStorage", raising=False)
+    monkeypatch.setenv("SYNC_WEBHOOK_MAX_BODY_BYTES", "lots")
+    monkeypatch.setenv("SYNC_SECRETS_PROVIDER", "vault")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    text = str(err.value)
+    assert "SYNC_WEBHOOK_MAX_BODY_BYTES" in text
+    assert "SYNC_SECRETS_PROVIDER: Input should be 'env' or 'keyvault'" in text
+    monkeypatch.delenv("SYNC_WEBHOOK_MAX_BODY_BYTES")
+    monkeypatch.delenv("SYNC_SECRETS_PROVIDER")
+    with pytest.raises(SettingsError, match="AzureWebJobsStorage to a connection string"):
+        load_settings()
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    monkeypatch.setenv("SYNC_SECRETS_PROVIDER", "keyvault")
+    with pytest.raises(SettingsError, match="SYNC_KEY_VAULT_URL is required"):
+        load_settings()
+    assert os.environ.get("SYNC_KEY_VAULT_URL") is None

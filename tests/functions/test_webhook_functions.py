@@ -1,0 +1,155 @@
+"""The Graph-facing HTTP functions, called through the azure-functions API with real
+HttpRequest objects, against Azurite."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from sync.blueprints import webhooks
+from sync.core.jobs import JobKind
+from tests.functions.helpers import drain, http, notification, register, user_function
+
+NOTIFY = user_function(webhooks.graph_notifications)
+LIFECYCLE = user_function(webhooks.graph_lifecycle)
+URL = "http://localhost/api/graph/notifications"
+
+
+async def test_validation_handshake_echoes_decoded_token(services: Any) -> None:
+    token = (
+        "Validation: Testing client application reachability for subscription Request-Id: 3b6a&x=1"
+    )
+    resp = await NOTIFY(
+        http("POST", URL, params={"validationToken": token}, content_type="text/plain")
+    )
+    assert resp.status_code == 200
+    assert resp.mimetype == "text/plain"
+    assert resp.get_body().decode() == token
+    resp = await LIFECYCLE(
+        http("POST", URL, params={"validationToken": "abc"}, content_type="text/plain")
+    )
+    assert (resp.status_code, resp.get_body()) == (200, b"abc")
+
+
+@pytest.mark.parametrize("token", ["bad\ntoken", "<script>\x00", "x" * 5000, ""])
+async def test_validation_rejects_tokens_that_are_not_plain_text(services: Any, token: str) -> None:
+    resp = await NOTIFY(
+        http("POST", URL, params={"validationToken": token}, content_type="text/plain")
+    )
+    assert resp.status_code == 400
+    assert await drain(services) == []
+
+
+async def test_valid_notification_enqueues_one_dirty_job(services: Any) -> None:
+    await register(services, "ann@example.com", "sub-1", "secret-1")
+    resp = await NOTIFY(http("POST", URL, body={"value": [notification("sub-1", "secret-1")]}))
+    assert resp.status_code == 202
+    jobs = await drain(services)
+    assert [(j.mailbox, j.stream.value, j.kind) for j in jobs] == [
+        ("ann@example.com", "sent", JobKind.DIRTY)
+    ]
+
+
+async def test_triple_delivery_and_burst_coalesce_to_one_job(services: Any) -> None:
+    await register(services, "ann@example.com", "sub-1", "secret-1")
+    body = {"value": [notification("sub-1", "secret-1", resource_id=f"m{i}") for i in range(5)]}
+    for _ in range(3):
+        resp = await NOTIFY(http("POST", URL, body=body))
+        assert resp.status_code == 202
+    assert len(await drain(services)) == 1
+    # Once the worker starts (clears the marker), the next notification queues again.
+    await services.store.dirty.clear("ann@example.com", "sent")
+    await NOTIFY(http("POST", URL, body=body))
+    assert len(await drain(services)) == 1
+
+
+async def test_mailbox_comes_from_state_not_resource_path(services: Any) -> None:
+    await register(services, "ann@example.com", "sub-1", "secret-1")
+    item = notification("sub-1", "secret-1")
+    item["resource"] = "Users/attacker@evil.example/Messages/x"
+    await NOTIFY(http("POST", URL, body={"value": [item]}))
+    assert [j.mailbox for j in await drain(services)] == ["ann@example.com"]
+
+
+async def test_unknown_subscription_and_wrong_secret_are_dropped(services: Any) -> None:
+    await register(services, "ann@example.com", "sub-1", "secret-1")
+    body = {
+        "value": [
+            notification("sub-unknown", "secret-1"),
+            notification("sub-1", "wrong"),
+            notification("sub-1", ""),
+        ]
+    }
+    resp = await NOTIFY(http("POST", URL, body=body))
+    assert resp.status_code == 202
+    assert json.loads(resp.get_body()) == {"queued": 0, "coalesced": 0, "dropped": 3}
+    assert await drain(services) == []
+    assert not await services.store.dirty.is_marked("ann@example.com", "sent")
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b"{not json", "application/json", 400),
+        (b'{"value": 3}', "application/json", 400),
+        (b"[]", "application/json", 400),
+        (b'{"value": []}', "text/plain", 415),
+        (b'{"value": [' + b'{"subscriptionId":"x"},' * 70_000 + b"{}]}", "application/json", 413),
+    ],
+)
+async def test_bad_requests_get_4xx_and_change_nothing(
+    services: Any, body: bytes, content_type: str, status: int
+) -> None:
+    await register(services, "ann@example.com", "sub-1", "secret-1")
+    resp = await NOTIFY(http("POST", URL, body=body, content_type=content_type))
+    assert resp.status_code == status
+    assert "error" in json.loads(resp.get_body())
+    assert await drain(services) == []
+    assert not await services.store.dirty.is_marked("ann@example.com", "sent")
+
+
+async def test_enqueue_failure_answers_5xx_and_leaves_no_marker(services: Any) -> None:
+    await register(services, "ann@example.com", "sub-1", "secret-1")
+    await services.queue._queue.delete_queue()  # the queue vanishes: sending fails
+    try:
+        resp = await NOTIFY(http("POST", URL, body={"value": [notification("sub-1", "secret-1")]}))
+        assert resp.status_code == 503
+        assert not await services.store.dirty.is_marked("ann@example.com", "sent")
+    finally:
+        await services.queue.ensure()
+    # Graph's retry then succeeds.
+    resp = await NOTIFY(http("POST", URL, body={"value": [notification("sub-1", "secret-1")]}))
+    assert resp.status_code == 202
+    assert len(await drain(services)) == 1
+
+
+@pytest.mark.parametrize("event", ["reauthorizationRequired", "subscriptionRemoved", "missed"])
+async def test_lifecycle_events_are_verified_and_enqueued(services: Any, event: str) -> None:
+    await register(services, "ann@example.com", "sub-1", "secret-1", stream="contacts")
+    body = {
+        "value": [
+            notification("sub-1", "secret-1", event=event),
+            notification("sub-1", "bad", event=event),
+        ]
+    }
+    resp = await LIFECYCLE(http("POST", URL, body=body))
+    assert resp.status_code == 202
+    jobs = await drain(services)
+    assert [(j.kind, j.lifecycle_event, j.subscription_id, j.stream.value) for j in jobs] == [
+        (JobKind.LIFECYCLE, event, "sub-1", "contacts")
+    ]
+
+
+async def test_lifecycle_endpoint_drops_unknown_events(services: Any) -> None:
+    await register(services, "ann@example.com", "sub-1", "secret-1")
+    body = {
+        "value": [
+            notification("sub-1", "secret-1", event="somethingNew"),
+            notification("sub-1", "secret-1"),
+        ]
+    }
+    resp = await LIFECYCLE(http("POST", URL, body=body))
+    assert json.loads(resp.get_body())["dropped"] == 2
+    assert await drain(services) == []

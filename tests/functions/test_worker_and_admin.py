@@ -1,0 +1,204 @@
+"""Timers, the queue worker and the admin API through the azure-functions API."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Any
+
+import pytest
+from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
+
+from sync.blueprints import admin, timers, worker
+from sync.core.jobs import Job, JobKind, Stream, encode_job
+from sync.core.state_models import Mailbox
+from sync.engine.registry import RunContext, register
+from tests.functions.helpers import drain, http, user_function
+
+
+async def _add(services: Any, mailbox: str, enabled: bool = True) -> None:
+    await services.store.mailboxes.put(
+        Mailbox(
+            id=mailbox,
+            workbooks_url="https://secure.workbooks.com",
+            api_key_ref="env:K",
+            enabled=enabled,
+        )
+    )
+
+
+def _msg(job: Job, dequeue_count: int = 1) -> QueueMessage:
+    return QueueMessage(
+        id="m1",
+        body=base64.b64decode(encode_job(job)),
+        dequeue_count=dequeue_count,
+        pop_receipt="p",
+    )
+
+
+async def test_push_timer_fans_out_one_job_per_enabled_mailbox_and_stream(services: Any) -> None:
+    await _add(services, "ann@example.com")
+    await _add(services, "bob@example.com")
+    await _add(services, "off@example.com", enabled=False)
+    await user_function(timers.push_timer)(TimerRequest(past_due=False))
+    jobs = await drain(services)
+    pairs = sorted((j.mailbox, j.stream.value, j.kind) for j in jobs)
+    assert pairs == sorted(
+        (m, s, JobKind.PUSH)
+        for m in ("ann@example.com", "bob@example.com")
+        for s in ("sent", "contacts", "events", "todo")
+    )
+
+
+async def test_reconcile_timer_includes_the_workbooks_change_reader(services: Any) -> None:
+    await _add(services, "ann@example.com")
+    await user_function(timers.reconcile_timer)(TimerRequest(past_due=True))
+    streams = sorted(j.stream.value for j in await drain(services))
+    assert streams == ["contacts", "events", "people", "sent", "todo"]
+
+
+async def test_renew_and_todo_timers(services: Any) -> None:
+    await _add(services, "ann@example.com")
+    await user_function(timers.renew_timer)(TimerRequest(past_due=False))
+    await user_function(timers.todo_poll_timer)(TimerRequest(past_due=False))
+    got = sorted((j.stream.value, j.kind.value) for j in await drain(services))
+    assert got == [("subscriptions", "renew"), ("todo", "push")]
+
+
+async def test_worker_runs_registered_processor_under_a_lease(services: Any) -> None:
+    await _add(services, "ann@example.com")
+    seen: list[str | None] = []
+
+    async def processor(ctx: RunContext) -> None:
+        cur = await ctx.services.store.cursors.get(ctx.job.mailbox, ctx.job.stream)
+        seen.append(cur.lease_owner)
+        ctx.count("processed", 3)
+
+    register(Stream.PEOPLE, JobKind.RECONCILE)(processor)
+    await services.store.dirty.mark("ann@example.com", "people", ttl_seconds=600)
+    job = Job(mailbox="ann@example.com", stream=Stream.PEOPLE, kind=JobKind.RECONCILE)
+    await user_function(worker.sync_worker)(_msg(job))
+    assert seen and seen[0] and seen[0].startswith(job.job_id)
+    runs = await services.store.runs.recent("ann@example.com")
+    assert (runs[0].status, runs[0].counts) == ("ok", {"processed": 3})
+    cursor = await services.store.cursors.get("ann@example.com", "people")
+    assert cursor.lease_owner is None, "lease released after the run"
+    assert not await services.store.dirty.is_marked("ann@example.com", "people")
+
+
+async def test_worker_records_skip_for_unknown_mailbox_and_missing_processor(services: Any) -> None:
+    await user_function(worker.sync_worker)(
+        _msg(Job(mailbox="nobody@example.com", stream=Stream.SENT, kind=JobKind.DIRTY))
+    )
+    await _add(services, "ann@example.com")
+    await user_function(worker.sync_worker)(
+        _msg(Job(mailbox="ann@example.com", stream=Stream.TODO, kind=JobKind.RESYNC))
+    )
+    run = (await services.store.runs.recent("ann@example.com"))[0]
+    assert run.status == "skipped" and "no processor" in run.message
+
+
+async def test_worker_resends_job_when_stream_is_busy(services: Any) -> None:
+    await _add(services, "ann@example.com")
+    assert await services.store.cursors.claim("ann@example.com", "events", "someone-else", 300)
+    job = Job(mailbox="ann@example.com", stream=Stream.EVENTS, kind=JobKind.DIRTY)
+    await user_function(worker.sync_worker)(_msg(job))
+    assert await services.queue.depth() == 1  # re-sent with a delay, not lost
+    run = (await services.store.runs.recent("ann@example.com"))[0]
+    assert run.status == "retry"
+
+
+async def test_worker_failure_is_recorded_and_raised_for_host_retry(services: Any) -> None:
+    await _add(services, "ann@example.com")
+
+    async def broken(ctx: RunContext) -> None:
+        raise RuntimeError("boom")
+
+    register(Stream.CONTACTS, JobKind.RESYNC)(broken)
+    job = Job(mailbox="ann@example.com", stream=Stream.CONTACTS, kind=JobKind.RESYNC)
+    with pytest.raises(RuntimeError, match="boom"):
+        await user_function(worker.sync_worker)(_msg(job))
+    run = (await services.store.runs.recent("ann@example.com"))[0]
+    assert run.status == "failed" and "boom" in run.message
+    assert (await services.store.cursors.get("ann@example.com", "contacts")).lease_owner is None
+
+
+async def test_worker_rejects_malformed_message(services: Any) -> None:
+    from sync.core.jobs import JobDecodeError
+
+    with pytest.raises(JobDecodeError):
+        await user_function(worker.sync_worker)(
+            QueueMessage(id="x", body=b"{not json", dequeue_count=1)
+        )
+
+
+async def test_manual_sync_queues_job_and_reports_progress(services: Any) -> None:
+    await _add(services, "ann@example.com")
+    resp = await user_function(admin.manual_sync)(
+        http(
+            "POST",
+            "/api/sync/Ann@Example.com",
+            body={"kind": "push"},
+            route_params={"mailbox": "Ann@Example.com"},
+        )
+    )
+    assert resp.status_code == 202
+    job_id = json.loads(resp.get_body())["job_id"]
+    status = await user_function(admin.manual_sync_status)(
+        http("GET", "/", route_params={"job_id": job_id})
+    )
+    assert json.loads(status.get_body())["state"] == "queued"
+    # The worker expands it into one job per stream; each run advances progress.
+    (fanout,) = await drain(services)
+    assert fanout.stream == Stream.ALL and fanout.mode == "push"
+    await user_function(worker.sync_worker)(_msg(fanout))
+    stream_jobs = await drain(services)
+    assert sorted(j.stream.value for j in stream_jobs) == ["contacts", "events", "sent", "todo"]
+    for j in stream_jobs:
+        await user_function(worker.sync_worker)(_msg(j))
+    final = json.loads(
+        (
+            await user_function(admin.manual_sync_status)(
+                http("GET", "/", route_params={"job_id": job_id})
+            )
+        ).get_body()
+    )
+    assert (final["state"], final["streams_done"], final["streams_total"]) == ("done", 4, 4)
+
+
+@pytest.mark.parametrize(
+    ("mailbox", "body", "status"),
+    [
+        ("nobody@example.com", {"kind": "full"}, 404),
+        ("ann@example.com", {"kind": "everything"}, 400),
+        ("ann@example.com", b"{oops", 400),
+    ],
+)
+async def test_manual_sync_bad_input(services: Any, mailbox: str, body: Any, status: int) -> None:
+    await _add(services, "ann@example.com")
+    resp = await user_function(admin.manual_sync)(
+        http("POST", "/", body=body, route_params={"mailbox": mailbox})
+    )
+    assert resp.status_code == status
+    assert "error" in json.loads(resp.get_body())
+    assert await drain(services) == []
+
+
+async def test_status_reports_poison_depth(services: Any) -> None:
+    await _add(services, "ann@example.com")
+    poison = services.queue._service.get_queue_client(services.queue.poison_name)
+    await poison.send_message(
+        Job(mailbox="ann@example.com", stream=Stream.SENT, kind=JobKind.DIRTY).model_dump_json()
+    )
+    resp = await user_function(admin.status)(http("GET", "/api/status"))
+    report = json.loads(resp.get_body())
+    assert report["queue"]["poison_depth"] == 1
+    assert report["mailboxes"][0]["id"] == "ann@example.com"
+    assert isinstance(
+        datetime.fromisoformat(report["mailboxes"][0]["recent_runs"][0]["started_at"])
+        if report["mailboxes"][0]["recent_runs"]
+        else datetime.now(),
+        datetime,
+    )
