@@ -9,6 +9,7 @@ needs no separate set-up step.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +27,12 @@ class Services:
     # Per-process caches owned by the services they were filled from (e.g. the webhook's
     # subscription lookups), so rebuilding services never serves another store's data.
     cache: dict[str, Any] = field(default_factory=dict)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def close(self) -> None:
+        for closer in reversed(self.closers):
+            await closer()
+        self.closers.clear()
         await self.store.close()
         await self.queue.close()
 

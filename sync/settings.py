@@ -180,6 +180,23 @@ class AppSettings(BaseSettings):
             raise ValueError("expected an absolute http(s) URL")
         return value.rstrip("/")
 
+    @field_validator("storage_connection")
+    @classmethod
+    def _connection(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        text = value.get_secret_value().strip()
+        pairs = dict(part.split("=", 1) for part in text.split(";") if "=" in part)
+        if pairs.get("UseDevelopmentStorage", "").lower() == "true":
+            return value
+        if not pairs.get("AccountName") and not any(k.endswith("Endpoint") for k in pairs):
+            # Never echo the value: it may contain an account key.
+            raise ValueError(
+                "not a storage connection string (expected 'UseDevelopmentStorage=true' or "
+                "'DefaultEndpointsProtocol=...;AccountName=...;AccountKey=...')"
+            )
+        return value
+
     @model_validator(mode="after")
     def _storage_and_vault(self) -> AppSettings:
         has_conn = (
@@ -209,9 +226,11 @@ class GraphSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GRAPH_", extra="ignore")
 
-    tenant_id: str = Field(default="", description="Entra ID tenant id (GUID) of the customer.")
+    tenant_id: str = Field(
+        min_length=1, description="Entra ID tenant id (GUID) of the customer. Required."
+    )
     client_id: str = Field(
-        default="", description="Application (client) id of the app registration."
+        min_length=1, description="Application (client) id of the app registration. Required."
     )
     client_secret: SecretStr | None = Field(
         default=None,
@@ -349,6 +368,8 @@ def _describe(group: type[BaseSettings], error: ValidationError) -> list[str]:
         else:
             names = group.__name__
         msg = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        if item.get("type") == "missing" and loc and loc[0] in group.model_fields:
+            msg = f"missing; expected: {group.model_fields[loc[0]].description}"
         lines.append(f"{names}: {msg}")
     return lines
 

@@ -7,10 +7,12 @@ import logging
 import azure.functions as func
 
 from sync.core.jobs import JobDecodeError, decode_job
+from sync.engine import processors
 from sync.engine.runner import run_job
 from sync.runtime import get_services
 
 bp = func.Blueprint()
+processors.load()
 log = logging.getLogger("sync.worker")
 
 

@@ -14,7 +14,8 @@ from azure.functions.timer import TimerRequest
 from sync.blueprints import admin, timers, worker
 from sync.core.jobs import Job, JobKind, Stream, encode_job
 from sync.core.state_models import Mailbox
-from sync.engine.registry import RunContext, register
+from sync.engine import registry
+from sync.engine.registry import RunContext
 from tests.functions.helpers import drain, http, user_function
 
 
@@ -67,7 +68,9 @@ async def test_renew_and_todo_timers(services: Any) -> None:
     assert got == [("subscriptions", "renew"), ("todo", "push")]
 
 
-async def test_worker_runs_registered_processor_under_a_lease(services: Any) -> None:
+async def test_worker_runs_registered_processor_under_a_lease(
+    services: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await _add(services, "ann@example.com")
     seen: list[str | None] = []
 
@@ -76,7 +79,7 @@ async def test_worker_runs_registered_processor_under_a_lease(services: Any) -> 
         seen.append(cur.lease_owner)
         ctx.count("processed", 3)
 
-    register(Stream.PEOPLE, JobKind.RECONCILE)(processor)
+    monkeypatch.setitem(registry._PROCESSORS, (Stream.PEOPLE, JobKind.RECONCILE), processor)
     await services.store.dirty.mark("ann@example.com", "people", ttl_seconds=600)
     job = Job(mailbox="ann@example.com", stream=Stream.PEOPLE, kind=JobKind.RECONCILE)
     await user_function(worker.sync_worker)(_msg(job))
@@ -88,7 +91,9 @@ async def test_worker_runs_registered_processor_under_a_lease(services: Any) -> 
     assert not await services.store.dirty.is_marked("ann@example.com", "people")
 
 
-async def test_worker_records_skip_for_unknown_mailbox_and_missing_processor(services: Any) -> None:
+async def test_worker_records_skip_for_unknown_mailbox_and_missing_processor(
+    services: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await user_function(worker.sync_worker)(
         _msg(Job(mailbox="nobody@example.com", stream=Stream.SENT, kind=JobKind.DIRTY))
     )
@@ -110,13 +115,15 @@ async def test_worker_resends_job_when_stream_is_busy(services: Any) -> None:
     assert run.status == "retry"
 
 
-async def test_worker_failure_is_recorded_and_raised_for_host_retry(services: Any) -> None:
+async def test_worker_failure_is_recorded_and_raised_for_host_retry(
+    services: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await _add(services, "ann@example.com")
 
     async def broken(ctx: RunContext) -> None:
         raise RuntimeError("boom")
 
-    register(Stream.CONTACTS, JobKind.RESYNC)(broken)
+    monkeypatch.setitem(registry._PROCESSORS, (Stream.CONTACTS, JobKind.RESYNC), broken)
     job = Job(mailbox="ann@example.com", stream=Stream.CONTACTS, kind=JobKind.RESYNC)
     with pytest.raises(RuntimeError, match="boom"):
         await user_function(worker.sync_worker)(_msg(job))
@@ -134,7 +141,11 @@ async def test_worker_rejects_malformed_message(services: Any) -> None:
         )
 
 
-async def test_manual_sync_queues_job_and_reports_progress(services: Any) -> None:
+async def test_manual_sync_queues_job_and_reports_progress(
+    services: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Progress bookkeeping only: no stream processors, so each stream run is a quick skip.
+    monkeypatch.setattr(registry, "_PROCESSORS", {})
     await _add(services, "ann@example.com")
     resp = await user_function(admin.manual_sync)(
         http(
