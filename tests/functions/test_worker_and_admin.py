@@ -98,6 +98,7 @@ async def test_worker_records_skip_for_unknown_mailbox_and_missing_processor(
         _msg(Job(mailbox="nobody@example.com", stream=Stream.SENT, kind=JobKind.DIRTY))
     )
     await _add(services, "ann@example.com")
+    monkeypatch.setattr(registry, "_PROCESSORS", {})
     await user_function(worker.sync_worker)(
         _msg(Job(mailbox="ann@example.com", stream=Stream.TODO, kind=JobKind.RESYNC))
     )

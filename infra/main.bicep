@@ -1,0 +1,516 @@
+// Outlook <-> Workbooks sync: everything one deployment needs, in one resource group.
+//
+// Plain Bicep on purpose (no registry modules), so the file parses offline and the test suite
+// can check it against the code (tests/test_infra.py, sync/devtools/infra_check.py).
+// Compiling to ARM, what-if and deployment need the Bicep CLI and Azure access.
+//
+// No secrets here: the Graph client secret and the per-user Workbooks API keys live in the
+// Key Vault created below and are set by an operator after deployment (docs/deploy.md).
+
+targetScope = 'resourceGroup'
+
+// ---------------------------------------------------------------------------------------------
+// Parameters
+// ---------------------------------------------------------------------------------------------
+
+@minLength(2)
+@maxLength(20)
+@description('Short base name (environment name): letters, digits and hyphens; resource names are derived from it.')
+param name string
+
+@description('Azure region for every resource. Must offer Flex Consumption.')
+param location string = resourceGroup().location
+
+@description('Extra tags applied to every resource.')
+param tags object = {}
+
+@description('Entra ID tenant (GUID) that holds the synced mailboxes and the app registration; empty = the tenant of this subscription.')
+param graphTenantId string = ''
+
+@minLength(36)
+@maxLength(36)
+@description('Application (client) id of the Entra ID app registration (docs/app-registration.md).')
+param graphClientId string
+
+@description('Name of the Key Vault secret that holds the app registration client secret.')
+param graphClientSecretName string = 'graph-client-secret'
+
+@description('Workbooks endpoint that links an email to a record; confirm on the tenant with metadata/types (docs/workbooks-setup.md). Empty = email/email_links (unconfirmed default).')
+param workbooksEmailLinkPath string = ''
+
+@minLength(1)
+@maxLength(40)
+@description('Prefix of every table name (SYNC_TABLE_PREFIX).')
+param tablePrefix string = 'sync'
+
+@minLength(3)
+@maxLength(57)
+@description('Queue that carries sync jobs (SYNC_JOBS_QUEUE); its poison queue is <name>-poison.')
+param jobsQueueName string = 'sync-jobs'
+
+@description('NCRONTAB (seconds first, UTC): Outlook -> Workbooks push.')
+param pushSchedule string = '0 0 */2 * * *'
+
+@description('NCRONTAB (seconds first, UTC): two-way reconciliation.')
+param reconcileSchedule string = '0 */30 * * * *'
+
+@description('NCRONTAB (seconds first, UTC): Graph subscription renewal sweep.')
+param renewSchedule string = '0 7 */4 * * *'
+
+@description('NCRONTAB (seconds first, UTC): To Do delta poll.')
+param todoPollSchedule string = '0 */5 * * * *'
+
+@allowed([
+  'DEBUG'
+  'INFO'
+  'WARNING'
+  'ERROR'
+])
+@description('Log level of the service loggers (SYNC_LOG_LEVEL).')
+param logLevel string = 'INFO'
+
+@allowed([
+  512
+  2048
+  4096
+])
+@description('Flex Consumption instance memory size in MB.')
+param instanceMemoryMB int = 2048
+
+@minValue(40)
+@maxValue(1000)
+@description('Upper bound on Flex Consumption instances (cost ceiling).')
+param maximumInstanceCount int = 40
+
+@minValue(0)
+@maxValue(10)
+@description('Always-ready instances for the HTTP function group (webhook latency); 0 = scale to zero.')
+param alwaysReadyHttpInstances int = 0
+
+@minValue(30)
+@maxValue(730)
+@description('Log Analytics retention in days.')
+param logRetentionDays int = 30
+
+@description('Optional object id of the operator (user or group) who sets secrets and runs the CLI; empty = none.')
+param principalId string = ''
+
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+@description('Principal type of principalId.')
+param principalType string = 'User'
+
+// ---------------------------------------------------------------------------------------------
+// Names and constants
+// ---------------------------------------------------------------------------------------------
+
+var effectiveTenantId = empty(graphTenantId) ? subscription().tenantId : graphTenantId
+var emailLinkPath = empty(workbooksEmailLinkPath) ? 'email/email_links' : workbooksEmailLinkPath
+var resourceToken = toLower(uniqueString(resourceGroup().id, name, location))
+var allTags = union(tags, {
+  'azd-env-name': name
+  application: 'outlook-workbooks-sync'
+})
+var identityName = 'id-${name}-${resourceToken}'
+var compactName = take(replace(toLower(name), '-', ''), 9) // globally unique names: 2 + 9 + 13 = 24 chars
+var storageAccountName = 'st${compactName}${resourceToken}'
+var logAnalyticsName = 'log-${name}-${resourceToken}'
+var appInsightsName = 'appi-${name}-${resourceToken}'
+var keyVaultName = 'kv${compactName}${resourceToken}'
+var planName = 'plan-${name}-${resourceToken}'
+var functionAppName = 'func-${name}-${resourceToken}'
+var deploymentContainerName = 'app-package'
+
+// Flex "always ready" instances for the HTTP function group (the Graph webhook).
+var alwaysReadyHttp = [
+  {
+    name: 'http'
+    instanceCount: alwaysReadyHttpInstances
+  }
+]
+
+// Logical table names; physical name = tablePrefix + logical (sync/state/tables.py TABLES).
+var logicalTables = [
+  'mailboxes'
+  'subscriptions'
+  'cursors'
+  'dirty'
+  'links'
+  'emails'
+  'pending'
+  'runs'
+  'jobs'
+]
+
+// Built-in role definition ids (https://learn.microsoft.com/azure/role-based-access-control/built-in-roles).
+var roles = {
+  storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+  storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
+  keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
+  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity
+// ---------------------------------------------------------------------------------------------
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: identityName
+  location: location
+  tags: allTags
+}
+
+// ---------------------------------------------------------------------------------------------
+// Storage: host storage, deployment package container, the app's tables and queues
+// ---------------------------------------------------------------------------------------------
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: storageAccountName
+  location: location
+  tags: allTags
+  kind: 'StorageV2'
+  sku: {
+    name: 'Standard_LRS'
+  }
+  properties: {
+    accessTier: 'Hot'
+    allowBlobPublicAccess: false
+    allowSharedKeyAccess: false
+    defaultToOAuthAuthentication: true
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource jobsQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: jobsQueueName
+}
+
+// The host creates <queue>-poison on first use; creating it up front lets the operator CLI
+// and the poison-count alert work before the first failure.
+resource jobsPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: '${jobsQueueName}-poison'
+}
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = [
+  for table in logicalTables: {
+    parent: tableService
+    name: '${tablePrefix}${table}'
+  }
+]
+
+// ---------------------------------------------------------------------------------------------
+// Monitoring: Log Analytics + workspace-based Application Insights (Entra ID auth only)
+// ---------------------------------------------------------------------------------------------
+
+resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: logAnalyticsName
+  location: location
+  tags: allTags
+  properties: {
+    sku: {
+      name: 'PerGB2018'
+    }
+    retentionInDays: logRetentionDays
+  }
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
+  name: appInsightsName
+  location: location
+  tags: allTags
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: logAnalytics.id
+    DisableLocalAuth: true
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key Vault (RBAC mode): Graph client secret, one secret per Workbooks user API key
+// ---------------------------------------------------------------------------------------------
+
+resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: keyVaultName
+  location: location
+  tags: allTags
+  properties: {
+    tenantId: subscription().tenantId
+    sku: {
+      family: 'A'
+      name: 'standard'
+    }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 90
+    enablePurgeProtection: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Function app: Flex Consumption, Python 3.11, user-assigned identity
+// ---------------------------------------------------------------------------------------------
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: allTags
+  kind: 'functionapp'
+  sku: {
+    tier: 'FlexConsumption'
+    name: 'FC1'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  name: functionAppName
+  location: location
+  tags: union(allTags, {
+    'azd-service-name': 'api'
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identity.id}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    keyVaultReferenceIdentity: identity.id
+    siteConfig: {
+      minTlsVersion: '1.2'
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identity.id
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        instanceMemoryMB: instanceMemoryMB
+        maximumInstanceCount: maximumInstanceCount
+        alwaysReady: (alwaysReadyHttpInstances > 0) ? alwaysReadyHttp : []
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+  dependsOn: [
+    deploymentContainer
+    storageBlobOwner
+  ]
+}
+
+// Every setting the app and the host read. Kept in one place so the consistency test can compare
+// it with sync/settings.py. Defaults the code already has are not repeated here unless the infra
+// depends on them (names of tables and queues, timer schedules); see infra/optional-settings.txt.
+// Applied after the site exists so SYNC_PUBLIC_BASE_URL can use the site's default host name.
+resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: functionApp
+  name: 'appsettings'
+  properties: {
+    // Host storage through the managed identity (no connection string, no account key).
+    AzureWebJobsStorage__credential: 'managedidentity'
+    AzureWebJobsStorage__clientId: identity.properties.clientId
+    AzureWebJobsStorage__blobServiceUri: storage.properties.primaryEndpoints.blob
+    AzureWebJobsStorage__queueServiceUri: storage.properties.primaryEndpoints.queue
+    AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
+    // azure-identity's DefaultAzureCredential picks the user-assigned identity from this.
+    AZURE_CLIENT_ID: identity.properties.clientId
+    // Telemetry with Entra ID auth (local auth is disabled on the component).
+    APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
+    // Tables and queues created above.
+    SYNC_TABLE_PREFIX: tablePrefix
+    SYNC_JOBS_QUEUE: jobsQueueName
+    // Timer schedules: the host resolves %SETTING% in timer triggers and fails to index a timer
+    // whose setting is missing, so these must always be present.
+    SYNC_PUSH_SCHEDULE: pushSchedule
+    SYNC_RECONCILE_SCHEDULE: reconcileSchedule
+    SYNC_RENEW_SCHEDULE: renewSchedule
+    SYNC_TODO_POLL_SCHEDULE: todoPollSchedule
+    // Where Graph sends notifications: https://<host>/api/graph/notifications and /lifecycle.
+    SYNC_PUBLIC_BASE_URL: 'https://${functionApp.properties.defaultHostName}'
+    SYNC_SECRETS_PROVIDER: 'keyvault'
+    SYNC_KEY_VAULT_URL: keyVault.properties.vaultUri
+    SYNC_LOG_LEVEL: logLevel
+    GRAPH_TENANT_ID: effectiveTenantId
+    GRAPH_CLIENT_ID: graphClientId
+    // Key Vault reference, resolved by the platform with keyVaultReferenceIdentity.
+    GRAPH_CLIENT_SECRET: '@Microsoft.KeyVault(VaultName=${keyVault.name};SecretName=${graphClientSecretName})'
+    // Confirm on the tenant before relying on it (docs/workbooks-setup.md).
+    WORKBOOKS_EMAIL_LINK_PATH: emailLinkPath
+  }
+  dependsOn: [
+    storageQueueContributor
+    storageTableContributor
+    keyVaultSecretsUser
+    metricsPublisher
+  ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Role assignments for the app identity, each scoped to the one resource it needs
+// ---------------------------------------------------------------------------------------------
+
+// Host storage (keys, timer schedule monitor, leases) and the deployment package container.
+resource storageBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identity.id, roles.storageBlobDataOwner)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Jobs queue, its poison queue, and the host's queue-trigger bookkeeping.
+resource storageQueueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identity.id, roles.storageQueueDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The app's state tables.
+resource storageTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identity.id, roles.storageTableDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Key Vault references and the runtime secrets provider (read secrets only).
+resource keyVaultSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(keyVault.id, identity.id, roles.keyVaultSecretsUser)
+  scope: keyVault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Telemetry with Entra ID auth.
+resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, identity.id, roles.monitoringMetricsPublisher)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Optional: the operator who sets secrets and runs `python -m sync ...` against this storage
+// ---------------------------------------------------------------------------------------------
+
+resource operatorSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(principalId)) {
+  name: guid(keyVault.id, principalId, roles.keyVaultSecretsOfficer)
+  scope: keyVault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsOfficer)
+    principalId: principalId
+    principalType: principalType
+  }
+}
+
+resource operatorTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(principalId)) {
+  name: guid(storage.id, principalId, roles.storageTableDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
+    principalId: principalId
+    principalType: principalType
+  }
+}
+
+resource operatorQueueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(principalId)) {
+  name: guid(storage.id, principalId, roles.storageQueueDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
+    principalId: principalId
+    principalType: principalType
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outputs (azd stores them in the environment; docs/deploy.md and docs/operations.md use them)
+// ---------------------------------------------------------------------------------------------
+
+output AZURE_LOCATION string = location
+output AZURE_RESOURCE_GROUP string = resourceGroup().name
+output AZURE_FUNCTION_APP_NAME string = functionApp.name
+output AZURE_FUNCTION_APP_HOSTNAME string = functionApp.properties.defaultHostName
+output AZURE_KEY_VAULT_NAME string = keyVault.name
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.name
+output AZURE_APPLICATION_INSIGHTS_NAME string = appInsights.name
+output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.properties.clientId
+output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.properties.principalId
+output SYNC_PUBLIC_BASE_URL string = 'https://${functionApp.properties.defaultHostName}'
+output SYNC_KEY_VAULT_URL string = keyVault.properties.vaultUri
+output SYNC_TABLE_SERVICE_URI string = storage.properties.primaryEndpoints.table
+output SYNC_QUEUE_SERVICE_URI string = storage.properties.primaryEndpoints.queue
+output GRAPH_NOTIFICATION_URL string = 'https://${functionApp.properties.defaultHostName}/api/graph/notifications'
+output GRAPH_LIFECYCLE_URL string = 'https://${functionApp.properties.defaultHostName}/api/graph/lifecycle'
