@@ -1,0 +1,341 @@
+"""In-memory state of the sandbox: records, sessions, queues, watch sets, clock and fault knobs.
+
+Records are flat dicts of Python values.  Values other views need (``watched`` per caller,
+``main_location[...]`` from the Contact Details row, ``assigned_to_name``) are computed on read by
+``field_value`` so they can never drift from the rows they come from.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from .config import SandboxConfig, SimUser
+from .types import (
+    ACTIVITY_PARTS,
+    LOCATION_FIELDS,
+    QUEUE_ENDPOINTS,
+    RecordType,
+    build_types,
+)
+from .values import VarDateTime, format_date, format_datetime
+
+Record = dict[str, Any]
+
+
+class SimClock:
+    """Real UTC time, optionally frozen or shifted, always at one-second resolution."""
+
+    def __init__(self) -> None:
+        self.frozen: datetime | None = None
+        self.offset = timedelta()
+
+    def now(self) -> datetime:
+        base = self.frozen if self.frozen is not None else datetime.now(UTC) + self.offset
+        return base.replace(microsecond=0)
+
+    def advance(self, seconds: float) -> None:
+        if self.frozen is not None:
+            self.frozen += timedelta(seconds=seconds)
+        else:
+            self.offset += timedelta(seconds=seconds)
+
+
+@dataclass
+class Session:
+    session_id: str
+    token: str
+    user: SimUser
+    last_used: datetime
+    defaults: dict[str, str] = field(default_factory=dict)
+    requests: int = 0
+
+
+@dataclass
+class Faults:
+    """Test knobs: throttling modes, injected statuses, forced conflicts, latency."""
+
+    throttle_next: int = 0
+    throttle_every: int | None = None
+    fail_next: list[int] = field(default_factory=list)
+    force_conflicts: int = 0
+    latency_ms: float = 0.0
+
+
+@dataclass
+class ReadContext:
+    """Who is asking and how values must be formatted."""
+
+    user: SimUser
+    datetime_format: str | None = None
+
+
+class SandboxState:
+    """Everything the simulated service knows.  ``reset()`` returns it to a seeded start."""
+
+    def __init__(self, config: SandboxConfig) -> None:
+        self.config = config
+        self.types: dict[str, RecordType] = build_types(config.email_link_path)
+        self.clock = SimClock()
+        self.reset()
+
+    def reset(self) -> None:
+        self.tables: dict[str, dict[int, Record]] = {e: {} for e in self.types}
+        self.sequences: Counter[str] = Counter()
+        self.sessions: dict[str, Session] = {}
+        self.watched: set[tuple[int, str, int]] = set()
+        self.party_owner: dict[int, tuple[str, int]] = {}  # party id -> (class, record id)
+        self.faults = Faults(latency_ms=self.config.latency_ms)
+        self.stats: Counter[str] = Counter()  # "VERB path" -> requests answered
+        self.request_count: Counter[str] = Counter()  # per credential, for every-k-th throttling
+        self.in_flight: Counter[str] = Counter()
+        self.peak_in_flight = 0
+        self.buckets: dict[str, tuple[float, float]] = {}  # credential -> (tokens, stamp)
+        self.queues = self._build_queues()
+        self._my_queues: dict[int, dict[str, int]] = {}
+
+    # ------------------------------------------------------------ users and queues
+
+    def _build_queues(self) -> dict[str, list[Record]]:
+        """Per queue class: Unassigned (id 1) and one personal queue per user (ids 2..)."""
+        queues: dict[str, list[Record]] = {}
+        for qclass in QUEUE_ENDPOINTS.values():
+            rows = [{"id": 1, "name": "Unassigned", "queue_type": "Unassigned", "user_id": None}]
+            for offset, user in enumerate(self.config.users):
+                rows.append(
+                    {
+                        "id": offset + 2,
+                        "name": user.person_name,
+                        "queue_type": "User",
+                        "user_id": user.user_id,
+                    }
+                )
+            for row in rows:
+                row.update(lock_version=0, is_deleted=False, type=qclass)
+            queues[qclass] = rows
+        return queues
+
+    def my_queues(self, user: SimUser) -> dict[str, int]:
+        cached = self._my_queues.get(user.user_id)
+        if cached is None:
+            cached = {
+                q: next(r["id"] for r in rows if r["user_id"] == user.user_id)
+                for q, rows in self.queues.items()
+            }
+            self._my_queues[user.user_id] = cached
+        return dict(cached)
+
+    def user_by_id(self, user_id: int | None) -> SimUser | None:
+        return next((u for u in self.config.users if u.user_id == user_id), None)
+
+    def user_by_key(self, api_key: str) -> SimUser | None:
+        return next(
+            (u for u in self.config.users if secrets.compare_digest(u.api_key, api_key)), None
+        )
+
+    def queue_name(self, qclass: str | None, queue_id: object) -> str | None:
+        rows = self.queues.get(qclass or "", [])
+        return next((r["name"] for r in rows if r["id"] == queue_id), None)
+
+    # ------------------------------------------------------------ sessions
+
+    def new_session(self, user: SimUser, defaults: dict[str, str]) -> Session:
+        session = Session(
+            secrets.token_hex(16), secrets.token_hex(20), user, self.clock.now(), defaults
+        )
+        self.sessions[session.session_id] = session
+        return session
+
+    def live_session(self, session_id: str | None) -> Session | None:
+        """The session if it exists and has not been idle too long (sandbox clock)."""
+        session = self.sessions.get(session_id or "")
+        if session is None:
+            return None
+        idle = (self.clock.now() - session.last_used).total_seconds()
+        if idle > self.config.session_idle_seconds:
+            self.sessions.pop(session.session_id, None)
+            return None
+        return session
+
+    def rotate(self, session: Session) -> None:
+        """Give the session a new id; the old one keeps working (in-flight requests use it)."""
+        session.session_id = secrets.token_hex(16)
+        self.sessions[session.session_id] = session
+
+    # ------------------------------------------------------------ records
+
+    def next_id(self, sequence: str) -> int:
+        self.sequences[sequence] += 1
+        return self.sequences[sequence]
+
+    def rows(self, endpoint: str) -> list[tuple[RecordType, Record]]:
+        """Every stored row of an endpoint (the activities union merges tasks and meetings)."""
+        parts = ACTIVITY_PARTS if endpoint == "activity/activities" else (endpoint,)
+        result = [(self.types[p], r) for p in parts for r in self.tables[p].values()]
+        if len(parts) > 1:
+            result.sort(key=lambda pair: pair[1]["id"])
+        return result
+
+    def find(self, endpoint: str, record_id: int) -> Record | None:
+        return self.tables.get(endpoint, {}).get(record_id)
+
+    def location_row(self, record: Record, location: str) -> Record | None:
+        row_id = record.get(f"{location}_id")
+        return None if row_id is None else self.tables["crm/party_locations"].get(row_id)
+
+    def is_watched(self, user: SimUser, rtype: RecordType, record: Record) -> bool:
+        return (user.user_id, rtype.class_name, record["id"]) in self.watched
+
+    def field_value(self, rtype: RecordType, record: Record, name: str, ctx: ReadContext) -> Any:
+        """A row's value of one (possibly computed or nested) field, as a Python value."""
+        if name in record:
+            return record[name]
+        if name == "watched":
+            return self.is_watched(ctx.user, rtype, record)
+        if name == "assigned_to_name":
+            return self.queue_name(rtype.queue_class, record.get("assigned_to"))
+        for location in rtype.locations:
+            if name.startswith(f"{location}[") and name.endswith("]"):
+                row = self.location_row(record, location)
+                return None if row is None else row.get(name[len(location) + 1 : -1])
+        return self._derived(rtype, record, name)
+
+    def _derived(self, rtype: RecordType, record: Record, name: str) -> Any:
+        for base in rtype.var_dates:
+            value = record.get(base)
+            if name == f"{base}_date":
+                return value.when.date() if isinstance(value, VarDateTime) else None
+            if name == f"{base}_datetime":
+                return value.when if isinstance(value, VarDateTime) else None
+        users = {
+            "owner[person_name]": "owner_id",
+            "updated_by_user[person_name]": "updated_by",
+            "created_by_user[person_name]": "created_by",
+        }
+        if name in users:
+            user = self.user_by_id(record.get(users[name]))
+            return None if user is None else user.person_name
+        if name in ("party[type]", "party[id]", "party[name]"):
+            return self._party(record, name)
+        return None
+
+    def _party(self, record: Record, name: str) -> Any:
+        """[INF] party_locations columns naming the owning Person / Organisation / Lead."""
+        owner = self.party_owner.get(record.get("party_id") or -1)
+        if owner is None:
+            return None
+        if name == "party[type]":
+            return owner[0]
+        if name == "party[id]":
+            return owner[1]
+        endpoint = {
+            "Private::Crm::Person": "crm/people",
+            "Private::Crm::Organisation": "crm/organisations",
+        }.get(owner[0])
+        row = self.find(endpoint, owner[1]) if endpoint else None
+        return None if row is None else row.get("name")
+
+    def output_row(
+        self, rtype: RecordType, record: Record, ctx: ReadContext, columns: list[str] | None
+    ) -> dict[str, Any]:
+        """The JSON form of a row: exactly ``columns`` when given, else every known key."""
+        if columns is None:
+            return self._full_row(rtype, record, ctx)
+        return {n: self.wire_value(self.field_value(rtype, record, n, ctx), ctx) for n in columns}
+
+    def _full_row(self, rtype: RecordType, record: Record, ctx: ReadContext) -> dict[str, Any]:
+        plain = (str, int, bool, type(None))
+        out = {
+            k: v if type(v) in plain else self.wire_value(v, ctx)
+            for k, v in record.items()
+            if k[0] != "_"
+        }
+        out["watched"] = self.is_watched(ctx.user, rtype, record)
+        if rtype.queue_class:
+            out["assigned_to_name"] = self.queue_name(rtype.queue_class, record.get("assigned_to"))
+        for location in rtype.locations:
+            row = self.location_row(record, location)
+            if row is not None:
+                out.update({f"{location}[{f}]": row.get(f) for f in LOCATION_FIELDS})
+        for base in rtype.var_dates:
+            if base in record:
+                for name in (f"{base}_date", f"{base}_datetime"):
+                    out[name] = self.wire_value(self._derived(rtype, record, name), ctx)
+        return out
+
+    def all_columns(self, rtype: RecordType, record: Record) -> list[str]:
+        names = [k for k in record if not k.startswith("_")]
+        names += ["watched"]
+        if rtype.queue_class:
+            names.append("assigned_to_name")
+        for location in rtype.locations:
+            if record.get(f"{location}_id") is not None:
+                names += [f"{location}[{f}]" for f in LOCATION_FIELDS]
+        for base in rtype.var_dates:
+            if base in record:
+                names += [f"{base}_date", f"{base}_datetime"]
+        return names
+
+    def wire_value(self, value: Any, ctx: ReadContext) -> Any:
+        if isinstance(value, datetime):
+            return format_datetime(value, ctx.datetime_format)
+        if isinstance(value, VarDateTime):
+            return value.wire()
+        if isinstance(value, date):
+            return format_date(value)
+        return value
+
+    # ------------------------------------------------------------ background jobs
+
+    def tick(self) -> None:
+        """Run the due background work: emails in status SEND become SENT after a delay."""
+        now = self.clock.now()
+        for email in self.tables["email/emails"].values():
+            due = email.get("_send_due")
+            if email.get("status") == "SEND" and due is not None and due <= now:
+                email.update(status="SENT", updated_at=due, _send_due=None)
+                email["lock_version"] += 1
+
+    # ------------------------------------------------------------ throttling
+
+    def take_token(self, credential: str) -> bool:
+        """Token bucket per credential; True if the request may proceed."""
+        rate = self.config.rate_per_second
+        if rate is None:
+            return True
+        tokens, stamp = self.buckets.get(credential, (float(self.config.burst), time.monotonic()))
+        now = time.monotonic()
+        tokens = min(float(self.config.burst), tokens + (now - stamp) * rate)
+        allowed = tokens >= 1.0
+        self.buckets[credential] = (tokens - 1.0 if allowed else tokens, now)
+        return allowed
+
+    def should_throttle(self, credential: str) -> bool:
+        """Test modes first (next N, every k-th), then the token bucket."""
+        self.request_count[credential] += 1
+        if self.faults.throttle_next > 0:
+            self.faults.throttle_next -= 1
+            return True
+        every = self.faults.throttle_every
+        if every and self.request_count[credential] % every == 0:
+            return True
+        return not self.take_token(credential)
+
+    # ------------------------------------------------------------ dump
+
+    def dump(self) -> dict[str, Any]:
+        ctx = ReadContext(self.config.users[0])
+        return {
+            "now": format_datetime(self.clock.now()),
+            "tables": {
+                e: [self.output_row(self.types[e], r, ctx, None) for r in t.values()]
+                for e, t in self.tables.items()
+            },
+            "watched": sorted(list(w) for w in self.watched),
+            "sessions": len(self.sessions),
+            "stats": dict(self.stats),
+        }

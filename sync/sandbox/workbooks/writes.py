@@ -1,0 +1,442 @@
+"""Batch PUT handling: square arrays, working set, create/update/delete, locking, transactions
+(workbooks-api.md §3, §7.15-7.23)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from .filters import parse_filters
+from .params import WireParams, parse_bool
+from .reads import id_candidates, matching_rows
+from .store import ReadContext, Record, SandboxState
+from .types import BOOLEAN_FIELDS, INTEGER_FIELDS, RecordType
+from .values import parse_var_date_time
+
+STALE_TEXT = "This record cannot be saved since it has already been updated elsewhere."
+NOT_FOUND_TEXT = "The record could not be found or you do not have access to it."  # [INF]
+NO_VALUE, NULL_VALUE = ":no_value:", ":null_value:"
+# Arrays that are request controls, not per-object columns.
+CONTROL_ARRAYS = frozenset(
+    {
+        "_ff",
+        "_ft",
+        "_fc",
+        "_sort",
+        "_dir",
+        "_select_columns",
+        "_fm",
+        "__method",
+        "method",
+        "id",
+        "lock_version",
+    }
+)
+READ_ONLY = frozenset(
+    {
+        "created_at",
+        "updated_at",
+        "created_by",
+        "updated_by",
+        "object_ref",
+        "type",
+        "is_deleted",
+        "watched",
+        "created_through",
+        "descriptor",
+        "assigned_to_name",
+    }
+)
+
+
+class RequestFailure(Exception):
+    """The whole request is refused before any object is looked at."""
+
+
+@dataclass
+class WriteContext:
+    ctx: ReadContext
+    application: str
+    per_object: bool
+    strict: bool
+
+
+@dataclass
+class Journal:
+    """Undo log: the previous version of every touched row (None = the row was created)."""
+
+    entries: list[tuple[str, int, Record | None]] = field(default_factory=list)
+
+    def touch(self, state: SandboxState, endpoint: str, record_id: int) -> None:
+        previous = state.tables[endpoint].get(record_id)
+        self.entries.append((endpoint, record_id, copy.copy(previous) if previous else None))
+
+    def rollback(self, state: SandboxState) -> None:
+        for endpoint, record_id, previous in reversed(self.entries):
+            if previous is None:
+                state.tables[endpoint].pop(record_id, None)
+            else:
+                state.tables[endpoint][record_id] = previous
+        self.entries.clear()
+
+
+@dataclass
+class ObjectRequest:
+    method: str
+    id_text: str
+    lock_text: str
+    values: dict[str, str]
+
+
+def parse_objects(params: WireParams, cap: int | None) -> list[ObjectRequest]:
+    """Pair the n-th value of every column; refuse non-square requests and oversize batches."""
+    methods = params.getlist("__method") or params.getlist("method")
+    if not methods:
+        raise RequestFailure("No objects in request: __method[] is missing")
+    columns = {n: v for n, v in params.arrays.items() if n not in CONTROL_ARRAYS}
+    sizes = {
+        "__method": len(methods),
+        "id": len(params.getlist("id")),
+        "lock_version": len(params.getlist("lock_version")),
+    }
+    sizes.update({name: len(values) for name, values in columns.items()})
+    if len(set(sizes.values())) != 1:
+        detail = ", ".join(f"{k}[]={v}" for k, v in sorted(sizes.items()))
+        raise RequestFailure(
+            f"non-square request: every column must have one value per object ({detail})"
+        )
+    if cap is not None and len(methods) > cap:
+        raise RequestFailure(f"Too many objects in one request: {len(methods)} (maximum {cap})")
+    ids, locks = params.getlist("id"), params.getlist("lock_version")
+    return [
+        ObjectRequest(m.strip().upper(), ids[i], locks[i], {n: v[i] for n, v in columns.items()})
+        for i, m in enumerate(methods)
+    ]
+
+
+def working_set(
+    state: SandboxState, rtype: RecordType, params: WireParams, ctx: ReadContext
+) -> set[int]:
+    """Ids selected by the request's filters; soft-deleted rows are never in it."""
+    filters = parse_filters(params)
+    if not filters:
+        return set()
+    pinned = id_candidates(filters, params.get("_fm"))
+    table = state.tables[rtype.endpoint]
+    rows = (
+        state.rows(rtype.endpoint)
+        if pinned is None
+        else [(rtype, table[i]) for i in pinned if i in table]
+    )
+    return {
+        r["id"]
+        for _, r in matching_rows(
+            state, rows, filters, params.get("_fm"), ctx, include_deleted=False
+        )
+    }
+
+
+def coerce(rtype: RecordType, name: str, text: str) -> Any:
+    """A wire value as the Python value stored for ``name``."""
+    if text == NULL_VALUE:
+        return None
+    base = name.split("[")[-1].rstrip("]")
+    if base in BOOLEAN_FIELDS:
+        return parse_bool(text)
+    if base in INTEGER_FIELDS or base.endswith("_id"):
+        try:
+            return int(text) if text.strip() else None
+        except ValueError:
+            return text  # stored as given; a real service would refuse it
+    return text
+
+
+def handle_write(
+    state: SandboxState, rtype: RecordType, params: WireParams, wctx: WriteContext
+) -> dict[str, Any]:
+    """Process one batch PUT and build the documented response."""
+    try:
+        objects = parse_objects(params, state.config.batch_cap)
+    except RequestFailure as exc:
+        return {"success": False, "failures": [str(exc)], "errors": {}}
+    allowed = working_set(state, rtype, params, wctx.ctx)
+    batch = Journal()
+    outcomes: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for obj in objects:
+        journal = Journal() if wctx.per_object else batch
+        affected, errors = _one(state, rtype, obj, allowed, wctx, journal)
+        if errors and wctx.per_object:
+            journal.rollback(state)
+        outcomes.append((affected, errors))
+    failed = [errors for _, errors in outcomes if errors]
+    if failed and not wctx.per_object:
+        batch.rollback(state)
+        outcomes = [
+            (_unchanged(state, rtype, obj), errors)
+            for obj, (_, errors) in zip(objects, outcomes, strict=True)
+        ]
+    return _response(outcomes)
+
+
+def _unchanged(state: SandboxState, rtype: RecordType, obj: ObjectRequest) -> dict[str, Any]:
+    """After a rollback: the object as stored (id and lock_version)."""
+    record = state.find(rtype.endpoint, _int(obj.id_text))
+    if record is None:
+        return {"id": _int(obj.id_text), "lock_version": _int(obj.lock_text)}
+    return {"id": record["id"], "lock_version": record["lock_version"]}
+
+
+def _response(outcomes: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+    failures = [
+        _failure_text(field_name, message)
+        for _, errors in outcomes
+        for field_name, messages in errors.items()
+        for message in messages
+    ]
+    info: list[dict[str, Any]] = [
+        {"success": not errors, "errors": errors or [], "warnings": []} for _, errors in outcomes
+    ]
+    body: dict[str, Any] = {
+        "success": not failures,
+        "affected_objects": [a for a, _ in outcomes],
+        "affected_object_information": info,
+        "updates": {},
+    }
+    if failures:
+        body["failures"] = failures
+    else:
+        body["flash"] = "saved successfully"
+    return body
+
+
+def _failure_text(field_name: str, message: str) -> str:
+    """``"<Field>: <msg>"`` like the real service; base/lock errors are the bare sentence."""
+    if field_name in ("base", "lock_version"):
+        return message
+    return f"{field_name.replace('_', ' ').capitalize()}: {message}"
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return -1
+
+
+def _one(
+    state: SandboxState,
+    rtype: RecordType,
+    obj: ObjectRequest,
+    allowed: set[int],
+    wctx: WriteContext,
+    journal: Journal,
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """One object of the batch: (affected object, errors by field)."""
+    unknown = [n for n in obj.values if wctx.strict and n not in READ_ONLY and not rtype.knows(n)]
+    if unknown:
+        return {"id": _int(obj.id_text)}, {n: ["is not a recognised attribute"] for n in unknown}
+    if obj.method in ("POST", "CREATE"):
+        return _create(state, rtype, obj, wctx, journal)
+    if obj.method not in ("PUT", "UPDATE", "DELETE"):
+        return {"id": _int(obj.id_text)}, {"base": [f"Unknown __method {obj.method!r}"]}
+    record_id = _int(obj.id_text)
+    record = state.find(rtype.endpoint, record_id)
+    if record is None or record.get("is_deleted") or record_id not in allowed:
+        return {"id": record_id, "lock_version": _int(obj.lock_text)}, {"id": [NOT_FOUND_TEXT]}
+    if _stale(state, record, obj):
+        return {"id": record_id, "lock_version": record["lock_version"]}, {
+            "lock_version": [STALE_TEXT]
+        }
+    if obj.method == "DELETE":
+        journal.touch(state, rtype.endpoint, record_id)
+        record.update(
+            is_deleted=True, updated_at=state.clock.now(), updated_by=wctx.ctx.user.user_id
+        )
+        return {"id": record_id, "lock_version": record["lock_version"]}, {}
+    return _update(state, rtype, record, obj, wctx, journal)
+
+
+def _stale(state: SandboxState, record: Record, obj: ObjectRequest) -> bool:
+    if state.faults.force_conflicts > 0:
+        state.faults.force_conflicts -= 1
+        return True
+    return bool(_int(obj.lock_text) != record["lock_version"])
+
+
+def _create(
+    state: SandboxState, rtype: RecordType, obj: ObjectRequest, wctx: WriteContext, journal: Journal
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    if obj.id_text.strip() != "0" or obj.lock_text.strip() != "0":
+        return {"id": _int(obj.id_text)}, {"id": ["must be 0 (and lock_version 0) to create"]}
+    given = {n: v for n, v in obj.values.items() if v != NO_VALUE and n not in READ_ONLY}
+    missing = [n for n in rtype.required if given.get(n, NULL_VALUE) in (NULL_VALUE, "")]
+    if missing:
+        return {"id": 0, "lock_version": 0}, {n: ["can't be blank"] for n in missing}
+    now, user = state.clock.now(), wctx.ctx.user
+    record_id = state.next_id(rtype.sequence)
+    record: Record = {
+        "id": record_id,
+        "lock_version": 0,
+        "type": rtype.class_name,
+        "created_at": now,
+        "updated_at": now,
+        "created_by": user.user_id,
+        "updated_by": user.user_id,
+        "created_through": wctx.application,
+        "is_deleted": False,
+        "owner_id": user.user_id,
+    }
+    prefix = state.config.object_ref_prefixes.get(rtype.endpoint)
+    if prefix:
+        record["object_ref"] = f"{prefix}{record_id}"
+    if rtype.queue_class:
+        record["assigned_to"] = state.my_queues(user)[rtype.queue_class]
+    journal.touch(state, rtype.endpoint, record_id)
+    state.tables[rtype.endpoint][record_id] = record
+    _register_party(state, rtype, record)
+    _apply(state, rtype, record, given, journal)
+    _after_create(state, rtype, record, wctx, journal)
+    return state.output_row(rtype, record, wctx.ctx, None), {}
+
+
+def _register_party(state: SandboxState, rtype: RecordType, record: Record) -> None:
+    """People and organisations are parties; a lead owns two parties of its own."""
+    if rtype.sequence == "party":
+        state.party_owner[record["id"]] = (rtype.class_name, record["id"])
+    if rtype.endpoint == "crm/sales_leads":
+        for key in ("person_lead_party_id", "org_lead_party_id"):
+            record[key] = state.next_id("party")
+            state.party_owner[record[key]] = (rtype.class_name, record["id"])
+
+
+def _after_create(
+    state: SandboxState, rtype: RecordType, record: Record, wctx: WriteContext, journal: Journal
+) -> None:
+    """Type-specific side effects: email sending and the render_with_resource link."""
+    if rtype.endpoint != "email/emails":
+        return
+    if record.get("status") == "SEND":
+        record["_send_due"] = state.clock.now() + _seconds(state.config.email_send_delay_seconds)
+    if record.get("render_with_resource_type") and record.get("render_with_resource_id"):
+        link_type = state.types[state.config.email_link_path]
+        link_id = state.next_id(link_type.sequence)
+        journal.touch(state, link_type.endpoint, link_id)
+        state.tables[link_type.endpoint][link_id] = {
+            "id": link_id,
+            "lock_version": 0,
+            "type": link_type.class_name,
+            "created_at": record["created_at"],
+            "updated_at": record["created_at"],
+            "is_deleted": False,
+            "email_id": record["id"],
+            "resource_type": record["render_with_resource_type"],
+            "resource_id": record["render_with_resource_id"],
+        }
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)
+
+
+def _update(
+    state: SandboxState,
+    rtype: RecordType,
+    record: Record,
+    obj: ObjectRequest,
+    wctx: WriteContext,
+    journal: Journal,
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    given = {n: v for n, v in obj.values.items() if v != NO_VALUE and n not in READ_ONLY}
+    missing = [n for n in rtype.required if n in given and given[n] in (NULL_VALUE, "")]
+    if missing:
+        return {"id": record["id"], "lock_version": record["lock_version"]}, {
+            n: ["can't be blank"] for n in missing
+        }
+    journal.touch(state, rtype.endpoint, record["id"])
+    changed = _apply(state, rtype, record, given, journal)
+    affected: dict[str, Any] = {"id": record["id"]}
+    if changed:
+        record["lock_version"] += 1
+        record.update(updated_at=state.clock.now(), updated_by=wctx.ctx.user.user_id)
+        changed.append("updated_at")
+    affected["lock_version"] = record["lock_version"]
+    for name in changed:
+        affected[name] = state.wire_value(
+            state.field_value(rtype, record, name, wctx.ctx), wctx.ctx
+        )
+    return affected, {}
+
+
+def _apply(
+    state: SandboxState, rtype: RecordType, record: Record, given: dict[str, str], journal: Journal
+) -> list[str]:
+    """Set attributes; returns the names that really changed (no-ops do not count)."""
+    changed: list[str] = []
+    prefixes = tuple(f"{loc}[" for loc in rtype.locations)
+    for name, text in given.items():
+        location = name[: name.index("[")] if prefixes and name.startswith(prefixes) else None
+        if location is not None:
+            if _set_location(state, record, location, name[len(location) + 1 : -1], text, journal):
+                changed.append(name)
+            continue
+        key, value = _stored(rtype, name, text)
+        if record.get(key) != value:
+            record[key] = value
+            changed.append(name)
+    if "name" in changed or "descriptor" not in record:
+        record["descriptor"] = record.get("name")
+    return changed
+
+
+def _stored(rtype: RecordType, name: str, text: str) -> tuple[str, Any]:
+    """Var_date_time twins (``due_date``, ``due_datetime``) all store into ``due``."""
+    if not rtype.var_dates:
+        return name, coerce(rtype, name, text)
+    for base in rtype.var_dates:
+        if name in (base, f"{base}_date", f"{base}_datetime"):
+            if text == NULL_VALUE:
+                return base, None
+            value = parse_var_date_time(text, date_only=name.endswith("_date"))
+            return base, value if value is not None else text
+    return name, coerce(rtype, name, text)
+
+
+def _set_location(
+    state: SandboxState, record: Record, location: str, attr: str, text: str, journal: Journal
+) -> bool:
+    """Nested writes go to the Contact Details row (created on first use)."""
+    table = state.tables["crm/party_locations"]
+    loc_type = state.types["crm/party_locations"]
+    value = coerce(loc_type, attr, text)
+    row_id: int | None = record.get(f"{location}_id")
+    row = table.get(row_id) if row_id is not None else None
+    created = row is None
+    if row is None:
+        if value in (None, ""):
+            return False
+        now = state.clock.now()
+        new_id = state.next_id(loc_type.sequence)
+        journal.touch(state, loc_type.endpoint, new_id)
+        row_id = new_id
+        row = {
+            "id": row_id,
+            "lock_version": 0,
+            "type": loc_type.class_name,
+            "created_at": now,
+            "updated_at": now,
+            "is_deleted": False,
+            "party_id": record["id"],
+            "location_name": "Work" if location == "main_location" else "Home",
+        }
+        table[row_id] = row
+        record[f"{location}_id"] = row_id
+    if row.get(attr) == value:
+        return False
+    journal.touch(state, loc_type.endpoint, row["id"])
+    row[attr] = value
+    if not created:
+        row["lock_version"] += 1
+        row["updated_at"] = state.clock.now()
+    return True

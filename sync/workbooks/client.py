@@ -1,0 +1,282 @@
+"""The transport to one Workbooks identity: session login, form encoding, cookie adoption,
+throttling replay and the in-flight cap (workbooks-api.md §1, §5, §6).
+
+Everything is ``POST`` with ``_method`` in an ordered form body: repeated keys (``_ff[]``,
+``id[]``) must survive in order, and GET bodies do not survive every proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+
+from sync.core.errors import InvalidRequest, ReauthRequired
+
+from . import errors
+from .config import ClientConfig, WorkbooksIdentity
+from .wire import FormPairs
+
+log = logging.getLogger(__name__)
+COOKIE = "Workbooks-Session"
+LOGIN_PATHS = ("/", "/login", "/login.api")  # §1.8 [INF]: a dead session is sent here
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class LoginInfo:
+    """What ``login.api`` told us; the session id and token stay out of the repr."""
+
+    user_id: int
+    person_name: str
+    my_queues: dict[str, int]
+    database_instance_id: int | None
+    session_id: str = field(repr=False)
+    authenticity_token: str = field(repr=False)
+
+
+@dataclass
+class _Reply:
+    status: int
+    location: str
+    retry_after: str | None
+    text: str
+    body: dict[str, Any] | None
+
+
+class WorkbooksClient:
+    """One session per identity; at most ``max_concurrency`` requests in flight.
+
+    Use as ``async with WorkbooksClient(identity, config) as client:``; reads, writes and queries
+    (``reads``, ``writes``, ``queries`` modules) take the client as their first argument.
+    """
+
+    def __init__(
+        self,
+        identity: WorkbooksIdentity,
+        config: ClientConfig | None = None,
+        *,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.identity = identity
+        self.config = config or ClientConfig()
+        self._sleep = sleep
+        self._http: aiohttp.ClientSession | None = None
+        self._in_flight = asyncio.Semaphore(self.config.max_concurrency)
+        self._login_lock = asyncio.Lock()
+        self._login: LoginInfo | None = None
+        self._cookie: str | None = None
+        self._generation = 0  # bumps on every successful login; de-duplicates re-logins
+        self.calls: Counter[str] = Counter()  # "VERB endpoint" -> requests sent (incl. replays)
+
+    def __repr__(self) -> str:
+        return f"WorkbooksClient({self.identity.base_url!r}, user={self.identity.user!r})"
+
+    async def __aenter__(self) -> WorkbooksClient:
+        self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            total = self.config.timeout_seconds
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=total, connect=min(30.0, total)),
+                # We track Workbooks-Session ourselves (from every Set-Cookie), so the jar
+                # must not add or drop cookies behind our back (it ignores IP hosts anyway).
+                cookie_jar=aiohttp.DummyCookieJar(),
+                headers={"User-Agent": self.config.user_agent, "Accept-Encoding": "gzip"},
+            )
+        return self._http
+
+    async def close(self) -> None:
+        """Log out (good citizenship, §5) and close the HTTP session."""
+        if self._http is None or self._http.closed:
+            return
+        if self._cookie:
+            try:
+                async with self._http.post(
+                    f"{self.identity.base_url}/logout",
+                    data=[("client", "api")],
+                    allow_redirects=False,
+                    headers={"Cookie": f"{COOKIE}={self._cookie}"},
+                ):
+                    pass
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.info("workbooks logout failed: %s", type(exc).__name__)
+        self._cookie, self._login = None, None
+        await self._http.close()
+
+    # ------------------------------------------------------------ session
+
+    @property
+    def login_info(self) -> LoginInfo | None:
+        return self._login
+
+    async def ensure_login(self) -> LoginInfo:
+        if self._login is None:
+            await self._relogin(self._generation)
+        assert self._login is not None
+        return self._login
+
+    async def _relogin(self, seen_generation: int) -> None:
+        """Log in once, however many requests noticed the dead session at the same time."""
+        async with self._login_lock:
+            if self._generation != seen_generation and self._login is not None:
+                return
+            self._login = await self._do_login()
+            self._generation += 1
+
+    async def _do_login(self) -> LoginInfo:
+        form: FormPairs = [
+            ("client", "api"),
+            ("api_version", "1"),
+            ("_api_version", "1"),
+            ("api_key", self.identity.api_key.get_secret_value()),
+            ("_application_name", self.config.application_name),
+            ("_fast_login", "false"),  # we need my_queues (§2.8)
+            ("_strict_attribute_checking", "true"),
+            ("_per_object_transactions", "true"),
+        ]
+        for attempt in range(1, self.config.throttle_max_attempts + 1):
+            reply = await self._post("login.api", form, with_cookie=False)
+            if reply.status == 200 and reply.body is not None:
+                return self._adopt_login(reply.body)
+            if 300 <= reply.status < 400:
+                await self._sleep(self._backoff(attempt, reply.retry_after))
+                continue
+            raise errors.from_status(reply.status, reply.body, reply.text, "login")
+        raise errors.throttled("login", self.config.throttle_max_attempts)
+
+    def _adopt_login(self, body: dict[str, Any]) -> LoginInfo:
+        session_id = str(body.get("session_id") or self._cookie or "")
+        if not session_id:
+            raise ReauthRequired("login returned no session", source=errors.SOURCE)
+        self._cookie = session_id
+        queues = body.get("my_queues") or {}
+        return LoginInfo(
+            int(body.get("user_id") or 0),
+            str(body.get("person_name") or ""),
+            {str(k): int(v) for k, v in queues.items()},
+            body.get("database_instance_id"),
+            session_id,
+            str(body.get("authenticity_token") or ""),
+        )
+
+    # ------------------------------------------------------------ requests
+
+    async def get(self, endpoint: str, params: FormPairs) -> dict[str, Any]:
+        return await self.request("GET", endpoint, params)
+
+    async def put(self, endpoint: str, params: FormPairs) -> dict[str, Any]:
+        return await self.request("PUT", endpoint, params)
+
+    async def request(self, verb: str, endpoint: str, params: FormPairs) -> dict[str, Any]:
+        """Send one API call; replay it on throttling, log in again on session expiry.
+
+        Returns the JSON body of a 200 answer, whatever its ``success`` (callers decide).
+        """
+        what = f"{verb} {endpoint}"
+        throttles = relogins = 0
+        while True:
+            login = await self.ensure_login()
+            generation = self._generation
+            form: FormPairs = [("_method", verb), ("client", "api")]
+            if verb != "GET":
+                form.append(("_authenticity_token", login.authenticity_token))
+            reply = await self._post(f"{endpoint}.api", form + params, with_cookie=True)
+            self.calls[what] += 1
+            if 300 <= reply.status < 400:
+                if urlsplit(reply.location).path in LOGIN_PATHS:
+                    relogins += 1
+                    if relogins > self.config.relogin_attempts:
+                        raise ReauthRequired(
+                            f"{what}: session rejected after re-login", source=errors.SOURCE
+                        )
+                    log.info("workbooks session expired; logging in again")
+                    await self._relogin(generation)
+                    continue
+                throttles += 1
+                if throttles >= self.config.throttle_max_attempts:
+                    raise errors.throttled(what, throttles)
+                await self._sleep(self._backoff(throttles, reply.retry_after))
+                continue
+            if reply.status != 200:
+                raise errors.from_status(
+                    reply.status, reply.body, reply.text, what, reply.retry_after
+                )
+            if reply.body is None:
+                raise InvalidRequest(
+                    f"{what}: answer is not JSON", source=errors.SOURCE, detail=reply.text[:500]
+                )
+            return reply.body
+
+    def _backoff(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after and retry_after.strip().isdigit():
+            return float(retry_after)
+        delay = self.config.backoff_base_seconds * 2 ** (attempt - 1)
+        return float(min(self.config.backoff_max_seconds, delay))
+
+    async def _post(self, path: str, form: FormPairs, *, with_cookie: bool) -> _Reply:
+        """One HTTP exchange under the in-flight cap; adopts any rotated session cookie."""
+        http = self._open()
+        url = f"{self.identity.base_url}/{path}"
+        headers = {"Cookie": f"{COOKIE}={self._cookie}"} if with_cookie and self._cookie else {}
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        try:
+            async with (
+                self._in_flight,
+                http.post(
+                    url,
+                    params={"_dc": str(int(time.time() * 1000))},
+                    data=encode_form(form),
+                    headers=headers,
+                    allow_redirects=False,
+                ) as response,
+            ):
+                text = await response.text()
+                cookie = response.cookies.get(COOKIE)
+                if cookie is not None and cookie.value:
+                    self._cookie = cookie.value  # §1.6: always adopt the newest session id
+                status = response.status
+                location = response.headers.get("Location", "")
+                retry_after = response.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise errors.transport(f"POST {path}", exc) from exc
+        # Parsed outside the in-flight slot: the slot bounds the server's load, not ours.
+        return _Reply(status, location, retry_after, text, _json(text))
+
+
+@lru_cache(maxsize=2048)
+def _quote_key(key: str) -> str:
+    return quote(key, safe="[]_")
+
+
+def encode_form(form: FormPairs) -> bytes:
+    """The ordered form body; keys repeat across a batch, so their encoding is cached."""
+    return "&".join(f"{_quote_key(k)}={quote(v, safe='')}" for k, v in form).encode()
+
+
+def _json(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -1,0 +1,250 @@
+"""Domain queries the sync needs: *My People*, email-address resolution, email records and
+email links (workbooks-api.md §2.8, §4.3, §4.4, §4.10)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sync.core.errors import InvalidRequest
+
+from . import errors
+from .client import WorkbooksClient
+from .reads import Record, iter_records
+from .wire import Cond, Filter, all_of, any_of, chunked, in_list
+from .writes import WriteOp, WriteResult, write_batch
+
+PERSON = "Private::Crm::Person"
+LEAD = "Private::Crm::SalesLead"
+ORGANISATION = "Private::Crm::Organisation"
+PERSON_QUEUE = "Private::Crm::PersonQueue"
+Criterion = tuple[str, str, str]  # (field, operator, value) as a user configures it
+
+
+# ---------------------------------------------------------------- My People
+
+
+async def person_queue_id(client: WorkbooksClient) -> int:
+    """The user's own Person queue, from login ``my_queues`` (``_fast_login=false``)."""
+    login = await client.ensure_login()
+    queue = login.my_queues.get(PERSON_QUEUE)
+    if queue is None:  # [INF] §8 q7: fall back to the queue list's user column
+        async for row in iter_records(
+            client, "crm/person_queues", ["user_id"], Cond("user_id", "eq", str(login.user_id))
+        ):
+            return int(row["id"])
+        raise InvalidRequest("no personal Person queue for this user", source=errors.SOURCE)
+    return queue
+
+
+def user_criteria(
+    criteria: Sequence[Criterion], match: Literal["and", "or"] = "and"
+) -> Filter | None:
+    conds = [Cond(f, op, value) for f, op, value in criteria]
+    return all_of(*conds) if match == "and" else any_of(*conds)
+
+
+def my_people_filter(
+    queue_id: int, criteria: Sequence[Criterion] = (), match: Literal["and", "or"] = "and"
+) -> Filter | None:
+    """(assigned to my queue OR watched by me) AND the user's own criteria (§2.8)."""
+    mine = any_of(Cond("assigned_to", "eq", str(queue_id)), Cond("watched", "true"))
+    return all_of(mine, user_criteria(criteria, match))
+
+
+async def my_people(
+    client: WorkbooksClient,
+    columns: Sequence[str],
+    criteria: Sequence[Criterion] = (),
+    match: Literal["and", "or"] = "and",
+) -> AsyncIterator[Record]:
+    """Every current record of the user's *My People* set, narrowed by their criteria."""
+    where = my_people_filter(await person_queue_id(client), criteria, match)
+    async for row in iter_records(client, "crm/people", columns, where):
+        yield row
+
+
+# ---------------------------------------------------------------- address resolution
+
+
+@dataclass(frozen=True)
+class AddressMatch:
+    """``address`` matched ``field`` of the record (``record_type``, ``record_id``)."""
+
+    address: str
+    record_type: str
+    record_id: int
+    field: str  # e.g. "main_location[email]" or "party_locations.alternate_email"
+    location_id: int | None = None  # the Contact Details row, when matched through one
+
+
+def normalise(address: str) -> str:
+    return address.strip().lower()
+
+
+async def resolve_addresses(
+    client: WorkbooksClient, addresses: Iterable[str]
+) -> dict[str, list[AddressMatch]]:
+    """Which People / Sales Leads (and Organisations) each address belongs to, and via which
+    field.  Three reads per IN-list chunk: people main emails, lead emails, Contact Details.
+    Every input address is a key (lower-cased); no match gives an empty list."""
+    wanted = list(dict.fromkeys(normalise(a) for a in addresses if a and a.strip()))
+    found: dict[str, list[AddressMatch]] = {a: [] for a in wanted}
+    size = client.config.in_list_size
+    parts = await asyncio.gather(*(_resolve_chunk(client, list(c)) for c in chunked(wanted, size)))
+    unresolved: list[tuple[str, str, int, int]] = []
+    for matches, pending in parts:
+        for match in matches:
+            _add(found, match)
+        unresolved += pending
+    for match in await _resolve_parties(client, unresolved):
+        _add(found, match)
+    return found
+
+
+def _add(found: dict[str, list[AddressMatch]], match: AddressMatch) -> None:
+    """One entry per (address, record); the first (most specific) field wins."""
+    entries = found.setdefault(match.address, [])
+    if not any(
+        (m.record_type, m.record_id) == (match.record_type, match.record_id) for m in entries
+    ):
+        entries.append(match)
+
+
+async def _resolve_chunk(
+    client: WorkbooksClient, chunk: list[str]
+) -> tuple[list[AddressMatch], list[tuple[str, str, int, int]]]:
+    values = in_list(chunk)
+    lead_fields = client.config.lead_email_fields
+    people, leads, locations = await asyncio.gather(
+        _collect(
+            client,
+            "crm/people",
+            ["main_location[email]"],
+            Cond("main_location[email]", "eq", values),
+        ),
+        _collect(
+            client,
+            "crm/sales_leads",
+            list(lead_fields),
+            any_of(*(Cond(f, "eq", values) for f in lead_fields)),
+        ),
+        _collect(
+            client,
+            "crm/party_locations",
+            ["party_id", "party[type]", "party[id]", "email", "alternate_email"],
+            any_of(Cond("email", "eq", values), Cond("alternate_email", "eq", values)),
+        ),
+    )
+    wanted = set(chunk)
+    matches = _field_matches(people, PERSON, ["main_location[email]"], wanted)
+    matches += _field_matches(leads, LEAD, list(lead_fields), wanted)
+    pending: list[tuple[str, str, int, int]] = []
+    for row in locations:
+        for fname in ("email", "alternate_email"):
+            address = normalise(str(row.get(fname) or ""))
+            if address not in wanted:
+                continue
+            owner_type, owner_id = row.get("party[type]"), row.get("party[id]")
+            if owner_type and owner_id is not None:
+                matches.append(
+                    AddressMatch(
+                        address,
+                        str(owner_type),
+                        int(owner_id),
+                        f"party_locations.{fname}",
+                        int(row["id"]),
+                    )
+                )
+            elif row.get("party_id") is not None:  # [INF] no party[...] columns: look up later
+                pending.append((address, fname, int(row["party_id"]), int(row["id"])))
+    return matches, pending
+
+
+def _field_matches(
+    rows: list[Record], record_type: str, fields: list[str], wanted: set[str]
+) -> list[AddressMatch]:
+    out = []
+    for row in rows:
+        for fname in fields:
+            address = normalise(str(row.get(fname) or ""))
+            if address in wanted:
+                out.append(AddressMatch(address, record_type, int(row["id"]), fname))
+    return out
+
+
+async def _collect(
+    client: WorkbooksClient, endpoint: str, columns: list[str], where: Filter | None
+) -> list[Record]:
+    return [row async for row in iter_records(client, endpoint, columns, where, count_total=True)]
+
+
+async def _resolve_parties(
+    client: WorkbooksClient, pending: list[tuple[str, str, int, int]]
+) -> list[AddressMatch]:
+    """Fallback when Contact Details rows do not name their owner: party ids are People ids
+    (parties share one id space) or a lead's party ids."""
+    if not pending:
+        return []
+    party_ids = sorted({p[2] for p in pending})
+    owners: dict[int, tuple[str, int]] = {}
+    for chunk in chunked(party_ids, client.config.in_list_size):
+        ids = in_list(str(i) for i in chunk)
+        for row in await _collect(client, "crm/people", [], Cond("id", "eq", ids)):
+            owners[int(row["id"])] = (PERSON, int(row["id"]))
+        lead_rows = await _collect(
+            client,
+            "crm/sales_leads",
+            ["person_lead_party_id", "org_lead_party_id"],
+            any_of(Cond("person_lead_party_id", "eq", ids), Cond("org_lead_party_id", "eq", ids)),
+        )
+        for row in lead_rows:
+            for key in ("person_lead_party_id", "org_lead_party_id"):
+                if row.get(key) is not None:
+                    owners.setdefault(int(row[key]), (LEAD, int(row["id"])))
+    return [
+        AddressMatch(address, *owners[party], f"party_locations.{fname}", location)
+        for address, fname, party, location in pending
+        if party in owners
+    ]
+
+
+# ---------------------------------------------------------------- emails
+
+
+async def create_emails(
+    client: WorkbooksClient, emails: Sequence[dict[str, Any]]
+) -> list[WriteResult]:
+    """Create ``email/emails`` records (``status`` DRAFT stores only; SEND sends)."""
+    return await write_batch(client, "email/emails", [WriteOp.create(e) for e in emails])
+
+
+@dataclass(frozen=True)
+class EmailLink:
+    email_id: int
+    resource_type: str  # e.g. Private::Crm::Person
+    resource_id: int
+
+
+async def link_emails(client: WorkbooksClient, links: Sequence[EmailLink]) -> list[WriteResult]:
+    """Tie emails to records.  [INF] §4.10: the real mechanism is unconfirmed; this adapter
+    (and ``ClientConfig.email_link_path``) is the only place that knows it."""
+    ops = [
+        WriteOp.create(
+            {
+                "email_id": link.email_id,
+                "resource_type": link.resource_type,
+                "resource_id": link.resource_id,
+            }
+        )
+        for link in links
+    ]
+    return await write_batch(client, client.config.email_link_path, ops)
+
+
+async def link_email(
+    client: WorkbooksClient, email_id: int, resource_type: str, resource_id: int
+) -> WriteResult:
+    return (await link_emails(client, [EmailLink(email_id, resource_type, resource_id)]))[0]
