@@ -1,0 +1,201 @@
+"""Graph items as the sync needs them: small pydantic models parsed from raw delta pages.
+
+Why not the SDK's models: deserialising one `Message` through kiota costs milliseconds (and
+~1 s on first use, graph.md §6.6), while `json` + these models cost microseconds.  Only the
+fields listed in graph.md §4 are kept; unknown fields are ignored.  Pure: no HTTP, no SDK.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+# The named property that stamps the Workbooks id on contacts and events (graph.md §4.5).
+# A fixed GUID for this application: named properties are a per-mailbox quota, so never vary it.
+WORKBOOKS_PROPERTY_SET = "{6f2d4c1e-8b7a-4e53-9a0f-2c5d8e1b7a44}"
+WORKBOOKS_ID_PROPERTY = f"String {WORKBOOKS_PROPERTY_SET} Name WorkbooksId"
+WORKBOOKS_APPLICATION_NAME = "Workbooks"  # linkedResource.applicationName on To Do tasks
+
+
+class GraphModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+
+class EmailAddress(GraphModel):
+    name: str | None = None
+    address: str | None = None
+
+
+class Recipient(GraphModel):
+    email_address: EmailAddress = Field(default_factory=EmailAddress)
+
+
+class ItemBody(GraphModel):
+    content_type: str = "text"
+    content: str = ""
+
+
+class DateTimeTimeZone(GraphModel):
+    date_time: str
+    time_zone: str = "UTC"
+
+
+class ExtendedProperty(GraphModel):
+    id: str
+    value: str | None = None
+
+
+class LinkedResource(GraphModel):
+    id: str | None = None
+    application_name: str | None = None
+    display_name: str | None = None
+    external_id: str | None = None
+    web_url: str | None = None
+
+
+class Location(GraphModel):
+    display_name: str | None = None
+
+
+class OutlookItem(GraphModel):
+    """Fields every Outlook item has.  `id` is an immutable id when requested (we always do)."""
+
+    id: str
+    change_key: str | None = None
+    categories: list[str] = Field(default_factory=list)
+    last_modified_date_time: datetime | None = None
+    created_date_time: datetime | None = None
+
+
+class StampedItem(OutlookItem):
+    single_value_extended_properties: list[ExtendedProperty] = Field(default_factory=list)
+
+    @property
+    def workbooks_id(self) -> str | None:
+        """The stamped Workbooks id, if the item carries our extended property."""
+        for prop in self.single_value_extended_properties:
+            if prop.id.lower() == WORKBOOKS_ID_PROPERTY.lower():
+                return prop.value
+        return None
+
+
+class Message(OutlookItem):
+    subject: str | None = None
+    internet_message_id: str | None = None
+    conversation_id: str | None = None
+    sent_date_time: datetime | None = None
+    received_date_time: datetime | None = None
+    from_: Recipient | None = Field(default=None, alias="from")
+    sender: Recipient | None = None
+    to_recipients: list[Recipient] = Field(default_factory=list)
+    cc_recipients: list[Recipient] = Field(default_factory=list)
+    bcc_recipients: list[Recipient] = Field(default_factory=list)
+    is_draft: bool | None = None
+    body_preview: str | None = None
+    parent_folder_id: str | None = None
+    web_link: str | None = None
+
+
+class Contact(StampedItem):
+    given_name: str | None = None
+    surname: str | None = None
+    display_name: str | None = None
+    middle_name: str | None = None
+    email_addresses: list[EmailAddress] = Field(default_factory=list)
+    company_name: str | None = None
+    job_title: str | None = None
+    department: str | None = None
+    business_phones: list[str] = Field(default_factory=list)
+    home_phones: list[str] = Field(default_factory=list)
+    mobile_phone: str | None = None
+    personal_notes: str | None = None
+    parent_folder_id: str | None = None
+
+
+class Event(StampedItem):
+    subject: str | None = None
+    body: ItemBody | None = None
+    start: DateTimeTimeZone | None = None
+    end: DateTimeTimeZone | None = None
+    is_all_day: bool | None = None
+    location: Location | None = None
+    i_cal_uid: str | None = Field(default=None, alias="iCalUId")
+    type: str | None = None
+    series_master_id: str | None = None
+    is_cancelled: bool | None = None
+    organizer: Recipient | None = None
+
+
+class TodoTask(OutlookItem):
+    title: str | None = None
+    body: ItemBody | None = None
+    status: str | None = None
+    importance: str | None = None
+    due_date_time: DateTimeTimeZone | None = None
+    start_date_time: DateTimeTimeZone | None = None
+    completed_date_time: DateTimeTimeZone | None = None
+    reminder_date_time: DateTimeTimeZone | None = None
+    is_reminder_on: bool | None = None
+    linked_resources: list[LinkedResource] = Field(default_factory=list)
+
+    @property
+    def workbooks_id(self) -> str | None:
+        for res in self.linked_resources:
+            if res.application_name == WORKBOOKS_APPLICATION_NAME and res.external_id:
+                return res.external_id
+        return None
+
+
+class TodoList(GraphModel):
+    id: str
+    display_name: str | None = None
+    wellknown_list_name: str | None = None
+
+
+class Removal(GraphModel):
+    """`{"id": ..., "@removed": {"reason": "deleted"|"changed"}}` from a delta page."""
+
+    id: str
+    reason: str = "deleted"
+
+
+T = TypeVar("T", bound=OutlookItem)
+
+
+@dataclass(frozen=True)
+class DeltaPage(Generic[T]):
+    items: list[T] = field(default_factory=list)
+    removed: list[Removal] = field(default_factory=list)
+    next_link: str | None = None
+    delta_link: str | None = None
+
+
+def parse_delta_page(raw: bytes | str, model: type[T]) -> DeltaPage[T]:
+    """One delta page (raw JSON) -> items, removals and the link to follow."""
+    payload: dict[str, Any] = json.loads(raw)
+    return page_from_payload(payload, model.model_validate)
+
+
+def page_from_payload(payload: dict[str, Any], validate: Callable[[Any], T]) -> DeltaPage[T]:
+    items: list[T] = []
+    removed: list[Removal] = []
+    for entry in payload.get("value", []):
+        gone = entry.get("@removed")
+        if gone is not None:
+            removed.append(Removal(id=entry["id"], reason=str(gone.get("reason", "deleted"))))
+        else:
+            items.append(validate(entry))
+    return DeltaPage(
+        items=items,
+        removed=removed,
+        next_link=payload.get("@odata.nextLink"),
+        delta_link=payload.get("@odata.deltaLink"),
+    )

@@ -1,0 +1,99 @@
+"""The one place where Graph failures become `sync.core.errors` types.
+
+Inputs are plain (status, headers, body bytes) or a transport exception, so this module needs
+neither the SDK nor a live response.  Rules (graph.md §2.6, §3.2, §1.11):
+
+    410, or code syncStateNotFound / resyncRequired  -> ResyncRequired (drop the delta link)
+    429, 503, 504, other 5xx, 408, transport errors  -> RetryLater (retry_at from Retry-After)
+    401, 403, token acquisition rejected             -> ReauthRequired (token or permission)
+    404                                              -> NotFound
+    409, 412                                         -> Conflict
+    other 4xx                                        -> InvalidRequest
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+
+from sync.core.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    ReauthRequired,
+    ResyncRequired,
+    RetryLater,
+    SyncError,
+)
+
+RESYNC_CODES = frozenset({"syncstatenotfound", "resyncrequired", "syncstateinvalid"})
+SOURCE = "graph"
+
+
+def graph_error_code(body: bytes) -> tuple[str, str]:
+    """(code, message) from Graph's `{"error": {"code", "message"}}`; empty when absent."""
+    try:
+        payload = json.loads(body or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return "", body[:200].decode("utf-8", "replace")
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("code", "")), str(error.get("message", ""))[:500]
+    if isinstance(error, str):  # token endpoint style: {"error": "invalid_client", ...}
+        return error, str(payload.get("error_description", ""))[:500]
+    return "", ""
+
+
+def parse_retry_after(value: str | None, now: datetime) -> datetime | None:
+    """Retry-After as delta-seconds or an HTTP date -> absolute time."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return now + timedelta(seconds=int(value))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def from_response(
+    status: int, headers: Mapping[str, str], body: bytes, *, now: datetime
+) -> SyncError:
+    code, message = graph_error_code(body)
+    detail = f"{status} {code}: {message}".strip()
+    text = f"Graph answered {status} {code}".strip()
+    if status == 410 or code.lower() in RESYNC_CODES:
+        return ResyncRequired(text, source=SOURCE, detail=detail)
+    if status in (408, 429) or status >= 500:
+        retry_at = parse_retry_after(headers.get("Retry-After"), now)
+        return RetryLater(text, retry_at=retry_at, source=SOURCE, detail=detail)
+    if status in (401, 403):
+        return ReauthRequired(text, source=SOURCE, detail=detail)
+    if status == 404:
+        return NotFound(text, source=SOURCE, detail=detail)
+    if status in (409, 412):
+        return Conflict(text, source=SOURCE, detail=detail)
+    return InvalidRequest(text, source=SOURCE, detail=detail)
+
+
+def was_throttled(error: RetryLater) -> bool:
+    """A 429: Graph refused the request before executing it (`detail` starts with the status
+    by construction in `from_response`)."""
+    return error.source == SOURCE and error.detail.startswith("429 ")
+
+
+def from_transport(exc: Exception) -> RetryLater:
+    """Connection resets, timeouts, protocol errors: always worth another try later."""
+    return RetryLater(f"Graph unreachable: {type(exc).__name__}", source=SOURCE, detail=str(exc))
+
+
+def from_credential_failure(exc: Exception, *, rejected: bool) -> SyncError:
+    """azure-identity failed to get a token: rejected credentials need an operator; a token
+    endpoint we could not reach is transient."""
+    if rejected:
+        return ReauthRequired("Graph token request rejected", source=SOURCE, detail=str(exc)[:500])
+    return from_transport(exc)

@@ -1,0 +1,5 @@
+import sys
+
+from sync.sandbox.graph.cli import main
+
+sys.exit(main())

@@ -1,0 +1,43 @@
+"""Knobs of the Graph sandbox. Defaults follow Graph's documented behaviour (graph.md); tests
+shrink the waits so the suite stays fast."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def _page_sizes() -> dict[str, int]:
+    # Messages: documented default of 10 per delta page (graph.md §2.2). The other defaults are
+    # not documented; 10 keeps paging visible in every stream.
+    return {"message": 10, "contact": 10, "event": 10, "task": 10}
+
+
+def _max_minutes() -> dict[str, int]:
+    # graph.md §1.3: basic Outlook subscriptions 10,080 min; todoTask 4,230 min.
+    return {"message": 10_080, "contact": 10_080, "event": 10_080, "task": 4_230}
+
+
+@dataclass
+class SandboxConfig:
+    controls: bool = False  # /_sim/ endpoints: only in sandbox mode, never by default
+    tenant_id: str = "00000000-0000-0000-0000-0000000000aa"
+    clients: dict[str, str] = field(default_factory=lambda: {"sandbox-client": "sandbox-secret"})
+    token_lifetime_seconds: int = 3599
+    page_sizes: dict[str, int] = field(default_factory=_page_sizes)
+    max_page_size: int = 1000
+    delta_duplicates: bool = False  # repeat the last item of a page at the top of the next
+    # Throttling per mailbox (graph.md §3.1): 10,000 requests / 10 min, 4 concurrent.
+    throttle_requests: int = 10_000
+    throttle_window_seconds: float = 600.0
+    throttle_concurrency: int = 4
+    concurrency_retry_after: int = 1
+    # Subscriptions
+    validation_timeout_seconds: float = 10.0
+    max_subscription_minutes: dict[str, int] = field(default_factory=_max_minutes)
+    min_subscription_minutes: int = 45
+    notify_delay_seconds: float = 0.0
+    notify_duplicates: int = 0  # extra copies of every notification POST
+    notify_reorder_seconds: float = 0.0  # random extra delay per POST, which reorders them
+    notify_attempts: int = 3
+    notify_retry_seconds: float = 0.2
+    latency_seconds: float = 0.0

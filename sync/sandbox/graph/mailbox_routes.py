@@ -1,0 +1,298 @@
+"""`/v1.0/users/{id}/...`: mail, contacts, calendar, To Do and master categories.
+
+One catch-all route parses the path itself, because Graph accepts `mailFolders('x')` and
+`mailFolders/x`, `delta` and `delta()`, and is case-insensitive in segment names.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from sync.sandbox.graph.service import Sandbox
+from sync.sandbox.graph.state import (
+    CALENDAR,
+    DEFAULT_CONTACT_FOLDER,
+    Container,
+    Item,
+    Kind,
+    Mailbox,
+    Tombstone,
+    new_id,
+)
+from sync.sandbox.graph.wire import graph_error, max_page_size, render, wants_immutable
+
+NOT_FOUND = (404, "ErrorItemNotFound", "The specified object was not found in the store.")
+
+
+class GraphFailure(Exception):
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GraphFailure(400, "BadRequest", "Unable to read JSON request payload.") from exc
+    if not isinstance(data, dict):
+        raise GraphFailure(400, "BadRequest", "Expected a JSON object.")
+    return data
+
+
+class MailboxApi:
+    """Resolves one request under `/users/{id}` to a container (and item) and serves it."""
+
+    def __init__(self, sandbox: Sandbox, request: web.Request, box: Mailbox) -> None:
+        self.sb, self.request, self.box = sandbox, request, box
+        self.immutable = wants_immutable(request)
+
+    async def dispatch(self, segs: list[str]) -> web.StreamResponse:
+        low = [s.lower() for s in segs]
+        head = low[0] if low else ""
+        if head == "mailfolders" and len(segs) >= 3 and low[2] == "messages":
+            return await self._collection(self._folder("message", segs[1]), segs[3:])
+        if head == "messages":
+            return await self._loose_item("message", segs[1:])
+        if head == "contacts":
+            return await self._collection(self._folder("contact", DEFAULT_CONTACT_FOLDER), segs[1:])
+        if head == "contactfolders" and len(segs) >= 3 and low[2] == "contacts":
+            return await self._collection(self._folder("contact", segs[1]), segs[3:])
+        if head == "contactfolders" and len(segs) == 1:
+            return await self._list_containers("contact")
+        if head == "calendarview" and low[1:] == ["delta"]:
+            return await self._delta(self._folder("event", CALENDAR))
+        if head == "events":
+            return await self._collection(self._folder("event", CALENDAR), segs[1:])
+        if head == "todo" and low[1:2] == ["lists"]:
+            return await self._todo(segs[2:])
+        if head == "outlook" and low[1:2] == ["mastercategories"]:
+            return await self._categories(segs[2:])
+        raise GraphFailure(400, "BadRequest", f"Resource not found for the segment '{segs[0]}'.")
+
+    # --- containers ---------------------------------------------------------------------------
+    def _folder(self, kind: Kind, cid: str) -> Container:
+        cont = self.sb.state.container(self.box, kind, cid)
+        if cont is None:
+            cont = self.sb.state.container(self.box, kind, cid.lower())
+        if cont is None:
+            raise GraphFailure(404, "ErrorItemNotFound", "The specified folder was not found.")
+        return cont
+
+    async def _list_containers(self, kind: Kind) -> web.StreamResponse:
+        if self.request.method == "POST":
+            body = await _body(self.request)
+            cont = self.sb.state.add_container(self.box, kind, str(body.get("displayName", "")))
+            return web.json_response(self._container_json(cont), status=201)
+        conts = [c for c in self.box.containers.values() if c.kind == kind]
+        return web.json_response({"value": [self._container_json(c) for c in conts]})
+
+    @staticmethod
+    def _container_json(cont: Container) -> dict[str, Any]:
+        return {"id": cont.key.split(":", 1)[1], "displayName": cont.display_name}
+
+    async def _todo(self, segs: list[str]) -> web.StreamResponse:
+        if not segs:
+            return await self._list_containers("task")
+        cont = self._folder("task", segs[0])
+        low = [s.lower() for s in segs]
+        if len(segs) >= 2 and low[1] == "tasks":
+            if len(segs) == 4 and low[3] == "linkedresources":
+                return await self._linked(cont, segs[2])
+            return await self._collection(cont, segs[2:])
+        raise GraphFailure(400, "BadRequest", "Unsupported To Do path.")
+
+    # --- items ----------------------------------------------------------------------------
+    async def _collection(self, cont: Container, rest: list[str]) -> web.StreamResponse:
+        method = self.request.method
+        if not rest:
+            if method == "POST":
+                data = await _body(self.request)
+                item = self.sb.create_item(self.box, cont, data)
+                return web.json_response(self._render(item), status=201)
+            if method == "GET":
+                items = [self._render(i) for i in cont.items.values()]
+                return web.json_response({"value": items})
+        elif rest[0].lower() == "delta" and len(rest) == 1 and method == "GET":
+            return await self._delta(cont)
+        else:
+            found = self._item(cont, rest[0])
+            if len(rest) == 1:
+                return await self._item_op(cont, found)
+            if rest[1].lower() == "move" and method == "POST":
+                return await self._move(cont, found)
+        raise GraphFailure(405, "ErrorInvalidRequest", "The OData request is not supported.")
+
+    async def _loose_item(self, kind: Kind, rest: list[str]) -> web.StreamResponse:
+        if not rest:
+            raise GraphFailure(400, "BadRequest", "Listing all messages is not supported here.")
+        found = self.sb.state.find(self.box, kind, rest[0])
+        if found is None:
+            raise GraphFailure(*NOT_FOUND)
+        cont, item = found
+        if len(rest) == 2 and rest[1].lower() == "move" and self.request.method == "POST":
+            return await self._move(cont, item)
+        return await self._item_op(cont, item)
+
+    def _item(self, cont: Container, item_id: str) -> Item:
+        imm = self.sb.state.rest_index.get(item_id, item_id)
+        if imm not in cont.items:
+            raise GraphFailure(*NOT_FOUND)
+        return cont.items[imm]
+
+    async def _item_op(self, cont: Container, item: Item) -> web.StreamResponse:
+        method = self.request.method
+        if method == "GET":
+            return web.json_response(self._render(item))
+        if method == "PATCH":
+            data = await _body(self.request)
+            self.sb.update_item(self.box, cont, item, data)
+            return web.json_response(self._render(item))
+        if method == "DELETE":
+            self.sb.delete_item(self.box, cont, item)
+            return web.Response(status=204)
+        raise GraphFailure(405, "ErrorInvalidRequest", "The OData request is not supported.")
+
+    async def _move(self, src: Container, item: Item) -> web.StreamResponse:
+        body = await _body(self.request)
+        dst = self._folder(item.kind, str(body.get("destinationId", "")))
+        self.sb.move_item(self.box, src, item, dst)
+        return web.json_response(self._render(item), status=201)
+
+    async def _linked(self, cont: Container, task_id: str) -> web.StreamResponse:
+        item = self._item(cont, task_id)
+        if self.request.method == "POST":
+            data = await _body(self.request)
+            self.sb.update_item(self.box, cont, item, {"linkedResources": [data]})
+            return web.json_response(item.linked[-1], status=201)
+        return web.json_response({"value": item.linked})
+
+    def _render(self, item: Item) -> dict[str, Any]:
+        q = self.request.query
+        return render(
+            item,
+            immutable=self.immutable,
+            select=q.get("$select", ""),
+            expand=q.get("$expand", ""),
+        )
+
+    # --- delta ----------------------------------------------------------------------------
+    async def _delta(self, cont: Container) -> web.StreamResponse:
+        q = self.request.query
+        state = self.sb.state
+        if "$deltatoken" in q or "$skiptoken" in q:
+            token = q.get("$deltatoken") or q.get("$skiptoken") or ""
+            st = state.tokens.get(token)
+            if st is None or st.expired or st.container != cont.key:
+                # 410 with Location = the initial request (empty token): start over (§2.6).
+                initial = f"{self.request.url.origin()}{self.request.path}?$deltatoken="
+                raise GraphFailure(
+                    410,
+                    "syncStateNotFound",
+                    "The sync state generation is not found.",
+                    {"Location": initial},
+                )
+            if "$deltatoken" in q:
+                token = self.sb.start_round(self.box, cont, st.since, st.params)
+            params = st.params
+        else:
+            params = self._initial_params(cont)
+            token = self.sb.start_round(self.box, cont, 0, params)
+        asked = max_page_size(self.request)
+        size = min(asked, self.sb.config.max_page_size) if asked else None
+        size = size or self.sb.config.page_sizes[cont.kind]
+        entries, skip, delta = self.sb.page(token, size)
+        params = state.tokens[skip or delta or token].params
+        return web.json_response(
+            self._delta_body(entries, skip, delta, params),
+            headers={"Preference-Applied": f"odata.maxpagesize={size}"} if asked else None,
+        )
+
+    def _initial_params(self, cont: Container) -> dict[str, str]:
+        q = self.request.query
+        params = {k: v for k, v in q.items() if k in ("$select", "$expand")}
+        if cont.kind == "event":
+            if "$select" in q or "$expand" in q or "$filter" in q:
+                raise GraphFailure(
+                    400,
+                    "ErrorInvalidUrlQuery",
+                    "The following parameters are not supported "
+                    "with change tracking over the 'CalendarView' resource: '$select, $expand'.",
+                )
+            if "startDateTime" not in q or "endDateTime" not in q:
+                raise GraphFailure(
+                    400,
+                    "ErrorInvalidParameter",
+                    "This request requires a time window specified by the query string "
+                    "parameters StartDateTime and EndDateTime.",
+                )
+            params = {"startDateTime": q["startDateTime"], "endDateTime": q["endDateTime"]}
+        return params
+
+    def _delta_body(
+        self,
+        entries: list[tuple[str, Item | Tombstone]],
+        skip: str | None,
+        delta: str | None,
+        params: dict[str, str],
+    ) -> dict[str, Any]:
+        values: list[dict[str, Any]] = []
+        for _kind, entry in entries:
+            if isinstance(entry, Item):
+                values.append(
+                    render(
+                        entry,
+                        immutable=self.immutable,
+                        select=params.get("$select", ""),
+                        expand=params.get("$expand", ""),
+                    )
+                )
+            else:
+                eid = entry.immutable_id if self.immutable else entry.rest_id
+                values.append({"id": eid, "@removed": {"reason": entry.reason}})
+        base = f"{self.request.url.origin()}{self.request.path.replace('delta()', 'delta')}"
+        body: dict[str, Any] = {"@odata.context": f"{self.request.url.origin()}/v1.0/$metadata"}
+        if skip:
+            body["@odata.nextLink"] = f"{base}?$skiptoken={skip}"
+        else:
+            body["@odata.deltaLink"] = f"{base}?$deltatoken={delta}"
+        body["value"] = values
+        return body
+
+    # --- categories -----------------------------------------------------------------------
+    async def _categories(self, rest: list[str]) -> web.StreamResponse:
+        cats = self.box.categories
+        if not rest and self.request.method == "GET":
+            return web.json_response({"value": cats})
+        if not rest and self.request.method == "POST":
+            body = await _body(self.request)
+            name = str(body.get("displayName", ""))
+            if any(c["displayName"].lower() == name.lower() for c in cats):
+                raise GraphFailure(
+                    409, "ErrorDuplicateObject", "An object with the same key already exists."
+                )
+            cat = {"id": new_id("C"), "displayName": name, "color": body.get("color", "none")}
+            cats.append(cat)
+            return web.json_response(cat, status=201)
+        match = [c for c in cats if rest and c["id"] == rest[0]]
+        if not match:
+            raise GraphFailure(*NOT_FOUND)
+        if self.request.method == "DELETE":
+            cats.remove(match[0])
+            return web.Response(status=204)
+        if self.request.method == "PATCH":
+            body = await _body(self.request)
+            if "displayName" in body:  # graph.md §4.6: only the colour can change
+                raise GraphFailure(400, "ErrorInvalidRequest", "displayName cannot be changed.")
+            match[0]["color"] = str(body.get("color", match[0]["color"]))
+        return web.json_response(match[0])
+
+
+def failure_response(exc: GraphFailure) -> web.Response:
+    return graph_error(exc.status, exc.code, exc.message, exc.headers)

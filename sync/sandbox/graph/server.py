@@ -1,0 +1,173 @@
+"""The Graph sandbox as an aiohttp application: `create_app(config)`.
+
+Request path for `/v1.0/...`: latency and fault injection -> bearer token check -> per-mailbox
+throttle -> routes.  The token endpoint mimics Entra ID's client-credentials flow.  `/_sim/`
+control endpoints exist only when `config.controls` is true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+
+from sync.sandbox.graph import control
+from sync.sandbox.graph.config import SandboxConfig
+from sync.sandbox.graph.mailbox_routes import GraphFailure, MailboxApi, failure_response
+from sync.sandbox.graph.service import Sandbox
+from sync.sandbox.graph.state import utcnow
+from sync.sandbox.graph.subscription_routes import handle as handle_subscriptions
+from sync.sandbox.graph.wire import graph_error, split_path
+
+SANDBOX_KEY: web.AppKey[Sandbox] = web.AppKey("graph_sandbox", Sandbox)
+
+
+def _sandbox(request: web.Request) -> Sandbox:
+    return request.app[SANDBOX_KEY]
+
+
+async def token_endpoint(request: web.Request) -> web.Response:
+    """POST /{tenant}/oauth2/v2.0/token, grant_type=client_credentials (form-encoded)."""
+    sb = _sandbox(request)
+    form = await request.post()
+    client_id, secret = str(form.get("client_id", "")), str(form.get("client_secret", ""))
+    if form.get("grant_type") != "client_credentials":
+        return web.json_response(
+            {"error": "unsupported_grant_type", "error_description": "AADSTS70003"}, status=400
+        )
+    if sb.config.clients.get(client_id) is None or not secrets.compare_digest(
+        sb.config.clients[client_id], secret
+    ):
+        return web.json_response(
+            {
+                "error": "invalid_client",
+                "error_description": "AADSTS7000215: Invalid client secret provided.",
+            },
+            status=401,
+        )
+    token = secrets.token_urlsafe(32)
+    lifetime = sb.config.token_lifetime_seconds
+    sb.state.access_tokens[token] = utcnow() + timedelta(seconds=lifetime)
+    return web.json_response(
+        {
+            "token_type": "Bearer",
+            "expires_in": lifetime,
+            "ext_expires_in": lifetime,
+            "access_token": token,
+        }
+    )
+
+
+async def openid_configuration(request: web.Request) -> web.Response:
+    origin = str(request.url.origin())
+    tenant = request.match_info["tenant"]
+    return web.json_response(
+        {
+            "issuer": f"{origin}/{tenant}/v2.0",
+            "token_endpoint": f"{origin}/{tenant}/oauth2/v2.0/token",
+            "authorization_endpoint": f"{origin}/{tenant}/oauth2/v2.0/authorize",
+            "token_endpoint_auth_methods_supported": ["client_secret_post"],
+            "tenant_region_scope": "WW",
+        }
+    )
+
+
+def _auth_error(sb: Sandbox, request: web.Request) -> web.Response | None:
+    header = request.headers.get("Authorization", "")
+    if not header.lower().startswith("bearer ") or not header[7:].strip():
+        return graph_error(401, "InvalidAuthenticationToken", "Access token is empty.")
+    expires = sb.state.access_tokens.get(header[7:].strip())
+    if expires is None:
+        return graph_error(401, "InvalidAuthenticationToken", "IDX14100: JWT is not well formed.")
+    if expires <= utcnow():
+        return graph_error(
+            401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired."
+        )
+    return None
+
+
+async def graph_route(request: web.Request) -> web.StreamResponse:
+    sb = _sandbox(request)
+    sb.requests.append((request.method, request.path_qs, request.headers.copy()))
+    fault = sb.take_fault(request.method, request.path)
+    if fault is not None:
+        if fault.delay:
+            await asyncio.sleep(fault.delay)
+        if fault.status:
+            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else None
+            code = fault.code or _default_code(fault.status)
+            return graph_error(fault.status, code, "Injected fault.", headers)
+    denied = _auth_error(sb, request)
+    if denied is not None:
+        return denied
+    segs = split_path(request.match_info["tail"])
+    try:
+        if segs and segs[0].lower() == "subscriptions":
+            await _latency(sb)
+            return await handle_subscriptions(sb, request, segs)
+        if len(segs) >= 3 and segs[0].lower() == "users":
+            return await _mailbox_request(sb, request, segs)
+        raise GraphFailure(400, "BadRequest", "Unsupported resource path.")
+    except GraphFailure as exc:
+        return failure_response(exc)
+
+
+async def _mailbox_request(
+    sb: Sandbox, request: web.Request, segs: list[str]
+) -> web.StreamResponse:
+    box = sb.state.mailbox(segs[1])
+    if box is None:
+        raise GraphFailure(404, "ErrorInvalidUser", f"The requested user '{segs[1]}' is invalid.")
+    retry_after = sb.throttle.enter(box.user_id)
+    if retry_after is not None:
+        sb.throttled += 1
+        return graph_error(
+            429,
+            "ApplicationThrottled",
+            "Application is over its MailboxConcurrency limit.",
+            {"Retry-After": str(retry_after)},
+        )
+    try:
+        await _latency(sb)  # inside the slot: a slow reply occupies concurrency, as in Exchange
+        return await MailboxApi(sb, request, box).dispatch(segs[2:])
+    finally:
+        sb.throttle.leave(box.user_id)
+
+
+async def _latency(sb: Sandbox) -> None:
+    if sb.config.latency_seconds:
+        await asyncio.sleep(sb.config.latency_seconds)
+
+
+def _default_code(status: int) -> str:
+    return {
+        429: "TooManyRequests",
+        500: "InternalServerError",
+        502: "BadGateway",
+        503: "ServiceUnavailable",
+        504: "GatewayTimeout",
+    }.get(status, "UnknownError")
+
+
+def create_app(config: SandboxConfig | None = None) -> web.Application:
+    """The sandbox app. Controls (/_sim/) are off unless `config.controls` is set."""
+    cfg = config or SandboxConfig()
+    sandbox = Sandbox(cfg)
+    app = web.Application(client_max_size=8 * 1024 * 1024)
+    app[SANDBOX_KEY] = sandbox
+    app.router.add_post("/{tenant}/oauth2/v2.0/token", token_endpoint)
+    app.router.add_get("/{tenant}/v2.0/.well-known/openid-configuration", openid_configuration)
+    app.router.add_route("*", "/v1.0/{tail:.*}", graph_route)
+    if cfg.controls:
+        control.add_routes(app, sandbox)
+
+    async def lifecycle(_app: web.Application) -> Any:
+        await sandbox.notifier.start()
+        yield
+        await sandbox.notifier.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
