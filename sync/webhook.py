@@ -176,6 +176,12 @@ async def _enqueue_lifecycle(
         out.coalesced += 1
         return
     out.seen.add(key)
+    # Graph may deliver a lifecycle event several times; one pending job per event suffices.
+    marker = lifecycle_marker(record.subscription_id, event)
+    ttl = services.settings.app.dirty_marker_ttl_seconds
+    if not await services.store.dirty.mark(record.mailbox, marker, ttl_seconds=ttl):
+        out.coalesced += 1
+        return
     job = Job(
         mailbox=record.mailbox,
         stream=Stream(record.stream),
@@ -184,8 +190,17 @@ async def _enqueue_lifecycle(
         subscription_id=record.subscription_id,
         lifecycle_event=event,
     )
-    await services.queue.send(job)
+    try:
+        await services.queue.send(job)
+    except Exception:
+        await services.store.dirty.clear(record.mailbox, marker)
+        raise
     out.queued += 1
+
+
+def lifecycle_marker(subscription_id: str, event: str) -> str:
+    """Name of the 'lifecycle job pending' marker (cleared by the lifecycle processor)."""
+    return f"lifecycle:{event}:{subscription_id}"[:200]
 
 
 def _summary(out: _Outcome) -> str:

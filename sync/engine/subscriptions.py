@@ -69,6 +69,11 @@ async def lifecycle(ctx: RunContext) -> None:
     if not job.subscription_id or not job.lifecycle_event:
         ctx.messages.append("lifecycle job without subscription id or event; ignored")
         return
+    from sync.webhook import lifecycle_marker
+
+    # Clear first: a repeat delivery from now on means a new event and queues a new job.
+    marker = lifecycle_marker(job.subscription_id, job.lifecycle_event)
+    await ctx.services.store.dirty.clear(job.mailbox, marker)
     outcome = await manager(ctx.services).handle_lifecycle(
         job.subscription_id, job.lifecycle_event, ctx.mailbox
     )

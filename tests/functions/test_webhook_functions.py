@@ -134,8 +134,9 @@ async def test_lifecycle_events_are_verified_and_enqueued(services: Any, event: 
             notification("sub-1", "bad", event=event),
         ]
     }
-    resp = await LIFECYCLE(http("POST", URL, body=body))
-    assert resp.status_code == 202
+    for _ in range(3):  # Graph may deliver the same lifecycle event more than once
+        resp = await LIFECYCLE(http("POST", URL, body=body))
+        assert resp.status_code == 202
     jobs = await drain(services)
     assert [(j.kind, j.lifecycle_event, j.subscription_id, j.stream.value) for j in jobs] == [
         (JobKind.LIFECYCLE, event, "sub-1", "contacts")
