@@ -31,10 +31,16 @@ class JobQueue:
     """Send jobs; inspect, requeue or purge the poison queue."""
 
     def __init__(self, service: Any, name: str) -> None:
+        from azure.storage.queue import TextBase64EncodePolicy
+
         self._service = service
         self.name = name
         self.poison_name = f"{name}-poison"
-        self._queue = service.get_queue_client(name)
+        # Policies must be given per queue client: QueueServiceClient does not pass its own on.
+        # Reads stay raw (no decode policy): we decode base64 ourselves, because the SDK's
+        # decoder crashes on a non-base64 message instead of raising DecodeError.
+        self._queue = service.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy())
+        self._raw = service.get_queue_client(name)
         self._poison = service.get_queue_client(self.poison_name)
 
     async def ensure(self) -> None:
@@ -59,10 +65,9 @@ class JobQueue:
         return int(props.approximate_message_count or 0)
 
     async def peek_poison(self, limit: int = 32) -> list[PoisonMessage]:
-        raw = self._service.get_queue_client(self.poison_name)  # no decode policy surprises
         out: list[PoisonMessage] = []
         try:
-            messages = await raw.peek_messages(max_messages=min(limit, 32))
+            messages = await self._poison.peek_messages(max_messages=min(limit, 32))
         except ResourceNotFoundError:
             return []
         for m in messages:
@@ -80,7 +85,8 @@ class JobQueue:
             if not batch:
                 break
             for m in batch:
-                await self._queue.send_message(_text(m.content))
+                # Raw in, raw out: the body is already base64 as the trigger expects.
+                await self._raw.send_message(_text(m.content))
                 await self._poison.delete_message(m)
                 moved += 1
         return moved
@@ -95,6 +101,7 @@ class JobQueue:
 
     async def close(self) -> None:
         await self._queue.close()
+        await self._raw.close()
         await self._poison.close()
         await self._service.close()
 
@@ -106,13 +113,18 @@ def _text(content: Any) -> str:
 
 
 def _poison(m: Any) -> PoisonMessage:
-    body = _text(m.content)
+    raw = _text(m.content)
     job: Job | None = None
     problem = ""
     try:
-        job = decode_job(body)
+        body = b64_text(raw)
     except JobDecodeError as exc:
-        problem = str(exc)
+        body, problem = raw, str(exc)
+    else:
+        try:
+            job = decode_job(body)
+        except JobDecodeError as exc:
+            problem = str(exc)
     return PoisonMessage(
         id=str(m.id),
         pop_receipt=getattr(m, "pop_receipt", None),

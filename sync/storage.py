@@ -27,20 +27,11 @@ def table_service(app: AppSettings) -> Any:
 
 
 def queue_service(app: AppSettings) -> Any:
-    from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+    """The queue service client. Message encoding is set per queue client (``JobQueue``):
+    the Functions trigger expects base64 and silently dead-letters anything else."""
     from azure.storage.queue.aio import QueueServiceClient
 
-    # The Functions queue trigger expects base64; a plain-text message is silently
-    # dead-lettered by the host, so every producer must encode.
-    policies: dict[str, Any] = {
-        "message_encode_policy": TextBase64EncodePolicy(),
-        "message_decode_policy": TextBase64DecodePolicy(),
-    }
     if app.storage_connection is not None and app.storage_connection.get_secret_value():
-        return QueueServiceClient.from_connection_string(
-            app.storage_connection.get_secret_value(), **policies
-        )
+        return QueueServiceClient.from_connection_string(app.storage_connection.get_secret_value())
     assert app.storage_queue_uri is not None
-    return QueueServiceClient(
-        account_url=app.storage_queue_uri, credential=_credential(app), **policies
-    )
+    return QueueServiceClient(account_url=app.storage_queue_uri, credential=_credential(app))

@@ -64,16 +64,11 @@ async def store(azurite_connection: str) -> AsyncIterator[object]:
 
 @pytest.fixture
 async def job_queue(azurite_connection: str) -> AsyncIterator[object]:
-    from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
     from azure.storage.queue.aio import QueueServiceClient
 
     from sync.queues import JobQueue
 
-    svc = QueueServiceClient.from_connection_string(
-        azurite_connection,
-        message_encode_policy=TextBase64EncodePolicy(),
-        message_decode_policy=TextBase64DecodePolicy(),
-    )
+    svc = QueueServiceClient.from_connection_string(azurite_connection)
     q = JobQueue(svc, f"q{uuid.uuid4().hex[:12]}")
     await q.ensure()
     yield q

@@ -3,6 +3,7 @@ HttpRequest objects, against Azurite."""
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -46,6 +47,9 @@ async def test_valid_notification_enqueues_one_dirty_job(services: Any) -> None:
     await register(services, "ann@example.com", "sub-1", "secret-1")
     resp = await NOTIFY(http("POST", URL, body={"value": [notification("sub-1", "secret-1")]}))
     assert resp.status_code == 202
+    # On the wire the message is base64 JSON, as the Functions queue trigger requires.
+    (raw,) = await services.queue._raw.peek_messages(max_messages=5)
+    assert json.loads(base64.b64decode(raw.content, validate=True))["kind"] == "dirty"
     jobs = await drain(services)
     assert [(j.mailbox, j.stream.value, j.kind) for j in jobs] == [
         ("ann@example.com", "sent", JobKind.DIRTY)
