@@ -58,8 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     po = sub.add_parser("poison", help="inspect or drain the poison queue")
     po.add_argument("action", choices=["list", "requeue", "purge"])
 
-    sv = sub.add_parser("serve", help="run the local Functions host")
-    sv.add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("serve", help="run the local Functions host (see: python -m sync serve --help)")
     sub.add_parser("demo", help="run the end-to-end demo on the local sandboxes")
     sub.add_parser("settings", help="print every setting and its current value (secrets hidden)")
     return p
@@ -238,22 +237,25 @@ def _print_settings() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        # The local host has its own options (--port, --no-timers, ...); hand them over whole.
+        from sync.host.cli import main as serve
+
+        return serve(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "settings":
         return _print_settings()
+    # The demo sets up its own environment (Azurite, sandboxes) and validates it itself.
+    if args.command == "demo":
+        from sync.demo import main as demo
+
+        return demo()
     try:
         get_settings()
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.command == "serve":
-        from sync.host.cli import main as serve
-
-        return serve(args.rest)
-    if args.command == "demo":
-        from sync.demo import main as demo
-
-        return demo()
     handlers: dict[str, Callable[[argparse.Namespace, Any], Awaitable[int]]] = {
         "mailboxes": _mailboxes,
         "status": _status,

@@ -1,0 +1,1 @@
+"""Benchmarks: each module is a standalone script that prints its figures."""
