@@ -5,8 +5,8 @@ through ``JobQueue`` so every message is encoded the way the queue trigger expec
 from __future__ import annotations
 
 import base64
-import contextlib
 import binascii
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any

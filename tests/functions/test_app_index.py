@@ -17,7 +17,7 @@ from sync.settings import AppSettings, get_settings
 def indexed() -> dict[str, dict[str, Any]]:
     # get_functions() may be called once per app; the module fixture makes that so.
     return {
-        f.get_function_name(): json.loads(f.get_function_json())
+        str(f.get_function_name()): json.loads(f.get_function_json())
         for f in function_app.app.get_functions()
     }
 
