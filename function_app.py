@@ -3,10 +3,11 @@ one engine function. See sync/blueprints/ for the functions and README.md for th
 
 import azure.functions as func
 
-from sync.blueprints import admin, timers, webhooks, worker
+from sync.blueprints import admin, emails, timers, webhooks, worker
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(webhooks.bp)
 app.register_functions(timers.bp)
 app.register_functions(worker.bp)
 app.register_functions(admin.bp)
+app.register_functions(emails.bp)

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from sync.cli import emails as email_cli
 from sync.core.state_models import Mailbox, MailboxPolicy
 from sync.settings import SettingsError, get_settings
 
@@ -59,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     po.add_argument("action", choices=["list", "requeue", "purge"])
 
     sub.add_parser("serve", help="run the local Functions host (see: python -m sync serve --help)")
+    email_cli.add_parser(sub)
     sub.add_parser("demo", help="run the end-to-end demo on the local sandboxes")
     sub.add_parser("settings", help="print every setting and its current value (secrets hidden)")
     return p
@@ -261,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         "status": _status,
         "sync": _sync,
         "poison": _poison,
+        "explain": email_cli.run,
+        "attach": email_cli.run,
     }
     handler = handlers[args.command]
     return asyncio.run(_with_services(lambda services: handler(args, services)))

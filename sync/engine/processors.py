@@ -12,7 +12,8 @@ log = logging.getLogger(__name__)
 
 PROCESSOR_MODULES = (
     "sync.engine.subscriptions",  # subscription upkeep and lifecycle events
-    "sync.engine.emails",  # sent items -> Workbooks emails, retroactive linking
+    "sync.engine.emails",  # sent items -> Workbooks emails
+    "sync.engine.people",  # Workbooks people/leads/contact details changes -> retroactive links
     "sync.engine.contacts",  # people <-> contacts
     "sync.engine.activities",  # activities <-> To Do tasks and events
 )

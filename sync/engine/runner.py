@@ -34,6 +34,7 @@ log = logging.getLogger("sync.engine")
 OUTLOOK_STREAMS = (Stream.SENT, Stream.CONTACTS, Stream.EVENTS, Stream.TODO)
 RECONCILE_STREAMS = (*OUTLOOK_STREAMS, Stream.PEOPLE)
 BUSY_DELAY_SECONDS = 15
+DIRTY_BUSY_DELAY_SECONDS = 3
 MAX_DELAY_SECONDS = 6 * 24 * 3600  # queue visibility can be at most 7 days
 LAST_ATTEMPT = 5  # host.json maxDequeueCount: after this attempt the host poisons the message
 
@@ -162,7 +163,9 @@ async def _run_stream(services: Services, job: Job, mailbox: Mailbox, run: RunRe
     )
     if lease is None:
         run.status, run.message = "retry", "stream busy; job re-sent"
-        await _requeue(services, job, BUSY_DELAY_SECONDS, "stream busy")
+        # A notification that lands while the stream's run is finishing should not wait long.
+        delay = DIRTY_BUSY_DELAY_SECONDS if job.kind == JobKind.DIRTY else BUSY_DELAY_SECONDS
+        await _requeue(services, job, delay, "stream busy")
         return
     keeper = asyncio.create_task(_keep_lease(services, lease))
     try:
