@@ -33,6 +33,12 @@ def graph_client(services: Services) -> GraphClient:
     return client  # type: ignore[no-any-return]
 
 
+def identity_fingerprint(service_url: str, api_key: str) -> str:
+    """One client per Workbooks credential: the 5-in-flight cap is per credential, so mailboxes
+    that share an API key must share a client."""
+    return hashlib.sha256(f"{service_url.rstrip('/')}\0{api_key}".encode()).hexdigest()
+
+
 async def workbooks_client(services: Services, mailbox: Mailbox) -> WorkbooksClient:
     from sync.workbooks.client import WorkbooksClient
     from sync.workbooks.config import ClientConfig, WorkbooksIdentity
@@ -41,15 +47,19 @@ async def workbooks_client(services: Services, mailbox: Mailbox) -> WorkbooksCli
     if provider is None:
         provider = services.cache["secrets"] = secret_provider(services.settings.app)
     key = await provider.get(mailbox.api_key_ref)
-    fingerprint = hashlib.sha256(f"{mailbox.workbooks_url}\0{key}".encode()).hexdigest()
-    clients: dict[str, tuple[str, WorkbooksClient]] = services.cache.setdefault("workbooks", {})
-    cached = clients.get(mailbox.id)
-    if cached and cached[0] == fingerprint:
-        return cached[1]
-    if cached:
-        await cached[1].close()  # the key was rotated: drop the old session
-    identity = WorkbooksIdentity(mailbox.workbooks_url, SecretStr(key), mailbox.id)
-    client = WorkbooksClient(identity, ClientConfig.from_settings(services.settings.workbooks))
-    clients[mailbox.id] = (fingerprint, client)
-    services.closers.append(client.close)
+    fingerprint = identity_fingerprint(mailbox.workbooks_url, key)
+    clients: dict[str, WorkbooksClient] = services.cache.setdefault("workbooks", {})
+    owners: dict[str, str] = services.cache.setdefault("workbooks_by_mailbox", {})
+    previous = owners.get(mailbox.id)
+    owners[mailbox.id] = fingerprint
+    if previous and previous != fingerprint and previous not in owners.values():
+        stale = clients.pop(previous, None)  # the key was rotated: drop the old session
+        if stale is not None:
+            await stale.close()
+    client = clients.get(fingerprint)
+    if client is None:
+        identity = WorkbooksIdentity(mailbox.workbooks_url, SecretStr(key), mailbox.id)
+        client = WorkbooksClient(identity, ClientConfig.from_settings(services.settings.workbooks))
+        clients[fingerprint] = client
+        services.closers.append(client.close)
     return client

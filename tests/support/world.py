@@ -14,7 +14,6 @@ Workbooks requests they sent.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -66,6 +65,7 @@ class World:
         return mailbox
 
     def _fast_workbooks_client(self, mailbox: Mailbox, key: str) -> None:
+        from sync.engine.clients import identity_fingerprint
         from sync.workbooks import ClientConfig, WorkbooksClient, WorkbooksIdentity
 
         config = ClientConfig.from_settings(
@@ -76,19 +76,20 @@ class World:
         )
         identity = WorkbooksIdentity(mailbox.workbooks_url, SecretStr(key), mailbox.id)
         client = WorkbooksClient(identity, config)
-        fingerprint = hashlib.sha256(f"{mailbox.workbooks_url}\0{key}".encode()).hexdigest()
-        self.services.cache.setdefault("workbooks", {})[mailbox.id] = (fingerprint, client)
+        fingerprint = identity_fingerprint(mailbox.workbooks_url, key)
+        self.services.cache.setdefault("workbooks", {})[fingerprint] = client
+        self.services.cache.setdefault("workbooks_by_mailbox", {})[mailbox.id] = fingerprint
         self.services.closers.append(client.close)
 
     def workbooks_calls(self) -> dict[str, int]:
         total: dict[str, int] = {}
-        for _, client in self.services.cache.get("workbooks", {}).values():
+        for client in self.services.cache.get("workbooks", {}).values():
             for name, n in client.calls.items():
                 total[name] = total.get(name, 0) + n
         return total
 
     def reset_call_counts(self) -> None:
-        for _, client in self.services.cache.get("workbooks", {}).values():
+        for client in self.services.cache.get("workbooks", {}).values():
             client.calls.clear()
 
     # ------------------------------------------------------------------ Outlook side
