@@ -100,6 +100,8 @@ class Message(OutlookItem):
     bcc_recipients: list[Recipient] = Field(default_factory=list)
     is_draft: bool | None = None
     body_preview: str | None = None
+    # Selected in the Sent Items delta so creating the Workbooks copy needs no extra GET.
+    body: ItemBody | None = None
     parent_folder_id: str | None = None
     web_link: str | None = None
 

@@ -50,7 +50,7 @@ NO_MAILBOX = "_tenant"  # limiter key for calls not bound to a mailbox (subscrip
 MESSAGE_FIELDS = (
     "id,changeKey,categories,lastModifiedDateTime,createdDateTime,subject,internetMessageId,"
     "conversationId,sentDateTime,receivedDateTime,from,sender,toRecipients,ccRecipients,"
-    "bccRecipients,isDraft,bodyPreview,parentFolderId,webLink"
+    "bccRecipients,isDraft,bodyPreview,body,parentFolderId,webLink"
 )
 
 
