@@ -133,7 +133,8 @@ async def _run_processor(ctx: RunContext, run: RunRecord) -> None:
         run.message = f"no processor for stream '{ctx.job.stream}' ({ctx.job.kind}) in this build"
         return
     await processor(ctx)
-    run.status = "ok"
+    # The mass-change brake stops a run before it writes; show that, not "ok".
+    run.status = "stopped" if ctx.counts.get("brake_stopped") else "ok"
 
 
 async def _handle_errors(services: Services, job: Job, run: RunRecord, ctx: RunContext) -> None:

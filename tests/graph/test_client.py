@@ -212,3 +212,19 @@ async def test_post_is_not_retried_after_5xx_but_is_after_429(sandbox, mailbox, 
     created = await graph.create_contact(UPN, Contact(id="", display_name="B"), workbooks_id=2)
     assert created.display_name == "B"
     assert len([r for r in sb.requests if r[0] == "POST"]) == 3
+
+
+async def test_delta_from_an_empty_folder_still_reports_later_removals(
+    sandbox, mailbox, graph
+) -> None:
+    # A delta link taken while the tenant had seen no change at all must still report later
+    # deletions (regression: such a link was treated as "initial" forever).
+    assert sandbox.sandbox.state.seq == 0
+    _, _, link = await graph.contacts(UPN).collect()
+    (cid,) = seed(sandbox, mailbox, "contact", "contacts", 1)
+    sb = sandbox.sandbox
+    cont = sb.state.container(mailbox, "contact", "contacts")
+    assert cont is not None
+    sb.delete_item(mailbox, cont, cont.items[cid])
+    items, removed, _ = await graph.contacts(UPN, link).collect()
+    assert items == [] and [r.id for r in removed] == [cid]

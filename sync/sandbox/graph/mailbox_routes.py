@@ -199,11 +199,11 @@ class MailboxApi:
                     {"Location": initial},
                 )
             if "$deltatoken" in q:
-                token = self.sb.start_round(self.box, cont, st.since, st.params)
+                token = self.sb.start_round(self.box, cont, st.since, st.params, initial=False)
             params = st.params
         else:
             params = self._initial_params(cont)
-            token = self.sb.start_round(self.box, cont, 0, params)
+            token = self.sb.start_round(self.box, cont, 0, params, initial=True)
         asked = max_page_size(self.request)
         size = min(asked, self.sb.config.max_page_size) if asked else None
         size = size or self.sb.config.page_sizes[cont.kind]

@@ -141,8 +141,17 @@ class Sandbox:
             self.notifier.change(sub, change_type, item_id, f'W/"{item.change_key}"')
 
     # --- delta ----------------------------------------------------------------------------
-    def start_round(self, box: Mailbox, cont: Container, since: int, params: dict[str, str]) -> str:
-        """Freeze the list of changes after `since`; returns the skip token of its first page."""
+    def start_round(
+        self,
+        box: Mailbox,
+        cont: Container,
+        since: int,
+        params: dict[str, str],
+        *,
+        initial: bool,
+    ) -> str:
+        """Freeze the list of changes after `since`; returns the skip token of its first page.
+        An initial round lists what exists; a follow-up round also reports removals."""
         upto = self.state.seq
         pending: list[tuple[str, str]] = []
         gone: dict[str, Tombstone] = {}
@@ -150,12 +159,12 @@ class Sandbox:
             if item.seq <= since:
                 continue
             if cont.key == f"event:{CALENDAR}" and not in_window(item.data, params):
-                if since:  # an event that left the window reads as removed (graph.md §2.4)
+                if not initial:  # an event that left the window reads as removed (graph.md §2.4)
                     gone[item.rest_id] = Tombstone(item.rest_id, item.immutable_id, item.seq)
                     pending.append(("gone", item.rest_id))
                 continue
             pending.append(("item", item.immutable_id))
-        if since:
+        if not initial:
             for tomb in cont.tombstones:
                 if tomb.seq > since:
                     gone[tomb.rest_id] = tomb

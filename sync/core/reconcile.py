@@ -1,0 +1,475 @@
+"""The reconciler: (Outlook changes, Workbooks changes, links, policy) -> Plan.  Pure.
+
+No I/O and no clock: the engine fetches, this module decides, the engine applies.  Rules:
+
+* **Identity.**  A pair is found by its link (Outlook immutable id, or Workbooks id); an Outlook
+  item without a link but carrying our stamped Workbooks id is re-matched to that record (a
+  full resync after an expired delta token or a lost subscription never duplicates).
+* **Sharing.**  Outlook items sync only with the sharing category; an unlinked shared item
+  creates a Workbooks record only when ``create_from_outlook`` is on.  Removing the category
+  from a linked item unlinks it (nothing is deleted).
+* **Changes.**  A side that did not report a change is taken to equal the snapshot, so the
+  three-way merge writes only what moved; an item whose fields equal the snapshot writes nothing.
+* **Deletes.**  Deleted in Workbooks -> the Outlook item is deleted if the service created it,
+  otherwise unlinked.  Deleted in Outlook -> unlinked, or the Workbooks record deleted when
+  ``outlook_delete == "delete"``.  Leaving the Workbooks scope removes the Outlook item only if
+  the service created it and never deletes in Workbooks.  Leaving the calendar window only
+  unlinks (the window is not a scope).
+* **Direction.**  ``OUTLOOK_TO_WORKBOOKS`` (notification and push jobs) never writes Outlook
+  fields; it may still stamp the Workbooks id on an Outlook item it just got a record for.
+  Workbooks records given to a one-way run (re-read after a stale write) are merged for the
+  pairs whose Outlook item changed; their own changes wait for the next two-way run.
+* **Brake.**  If the planned deletes and updates touch more than ``mass_change_share`` of the
+  linked items (and at least ``mass_change_min_items``), the plan is marked stopped with the
+  reason; the engine writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from sync.core.merge import ConflictPolicy, FieldConflict, merge
+from sync.core.state_models import Link, MailboxPolicy
+
+Fields = Mapping[str, Any]
+
+
+class Direction(StrEnum):
+    OUTLOOK_TO_WORKBOOKS = "outlook_to_workbooks"
+    BOTH = "both"
+
+
+@dataclass(frozen=True)
+class SyncPolicy:
+    """The per-mailbox switches the planner needs (from ``MailboxPolicy``)."""
+
+    create_from_outlook: bool = True
+    outlook_delete: Literal["unlink", "delete"] = "unlink"
+    conflict_policy: ConflictPolicy = "latest"
+    mass_change_share: float = 0.2
+    mass_change_min_items: int = 10
+
+    @classmethod
+    def from_mailbox(cls, policy: MailboxPolicy) -> SyncPolicy:
+        return cls(
+            create_from_outlook=policy.create_from_outlook,
+            outlook_delete=policy.outlook_delete,
+            conflict_policy=policy.conflict_policy,
+            mass_change_share=policy.mass_change_share,
+            mass_change_min_items=policy.mass_change_min_items,
+        )
+
+
+@dataclass(frozen=True)
+class OutlookItem:
+    """A changed Outlook item, already mapped to canonical fields."""
+
+    outlook_id: str
+    fields: Fields
+    shared: bool = True
+    stamped_id: int | None = None
+    change_key: str = ""
+    modified: datetime | None = None
+
+
+@dataclass(frozen=True)
+class OutlookRemoval:
+    """An ``@removed`` delta entry.  ``deleted`` False: the item still exists but left the
+    delta's view (e.g. an event moved out of the calendar window), so it is only unlinked."""
+
+    outlook_id: str
+    deleted: bool = True
+
+
+@dataclass(frozen=True)
+class WorkbooksRecord:
+    """A changed Workbooks record, mapped to canonical fields, with its scope decided."""
+
+    workbooks_id: int
+    workbooks_type: str
+    lock_version: int
+    fields: Fields
+    deleted: bool = False
+    in_scope: bool = True
+    in_window: bool = True
+    modified: datetime | None = None
+    reference: str = ""  # created_through_reference (the Outlook id it was created from)
+
+
+class ActionKind(StrEnum):
+    CREATE_OUTLOOK = "create_outlook"  # new Outlook item for a Workbooks record
+    CREATE_WORKBOOKS = "create_workbooks"  # new Workbooks record for a shared Outlook item
+    UPDATE = "update"  # write changed fields to one or both sides
+    LINK = "link"  # store or refresh the link only (re-match, new versions)
+    DELETE_OUTLOOK = "delete_outlook"
+    DELETE_WORKBOOKS = "delete_workbooks"
+    UNLINK = "unlink"
+
+
+@dataclass(frozen=True)
+class Action:
+    """One pair's decision.  ``fields`` is the canonical state after the action (the new
+    snapshot); ``to_workbooks`` / ``to_outlook`` name the fields to write on each side."""
+
+    kind: ActionKind
+    reason: str
+    outlook_id: str | None = None
+    workbooks_id: int | None = None
+    workbooks_type: str = ""
+    lock_version: int = 0
+    change_key: str = ""
+    fields: Fields = field(default_factory=dict)
+    to_workbooks: frozenset[str] = frozenset()
+    to_outlook: frozenset[str] = frozenset()
+    created_by_service: bool = False
+    stamp_outlook: bool = False  # write our Workbooks id onto the Outlook item
+    previous: Link | None = None
+
+    @property
+    def touches_existing(self) -> bool:
+        """Deletes and field changes of already linked items (what the brake counts)."""
+        if self.kind in (ActionKind.DELETE_OUTLOOK, ActionKind.DELETE_WORKBOOKS):
+            return True
+        return self.kind == ActionKind.UPDATE and self.previous is not None
+
+    @property
+    def writes(self) -> bool:
+        """Does this action call an external API (as opposed to only storing a link)?"""
+        return self.kind not in (ActionKind.LINK, ActionKind.UNLINK) or self.stamp_outlook
+
+
+@dataclass(frozen=True)
+class RecordedConflict:
+    outlook_id: str | None
+    workbooks_id: int | None
+    conflict: FieldConflict
+
+    def describe(self) -> str:
+        c = self.conflict
+        return (
+            f"conflict on {self.workbooks_id}/{c.field}: workbooks={c.workbooks!r} "
+            f"outlook={c.outlook!r} -> {c.winner}"
+        )
+
+
+@dataclass(frozen=True)
+class Brake:
+    affected: int
+    total: int
+    share: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...] = ()
+    conflicts: tuple[RecordedConflict, ...] = ()
+    brake: Brake | None = None
+    skipped: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def stopped(self) -> bool:
+        return self.brake is not None
+
+    def count(self, kind: ActionKind) -> int:
+        return sum(1 for a in self.actions if a.kind == kind)
+
+    @property
+    def write_count(self) -> int:
+        return sum(1 for a in self.actions if a.writes)
+
+
+class LinkIndex:
+    """Links of one (mailbox, stream), looked up by either side's id."""
+
+    def __init__(self, links: Iterable[Link] = ()) -> None:
+        self.by_outlook: dict[str, Link] = {}
+        self.by_workbooks: dict[int, Link] = {}
+        for link in links:
+            self.by_outlook[link.outlook_id] = link
+            self.by_workbooks[link.workbooks_id] = link
+
+    def __len__(self) -> int:
+        return len(self.by_outlook)
+
+
+WindowCheck = Callable[[Fields], bool]
+
+
+@dataclass
+class _Planner:
+    links: LinkIndex
+    policy: SyncPolicy
+    direction: Direction
+    workbooks_type: str
+    actions: list[Action] = field(default_factory=list)
+    conflicts: list[RecordedConflict] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    done_workbooks: set[int] = field(default_factory=set)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+    @property
+    def both(self) -> bool:
+        return self.direction == Direction.BOTH
+
+    # ---- Outlook side -------------------------------------------------------------------
+
+    def removal(self, gone: OutlookRemoval, records: Mapping[int, WorkbooksRecord]) -> None:
+        link = self.links.by_outlook.get(gone.outlook_id)
+        if link is None:
+            self.skip("removed_unlinked")
+            return
+        self.done_workbooks.add(link.workbooks_id)
+        record = records.get(link.workbooks_id)
+        really = gone.deleted and not (record is not None and record.deleted)
+        if really and self.policy.outlook_delete == "delete":
+            self.add(
+                link,
+                ActionKind.DELETE_WORKBOOKS,
+                "deleted in Outlook",
+                lock_version=record.lock_version if record else link.workbooks_lock_version,
+            )
+        else:
+            why = "deleted in Outlook" if gone.deleted else "left the Outlook view"
+            self.add(link, ActionKind.UNLINK, why)
+
+    def item(self, item: OutlookItem, records: Mapping[int, WorkbooksRecord]) -> None:
+        link = self.links.by_outlook.get(item.outlook_id)
+        if link is None and self.taken(item.stamped_id):
+            # Another Outlook item holds this record (a user's copy keeps our stamp):
+            # neither steal the link nor create a duplicate record.
+            self.skip("duplicate_stamp")
+            return
+        if not item.shared:
+            if link is not None:
+                self.done_workbooks.add(link.workbooks_id)
+                self.add(link, ActionKind.UNLINK, "sharing category removed in Outlook")
+            else:
+                self.skip("not_shared")
+            return
+        if link is not None:
+            self.paired(link, item, records.get(link.workbooks_id))
+        elif item.stamped_id is not None:
+            self.rematch(item, records.get(item.stamped_id))
+        elif self.policy.create_from_outlook:
+            self.actions.append(
+                Action(
+                    ActionKind.CREATE_WORKBOOKS,
+                    "new shared Outlook item",
+                    outlook_id=item.outlook_id,
+                    workbooks_type=self.workbooks_type,
+                    change_key=item.change_key,
+                    fields=dict(item.fields),
+                    stamp_outlook=True,
+                )
+            )
+        else:
+            self.skip("create_from_outlook_off")
+
+    def taken(self, workbooks_id: int | None) -> bool:
+        return workbooks_id is not None and (
+            workbooks_id in self.links.by_workbooks or workbooks_id in self.done_workbooks
+        )
+
+    def rematch(self, item: OutlookItem, record: WorkbooksRecord | None) -> None:
+        """A stamped item we have no link for: pair it again, never create a duplicate.
+
+        The stamp says the item was synced, so Workbooks is taken as the base: differences
+        flow to Outlook (in a two-way run) rather than being guessed as Outlook edits."""
+        assert item.stamped_id is not None
+        wid = item.stamped_id
+        self.done_workbooks.add(wid)
+        if record is not None and (record.deleted or not record.in_scope):
+            self.skip("rematch_out_of_scope")
+            return
+        if record is None or not self.both:
+            self.actions.append(
+                Action(
+                    ActionKind.LINK,
+                    "re-matched by stamped Workbooks id",
+                    outlook_id=item.outlook_id,
+                    workbooks_id=wid,
+                    workbooks_type=self.workbooks_type,
+                    lock_version=record.lock_version if record else 0,
+                    change_key=item.change_key,
+                    fields=dict(item.fields),
+                )
+            )
+            return
+        changed = frozenset(k for k, v in record.fields.items() if item.fields.get(k) != v)
+        kind = ActionKind.UPDATE if changed else ActionKind.LINK
+        self.actions.append(
+            Action(
+                kind,
+                "re-matched by stamped Workbooks id",
+                outlook_id=item.outlook_id,
+                workbooks_id=wid,
+                workbooks_type=record.workbooks_type,
+                lock_version=record.lock_version,
+                change_key=item.change_key,
+                fields=dict(record.fields),
+                to_outlook=changed,
+            )
+        )
+
+    def paired(self, link: Link, item: OutlookItem | None, record: WorkbooksRecord | None) -> None:
+        self.done_workbooks.add(link.workbooks_id)
+        if record is not None and (record.deleted or not record.in_scope or not record.in_window):
+            if self.both:
+                self.workbooks_gone(link, record)
+            else:
+                self.skip("left_for_reconcile")
+            return
+        base = link.snapshot
+        outlook = item.fields if item is not None else base
+        workbooks = record.fields if record is not None else base
+        result = merge(
+            base,
+            workbooks,
+            outlook,
+            policy=self.policy.conflict_policy,
+            workbooks_modified=record.modified if record else None,
+            outlook_modified=item.modified if item else None,
+        )
+        for c in result.conflicts:
+            self.conflicts.append(RecordedConflict(link.outlook_id, link.workbooks_id, c))
+        to_outlook = result.to_outlook if self.both else frozenset()
+        merged = dict(result.merged)
+        for name in result.to_outlook - to_outlook:
+            # One-way run: Outlook does not get this Workbooks change yet, so the snapshot
+            # keeps the old value and the next two-way run still sees it as a change.
+            merged[name] = base.get(name)
+        lock = record.lock_version if record is not None else link.workbooks_lock_version
+        key = item.change_key if item is not None else link.outlook_change_key
+        if result.to_workbooks or to_outlook:
+            kind, why = ActionKind.UPDATE, "changed" if not result.conflicts else "merged"
+        elif lock != link.workbooks_lock_version or merged != dict(base):
+            kind, why = ActionKind.LINK, "versions refreshed"
+        else:
+            self.skip("unchanged")
+            return
+        self.actions.append(
+            Action(
+                kind,
+                why,
+                outlook_id=link.outlook_id,
+                workbooks_id=link.workbooks_id,
+                workbooks_type=link.workbooks_type,
+                lock_version=lock,
+                change_key=key,
+                fields=merged,
+                to_workbooks=result.to_workbooks,
+                to_outlook=to_outlook,
+                created_by_service=link.created_by_service,
+                previous=link,
+            )
+        )
+
+    # ---- Workbooks side -----------------------------------------------------------------
+
+    def record(self, record: WorkbooksRecord) -> None:
+        if record.workbooks_id in self.done_workbooks:
+            return
+        self.done_workbooks.add(record.workbooks_id)
+        link = self.links.by_workbooks.get(record.workbooks_id)
+        if link is not None:
+            self.paired(link, None, record)
+        elif record.deleted or not record.in_scope or not record.in_window:
+            self.skip("out_of_scope")
+        else:
+            self.actions.append(
+                Action(
+                    ActionKind.CREATE_OUTLOOK,
+                    "new Workbooks record in scope",
+                    workbooks_id=record.workbooks_id,
+                    workbooks_type=record.workbooks_type,
+                    lock_version=record.lock_version,
+                    fields=dict(record.fields),
+                    created_by_service=True,
+                )
+            )
+
+    def workbooks_gone(self, link: Link, record: WorkbooksRecord) -> None:
+        if record.deleted:
+            why = "deleted in Workbooks"
+        elif not record.in_scope:
+            why = "left the Workbooks scope"
+        else:  # the calendar window is not a scope: never delete for it
+            self.add(link, ActionKind.UNLINK, "left the calendar window")
+            return
+        kind = ActionKind.DELETE_OUTLOOK if link.created_by_service else ActionKind.UNLINK
+        self.add(link, kind, why, lock_version=record.lock_version)
+
+    def add(
+        self, link: Link, kind: ActionKind, reason: str, *, lock_version: int | None = None
+    ) -> None:
+        self.actions.append(
+            Action(
+                kind,
+                reason,
+                outlook_id=link.outlook_id,
+                workbooks_id=link.workbooks_id,
+                workbooks_type=link.workbooks_type,
+                lock_version=link.workbooks_lock_version if lock_version is None else lock_version,
+                change_key=link.outlook_change_key,
+                fields=dict(link.snapshot),
+                created_by_service=link.created_by_service,
+                previous=link,
+            )
+        )
+
+
+def brake(actions: Iterable[Action], linked: int, policy: SyncPolicy) -> Brake | None:
+    """Stop when deletes + changes of linked items exceed the configured share."""
+    affected = sum(1 for a in actions if a.touches_existing)
+    if linked <= 0 or affected < max(policy.mass_change_min_items, 1):
+        return None
+    share = affected / linked
+    if share <= policy.mass_change_share:
+        return None
+    reason = (
+        f"mass-change brake: this run would delete or change {affected} of {linked} "
+        f"linked items ({share:.0%} > {policy.mass_change_share:.0%}); nothing was "
+        f"written. Check the change, then run a manual sync with force=1 to proceed."
+    )
+    return Brake(affected, linked, share, reason)
+
+
+def plan(
+    *,
+    outlook_items: Iterable[OutlookItem] = (),
+    outlook_removals: Iterable[OutlookRemoval] = (),
+    workbooks_records: Iterable[WorkbooksRecord] = (),
+    links: LinkIndex,
+    policy: SyncPolicy,
+    direction: Direction,
+    workbooks_type: str,
+    force: bool = False,
+) -> Plan:
+    """Decide what to write.
+
+    In a one-way (Outlook -> Workbooks) run, ``workbooks_records`` only serve the pairs whose
+    Outlook item changed (fresh versions after a stale write): their Workbooks changes are
+    merged but not written to Outlook, and records without an Outlook change are ignored.
+
+    The last occurrence of an id wins (delta pages may repeat an item); ``force`` skips the
+    mass-change brake (an operator confirmed the change)."""
+    planner = _Planner(links, policy, direction, workbooks_type)
+    records = {r.workbooks_id: r for r in workbooks_records}
+    items = {i.outlook_id: i for i in outlook_items}
+    removals = {r.outlook_id: r for r in outlook_removals if r.outlook_id not in items}
+    for gone in removals.values():
+        planner.removal(gone, records)
+    for item in items.values():
+        planner.item(item, records)
+    if direction == Direction.BOTH:
+        for record in records.values():
+            planner.record(record)
+    stop = None if force else brake(planner.actions, len(links), policy)
+    return Plan(tuple(planner.actions), tuple(planner.conflicts), stop, dict(planner.skipped))

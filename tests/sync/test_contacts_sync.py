@@ -1,0 +1,281 @@
+"""Scenario tests: People <-> Outlook contacts through both sandboxes and Azurite."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sync.core.jobs import JobKind, Stream
+from tests.sync.conftest import CATEGORY, UPN, Sides
+
+PEOPLE = "crm/people"
+
+
+async def test_workbooks_person_creates_stamped_contact_and_second_run_writes_nothing(
+    sides: Sides,
+) -> None:
+    pid = sides.wb_create(
+        PEOPLE,
+        {
+            "name": "Ann Example",
+            "person_first_name": "Ann",
+            "person_last_name": "Example",
+            "main_location[email]": "ann@cust.test",
+            "main_location[town]": "Leeds",
+        },
+    )
+    run = await sides.run(Stream.CONTACTS)
+    assert run.counts.get("outlook_create") == 1, run
+    (contact,) = sides.outlook_items("contact").values()
+    assert contact["givenName"] == "Ann" and contact["businessAddress"]["city"] == "Leeds"
+    assert CATEGORY in contact["categories"]
+    assert str(pid) in contact["_ext"].values()
+    (link,) = await sides.links(Stream.CONTACTS)
+    assert link.workbooks_id == pid and link.created_by_service
+    again = await sides.run(Stream.CONTACTS)
+    writes = {
+        k: v
+        for k, v in again.counts.items()
+        if k.startswith(("outlook_", "workbooks_"))
+        and k not in ("outlook_changes", "workbooks_changes")
+    }
+    assert writes == {}, again.counts
+
+
+def writes(counts: dict[str, int]) -> dict[str, int]:
+    return {
+        k: v
+        for k, v in counts.items()
+        if k.startswith(("outlook_", "workbooks_"))
+        and k not in ("outlook_changes", "workbooks_changes", "outlook_unseen")
+    }
+
+
+def person(sides: Sides, name: str, email: str, **more: str) -> int:
+    first, _, last = name.partition(" ")
+    return sides.wb_create(
+        PEOPLE,
+        {
+            "name": name,
+            "person_first_name": first,
+            "person_last_name": last,
+            "main_location[email]": email,
+            **more,
+        },
+    )
+
+
+def contact_by_email(sides: Sides, email: str) -> tuple[str, dict[str, Any]]:
+    for oid, c in sides.outlook_items("contact").items():
+        if any(e.get("address") == email for e in c.get("emailAddresses", [])):
+            return oid, c
+    raise AssertionError(f"no contact with {email}")
+
+
+async def test_shared_outlook_contact_creates_person_push_only(sides: Sides) -> None:
+    oid = sides.outlook_create(
+        "contact",
+        {
+            "givenName": "Bob",
+            "surname": "Jones",
+            "displayName": "Bob Jones",
+            "emailAddresses": [{"address": "bob@cust.test"}, {"address": "bob@home.test"}],
+            "businessPhones": ["+1 555 0100"],
+            "jobTitle": "Buyer",
+            "companyName": "Cust Inc",
+            "businessAddress": {"city": "Boston", "countryOrRegion": "USA"},
+            "categories": [CATEGORY],
+        },
+    )
+    sides.outlook_create("contact", {"displayName": "Private", "categories": []})
+    run = await sides.run(Stream.CONTACTS, JobKind.PUSH)
+    assert run.counts.get("workbooks_create") == 1 and run.counts.get("outlook_stamp") == 1
+    (row,) = [r for r in sides.wb_rows(PEOPLE) if r.get("name") == "Bob Jones"]
+    full = await sides.wb_get(PEOPLE, int(row["id"]))
+    assert full["person_job_title"] == "Buyer" and full["employer_name"] == "Cust Inc"
+    assert full["main_location[alternate_email]"] == "bob@home.test"
+    assert full["main_location[town]"] == "Boston"
+    assert full["main_location[telephone]"] == "+1 555 0100"
+    item = sides.outlook_items("contact")[oid]
+    assert str(row["id"]) in item["_ext"].values()
+    (link,) = await sides.links(Stream.CONTACTS)
+    assert link.outlook_id == oid and not link.created_by_service
+    # the stamp write echoes back through delta; nothing more is written
+    assert writes((await sides.run(Stream.CONTACTS)).counts) == {}
+    assert writes((await sides.run(Stream.CONTACTS)).counts) == {}
+
+
+async def test_create_from_outlook_switch_off(sides: Sides) -> None:
+    await sides.world.set_policy("ann@example.com", create_from_outlook=False)
+    sides.outlook_create("contact", {"displayName": "Zed", "categories": [CATEGORY]})
+    run = await sides.run(Stream.CONTACTS, JobKind.PUSH)
+    assert writes(run.counts) == {} and sides.wb_rows(PEOPLE) == []
+
+
+async def test_updates_flow_both_ways_and_merge(sides: Sides) -> None:
+    pid = person(sides, "Cara Diaz", "cara@cust.test")
+    await sides.run(Stream.CONTACTS)
+    oid, _ = contact_by_email(sides, "cara@cust.test")
+    # Workbooks edit -> Outlook
+    sides.advance_clock()
+    sides.wb_edit(PEOPLE, pid, {"person_job_title": "CFO"})
+    run = await sides.run(Stream.CONTACTS)
+    assert run.counts.get("outlook_update") == 1
+    assert sides.outlook_items("contact")[oid]["jobTitle"] == "CFO"
+    # Outlook edit -> Workbooks on a push
+    sides.outlook_update("contact", oid, {"mobilePhone": "+44 7700 900123"})
+    run = await sides.run(Stream.CONTACTS, JobKind.PUSH)
+    assert run.counts.get("workbooks_update") == 1
+    assert (await sides.wb_get(PEOPLE, pid))["main_location[mobile]"] == "+44 7700 900123"
+    # both sides, different fields: merged without conflict
+    sides.advance_clock()
+    sides.wb_edit(PEOPLE, pid, {"employer_name": "NewCo"})
+    sides.outlook_update("contact", oid, {"surname": "Diaz-Lopez"})
+    run = await sides.run(Stream.CONTACTS)
+    assert "conflicts" not in run.counts
+    assert sides.outlook_items("contact")[oid]["companyName"] == "NewCo"
+    assert (await sides.wb_get(PEOPLE, pid))["person_last_name"] == "Diaz-Lopez"
+    assert writes((await sides.run(Stream.CONTACTS)).counts) == {}
+
+
+async def test_true_conflict_later_change_wins_and_is_recorded(sides: Sides) -> None:
+    pid = person(sides, "Dan Eve", "dan@cust.test")
+    await sides.run(Stream.CONTACTS)
+    oid, _ = contact_by_email(sides, "dan@cust.test")
+    sides.outlook_update("contact", oid, {"jobTitle": "Outlook title"})
+    sides.advance_clock(3600)  # the Workbooks edit happens an hour later
+    sides.wb_edit(PEOPLE, pid, {"person_job_title": "WB title"})
+    run = await sides.run(Stream.CONTACTS)
+    assert run.counts.get("conflicts") == 1, run.counts
+    assert "job_title" in run.message and "-> workbooks" in run.message
+    assert (await sides.wb_get(PEOPLE, pid))["person_job_title"] == "WB title"
+    assert sides.outlook_items("contact")[oid]["jobTitle"] == "WB title"
+    # with the policy "outlook", Outlook's side wins whatever the times
+    await sides.world.set_policy("ann@example.com", conflict_policy="outlook")
+    sides.outlook_update("contact", oid, {"jobTitle": "Outlook again"})
+    sides.advance_clock(3600)
+    sides.wb_edit(PEOPLE, pid, {"person_job_title": "WB again"})
+    run = await sides.run(Stream.CONTACTS)
+    assert run.counts.get("conflicts") == 1 and "-> outlook" in run.message
+    assert (await sides.wb_get(PEOPLE, pid))["person_job_title"] == "Outlook again"
+    assert writes((await sides.run(Stream.CONTACTS)).counts) == {}
+
+
+async def test_workbooks_delete_removes_service_created_contact(sides: Sides) -> None:
+    pid = person(sides, "Eve Fox", "eve@cust.test")
+    await sides.run(Stream.CONTACTS)
+    assert len(sides.outlook_items("contact")) == 1
+    sides.advance_clock()
+    await sides.wb_delete(PEOPLE, pid)
+    run = await sides.run(Stream.CONTACTS)
+    assert run.counts.get("outlook_delete") == 1
+    assert sides.outlook_items("contact") == {} and await sides.links(Stream.CONTACTS) == []
+
+
+async def test_outlook_delete_unlinks_by_default_and_deletes_with_switch(sides: Sides) -> None:
+    keep = person(sides, "Fay Gold", "fay@cust.test")
+    gone = person(sides, "Gus Hill", "gus@cust.test")
+    await sides.run(Stream.CONTACTS)
+    sides.outlook_delete("contact", contact_by_email(sides, "fay@cust.test")[0])
+    run = await sides.run(Stream.CONTACTS, JobKind.PUSH)
+    assert run.counts.get("unlink") == 1
+    assert not sides.wb_record(PEOPLE, keep).get("is_deleted")
+    await sides.world.set_policy("ann@example.com", outlook_delete="delete")
+    sides.outlook_delete("contact", contact_by_email(sides, "gus@cust.test")[0])
+    run = await sides.run(Stream.CONTACTS, JobKind.PUSH)
+    assert run.counts.get("workbooks_delete") == 1
+    assert sides.wb_record(PEOPLE, gone).get("is_deleted")
+    assert await sides.links(Stream.CONTACTS) == []
+
+
+async def test_leaving_scope_removes_only_service_created_and_never_deletes_in_workbooks(
+    sides: Sides,
+) -> None:
+    from sync.core.state_models import FilterRule
+
+    mine = person(sides, "Hal Ives", "hal@cust.test", employer_name="Acme")
+    other = person(sides, "Ida Jay", "ida@cust.test", employer_name="Beta")
+    oid = sides.outlook_create(
+        "contact",
+        {
+            "displayName": "Jo Kay",
+            "categories": [CATEGORY],
+            "companyName": "Beta",
+            "emailAddresses": [{"address": "jo@cust.test"}],
+        },
+    )
+    await sides.run(Stream.CONTACTS)
+    assert len(sides.outlook_items("contact")) == 3
+    await sides.world.set_policy(
+        "ann@example.com",
+        people_filters=[FilterRule(field="employer_name", value="Acme")],
+        mass_change_min_items=50,
+    )
+    sides.advance_clock()
+    for pid in (other, *[r["id"] for r in sides.wb_rows(PEOPLE) if r.get("name") == "Jo Kay"]):
+        sides.wb_edit(PEOPLE, int(pid), {"person_job_title": "touched"})
+    run = await sides.run(Stream.CONTACTS)
+    left = sides.outlook_items("contact")
+    assert oid in left  # the user's own contact stays (only unlinked)
+    assert run.counts.get("outlook_delete") == 1  # the service-created one is removed
+    assert not sides.wb_record(PEOPLE, other).get("is_deleted")
+    assert not sides.wb_record(PEOPLE, mine).get("is_deleted")
+    assert [link.workbooks_id for link in await sides.links(Stream.CONTACTS)] == [mine]
+
+
+async def test_mass_change_brake_stops_before_writing(sides: Sides) -> None:
+    ids = [person(sides, f"P{n} Q", f"p{n}@cust.test") for n in range(12)]
+    await sides.run(Stream.CONTACTS)
+    assert len(sides.outlook_items("contact")) == 12
+    sides.advance_clock()
+    for pid in ids[:10]:
+        await sides.wb_delete(PEOPLE, pid)
+    run = await sides.run(Stream.CONTACTS)
+    assert run.counts.get("brake_stopped") == 1 and "mass-change brake" in run.message
+    assert (
+        len(sides.outlook_items("contact")) == 12 and len(await sides.links(Stream.CONTACTS)) == 12
+    )
+    # an operator confirms: force=1 applies it
+    run = await sides.run(Stream.CONTACTS, JobKind.MANUAL, args={"force": "1"})
+    assert run.counts.get("outlook_delete") == 10
+    assert len(sides.outlook_items("contact")) == 2
+
+
+async def test_resync_after_token_expiry_rematches_without_duplicates(sides: Sides) -> None:
+    for n in range(3):
+        person(sides, f"R{n} S", f"r{n}@cust.test")
+    sides.outlook_create("contact", {"displayName": "Own", "categories": [CATEGORY]})
+    await sides.run(Stream.CONTACTS)
+    await sides.run(Stream.CONTACTS)
+    sides.world.expire_delta("ann@example.com")
+    run = await sides.world.run("ann@example.com", Stream.CONTACTS, JobKind.PUSH)
+    assert run.status == "retry" and "resync" in run.message
+    run = await sides.run(Stream.CONTACTS, JobKind.RESYNC)
+    assert writes(run.counts) == {}, run.counts
+    # links lost altogether (e.g. state restored from an old backup): matched by the stamp
+    store = sides.world.services.store.links
+    await store.put_many([], removed=await sides.links(Stream.CONTACTS))
+    run = await sides.run(Stream.CONTACTS, JobKind.RESYNC)
+    assert run.counts.get("link") == 4 and "outlook_create" not in run.counts, run.counts
+    assert len(sides.outlook_items("contact")) == 4 and len(sides.wb_rows(PEOPLE)) == 4
+    assert writes((await sides.run(Stream.CONTACTS)).counts) == {}
+
+
+async def test_notification_job_is_outlook_to_workbooks_only(sides: Sides) -> None:
+    pid = person(sides, "No Tify", "note@cust.test")
+    await sides.run(Stream.CONTACTS)
+    oid, _ = contact_by_email(sides, "note@cust.test")
+    mark = (await sides.world.services.store.cursors.get(UPN, Stream.CONTACTS)).watermark
+    sides.advance_clock()
+    sides.wb_edit(PEOPLE, pid, {"person_job_title": "From WB"})
+    sides.outlook_update("contact", oid, {"companyName": "From Outlook"})
+    run = await sides.run(Stream.CONTACTS, JobKind.DIRTY)
+    assert run.counts.get("workbooks_update") == 1 and "outlook_update" not in run.counts
+    assert "workbooks_changes" not in run.counts
+    assert (await sides.world.services.store.cursors.get(UPN, Stream.CONTACTS)).watermark == mark
+    assert sides.outlook_items("contact")[oid].get("jobTitle") != "From WB"
+    # the next reconciliation brings the Workbooks side over
+    run = await sides.run(Stream.CONTACTS)
+    assert run.counts.get("outlook_update") == 1
+    assert sides.outlook_items("contact")[oid]["jobTitle"] == "From WB"
+    row = await sides.wb_get(PEOPLE, pid)
+    assert row["employer_name"] == "From Outlook" and row["person_job_title"] == "From WB"
