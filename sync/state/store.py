@@ -323,7 +323,7 @@ class CursorStore:
             mailbox=mailbox,
             stream=stream,
             delta_link=unpack_json("delta_link", row),
-            watermark=row.get("watermark") or None,
+            watermark=unpack_json("watermark", row),
             resync_requested=bool(row.get("resync_requested", False)),
             resync_reason=row.get("resync_reason", "") or "",
             window_start=_dt(row.get("window_start")),
@@ -342,7 +342,6 @@ class CursorStore:
         row: dict[str, Any] = {
             "mailbox": c.mailbox,
             "stream": c.stream,
-            "watermark": c.watermark or "",
             "resync_requested": c.resync_requested,
             "resync_reason": c.resync_reason[:1000],
             "window_start": c.window_start,
@@ -353,7 +352,10 @@ class CursorStore:
             "last_error": c.last_error[:4000],
             "consecutive_failures": c.consecutive_failures,
         }
+        # Links and watermarks can exceed one property's 32K characters (a watermark lists the
+        # ids already seen in its second); pack_json spreads them over several properties.
         row.update(pack_json("delta_link", c.delta_link))
+        row.update(pack_json("watermark", c.watermark))
         row.update(pack_json("extra", c.extra))
         return {k: v for k, v in row.items() if v is not None}
 

@@ -288,3 +288,18 @@ async def test_run_log_newest_first(store: Any) -> None:
             )
         )
     assert [r.job_id for r in await s.runs.recent("ann@example.com")] == ["j2", "j1", "j0"]
+
+
+async def test_cursor_keeps_very_long_delta_links_and_watermarks(store: Any) -> None:
+    s: StateStore = store
+    link = "https://graph.microsoft.com/v1.0/users/x/contacts/delta?$deltatoken=" + "t" * 50_000
+    mark = (
+        '{"v":1,"ts":"2026-11-27T10:00:00Z","seen":[' + ",".join(str(i) for i in range(9000)) + "]}"
+    )
+    await s.cursors.update(
+        "ann@example.com",
+        "contacts",
+        lambda c: c.model_copy(update={"delta_link": link, "watermark": mark}),
+    )
+    got = await s.cursors.get("ann@example.com", "contacts")
+    assert got.delta_link == link and got.watermark == mark
