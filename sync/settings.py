@@ -116,6 +116,14 @@ class AppSettings(BaseSettings):
         le=8192,
         description="Longest validationToken echoed back; longer tokens get 400.",
     )
+    webhook_memo_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=30,
+        description="How long a webhook instance remembers that a stream already has a job "
+        "pending, answering repeats from memory; each notification-triggered run re-reads the "
+        "delta this long after it starts, so nothing is missed. 0 turns the memory off.",
+    )
     public_base_url: str | None = Field(
         default=None,
         description="Public https base URL of this app as Graph reaches it, e.g. "

@@ -13,6 +13,7 @@ message.  Answers:
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -136,18 +137,11 @@ def _parse(body: bytes, headers: Mapping[str, str], services: Services) -> list[
     return parse_collection(body, services.settings.app.webhook_max_body_bytes)
 
 
-async def _enqueue_dirty(services: Services, record: SubscriptionRecord, out: _Outcome) -> None:
-    key = (record.mailbox, record.stream, "dirty")
-    if key in out.seen:
-        out.coalesced += 1
-        return
-    out.seen.add(key)
-    app = services.settings.app
-    if not await services.store.dirty.mark(
-        record.mailbox, record.stream, ttl_seconds=app.dirty_marker_ttl_seconds
-    ):
-        out.coalesced += 1
-        return
+async def _mark_and_send(services: Services, record: SubscriptionRecord) -> bool:
+    """Set the stream's marker and queue its job; True if queued, False if one was pending."""
+    ttl = services.settings.app.dirty_marker_ttl_seconds
+    if not await services.store.dirty.mark(record.mailbox, record.stream, ttl_seconds=ttl):
+        return False
     job = Job(
         mailbox=record.mailbox,
         stream=Stream(record.stream),
@@ -160,7 +154,58 @@ async def _enqueue_dirty(services: Services, record: SubscriptionRecord, out: _O
         # Undo the marker so the retry Graph makes after our 5xx can enqueue again.
         await services.store.dirty.clear(record.mailbox, record.stream)
         raise
-    out.queued += 1
+    return True
+
+
+async def _enqueue_dirty(services: Services, record: SubscriptionRecord, out: _Outcome) -> None:
+    """Queue one job per dirty stream, cheaply under bursts:
+
+    * within one request, repeats are counted once;
+    * a stream whose marker this instance saw live less than ``webhook_memo_seconds`` ago is
+      answered from memory (the run that takes the marker re-reads the delta once that window
+      has passed, see ``sync.engine.runner``, so no change waits for the next timer);
+    * concurrent requests for one stream share a single marker check (single flight), and a
+      follower fails with the leader, so Graph retries both if the leader could not persist.
+    """
+    key = (record.mailbox, record.stream, "dirty")
+    if key in out.seen:
+        out.coalesced += 1
+        return
+    out.seen.add(key)
+    memo: dict[tuple[str, str], float] = services.cache.setdefault("webhook_memo", {})
+    flights: dict[tuple[str, str], asyncio.Future[bool]] = services.cache.setdefault(
+        "webhook_flights", {}
+    )
+    stream_key = (record.mailbox, record.stream)
+    window = services.settings.app.webhook_memo_seconds
+    seen = memo.get(stream_key)
+    if window > 0 and seen is not None and time.monotonic() - seen < window:
+        out.coalesced += 1
+        return
+    flight = flights.get(stream_key)
+    if flight is not None:
+        await asyncio.shield(flight)  # raises if the leader failed: answer 503 as it did
+        out.coalesced += 1
+        return
+    flight = asyncio.get_running_loop().create_future()
+    flights[stream_key] = flight
+    try:
+        queued = await _mark_and_send(services, record)
+    except BaseException as exc:
+        flight.set_exception(exc)
+        flight.exception()  # mark retrieved: followers may be none
+        raise
+    else:
+        flight.set_result(queued)
+        if len(memo) > 50_000:
+            memo.clear()
+        memo[stream_key] = time.monotonic()
+    finally:
+        flights.pop(stream_key, None)
+    if queued:
+        out.queued += 1
+    else:
+        out.coalesced += 1
 
 
 async def _enqueue_lifecycle(

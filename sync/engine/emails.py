@@ -515,9 +515,8 @@ async def process_sent(ctx: RunContext) -> None:
     run = _Run(ctx, graph_client(ctx.services), await workbooks_client(ctx.services, ctx.mailbox))
     for _ in range(MAX_ROUNDS):
         start = await _round(run, start)
-        if not await store.dirty.is_marked(ctx.mailbox.id, Stream.SENT):
+        if not await ctx.clear_marker():
             return
-        await store.dirty.clear(ctx.mailbox.id, Stream.SENT)
         ctx.count("extra_rounds")
 
 

@@ -28,9 +28,21 @@ class RunContext:
     services: Services
     counts: dict[str, int] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
+    marker_cleared_at: float | None = None  # monotonic time a pending-notification marker went
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n
+
+    async def clear_marker(self) -> bool:
+        """Take the stream's 'notification pending' marker: the delta read that follows covers
+        every notification so far. Remembers when, so the runner can cover notifications the
+        webhook answered from memory right after (see ``sync.webhook``)."""
+        import time
+
+        cleared = await self.services.store.dirty.clear(self.job.mailbox, self.job.stream)
+        if cleared:
+            self.marker_cleared_at = time.monotonic()
+        return cleared
 
 
 Processor = Callable[[RunContext], Awaitable[None]]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -35,6 +36,7 @@ OUTLOOK_STREAMS = (Stream.SENT, Stream.CONTACTS, Stream.EVENTS, Stream.TODO)
 RECONCILE_STREAMS = (*OUTLOOK_STREAMS, Stream.PEOPLE)
 BUSY_DELAY_SECONDS = 15
 DIRTY_BUSY_DELAY_SECONDS = 3
+MAX_MEMO_PASSES = 3
 MAX_DELAY_SECONDS = 6 * 24 * 3600  # queue visibility can be at most 7 days
 LAST_ATTEMPT = 5  # host.json maxDequeueCount: after this attempt the host poisons the message
 
@@ -157,6 +159,22 @@ async def _handle_errors(services: Services, job: Job, run: RunRecord, ctx: RunC
         run.status, run.message = "stopped", str(exc)
 
 
+async def _cover_memo_window(services: Services, job: Job, run: RunRecord, ctx: RunContext) -> None:
+    """The webhook answers repeat notifications from memory for ``webhook_memo_seconds`` after
+    it last saw this stream's marker. A notification answered that way just after we took the
+    marker has no job of its own, so read the delta once more when that window has passed."""
+    memo = services.settings.app.webhook_memo_seconds
+    for _ in range(MAX_MEMO_PASSES):  # a pass that takes a new marker opens a new window
+        if memo <= 0 or ctx.marker_cleared_at is None or run.status != "ok":
+            return
+        wait = ctx.marker_cleared_at + memo - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        ctx.marker_cleared_at = None
+        ctx.count("memo_passes")
+        await _handle_errors(services, job, run, ctx)
+
+
 async def _run_stream(services: Services, job: Job, mailbox: Mailbox, run: RunRecord) -> None:
     owner = f"{job.job_id}:{uuid.uuid4().hex[:8]}"
     lease = await services.store.cursors.claim(
@@ -170,11 +188,12 @@ async def _run_stream(services: Services, job: Job, mailbox: Mailbox, run: RunRe
         return
     keeper = asyncio.create_task(_keep_lease(services, lease))
     try:
-        # The run about to start reads the delta, which covers every notification so far.
-        await services.store.dirty.clear(job.mailbox, job.stream)
         ctx = RunContext(job=job, mailbox=mailbox, lease=lease, services=services)
+        # The run about to start reads the delta, which covers every notification so far.
+        await ctx.clear_marker()
         try:
             await _handle_errors(services, job, run, ctx)
+            await _cover_memo_window(services, job, run, ctx)
         finally:
             run.counts = ctx.counts
             if ctx.messages and not run.message:

@@ -459,24 +459,35 @@ class DirtyMarkers:
     async def mark(
         self, mailbox: str, stream: str, *, ttl_seconds: int, now: datetime | None = None
     ) -> bool:
-        """True if the caller should enqueue (no live marker existed); False to coalesce."""
+        """True if the caller should enqueue (no live marker existed); False to coalesce.
+
+        Reads first: in a burst almost every call finds the marker, and one read is cheaper
+        than a failed insert (409) followed by a read."""
         now = now or utcnow()
         pk = encode_key(mailbox)
-        if await self._t.create({"PartitionKey": pk, "RowKey": stream, "marked_at": now}):
-            return True
-        row = await self._t.get(pk, stream)
-        if row is None:  # cleared between our create and get: try once more
-            return await self._t.create({"PartitionKey": pk, "RowKey": stream, "marked_at": now})
-        marked = _dt(row.get("marked_at"))
-        if marked and now - marked < timedelta(seconds=ttl_seconds):
-            return False
-        # Stale marker: its job was lost (crash between mark and enqueue, or poisoned).
-        return await self._t.replace_if(
-            {"PartitionKey": pk, "RowKey": stream, "marked_at": now}, row["etag"]
-        )
+        fresh = {"PartitionKey": pk, "RowKey": stream, "marked_at": now}
+        for _ in range(3):
+            row = await self._t.get(pk, stream)
+            if row is None:
+                if await self._t.create(fresh):
+                    return True
+                continue  # another instance created it between our read and insert: re-read
+            marked = _dt(row.get("marked_at"))
+            if marked and now - marked < timedelta(seconds=ttl_seconds):
+                return False
+            # Stale marker: its job was lost (crash between mark and enqueue, or poisoned).
+            if await self._t.replace_if(fresh, row["etag"]):
+                return True
+        return False
 
-    async def clear(self, mailbox: str, stream: str) -> None:
-        await self._t.delete(encode_key(mailbox), stream)
+    async def clear(self, mailbox: str, stream: str) -> bool:
+        """Remove the marker; True if there was one (a notification was pending).
+        (The SDK's delete ignores a missing row, so existence needs the read.)"""
+        pk = encode_key(mailbox)
+        if await self._t.get(pk, stream) is None:
+            return False
+        await self._t.delete(pk, stream)
+        return True
 
     async def is_marked(self, mailbox: str, stream: str) -> bool:
         return await self._t.get(encode_key(mailbox), stream) is not None

@@ -63,10 +63,39 @@ async def test_triple_delivery_and_burst_coalesce_to_one_job(services: Any) -> N
         resp = await NOTIFY(http("POST", URL, body=body))
         assert resp.status_code == 202
     assert len(await drain(services)) == 1
-    # Once the worker starts (clears the marker), the next notification queues again.
+    # Once the worker has taken the marker and the instance's memory of it has lapsed, the
+    # next notification queues again.
     await services.store.dirty.clear("ann@example.com", "sent")
+    services.cache["webhook_memo"].clear()
     await NOTIFY(http("POST", URL, body=body))
     assert len(await drain(services)) == 1
+
+
+async def test_concurrent_deliveries_share_one_marker_check(services: Any) -> None:
+    import asyncio
+
+    await register(services, "ann@example.com", "sub-1", "secret-1")
+    body = {"value": [notification("sub-1", "secret-1")]}
+    replies = await asyncio.gather(*(NOTIFY(http("POST", URL, body=body)) for _ in range(20)))
+    assert {r.status_code for r in replies} == {202}
+    assert sum(json.loads(r.get_body())["queued"] for r in replies) == 1
+    assert len(await drain(services)) == 1
+
+
+async def test_memory_answers_repeats_without_touching_storage(services: Any) -> None:
+    await register(services, "ann@example.com", "sub-1", "secret-1")
+    body = {"value": [notification("sub-1", "secret-1")]}
+    await NOTIFY(http("POST", URL, body=body))
+    # Even with the marker gone, a repeat inside the memory window is coalesced ...
+    await services.store.dirty.clear("ann@example.com", "sent")
+    reply = await NOTIFY(http("POST", URL, body=body))
+    assert json.loads(reply.get_body())["coalesced"] == 1
+    assert not await services.store.dirty.is_marked("ann@example.com", "sent")
+    # ... and with the memory off, it queues a job of its own.
+    services.settings.app.webhook_memo_seconds = 0
+    reply = await NOTIFY(http("POST", URL, body=body))
+    assert json.loads(reply.get_body())["queued"] == 1
+    assert len(await drain(services)) == 2
 
 
 async def test_mailbox_comes_from_state_not_resource_path(services: Any) -> None:

@@ -80,6 +80,7 @@ async def test_worker_runs_registered_processor_under_a_lease(
         ctx.count("processed", 3)
 
     monkeypatch.setitem(registry._PROCESSORS, (Stream.PEOPLE, JobKind.RECONCILE), processor)
+    services.settings.app.webhook_memo_seconds = 0  # one pass; the memo pass is tested below
     await services.store.dirty.mark("ann@example.com", "people", ttl_seconds=600)
     job = Job(mailbox="ann@example.com", stream=Stream.PEOPLE, kind=JobKind.RECONCILE)
     await user_function(worker.sync_worker)(_msg(job))
@@ -214,3 +215,29 @@ async def test_status_reports_poison_depth(services: Any) -> None:
         else datetime.now(),
         datetime,
     )
+
+
+async def test_notification_run_rereads_after_the_webhook_memory_window(
+    services: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A notification the webhook answered from memory just after the run took the marker has
+    no job of its own: the run reads the delta again once that window has passed."""
+    await _add(services, "ann@example.com")
+    services.settings.app.webhook_memo_seconds = 0.3
+    passes: list[float] = []
+
+    async def processor(ctx: RunContext) -> None:
+        import time
+
+        passes.append(time.monotonic())
+
+    monkeypatch.setitem(registry._PROCESSORS, (Stream.EVENTS, JobKind.DIRTY), processor)
+    await services.store.dirty.mark("ann@example.com", "events", ttl_seconds=600)
+    job = Job(mailbox="ann@example.com", stream=Stream.EVENTS, kind=JobKind.DIRTY)
+    await user_function(worker.sync_worker)(_msg(job))
+    assert len(passes) == 2 and passes[1] - passes[0] >= 0.25
+    assert (await services.store.runs.recent("ann@example.com"))[0].counts == {"memo_passes": 1}
+    # No marker taken (nothing was pending): a single pass.
+    passes.clear()
+    await user_function(worker.sync_worker)(_msg(job.model_copy(update={"job_id": "j2"})))
+    assert len(passes) == 1
