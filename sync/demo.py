@@ -37,8 +37,11 @@ def say(text: str) -> None:
     sys.stdout.flush()
 
 
+_T0 = time.monotonic()
+
+
 def step(n: int, text: str) -> None:
-    say(f"\n[{n}] {text}")
+    say(f"\n[{n}] +{time.monotonic() - _T0:4.1f}s  {text}")
 
 
 async def wait_for(
@@ -281,6 +284,9 @@ async def run() -> int:
                     "GRAPH_CLIENT_ID": "sandbox-client",
                     "GRAPH_CLIENT_SECRET": "sandbox-secret",
                     "SYNC_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+                    # One user, a handful of changes: no bursts to absorb, so keep the
+                    # webhook's memory of pending streams (and the re-read after it) short.
+                    "SYNC_WEBHOOK_MEMO_SECONDS": "0.2",
                     WORKBOOKS_KEY_ENV: "ann-api-key",
                 }
             )
