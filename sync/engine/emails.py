@@ -26,7 +26,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -520,6 +520,21 @@ async def process_sent(ctx: RunContext) -> None:
         ctx.count("extra_rounds")
 
 
+def _auto_horizon(mailbox: Mailbox) -> datetime | None:
+    """With the ``auto`` policy, history older than the look-back window is not captured: a
+    new mailbox would otherwise copy years of sent mail into Workbooks on its first run.
+    (Shared messages are the user's explicit choice and are linked whatever their age.)"""
+    if mailbox.policy.email_policy != "auto":
+        return None
+    return utcnow() - timedelta(days=mailbox.policy.retro_lookback_days)
+
+
+def _before_horizon(message: Message, horizon: datetime | None, category: str) -> bool:
+    if horizon is None or message.sent_date_time is None or message.sent_date_time >= horizon:
+        return False
+    return category.lower() not in {c.lower() for c in message.categories}
+
+
 async def _round(run: _Run, start: str | None) -> str | None:
     """One delta round from ``start`` (None: a new full round); returns the stored link."""
     ctx = run.ctx
@@ -527,8 +542,13 @@ async def _round(run: _Run, start: str | None) -> str | None:
         ctx.count("full_rounds")
     reader = run.graph.sent_messages(ctx.mailbox.graph_id, start, page_size=PAGE_SIZE)
     batch: list[Message] = []
+    horizon = _auto_horizon(ctx.mailbox)
     async for page in reader:
-        batch.extend(page.items)
+        for message in page.items:
+            if _before_horizon(message, horizon, ctx.mailbox.policy.category):
+                ctx.count("older_than_auto_window")
+                continue
+            batch.append(message)
         ctx.count("removed_ignored", len(page.removed))  # deleting sent mail never unlinks
         link = page.delta_link or page.next_link
         if page.delta_link is None and len(batch) < BATCH_MESSAGES:

@@ -115,6 +115,27 @@ async def test_auto_policy_links_every_message_with_a_known_recipient(world: Wor
     assert await _pending(w, "nobody@else.com") == []
 
 
+async def test_auto_policy_does_not_copy_history_beyond_the_look_back_window(world: World) -> None:
+    w = world
+    await w.add_mailbox(ANN, email_policy="auto", retro_lookback_days=30)
+    pid = w.person("Pat", "pat@cust.com")
+    w.send(ANN, to=["pat@cust.com"], subject="old", sent_at="2020-01-02T10:00:00Z")
+    recent = w.send(ANN, to=["pat@cust.com"], subject="recent")
+    # The user's own categorisation counts whatever the age.
+    w.send(
+        ANN,
+        to=["pat@cust.com"],
+        subject="old but shared",
+        categories=["Workbooks"],
+        sent_at="2020-01-03T10:00:00Z",
+    )
+    run = await w.run(ANN)
+    assert run.counts.get("older_than_auto_window") == 1
+    assert sorted(e["subject"] for e in w.emails()) == ["old but shared", "recent"]
+    assert (await explain(w.services, ANN, recent))["state"] == "linked"
+    assert {r[2] for r in w.links()} == {pid}
+
+
 # ----------------------------------------------------------------------------- 3. matching
 
 
