@@ -124,26 +124,46 @@ async def _mailboxes(args: argparse.Namespace, services: Any) -> int:
         print(f"error: {args.mailbox} is not registered", file=sys.stderr)
         return 1
     print(f"{'enabled' if enabled else 'disabled'} {result.id}")
+    # Disabled mailboxes keep no Graph subscriptions; enabling one creates them again (and the
+    # stream catch-up jobs that the new subscriptions' first notifications would miss).
+    await _subscribe(services, result)
+    if enabled:
+        from sync.engine.runner import request_manual
+
+        status = await request_manual(services, result.id, "full")
+        print(f"queued a full sync to catch up: job {status.job_id}")
     return 0
 
 
 async def _subscribe(services: Any, mailbox: Mailbox) -> None:
+    """Bring the mailbox's Graph subscriptions in line (create, renew, or delete if disabled)."""
+    from sync.core.errors import SyncError
+    from sync.engine import subscriptions
+
     try:
-        from sync.engine import subscriptions
-    except ImportError:
-        print(
-            "note: subscriptions are created by the renewal timer once the Graph module is available"
-        )
+        outcome = await subscriptions.ensure_for_mailbox(services, mailbox)
+    except SyncError as exc:
+        print(f"warning: subscriptions not updated now ({exc}); the renewal timer retries")
         return
-    await subscriptions.ensure_for_mailbox(services, mailbox)
+    print(
+        f"subscriptions: created {len(outcome.created)}, renewed {len(outcome.renewed)}, "
+        f"deleted {len(outcome.deleted)}"
+    )
+    for failure in outcome.failed:
+        print(f"warning: subscription step failed: {failure}; the renewal timer retries")
 
 
 async def _unsubscribe(services: Any, mailbox_id: str) -> None:
+    from sync.core.errors import SyncError
+    from sync.engine import subscriptions
+
     try:
-        from sync.engine import subscriptions
-    except ImportError:
+        outcome = await subscriptions.remove_for_mailbox(services, mailbox_id)
+    except SyncError as exc:
+        print(f"warning: could not delete subscriptions ({exc}); they lapse within 7 days")
         return
-    await subscriptions.remove_for_mailbox(services, mailbox_id)
+    if outcome.deleted:
+        print(f"subscriptions deleted: {len(outcome.deleted)}")
 
 
 async def _status(args: argparse.Namespace, services: Any) -> int:
