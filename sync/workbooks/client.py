@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -269,9 +270,30 @@ def _quote_key(key: str) -> str:
     return quote(key, safe="[]_")
 
 
+# ``quote(v, safe="")`` keeps exactly these characters; every other one becomes the %XX escapes
+# of its UTF-8 bytes.  A regex substitution only calls back for the characters it changes.
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.~-]")
+
+
+@lru_cache(maxsize=1024)
+def _escape_char(char: str) -> str:
+    return "".join(f"%{byte:02X}" for byte in char.encode("utf-8"))
+
+
+def _escape(match: re.Match[str]) -> str:
+    return _escape_char(match.group())
+
+
+def _quote_value(value: str) -> str:
+    """``quote(value, safe="")``, byte for byte."""
+    if type(value) is not str:
+        return quote(value, safe="")
+    return _UNSAFE.sub(_escape, value)
+
+
 def encode_form(form: FormPairs) -> bytes:
     """The ordered form body; keys repeat across a batch, so their encoding is cached."""
-    return "&".join(f"{_quote_key(k)}={quote(v, safe='')}" for k, v in form).encode()
+    return "&".join([f"{_quote_key(k)}={_quote_value(v)}" for k, v in form]).encode()
 
 
 def _json(text: str) -> dict[str, Any] | None:

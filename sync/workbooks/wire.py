@@ -110,16 +110,19 @@ def encode_square(rows: Sequence[tuple[str, int, int, dict[str, object]]]) -> Fo
     as the bindings send it; each object's cells are emitted together, in request order.
     """
     names = sorted({name for *_, attrs in rows for name in attrs})
+    columns = [(name, f"{wire_key(name)}[]") for name in names]
     pairs: FormPairs = []
+    append = pairs.append
     for method, record_id, lock_version, attrs in rows:
-        pairs += [
-            ("__method[]", method),
-            ("id[]", str(record_id)),
-            ("lock_version[]", str(lock_version)),
-        ]
-        for name in names:
-            cell = wire_value(attrs[name]) if name in attrs else NO_VALUE
-            pairs.append((f"{wire_key(name)}[]", cell))
+        append(("__method[]", method))
+        append(("id[]", str(record_id)))
+        append(("lock_version[]", str(lock_version)))
+        for name, key in columns:
+            if name in attrs:
+                value = attrs[name]
+                append((key, value if type(value) is str else wire_value(value)))
+            else:
+                append((key, NO_VALUE))
     return pairs
 
 

@@ -75,7 +75,15 @@ async def write_batch(
     """
     _check(ops)
     chunks = chunked(list(ops), client.config.batch_size)
-    results = await asyncio.gather(*(_write_chunk(client, endpoint, c) for c in chunks))
+    # Encode a chunk only when it can be sent: building all of them up front delays the first
+    # request, and memory grows with the batch instead of the number in flight.
+    slots = asyncio.Semaphore(client.config.max_concurrency)
+
+    async def send(chunk: Sequence[WriteOp]) -> list[WriteResult]:
+        async with slots:
+            return await _write_chunk(client, endpoint, chunk)
+
+    results = await asyncio.gather(*(send(c) for c in chunks))
     return [r for chunk in results for r in chunk]
 
 

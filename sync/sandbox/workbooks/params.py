@@ -40,14 +40,20 @@ class WireParams:
     """Merged, ordered parameters of one request: scalars (last wins) and arrays (ordered)."""
 
     def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
-        self.scalars: dict[str, str] = {}
-        self.arrays: dict[str, list[str]] = {}
+        scalars: dict[str, str] = {}
+        arrays: dict[str, list[str]] = {}
         for raw, value in pairs:
             name, is_array = attribute_name(raw)
             if is_array:
-                self.arrays.setdefault(name, []).append(value)
+                values = arrays.get(name)
+                if values is None:
+                    arrays[name] = [value]
+                else:
+                    values.append(value)
             else:
-                self.scalars[name] = value
+                scalars[name] = value
+        self.scalars = scalars
+        self.arrays = arrays
 
     def get(self, name: str) -> str | None:
         """A scalar; falls back to the first element of ``name[]`` (``_fm[]=or`` is tolerated)."""
@@ -71,13 +77,37 @@ class WireParams:
 
 def parse_form(text: str) -> list[tuple[str, str]]:
     """``application/x-www-form-urlencoded`` in order, blanks kept (``_fc[]=`` matters)."""
-    pairs = []
+    keys: list[str] = []
+    values: list[str] = []
     for part in text.split("&"):
-        if not part:
-            continue
-        key, _, value = part.partition("=")
-        pairs.append((_unquote(key), _unquote(value)))
-    return pairs
+        if part:
+            key, _, value = part.partition("=")
+            keys.append(key)
+            values.append(value)
+    return list(zip(map(_unquote_key, keys), _unquote_all(values), strict=True))
+
+
+@lru_cache(maxsize=4096)
+def _unquote_key(text: str) -> str:
+    """Keys repeat once per object in a batch: decode each spelling once."""
+    return _unquote(text)
+
+
+def _unquote_all(values: list[str]) -> list[str]:
+    """``_unquote`` of every value, decoded in one pass when that is provably the same.
+
+    Values are joined with a newline, used only when no raw value holds one; a value whose
+    *decoded* form holds a newline changes the count, and then each value is decoded on its own.  UTF-8 decoding with ``replace`` never lets an invalid byte
+    sequence swallow the ASCII separator, so the joined decode splits into the same values.
+    """
+    joined = "\n".join(values)
+    if "%" not in joined and "+" not in joined:
+        return values
+    if joined.count("\n") == len(values) - 1:  # no value holds a raw newline
+        decoded = unquote_plus(joined).split("\n")
+        if len(decoded) == len(values):
+            return decoded
+    return [_unquote(value) for value in values]
 
 
 def _unquote(text: str) -> str:

@@ -26,8 +26,14 @@ from .writes import WriteContext, handle_write
 
 log = logging.getLogger(__name__)
 STATE_KEY = web.AppKey("workbooks_state", SandboxState)
+# One request body is processed at a time, and the event loop reads newly arrived requests
+# between two of them: otherwise every request whose latency ends in the same tick runs
+# back to back, and requests sent meanwhile only start their latency once all are done.
+TURN_KEY = web.AppKey("workbooks_turn", asyncio.Lock)
 COOKIE = "Workbooks-Session"
 NO_CACHE = {"Cache-Control": "no-cache, no-store", "Pragma": "no-cache"}
+# ``json.dumps`` output, byte for byte; reply bodies are trees, so the cycle check is skipped.
+_JSON = json.JSONEncoder(check_circular=False)
 
 
 def create_app(config: SandboxConfig | None = None) -> web.Application:
@@ -35,6 +41,7 @@ def create_app(config: SandboxConfig | None = None) -> web.Application:
     config = config or SandboxConfig()
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[STATE_KEY] = SandboxState(config)
+    app[TURN_KEY] = asyncio.Lock()
     if config.sim_controls:
         add_control_routes(app, app[STATE_KEY])
     app.router.add_route("*", "/_delay", _delay)
@@ -49,7 +56,7 @@ def reply(
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     response = web.Response(
-        text=json.dumps(body),
+        text=_JSON.encode(body),
         status=status,
         content_type="application/json",
         charset="utf-8",
@@ -274,14 +281,17 @@ async def _data(
     try:
         if state.faults.latency_ms:
             await asyncio.sleep(state.faults.latency_ms / 1000)
-        if state.faults.fail_next:
-            status = state.faults.fail_next.pop(0)
-            return reply(
-                {"success": False, "failures": [f"Database error. Reference: SIM-{status}"]},
-                status,
-                session,
-            )
-        return _serve(state, request, params, endpoint, verb, user, session)
+        async with request.app[TURN_KEY]:
+            if state.faults.fail_next:
+                status = state.faults.fail_next.pop(0)
+                return reply(
+                    {"success": False, "failures": [f"Database error. Reference: SIM-{status}"]},
+                    status,
+                    session,
+                )
+            response = _serve(state, request, params, endpoint, verb, user, session)
+            await asyncio.sleep(0)  # still holding the turn: let the loop read new requests
+            return response
     finally:
         state.in_flight[credential] -= 1
 

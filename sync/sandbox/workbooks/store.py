@@ -25,6 +25,8 @@ from .types import (
 from .values import VarDateTime, format_date, format_datetime
 
 Record = dict[str, Any]
+_ONE_SECOND = timedelta(seconds=1)
+_PLAIN = frozenset({str, int, bool, type(None)})  # JSON-ready as stored
 
 
 class SimClock:
@@ -33,10 +35,20 @@ class SimClock:
     def __init__(self) -> None:
         self.frozen: datetime | None = None
         self.offset = timedelta()
+        self._second: tuple[datetime, datetime] | None = None  # last (whole second, next one)
 
     def now(self) -> datetime:
-        base = self.frozen if self.frozen is not None else datetime.now(UTC) + self.offset
-        return base.replace(microsecond=0)
+        if self.frozen is not None:
+            return self.frozen.replace(microsecond=0)
+        base = datetime.now(UTC) + self.offset
+        # ``replace`` costs more than the clock read: reuse the last whole second while the
+        # time is still inside it (datetimes are immutable, so sharing one is safe).
+        second = self._second
+        if second is not None and second[0] <= base < second[1]:
+            return second[0]
+        whole = base.replace(microsecond=0)
+        self._second = (whole, whole + _ONE_SECOND)
+        return whole
 
     def advance(self, seconds: float) -> None:
         if self.frozen is not None:
@@ -129,6 +141,11 @@ class SandboxState:
             self._my_queues[user.user_id] = cached
         return dict(cached)
 
+    def my_queue(self, user: SimUser, qclass: str) -> int:
+        """``my_queues(user)[qclass]`` without copying the mapping."""
+        cached = self._my_queues.get(user.user_id)
+        return cached[qclass] if cached is not None else self.my_queues(user)[qclass]
+
     def user_by_id(self, user_id: int | None) -> SimUser | None:
         return next((u for u in self.config.users if u.user_id == user_id), None)
 
@@ -138,8 +155,11 @@ class SandboxState:
         )
 
     def queue_name(self, qclass: str | None, queue_id: object) -> str | None:
-        rows = self.queues.get(qclass or "", [])
-        return next((r["name"] for r in rows if r["id"] == queue_id), None)
+        for row in self.queues.get(qclass or "", ()):
+            if row["id"] == queue_id:
+                name: str | None = row["name"]
+                return name
+        return None
 
     # ------------------------------------------------------------ sessions
 
@@ -248,19 +268,26 @@ class SandboxState:
         return {n: self.wire_value(self.field_value(rtype, record, n, ctx), ctx) for n in columns}
 
     def _full_row(self, rtype: RecordType, record: Record, ctx: ReadContext) -> dict[str, Any]:
-        plain = (str, int, bool, type(None))
-        out = {
-            k: v if type(v) in plain else self.wire_value(v, ctx)
-            for k, v in record.items()
-            if k[0] != "_"
-        }
-        out["watched"] = self.is_watched(ctx.user, rtype, record)
+        out = record.copy()  # same key order; only non-JSON values and private keys change
+        for k, v in record.items():
+            if k[0] == "_":
+                del out[k]
+            elif type(v) not in _PLAIN:
+                out[k] = (
+                    format_datetime(v, ctx.datetime_format)
+                    if type(v) is datetime
+                    else self.wire_value(v, ctx)
+                )
+        out["watched"] = (ctx.user.user_id, rtype.class_name, record["id"]) in self.watched
         if rtype.queue_class:
             out["assigned_to_name"] = self.queue_name(rtype.queue_class, record.get("assigned_to"))
-        for location in rtype.locations:
-            row = self.location_row(record, location)
-            if row is not None:
-                out.update({f"{location}[{f}]": row.get(f) for f in LOCATION_FIELDS})
+        if rtype.locations:
+            locations = self.tables["crm/party_locations"]
+            for _, id_key, names, fields in rtype.location_columns:
+                row_id = record.get(id_key)
+                row = None if row_id is None else locations.get(row_id)
+                if row is not None:
+                    out.update(zip(names, map(row.get, fields), strict=True))
         for base in rtype.var_dates:
             if base in record:
                 for name in (f"{base}_date", f"{base}_datetime"):

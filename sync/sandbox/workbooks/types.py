@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 LOCATION_FIELDS = (
     "email",
@@ -63,6 +64,19 @@ class RecordType:
     nested_prefixes: tuple[str, ...] = ()  # flat nested keys stored as-is (lead parties)
     var_dates: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def location_prefixes(self) -> tuple[str, ...]:
+        """``main_location[``, ... : the flat keys written to a nested Contact Details row."""
+        return tuple(f"{loc}[" for loc in self.locations)
+
+    @cached_property
+    def location_columns(self) -> tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...]:
+        """Per location: (location, its ``<location>_id`` key, output columns, row fields)."""
+        return tuple(
+            (loc, f"{loc}_id", tuple(f"{loc}[{f}]" for f in LOCATION_FIELDS), LOCATION_FIELDS)
+            for loc in self.locations
+        )
 
     def knows(self, name: str) -> bool:
         """Whether a write may name this attribute under strict attribute checking."""

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
 from .filters import parse_filters
@@ -71,7 +71,7 @@ class Journal:
 
     def touch(self, state: SandboxState, endpoint: str, record_id: int) -> None:
         previous = state.tables[endpoint].get(record_id)
-        self.entries.append((endpoint, record_id, copy.copy(previous) if previous else None))
+        self.entries.append((endpoint, record_id, previous.copy() if previous else None))
 
     def rollback(self, state: SandboxState) -> None:
         for endpoint, record_id, previous in reversed(self.entries):
@@ -110,9 +110,14 @@ def parse_objects(params: WireParams, cap: int | None) -> list[ObjectRequest]:
     if cap is not None and len(methods) > cap:
         raise RequestFailure(f"Too many objects in one request: {len(methods)} (maximum {cap})")
     ids, locks = params.getlist("id"), params.getlist("lock_version")
+    names = list(columns)
     return [
-        ObjectRequest(m.strip().upper(), ids[i], locks[i], {n: v[i] for n, v in columns.items()})
-        for i, m in enumerate(methods)
+        ObjectRequest(
+            method.strip().upper(), id_text, lock_text, dict(zip(names, cells, strict=True))
+        )
+        for method, id_text, lock_text, *cells in zip(
+            methods, ids, locks, *columns.values(), strict=True
+        )
     ]
 
 
@@ -138,19 +143,33 @@ def working_set(
     }
 
 
+_TEXT, _BOOLEAN, _INTEGER = 0, 1, 2
+
+
+@lru_cache(maxsize=4096)
+def _value_kind(name: str) -> int:
+    """How ``coerce`` treats ``name`` (by its innermost segment); names repeat, so cached."""
+    base = name.split("[")[-1].rstrip("]")
+    if base in BOOLEAN_FIELDS:
+        return _BOOLEAN
+    if base in INTEGER_FIELDS or base.endswith("_id"):
+        return _INTEGER
+    return _TEXT
+
+
 def coerce(rtype: RecordType, name: str, text: str) -> Any:
     """A wire value as the Python value stored for ``name``."""
     if text == NULL_VALUE:
         return None
-    base = name.split("[")[-1].rstrip("]")
-    if base in BOOLEAN_FIELDS:
+    kind = _value_kind(name)
+    if kind == _TEXT:
+        return text
+    if kind == _BOOLEAN:
         return parse_bool(text)
-    if base in INTEGER_FIELDS or base.endswith("_id"):
-        try:
-            return int(text) if text.strip() else None
-        except ValueError:
-            return text  # stored as given; a real service would refuse it
-    return text
+    try:
+        return int(text) if text.strip() else None
+    except ValueError:
+        return text  # stored as given; a real service would refuse it
 
 
 def handle_write(
@@ -162,11 +181,13 @@ def handle_write(
     except RequestFailure as exc:
         return {"success": False, "failures": [str(exc)], "errors": {}}
     allowed = working_set(state, rtype, params, wctx.ctx)
+    # Every object names the same columns, so the strict check is done once per column.
+    unknown = _unknown_names(rtype, objects[0].values, wctx) if objects else []
     batch = Journal()
     outcomes: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for obj in objects:
         journal = Journal() if wctx.per_object else batch
-        affected, errors = _one(state, rtype, obj, allowed, wctx, journal)
+        affected, errors = _one(state, rtype, obj, allowed, wctx, journal, unknown)
         if errors and wctx.per_object:
             journal.rollback(state)
         outcomes.append((affected, errors))
@@ -225,6 +246,11 @@ def _int(text: str) -> int:
         return -1
 
 
+def _unknown_names(rtype: RecordType, values: dict[str, str], wctx: WriteContext) -> list[str]:
+    """Names refused by strict attribute checking, in request order."""
+    return [n for n in values if wctx.strict and n not in READ_ONLY and not rtype.knows(n)]
+
+
 def _one(
     state: SandboxState,
     rtype: RecordType,
@@ -232,9 +258,11 @@ def _one(
     allowed: set[int],
     wctx: WriteContext,
     journal: Journal,
+    unknown: list[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """One object of the batch: (affected object, errors by field)."""
-    unknown = [n for n in obj.values if wctx.strict and n not in READ_ONLY and not rtype.knows(n)]
+    if unknown is None:
+        unknown = _unknown_names(rtype, obj.values, wctx)
     if unknown:
         return {"id": _int(obj.id_text)}, {n: ["is not a recognised attribute"] for n in unknown}
     if obj.method in ("POST", "CREATE"):
@@ -292,7 +320,7 @@ def _create(
     if prefix:
         record["object_ref"] = f"{prefix}{record_id}"
     if rtype.queue_class:
-        record["assigned_to"] = state.my_queues(user)[rtype.queue_class]
+        record["assigned_to"] = state.my_queue(user, rtype.queue_class)
     journal.touch(state, rtype.endpoint, record_id)
     state.tables[rtype.endpoint][record_id] = record
     _register_party(state, rtype, record)
@@ -374,10 +402,10 @@ def _apply(
 ) -> list[str]:
     """Set attributes; returns the names that really changed (no-ops do not count)."""
     changed: list[str] = []
-    prefixes = tuple(f"{loc}[" for loc in rtype.locations)
+    prefixes = rtype.location_prefixes
     for name, text in given.items():
-        location = name[: name.index("[")] if prefixes and name.startswith(prefixes) else None
-        if location is not None:
+        if prefixes and name.startswith(prefixes):
+            location = name[: name.index("[")]
             if _set_location(state, record, location, name[len(location) + 1 : -1], text, journal):
                 changed.append(name)
             continue
@@ -434,7 +462,8 @@ def _set_location(
         record[f"{location}_id"] = row_id
     if row.get(attr) == value:
         return False
-    journal.touch(state, loc_type.endpoint, row["id"])
+    if not created:  # a row created just above is already journalled (undo = remove it)
+        journal.touch(state, loc_type.endpoint, row["id"])
     row[attr] = value
     if not created:
         row["lock_version"] += 1
