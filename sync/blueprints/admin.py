@@ -14,6 +14,7 @@ from sync.status import status_report
 
 bp = func.Blueprint()
 MODES = ("push", "full", "resync")
+MAX_BODY_BYTES = 16 * 1024  # the body is {"kind": ...}; anything bigger is not a request of ours
 
 
 def _json(payload: Any, status: int = 200) -> func.HttpResponse:
@@ -39,6 +40,8 @@ def _mode(req: func.HttpRequest) -> str | None:
 @bp.function_name("manual_sync")
 @bp.route(route="sync/{mailbox}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 async def manual_sync(req: func.HttpRequest) -> func.HttpResponse:
+    if len(req.get_body() or b"") > MAX_BODY_BYTES:
+        return _json({"error": f"body larger than {MAX_BODY_BYTES} bytes"}, 413)
     mailbox = normalise_address(req.route_params.get("mailbox", ""))
     mode = _mode(req)
     if mode not in MODES:

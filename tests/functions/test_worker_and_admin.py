@@ -187,6 +187,8 @@ async def test_manual_sync_queues_job_and_reports_progress(
         ("nobody@example.com", {"kind": "full"}, 404),
         ("ann@example.com", {"kind": "everything"}, 400),
         ("ann@example.com", b"{oops", 400),
+        ("ann@example.com", b'{"kind": "full", "pad": "' + b"x" * 20_000 + b'"}', 413),
+        ("ann@example.com", b'["full"]', 400),
     ],
 )
 async def test_manual_sync_bad_input(services: Any, mailbox: str, body: Any, status: int) -> None:
