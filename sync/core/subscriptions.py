@@ -17,6 +17,7 @@ and carries out the actions in order.  Rules (graph.md §1.3, §1.10, §1.11, "I
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -24,6 +25,13 @@ from sync.core.jobs import Stream
 from sync.core.state_models import SubscriptionRecord
 
 SUBSCRIBED_STREAMS: tuple[Stream, ...] = (Stream.SENT, Stream.CONTACTS, Stream.EVENTS)
+
+
+def hash_client_state(client_state: str) -> str:
+    """What is stored of a subscription's clientState: its SHA-256, never the secret itself.
+    The webhook compares this digest in constant time with the digest of what Graph sends."""
+    return hashlib.sha256(client_state.encode("utf-8")).hexdigest()
+
 
 # Resource paths per stream (graph.md §1.1); `{user}` is the Graph user id or UPN.
 RESOURCES: dict[Stream, str] = {

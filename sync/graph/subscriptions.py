@@ -10,7 +10,6 @@ Ordering rules that make every step safe to repeat:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import secrets
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from sync.core.subscriptions import (
     Delete,
     Renew,
     SubscriptionPolicy,
+    hash_client_state,
     plan_lifecycle,
     plan_mailbox,
     plan_removal,
@@ -63,10 +63,6 @@ class State(Protocol):
 
 class Queue(Protocol):
     async def send(self, job: Job, *, delay_seconds: int | None = None) -> None: ...
-
-
-def client_state_hash(client_state: str) -> str:
-    return hashlib.sha256(client_state.encode("utf-8")).hexdigest()
 
 
 def new_client_state() -> str:
@@ -196,7 +192,7 @@ class SubscriptionManager:
             mailbox=action.mailbox,
             stream=action.stream.value,
             resource=action.resource,
-            client_state_hash=client_state_hash(client_state),
+            client_state_hash=hash_client_state(client_state),
             expires_at=_parse(str(created["expirationDateTime"])),
             created_at=self.clock(),
         )

@@ -24,7 +24,6 @@ transaction, so a lookup from either side never sees half a link.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -53,10 +52,13 @@ from sync.core.state_models import (
     SubscriptionRecord,
     utcnow,
 )
+from sync.core.subscriptions import hash_client_state
 from sync.state.limits import check_entity, chunk_batch, pack_json, unpack_json
 from sync.state.tables import TABLES
 
 log = logging.getLogger(__name__)
+
+__all__ = ["StateStore", "hash_client_state"]
 
 CAS_ATTEMPTS = 8
 T = TypeVar("T")
@@ -258,10 +260,6 @@ class MailboxRegistry:
 
 
 # ------------------------------------------------------------------------------ subscriptions
-
-
-def hash_client_state(client_state: str) -> str:
-    return hashlib.sha256(client_state.encode("utf-8")).hexdigest()
 
 
 class SubscriptionStore:
