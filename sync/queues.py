@@ -7,13 +7,12 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
-from sync.core.jobs import Job, JobDecodeError, decode_job, encode_job
+from sync.core.jobs import Job, JobDecodeError, decode_job, job_payload
 
 
 @dataclass(frozen=True)
@@ -49,9 +48,8 @@ class JobQueue:
                 await client.create_queue()
 
     async def send(self, job: Job, *, delay_seconds: int | None = None) -> None:
-        # The client's TextBase64EncodePolicy encodes; we pass JSON text.
-        encode_job(job)  # validates size; raises if the job is not a small reference
-        await self._queue.send_message(job.model_dump_json(), visibility_timeout=delay_seconds)
+        # The queue client's TextBase64EncodePolicy does the base64 step.
+        await self._queue.send_message(job_payload(job), visibility_timeout=delay_seconds)
 
     async def depth(self) -> int:
         props = await self._queue.get_queue_properties()
@@ -142,7 +140,3 @@ def b64_text(body: str) -> str:
         return base64.b64decode(body, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError) as exc:
         raise JobDecodeError("queue message is not base64 text") from exc
-
-
-def dumps(job: Job) -> str:
-    return json.dumps(job.model_dump(mode="json"))

@@ -97,10 +97,6 @@ async def _subscription(services: Services, sub_id: str) -> SubscriptionRecord |
     return record
 
 
-def forget_subscription(services: Services, sub_id: str) -> None:
-    _cache(services).pop(sub_id, None)
-
-
 def _secret_ok(record: SubscriptionRecord, client_state: str) -> bool:
     # Compare digests in constant time: the stored value is a hash, never the secret.
     return hmac.compare_digest(hash_client_state(client_state), record.client_state_hash)

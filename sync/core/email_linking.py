@@ -709,3 +709,14 @@ def manual_explanation(
     expl["decision"] = "linked"
     expl["reason"] = f"linked to {len(expl['linked'])} record(s)"
     return expl
+
+
+def before_auto_window(message: Message, policy: MailboxPolicy, now: datetime) -> bool:
+    """With the ``auto`` policy, sent mail older than the look-back window is not captured: a
+    new mailbox would otherwise copy years of history into Workbooks on its first run.  A
+    message the user categorised is their explicit choice and counts whatever its age."""
+    if policy.email_policy != "auto" or message.sent_date_time is None:
+        return False
+    if message.sent_date_time >= now - timedelta(days=policy.retro_lookback_days):
+        return False
+    return policy.category.lower() not in {c.lower() for c in message.categories}

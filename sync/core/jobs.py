@@ -20,7 +20,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 MAX_JOB_BYTES = 4096  # a job is a few hundred bytes; anything near this is a bug, not data
-QUEUE_MESSAGE_LIMIT = 65_536  # characters, after base64
 
 
 class Stream(StrEnum):
@@ -33,7 +32,7 @@ class Stream(StrEnum):
     PEOPLE = "people"  # Workbooks people changes (feeds contacts + retroactive linking)
     ACTIVITIES = "activities"  # Workbooks activity changes
     SUBSCRIPTIONS = "subscriptions"  # Graph subscription upkeep for the mailbox
-    ALL = "all"  # fan-out placeholder used by timers and manual sync
+    ALL = "all"  # every stream: a manual sync that fans out per stream
 
 
 class JobKind(StrEnum):
@@ -81,17 +80,17 @@ class JobDecodeError(ValueError):
     """A queue message is not a valid job (not base64, not JSON, or not the contract)."""
 
 
+def job_payload(job: Job) -> str:
+    """The job as JSON text, refusing anything that is not a small reference."""
+    text = job.model_dump_json()
+    if len(text.encode("utf-8")) > MAX_JOB_BYTES:
+        raise ValueError(f"job is {len(text)} bytes; jobs are references and must stay small")
+    return text
+
+
 def encode_job(job: Job) -> str:
     """JSON -> base64 text, as the Functions queue trigger and queue output expect."""
-    raw = job.model_dump_json(exclude_defaults=False).encode("utf-8")
-    if len(raw) > MAX_JOB_BYTES:
-        raise ValueError(f"job is {len(raw)} bytes; jobs are references and must stay small")
-    return base64.b64encode(raw).decode("ascii")
-
-
-def job_json(job: Job) -> str:
-    """Plain JSON (the queue output binding base64-encodes by itself)."""
-    return job.model_dump_json()
+    return base64.b64encode(job_payload(job).encode("utf-8")).decode("ascii")
 
 
 def decode_job(body: str | bytes) -> Job:

@@ -519,13 +519,13 @@ def _isolated(group: type[BaseSettings]) -> type[BaseSettings]:
     )
 
 
-def _placeholder(row: Mapping[str, Any]) -> str | None:
+def _sample_value(row: Mapping[str, Any]) -> str | None:
     """Stand-in for a value only known at deployment (resource properties)."""
     if row.get("secret"):
-        return "placeholder-secret"
+        return "sample-secret"
     name = str(row["field"]).lower()
     if name.endswith(("url", "uri")):
-        return "https://placeholder.invalid"
+        return "https://sample.invalid"
     if name.endswith("_id"):
         return "00000000-0000-0000-0000-000000000000"
     return None
@@ -673,12 +673,12 @@ def _check_values(
             continue
         setting = settings[present[0]]
         if isinstance(setting.expr, str) and setting.expr.startswith(KEY_VAULT_REFERENCE):
-            value: Any = _placeholder(row)
+            value: Any = _sample_value(row)
         else:
             try:
                 value = template.resolve(setting.expr)
             except _Unresolvable:
-                value = _placeholder(row)
+                value = _sample_value(row)
         if value is None:
             continue
         if isinstance(value, dict | list):

@@ -26,7 +26,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -41,6 +41,7 @@ from sync.core.email_linking import (
     RecordMatch,
     RecordRef,
     RecordState,
+    before_auto_window,
     email_fields,
     email_reference,
     manual_explanation,
@@ -520,21 +521,6 @@ async def process_sent(ctx: RunContext) -> None:
         ctx.count("extra_rounds")
 
 
-def _auto_horizon(mailbox: Mailbox) -> datetime | None:
-    """With the ``auto`` policy, history older than the look-back window is not captured: a
-    new mailbox would otherwise copy years of sent mail into Workbooks on its first run.
-    (Shared messages are the user's explicit choice and are linked whatever their age.)"""
-    if mailbox.policy.email_policy != "auto":
-        return None
-    return utcnow() - timedelta(days=mailbox.policy.retro_lookback_days)
-
-
-def _before_horizon(message: Message, horizon: datetime | None, category: str) -> bool:
-    if horizon is None or message.sent_date_time is None or message.sent_date_time >= horizon:
-        return False
-    return category.lower() not in {c.lower() for c in message.categories}
-
-
 async def _round(run: _Run, start: str | None) -> str | None:
     """One delta round from ``start`` (None: a new full round); returns the stored link."""
     ctx = run.ctx
@@ -542,10 +528,10 @@ async def _round(run: _Run, start: str | None) -> str | None:
         ctx.count("full_rounds")
     reader = run.graph.sent_messages(ctx.mailbox.graph_id, start, page_size=PAGE_SIZE)
     batch: list[Message] = []
-    horizon = _auto_horizon(ctx.mailbox)
+    now = utcnow()
     async for page in reader:
         for message in page.items:
-            if _before_horizon(message, horizon, ctx.mailbox.policy.category):
+            if before_auto_window(message, ctx.mailbox.policy, now):
                 ctx.count("older_than_auto_window")
                 continue
             batch.append(message)

@@ -61,7 +61,3 @@ def register(stream: Stream, kind: JobKind | None = None) -> Callable[[Processor
 
 def lookup(stream: Stream, kind: JobKind) -> Processor | None:
     return _PROCESSORS.get((stream, kind)) or _PROCESSORS.get((stream, None))
-
-
-def registered() -> list[tuple[Stream, JobKind | None]]:
-    return sorted(_PROCESSORS, key=lambda k: (k[0].value, k[1].value if k[1] else ""))

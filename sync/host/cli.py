@@ -128,9 +128,10 @@ async def _serve(args: argparse.Namespace) -> int:
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    if sys.platform != "win32":  # the Windows event loop has no signal handlers
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(RuntimeError):  # not the main thread
+                loop.add_signal_handler(sig, stop.set)
     lines = "\n".join(f"  {line}" for line in host.describe())
     skipped = ""
     if host.indexed is not None and host.indexed.skipped:

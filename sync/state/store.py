@@ -24,9 +24,8 @@ transaction, so a lookup from either side never sees half a link.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -749,19 +748,3 @@ class StateStore:
         for table in self._tables.values():
             await table.client.close()
         await self.service.close()
-
-
-async def with_retry(op: Callable[[], Awaitable[T]], attempts: int = 3) -> T:
-    """Run a storage operation, retrying transient ETag races a few times."""
-    last: Exception | None = None
-    for _ in range(attempts):
-        try:
-            return await op()
-        except ConcurrencyError as exc:
-            last = exc
-    assert last is not None
-    raise last
-
-
-def dump(obj: Any) -> str:
-    return json.dumps(obj, default=str, sort_keys=True)
