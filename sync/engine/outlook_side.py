@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -24,16 +23,6 @@ from sync.graph.client import IMMUTABLE_IDS, UTC_TIMEZONE, GraphClient
 
 Raw = dict[str, Any]
 EXPAND_STAMP = f"singleValueExtendedProperties($filter=id eq '{WORKBOOKS_ID_PROPERTY}')"
-
-
-@dataclass
-class DeltaResult:
-    """One complete delta round: items (last occurrence wins), removed ids, the new link."""
-
-    items: dict[str, Raw] = field(default_factory=dict)
-    removed: list[str] = field(default_factory=list)
-    delta_link: str = ""
-    pages: int = 0
 
 
 def _iso(ts: datetime) -> str:
@@ -78,21 +67,6 @@ class OutlookSide:
                 )
             seen.add(nxt)
             url = nxt
-
-    async def collect(self, link: str | None) -> DeltaResult:
-        out = DeltaResult()
-        async for page in self.delta(link):
-            out.pages += 1
-            for entry in page.get("value", []):
-                if "@removed" in entry:
-                    out.items.pop(entry["id"], None)
-                    out.removed.append(str(entry["id"]))
-                else:
-                    out.items[str(entry["id"])] = entry
-            out.delta_link = str(page.get("@odata.deltaLink") or "")
-        gone = set(out.items)
-        out.removed = [r for r in dict.fromkeys(out.removed) if r not in gone]
-        return out
 
     def item_path(self, outlook_id: str) -> str:
         return f"{self.collection()}/{quote(outlook_id, safe='')}"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,6 +53,9 @@ from sync.workbooks.wire import parse_datetime as parse_wb_datetime
 log = logging.getLogger("sync.engine.twoway")
 Fields = dict[str, Any]
 GRAPH_WAVE = 256  # coroutines started at once; the client's limiter keeps ≤4 per mailbox in flight
+# New Workbooks records are turned into Outlook items this many at a time while the reader
+# pages on: enough to keep the Graph limiter busy, few enough that memory stays flat.
+CREATE_CHUNK = 500
 REF_PREFIX = "OL:"  # created_through_reference = "OL:" + Outlook immutable id (§3.9)
 TWO_WAY_KINDS = (JobKind.RECONCILE, JobKind.MANUAL, JobKind.RESYNC)
 
@@ -87,6 +90,18 @@ class Outcome:
     saving: asyncio.Future[None] | None = None  # the links save running in the background
 
 
+@dataclass
+class OutlookView:
+    """One Outlook delta round in mapped form: shared or linked items (the last occurrence
+    wins), the categories of items we may stamp, removed ids, and how many were skipped."""
+
+    items: dict[str, OutlookItem] = field(default_factory=dict)
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)
+    delta_link: str = ""
+    unshared: int = 0  # neither shared nor linked: nothing to do but count them
+
+
 def direction_for(kind: JobKind) -> Direction:
     return Direction.BOTH if kind in TWO_WAY_KINDS else Direction.OUTLOOK_TO_WORKBOOKS
 
@@ -118,6 +133,8 @@ class TwoWayRun:
         return self.mailbox.policy.time_zone
 
     async def execute(self) -> None:
+        """Stream both sides; create new items as their pages arrive, and hold back only what
+        needs both sides or the brake: changed linked pairs, stamped or referenced items."""
         direction = direction_for(self.ctx.job.kind)
         links = LinkIndex(
             [
@@ -127,36 +144,39 @@ class TwoWayRun:
                 )
             ]
         )
-        delta = await self.side.collect(None if self.full else self.cursor.delta_link)
-        self.ctx.count("outlook_changes", len(delta.items) + len(delta.removed))
+        view = await self.read_outlook(None if self.full else self.cursor.delta_link, links)
+        self.ctx.count("outlook_changes", len(view.items) + view.unshared + len(view.removed))
+        if view.unshared:
+            self.ctx.count("skipped_not_shared", view.unshared)
+        await self.fetch_stamps(view, links)
         wb = await workbooks_client(self.ctx.services, self.mailbox)
-        records: list[WorkbooksRecord] = []
-        mark: Watermark | None = None
-        if direction == Direction.BOTH:
-            records, mark = await self.read_workbooks(wb, links)
-        items = await self.outlook_items(wb, delta.items, links, records)
-        removals = await self.outlook_removals(delta.removed, links)
-        if self.full:
-            removals += self.unseen(links, delta.items)
-        force = self.ctx.job.args.get("force") == "1"
-        the_plan = plan(
-            outlook_items=items,
-            outlook_removals=removals,
-            workbooks_records=records,
-            links=links,
-            policy=SyncPolicy.from_mailbox(self.mailbox.policy),
-            direction=direction,
-            workbooks_type=self.spec.workbooks_type,
-            force=force,
-        )
-        self.record_plan(the_plan)
-        if the_plan.brake is not None:
-            return  # nothing written, cursors kept; counted as brake_stopped with the reason
         outcome = Outcome()
         try:
-            await self.apply(wb, the_plan, delta.items, outcome)
+            records: list[WorkbooksRecord] = []
+            mark: Watermark | None = None
+            if direction == Direction.BOTH:
+                records, mark = await self.stream_workbooks(wb, links, view, outcome)
+            items = await self.reference_stamps(wb, view, links, records)
+            removals = await self.outlook_removals(view.removed, links)
+            if self.full:
+                removals += self.unseen(links, view.items)
+            self.note_held(len(items) + len(removals) + len(records))
+            the_plan = plan(
+                outlook_items=items,
+                outlook_removals=removals,
+                workbooks_records=records,
+                links=links,
+                policy=SyncPolicy.from_mailbox(self.mailbox.policy),
+                direction=direction,
+                workbooks_type=self.spec.workbooks_type,
+                force=self.ctx.job.args.get("force") == "1",
+            )
+            self.record_plan(the_plan)
+            if the_plan.brake is not None:
+                return  # no change or delete written, cursors kept; counted as brake_stopped
+            await self.apply(wb, the_plan, view.categories, outcome)
             if outcome.stale:
-                await self.retry_stale(wb, outcome, items, links, direction, delta.items)
+                await self.retry_stale(wb, outcome, items, links, direction, view.categories)
         finally:
             # Whatever was written is recorded, even when the run fails half-way (the
             # cursors stay put, so the rest is redone next time).
@@ -164,7 +184,68 @@ class TwoWayRun:
         if outcome.replay:
             self.ctx.messages.append("stale Workbooks versions: changes kept for the next run")
             return
-        await self.advance(delta.delta_link, mark)
+        await self.advance(view.delta_link, mark)
+
+    def note_held(self, n: int) -> None:
+        """The most items this run held in memory at once (reported, and benchmarked)."""
+        self.ctx.counts["held_max"] = max(self.ctx.counts.get("held_max", 0), n)
+
+    # --- Outlook read --------------------------------------------------------------------
+    async def read_outlook(self, link: str | None, links: LinkIndex) -> OutlookView:
+        """One delta round, page by page, kept in mapped form only: the raw JSON of a page is
+        dropped once read, and items that are neither shared nor linked are only counted."""
+        view = OutlookView()
+        unshared: set[str] = set()
+        category = self.mailbox.policy.category
+        async for page in self.side.delta(link):
+            for entry in page.get("value", []):
+                oid = str(entry["id"])
+                view.items.pop(oid, None)  # the last occurrence wins
+                view.categories.pop(oid, None)
+                unshared.discard(oid)
+                if "@removed" in entry:
+                    view.removed.append(oid)
+                    continue
+                shared = is_shared(entry, category)
+                linked = oid in links.by_outlook
+                if not shared and not linked:
+                    unshared.add(oid)
+                    continue
+                view.items[oid] = self.to_item(oid, entry, shared)
+                if shared and not linked:  # may be stamped later: keep its categories
+                    view.categories[oid] = list(entry.get("categories") or [])
+            view.delta_link = str(page.get("@odata.deltaLink") or "")
+        present = set(view.items) | unshared
+        view.removed = [r for r in dict.fromkeys(view.removed) if r not in present]
+        view.unshared = len(unshared)
+        return view
+
+    def to_item(self, oid: str, entry: Raw, shared: bool) -> OutlookItem:
+        return OutlookItem(
+            oid,
+            self.spec.from_graph(entry, self.tz),
+            shared=shared,
+            stamped_id=self.side.stamped_id(entry),
+            change_key=str(entry.get("changeKey") or ""),
+            modified=_graph_time(entry.get("lastModifiedDateTime")),
+        )
+
+    async def fetch_stamps(self, view: OutlookView, links: LinkIndex) -> None:
+        """Our stamp on shared items we have no link for, where the delta cannot carry it
+        (contacts, events): one GET each.  Known before Workbooks is read, so that records
+        these items claim are held back for pairing rather than created again."""
+        need = [
+            oid
+            for oid, item in view.items.items()
+            if item.shared and item.stamped_id is None and oid not in links.by_outlook
+        ]
+        if self.side.stamp_in_delta or not need:
+            return
+        found = await _gather(self.side.fetch_stamp(oid) for oid in need)
+        self.ctx.count("graph_stamp_reads", len(need))
+        for oid, wid in zip(need, found, strict=True):
+            if wid:
+                view.items[oid] = replace(view.items[oid], stamped_id=wid)
 
     # --- Workbooks read ------------------------------------------------------------------
     def rules(self) -> tuple[list[Any], Any]:
@@ -173,23 +254,64 @@ class TwoWayRun:
             return list(policy.activity_filters), policy.activity_filter_mode
         return list(policy.people_filters), policy.people_filter_mode
 
-    async def read_workbooks(
-        self, wb: WorkbooksClient, links: LinkIndex
+    async def stream_workbooks(
+        self, wb: WorkbooksClient, links: LinkIndex, view: OutlookView, outcome: Outcome
     ) -> tuple[list[WorkbooksRecord], Watermark]:
+        """Read Workbooks changes page by page.  A record no Outlook item can pair with (not
+        linked, not stamped on or referenced by an item of this round) is new or out of
+        scope whatever else happens: those are applied in chunks as they arrive.  The rest
+        is returned for the plan, which needs both sides and the brake's totals.
+
+        Creating Outlook items never writes Workbooks, so the reader's paging is undisturbed.
+        """
         mark = Watermark() if self.full_workbooks() else Watermark.from_json(self.cursor.watermark)
         rules, mode = self.rules()
         login = await wb.ensure_login()
         queues = [q for k, q in login.my_queues.items() if k == self.spec.queue_class]
         scope = _scope_filter(queues) if mark.updated_at is None else None
-        records: list[WorkbooksRecord] = []
-        start = mark
+        claimed = {i.stamped_id for i in view.items.values() if i.stamped_id is not None}
+        wanted = {REF_PREFIX + oid for oid in view.items if oid not in links.by_outlook}
+        held: list[WorkbooksRecord] = []
+        free: list[WorkbooksRecord] = []
+        read = 0
         async for row, after in changed_since(
-            wb, self.spec.endpoint, start, self.read_columns(rules), scope
+            wb, self.spec.endpoint, mark, self.read_columns(rules), scope
         ):
-            records.append(self.to_record(row, queues, rules, mode, links))
-            mark = after
-        self.ctx.count("workbooks_changes", len(records))
-        return records, mark
+            record = self.to_record(row, queues, rules, mode, links)
+            mark, read = after, read + 1
+            wid = record.workbooks_id
+            if wid in links.by_workbooks or wid in claimed or record.reference in wanted:
+                held.append(record)
+            else:
+                free.append(record)
+            self.note_held(len(view.items) + len(held) + len(free))
+            if len(free) >= CREATE_CHUNK:
+                await self.create_outlook(wb, free, links, outcome)
+                free = []
+        if free:
+            await self.create_outlook(wb, free, links, outcome)
+        self.ctx.count("workbooks_changes", read)
+        return held, mark
+
+    async def create_outlook(
+        self,
+        wb: WorkbooksClient,
+        records: list[WorkbooksRecord],
+        links: LinkIndex,
+        outcome: Outcome,
+    ) -> None:
+        """Records nothing pairs with: an Outlook item each when in scope (the plan creates
+        or skips, nothing else), their links saved as the Graph writes finish."""
+        part = plan(
+            workbooks_records=records,
+            links=links,
+            policy=SyncPolicy.from_mailbox(self.mailbox.policy),
+            direction=Direction.BOTH,
+            workbooks_type=self.spec.workbooks_type,
+        )
+        self.record_plan(part)
+        self.ctx.count("create_chunks")
+        await self.apply(wb, part, {}, outcome)
 
     def read_columns(self, rules: list[Any]) -> list[str]:
         """The field map's columns, what the scope is decided on, and the create reference."""
@@ -240,60 +362,24 @@ class TwoWayRun:
             reference=str(row.get("created_through_reference") or ""),
         )
 
-    # --- Outlook side --------------------------------------------------------------------
-    async def outlook_items(
+    async def reference_stamps(
         self,
         wb: WorkbooksClient,
-        raw: Mapping[str, Raw],
+        view: OutlookView,
         links: LinkIndex,
         records: Sequence[WorkbooksRecord],
     ) -> list[OutlookItem]:
-        category = self.mailbox.policy.category
-        items: list[OutlookItem] = []
-        unknown: list[str] = []
-        for oid, entry in raw.items():
-            shared = is_shared(entry, category)
-            if shared and oid not in links.by_outlook:
-                unknown.append(oid)
-            items.append(
-                OutlookItem(
-                    oid,
-                    self.spec.from_graph(entry, self.tz),
-                    shared=shared,
-                    stamped_id=self.side.stamped_id(entry),
-                    change_key=str(entry.get("changeKey") or ""),
-                    modified=_graph_time(entry.get("lastModifiedDateTime")),
-                )
-            )
-        if not unknown:
-            return items
-        stamps = await self.find_stamps(wb, unknown, raw, records)
-        return [
-            i
-            if i.outlook_id not in stamps
-            else OutlookItem(
-                i.outlook_id, i.fields, i.shared, stamps[i.outlook_id], i.change_key, i.modified
-            )
-            for i in items
+        """Shared items with neither link nor stamp may still own a record: one whose
+        created_through_reference names the item (a run that died between creating the
+        record and storing the link).  Looked up in the records read, then by IN-list."""
+        need = [
+            oid
+            for oid, item in view.items.items()
+            if item.shared and item.stamped_id is None and oid not in links.by_outlook
         ]
-
-    async def find_stamps(
-        self,
-        wb: WorkbooksClient,
-        unknown: list[str],
-        raw: Mapping[str, Raw],
-        records: Sequence[WorkbooksRecord],
-    ) -> dict[str, int]:
-        """Which unlinked shared items already belong to a Workbooks record: our stamp on the
-        item, or a record whose created_through_reference names it (a run that died between
-        creating the record and storing the link)."""
+        if not need:
+            return list(view.items.values())
         stamps: dict[str, int] = {}
-        need = [oid for oid in unknown if self.side.stamped_id(raw[oid]) is None]
-        if not self.side.stamp_in_delta and need:
-            found = await _gather(self.side.fetch_stamp(oid) for oid in need)
-            stamps.update({oid: wid for oid, wid in zip(need, found, strict=True) if wid})
-            self.ctx.count("graph_stamp_reads", len(need))
-        need = [oid for oid in need if oid not in stamps]
         by_ref = {r.reference: r.workbooks_id for r in records if r.reference}
         for oid in need:
             if REF_PREFIX + oid in by_ref:
@@ -310,9 +396,12 @@ class TwoWayRun:
                 ref = str(row.get("created_through_reference") or "")
                 if ref.startswith(REF_PREFIX):
                     stamps[ref[len(REF_PREFIX) :]] = int(row["id"])
-        return stamps
+        return [
+            replace(item, stamped_id=stamps[oid]) if oid in stamps else item
+            for oid, item in view.items.items()
+        ]
 
-    def unseen(self, links: LinkIndex, seen: Mapping[str, Raw]) -> list[OutlookRemoval]:
+    def unseen(self, links: LinkIndex, seen: Mapping[str, OutlookItem]) -> list[OutlookRemoval]:
         """After a complete new round (initial, resync, new window): a linked item the round
         did not return was deleted while we were not looking, unless it merely lies outside
         the calendar window, which only unlinks."""
@@ -343,7 +432,7 @@ class TwoWayRun:
         items: Sequence[OutlookItem],
         links: LinkIndex,
         direction: Direction,
-        raw: Mapping[str, Raw],
+        categories: Mapping[str, list[str]],
     ) -> None:
         """Someone changed a record since we read it (stale ``lock_version``): re-read those
         records, merge again and write once more (workbooks-api.md §3.7).  What is still stale
@@ -377,7 +466,7 @@ class TwoWayRun:
             self.ctx.messages.append(conflict.describe())
         second = Outcome()
         try:
-            await self.apply(wb, again, raw, second)
+            await self.apply(wb, again, categories, second)
         finally:
             await self.save_links(second)
         outcome.replay = outcome.replay or second.replay
@@ -398,13 +487,17 @@ class TwoWayRun:
             self.ctx.messages.append(the_plan.brake.reason)
 
     async def apply(
-        self, wb: WorkbooksClient, the_plan: Plan, raw: Mapping[str, Raw], outcome: Outcome
+        self,
+        wb: WorkbooksClient,
+        the_plan: Plan,
+        categories: Mapping[str, list[str]],
+        outcome: Outcome,
     ) -> None:
         actions = list(the_plan.actions)
         wb_results = await self.write_workbooks(wb, actions, outcome)
         for start in range(0, len(actions), GRAPH_WAVE):
             wave = enumerate(actions[start : start + GRAPH_WAVE], start)
-            await _wave([self.finish(a, wb_results.get(i), raw, outcome) for i, a in wave])
+            await _wave([self.finish(a, wb_results.get(i), categories, outcome) for i, a in wave])
             await self.save_links(outcome, background=True)
 
     async def save_links(self, outcome: Outcome, *, background: bool = False) -> None:
@@ -481,7 +574,7 @@ class TwoWayRun:
         self,
         a: Action,
         wb_result: tuple[int, int] | Any | None,
-        raw: Mapping[str, Raw],
+        categories: Mapping[str, list[str]],
         outcome: Outcome,
     ) -> None:
         """The Outlook half of one action, then its link (only if every write succeeded)."""
@@ -489,7 +582,7 @@ class TwoWayRun:
         if needs_wb and wb_result is None:
             return  # the Workbooks write failed: leave the pair as it was
         try:
-            await self.finish_outlook(a, wb_result, raw, outcome)
+            await self.finish_outlook(a, wb_result, categories, outcome)
         except (NotFound, InvalidRequest) as exc:
             self.ctx.count("item_errors")
             outcome.errors.append(str(exc))
@@ -503,7 +596,11 @@ class TwoWayRun:
         )
 
     async def finish_outlook(
-        self, a: Action, wb_result: Any, raw: Mapping[str, Raw], outcome: Outcome
+        self,
+        a: Action,
+        wb_result: Any,
+        categories: Mapping[str, list[str]],
+        outcome: Outcome,
     ) -> None:
         wid, lock = wb_result if wb_result else (a.workbooks_id or 0, a.lock_version)
         change_key = a.change_key
@@ -521,7 +618,7 @@ class TwoWayRun:
             outlook_id, change_key = str(created["id"]), str(created.get("changeKey") or "")
             self.ctx.count("outlook_create")
         elif a.kind == ActionKind.CREATE_WORKBOOKS:
-            cats = list((raw.get(outlook_id) or {}).get("categories") or [])
+            cats = list(categories.get(outlook_id) or [])
             stamped = await self.side.stamp(outlook_id, wid, self.spec.title(a.fields), cats)
             change_key = str(stamped.get("changeKey") or change_key)
             self.ctx.count("outlook_stamp")

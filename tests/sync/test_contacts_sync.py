@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from sync.core.jobs import JobKind, Stream
+from sync.engine import twoway
 from tests.sync.conftest import CATEGORY, UPN, Sides
 
 PEOPLE = "crm/people"
@@ -238,6 +241,37 @@ async def test_mass_change_brake_stops_before_writing(sides: Sides) -> None:
     run = await sides.run(Stream.CONTACTS, JobKind.MANUAL, args={"force": "1"})
     assert run.counts.get("outlook_delete") == 10
     assert len(sides.outlook_items("contact")) == 2
+
+
+async def test_brake_holds_back_deletes_but_new_records_still_arrive(sides: Sides) -> None:
+    ids = [person(sides, f"P{n} Q", f"p{n}@cust.test") for n in range(12)]
+    await sides.run(Stream.CONTACTS)
+    sides.advance_clock()
+    for pid in ids[:10]:
+        await sides.wb_delete(PEOPLE, pid)
+    new = person(sides, "New Person", "new@cust.test")
+    run = await sides.run(Stream.CONTACTS)
+    assert run.counts.get("brake_stopped") == 1, run.counts
+    assert "outlook_delete" not in run.counts and run.counts.get("outlook_create") == 1
+    assert len(sides.outlook_items("contact")) == 13
+    assert new in {link.workbooks_id for link in await sides.links(Stream.CONTACTS)}
+    # the cursors stayed: the next run stops again, and creates nothing twice
+    again = await sides.run(Stream.CONTACTS)
+    assert again.counts.get("brake_stopped") == 1 and "outlook_create" not in again.counts
+    assert len(sides.outlook_items("contact")) == 13
+
+
+async def test_new_records_are_created_chunk_by_chunk_not_all_held(
+    sides: Sides, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(twoway, "CREATE_CHUNK", 3)
+    ids = [person(sides, f"S{n} T", f"s{n}@cust.test") for n in range(8)]
+    run = await sides.run(Stream.CONTACTS)
+    assert run.counts.get("outlook_create") == 8, run.counts
+    assert run.counts.get("create_chunks") == 3  # 3 + 3 + 2
+    assert run.counts.get("held_max") == 3  # never more than one chunk, not all 8
+    assert sorted(link.workbooks_id for link in await sides.links(Stream.CONTACTS)) == ids
+    assert writes((await sides.run(Stream.CONTACTS)).counts) == {}
 
 
 async def test_resync_after_token_expiry_rematches_without_duplicates(sides: Sides) -> None:
