@@ -46,6 +46,13 @@ class MailboxPolicy(BaseModel):
     activity_filters: list[FilterRule] = Field(default_factory=list)
     activity_filter_mode: Literal["and", "or"] = "and"
     include_completed_activities: bool = False
+    # Team queues whose records also count as the user's (the login names only the personal
+    # queue of each type): Person queue ids and Activity queue ids.
+    people_queues: list[int] = Field(default_factory=list, max_length=50)
+    activity_queues: list[int] = Field(default_factory=list, max_length=50)
+    # A full scoped Workbooks read this often (0 = never): catches records watched or
+    # unwatched without their updated_at moving.
+    scope_refresh_hours: int = Field(default=24, ge=0, le=24 * 365)
     calendar_past_days: int = Field(default=30, ge=0, le=3650)
     calendar_future_days: int = Field(default=365, ge=1, le=3650)
     internal_domains: list[str] = Field(default_factory=list)

@@ -264,11 +264,12 @@ class TwoWayRun:
 
         Creating Outlook items never writes Workbooks, so the reader's paging is undisturbed.
         """
-        mark = Watermark() if self.full_workbooks() else Watermark.from_json(self.cursor.watermark)
+        full = self.full_workbooks()
+        mark = Watermark() if full else Watermark.from_json(self.cursor.watermark)
         rules, mode = self.rules()
-        login = await wb.ensure_login()
-        queues = [q for k, q in login.my_queues.items() if k == self.spec.queue_class]
+        queues = await self.queues(wb)
         scope = _scope_filter(queues) if mark.updated_at is None else None
+        returned: set[int] = set()  # linked records a full read returned
         claimed = {i.stamped_id for i in view.items.values() if i.stamped_id is not None}
         wanted = {REF_PREFIX + oid for oid in view.items if oid not in links.by_outlook}
         held: list[WorkbooksRecord] = []
@@ -280,6 +281,8 @@ class TwoWayRun:
             record = self.to_record(row, queues, rules, mode, links)
             mark, read = after, read + 1
             wid = record.workbooks_id
+            if wid in links.by_workbooks:
+                returned.add(wid)
             if wid in links.by_workbooks or wid in claimed or record.reference in wanted:
                 held.append(record)
             else:
@@ -291,7 +294,38 @@ class TwoWayRun:
         if free:
             await self.create_outlook(wb, free, links, outcome)
         self.ctx.count("workbooks_changes", read)
+        if full:
+            held += self.out_of_scope(links, returned)
+            self.extra_cursor["workbooks_full_at"] = utcnow().isoformat()
         return held, mark
+
+    def out_of_scope(self, links: LinkIndex, returned: set[int]) -> list[WorkbooksRecord]:
+        """After a full scoped read, a linked record it did not return has left the scope
+        without its ``updated_at`` moving (unwatched, [INF]) or been deleted: the planner
+        removes the Outlook item the service created and unlinks the rest, under the brake."""
+        gone = [
+            WorkbooksRecord(
+                wid,
+                link.workbooks_type,
+                link.workbooks_lock_version,
+                dict(link.snapshot),
+                in_scope=False,
+            )
+            for wid, link in links.by_workbooks.items()
+            if wid not in returned and link.workbooks_type == self.spec.workbooks_type
+        ]
+        if gone:
+            self.ctx.count("workbooks_unseen", len(gone))
+        return gone
+
+    async def queues(self, wb: WorkbooksClient) -> list[int]:
+        """The user's queues for this record type: the personal one from the login, and the
+        team queues the mailbox's policy adds (the API does not say which teams a user is in)."""
+        login = await wb.ensure_login()
+        mine = [q for k, q in login.my_queues.items() if k == self.spec.queue_class]
+        policy = self.mailbox.policy
+        extra = policy.activity_queues if self.spec.activity else policy.people_queues
+        return list(dict.fromkeys([*mine, *extra]))
 
     async def create_outlook(
         self,
@@ -320,11 +354,26 @@ class TwoWayRun:
         return list(dict.fromkeys(names))
 
     def full_workbooks(self) -> bool:
+        """A full scoped read instead of changed-since: the first, a resync, a new calendar
+        window, and every ``scope_refresh_hours``, since watching or unwatching a record
+        may not move its ``updated_at`` (workbooks-api.md §2.8, [INF])."""
         return (
             self.cursor.watermark is None
             or self.ctx.job.kind == JobKind.RESYNC
             or bool(self.extra_cursor.get("rebaseline_workbooks"))
+            or self.scope_refresh_due()
         )
+
+    def scope_refresh_due(self) -> bool:
+        hours = self.mailbox.policy.scope_refresh_hours
+        if not hours:
+            return False
+        last = self.cursor.extra.get("workbooks_full_at")
+        try:
+            when = datetime.fromisoformat(str(last)) if last else None
+        except ValueError:
+            when = None
+        return when is None or utcnow() - when >= timedelta(hours=hours)
 
     def to_record(
         self,
@@ -441,8 +490,7 @@ class TwoWayRun:
         oids = {a.outlook_id for a in outcome.stale}
         outcome.stale, outcome.replay = [], False
         rules, mode = self.rules()
-        login = await wb.ensure_login()
-        queues = [q for k, q in login.my_queues.items() if k == self.spec.queue_class]
+        queues = await self.queues(wb)
         columns = [*self.read_columns(rules), "updated_at"]
         fresh: list[WorkbooksRecord] = []
         for chunk in chunked(ids, 50):

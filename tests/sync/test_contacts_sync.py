@@ -313,3 +313,41 @@ async def test_notification_job_is_outlook_to_workbooks_only(sides: Sides) -> No
     assert sides.outlook_items("contact")[oid]["jobTitle"] == "From WB"
     row = await sides.wb_get(PEOPLE, pid)
     assert row["employer_name"] == "From Outlook" and row["person_job_title"] == "From WB"
+
+
+async def _age_scope_read(sides: Sides) -> None:
+    """Pretend the last full scoped read was long ago (the refresh is due)."""
+
+    def age(cursor: Any) -> Any:
+        extra = {**cursor.extra, "workbooks_full_at": "2000-01-01T00:00:00+00:00"}
+        return cursor.model_copy(update={"extra": extra})
+
+    await sides.world.services.store.cursors.update(UPN, Stream.CONTACTS, age)
+
+
+async def test_team_queues_count_and_the_scope_refresh_sees_watching(sides: Sides) -> None:
+    from sync.sandbox.workbooks.control import set_watched
+
+    await sides.world.set_policy(UPN, people_queues=[1])  # queue 1 stands for a team queue
+    other = person(sides, "Bob Contact", "bob@cust.test", assigned_to="3")  # Bob's queue
+    sides.advance_clock()  # the watermark's second holds only the team record
+    team = person(sides, "Team Lead", "team@cust.test", assigned_to="1")
+    run = await sides.run(Stream.CONTACTS)
+    assert run.counts.get("outlook_create") == 1, run.counts
+    assert [link.workbooks_id for link in await sides.links(Stream.CONTACTS)] == [team]
+    ann = sides.wb.config.users[0].user_id
+    set_watched(sides.wb, ann, PEOPLE, other)  # watching does not move updated_at
+    assert writes((await sides.run(Stream.CONTACTS)).counts) == {}  # changed-since misses it
+    await _age_scope_read(sides)
+    run = await sides.run(Stream.CONTACTS)
+    assert run.counts.get("outlook_create") == 1, run.counts
+    _, contact = contact_by_email(sides, "bob@cust.test")
+    assert contact["displayName"] == "Bob Contact"
+    # the refresh just ran: the next runs read changes only again
+    set_watched(sides.wb, ann, PEOPLE, other, watched=False)
+    assert writes((await sides.run(Stream.CONTACTS)).counts) == {}
+    await _age_scope_read(sides)
+    run = await sides.run(Stream.CONTACTS)
+    assert run.counts.get("workbooks_unseen") == 1 and run.counts.get("outlook_delete") == 1
+    assert [link.workbooks_id for link in await sides.links(Stream.CONTACTS)] == [team]
+    assert not sides.wb_record(PEOPLE, other).get("is_deleted")  # never deleted in Workbooks
