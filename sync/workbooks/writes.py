@@ -16,6 +16,7 @@ from .wire import FormPairs, chunked, encode_square, working_set
 
 Action = Literal["create", "update", "delete"]
 _WIRE_METHOD = {"create": "POST", "update": "PUT", "delete": "DELETE"}
+LOOKAHEAD_CHUNKS = 2  # chunks built ahead of the in-flight cap, waiting for a free slot
 
 
 @dataclass(frozen=True)
@@ -75,12 +76,14 @@ async def write_batch(
     """
     _check(ops)
     chunks = chunked(list(ops), client.config.batch_size)
-    # Encode a chunk only when it can be sent: building all of them up front delays the first
-    # request, and memory grows with the batch instead of the number in flight.
-    slots = asyncio.Semaphore(client.config.max_concurrency)
+    # A chunk is built only shortly before it can be sent: building all of them up front
+    # delays the first request, and memory would grow with the batch.  But a few more than the
+    # in-flight cap are built ahead and wait for a slot, so a slot freed by a reply is taken at
+    # once while that reply is decoded and the next chunk is built.
+    prepared = asyncio.Semaphore(client.config.max_concurrency + LOOKAHEAD_CHUNKS)
 
     async def send(chunk: Sequence[WriteOp]) -> list[WriteResult]:
-        async with slots:
+        async with prepared:
             return await _write_chunk(client, endpoint, chunk)
 
     results = await asyncio.gather(*(send(c) for c in chunks))

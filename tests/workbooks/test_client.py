@@ -32,7 +32,9 @@ from sync.workbooks import (
     resolve_addresses,
     write_batch,
 )
+from sync.workbooks import writes as client_writes
 from sync.workbooks.queries import EmailLink, create_emails, link_email, link_emails
+from sync.workbooks.writes import LOOKAHEAD_CHUNKS, batch_params
 
 from .conftest import ANN_KEY, FAST
 
@@ -202,6 +204,61 @@ async def test_batch_writer_chunks_and_keeps_order(client, sandbox):
     assert puts(client) == 3
     assert [r.values["name"] for r in results] == [f"P{i}" for i in range(250)]
     assert len({r.id for r in results}) == 250 and all(r.lock_version == 0 for r in results)
+
+
+async def test_batch_writer_builds_a_bounded_number_of_chunks_ahead(client, sandbox, monkeypatch):
+    """A few chunks more than the in-flight cap are built and wait for a slot; never more."""
+    await client.ensure_login()
+    sandbox.state.faults.latency_ms = 20
+    built = done = ahead = 0
+
+    def counting_params(ops):
+        nonlocal built, ahead
+        built += 1
+        ahead = max(ahead, built - done)
+        return batch_params(ops)
+
+    put = client.put
+
+    async def counting_put(endpoint, params):
+        nonlocal done
+        try:
+            return await put(endpoint, params)
+        finally:
+            done += 1
+
+    monkeypatch.setattr(client_writes, "batch_params", counting_params)
+    monkeypatch.setattr(client, "put", counting_put)
+    ops = [WriteOp.create({"name": f"P{i}"}) for i in range(1200)]
+    results = await write_batch(client, "crm/people", ops)
+    cap = client.config.max_concurrency
+    assert all(r.ok for r in results) and built == done == puts(client) == 12
+    assert ahead == cap + LOOKAHEAD_CHUNKS
+    assert sandbox.state.peak_in_flight == cap and sandbox.state.stats["throttled"] == 0
+
+
+async def test_create_replies_equal_the_rows_read_back(client, sandbox):
+    """The sandbox builds a created row's reply without looking at every value; it must be
+    the row exactly as a read returns it."""
+    created = {
+        "crm/people": WriteOp.create(
+            {
+                "name": "Ann",
+                "main_location[email]": "ann@x.com",
+                "home_location[town]": "Leeds",
+                "no_email_soliciting": True,
+                "person_job_title": None,
+            }
+        ),
+        "crm/organisations": WriteOp.create({"name": "Org", "main_location[town]": "York"}),
+        "crm/sales_leads": WriteOp.create({"person_lead_party[name]": "Lead"}),
+    }
+    for endpoint, op in created.items():
+        [result] = await write_batch(client, endpoint, [op])
+        body = await client.get(
+            endpoint, [("_ff[]", "id"), ("_ft[]", "eq"), ("_fc[]", str(result.id))]
+        )
+        assert result.ok and body["data"] == [result.values], endpoint
 
 
 async def test_stale_lock_version_is_a_typed_conflict_and_others_commit(client, sandbox):

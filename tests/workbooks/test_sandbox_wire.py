@@ -11,6 +11,9 @@ import pytest
 
 from sync.sandbox.workbooks import SandboxConfig, create_app, running_sandbox
 from sync.sandbox.workbooks.control import edit_as, seed, set_clock, set_watched
+from sync.sandbox.workbooks.params import WireParams
+from sync.sandbox.workbooks.store import ReadContext
+from sync.sandbox.workbooks.writes import PAUSE_EVERY, WriteContext, handle_write
 
 from .conftest import UA, Wire
 
@@ -703,3 +706,22 @@ async def test_remaining_sim_control_routes(http, sandbox, wire: Wire):
     assert (await wire.php("crm/people.api", "GET", []))[0] == 302
     async with http.get(f"{base}/_sim/stats") as resp:
         assert (await resp.json())["throttled"] == 1
+
+
+def test_long_write_batch_pauses_between_slices(sandbox):
+    """A batch gives the event loop a turn every PAUSE_EVERY objects (requests that arrived
+    meanwhile start their latency), and still answers for every object in order."""
+    state = sandbox.state
+    people = [{"name": f"P{i}"} for i in range(100)]
+    wctx = WriteContext(ReadContext(state.config.users[0]), "WireTest", True, True)
+    steps = handle_write(state, state.types["crm/people"], WireParams(create_pairs(*people)), wctx)
+    pauses = 0
+    while True:
+        try:
+            steps.send(None)
+        except StopIteration as done:
+            body = done.value
+            break
+        pauses += 1
+    assert pauses == 100 // PAUSE_EVERY - 1
+    assert [o["name"] for o in body["affected_objects"]] == [p["name"] for p in people]

@@ -13,6 +13,7 @@ import logging
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 from aiohttp import web
 
 from .config import SandboxConfig, SimUser
@@ -27,13 +28,18 @@ from .writes import WriteContext, handle_write
 log = logging.getLogger(__name__)
 STATE_KEY = web.AppKey("workbooks_state", SandboxState)
 # One request body is processed at a time, and the event loop reads newly arrived requests
-# between two of them: otherwise every request whose latency ends in the same tick runs
-# back to back, and requests sent meanwhile only start their latency once all are done.
+# between two of them (and within a long write batch, see ``writes.handle_write``): otherwise
+# every request whose latency ends in the same tick runs back to back, and requests sent
+# meanwhile only start their latency once all are done.
 TURN_KEY = web.AppKey("workbooks_turn", asyncio.Lock)
 COOKIE = "Workbooks-Session"
 NO_CACHE = {"Cache-Control": "no-cache, no-store", "Pragma": "no-cache"}
-# ``json.dumps`` output, byte for byte; reply bodies are trees, so the cycle check is skipped.
-_JSON = json.JSONEncoder(check_circular=False)
+# Compact JSON, as Rails emits it.  orjson encodes a 100-object batch reply ~10x faster than
+# ``json``, and the sandbox serves one request at a time.  It is told to refuse what ``json``
+# refuses (datetimes, dataclasses), and what it refuses beyond that (keys other than str,
+# integers over 64 bits) goes to ``json``: every body means what it did, only the spacing (and
+# the escaping of non-ASCII characters) changed.
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 def create_app(config: SandboxConfig | None = None) -> web.Application:
@@ -56,7 +62,7 @@ def reply(
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     response = web.Response(
-        text=_JSON.encode(body),
+        body=encode_json(body),
         status=status,
         content_type="application/json",
         charset="utf-8",
@@ -65,6 +71,13 @@ def reply(
     if session is not None:
         response.set_cookie(COOKIE, session.session_id, path="/", httponly=True)
     return response
+
+
+def encode_json(body: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def redirect(location: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -289,14 +302,14 @@ async def _data(
                     status,
                     session,
                 )
-            response = _serve(state, request, params, endpoint, verb, user, session)
+            response = await _serve(state, request, params, endpoint, verb, user, session)
             await asyncio.sleep(0)  # still holding the turn: let the loop read new requests
             return response
     finally:
         state.in_flight[credential] -= 1
 
 
-def _serve(
+async def _serve(
     state: SandboxState,
     request: web.Request,
     params: WireParams,
@@ -344,7 +357,7 @@ def _serve(
             parse_bool(setting("_per_object_transactions") or ""),
             parse_bool(setting("_strict_attribute_checking") or ""),
         )
-        return reply(handle_write(state, rtype, params, wctx), session=session)
+        return reply(await handle_write(state, rtype, params, wctx), session=session)
     except FilterError as exc:  # [INF] status for unusable filters
         return reply({"success": False, "failures": [str(exc)]}, 406, session)
 

@@ -7,6 +7,7 @@ Records are flat dicts of Python values.  Values other views need (``watched`` p
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections import Counter
@@ -25,7 +26,6 @@ from .types import (
 from .values import VarDateTime, format_date, format_datetime
 
 Record = dict[str, Any]
-_ONE_SECOND = timedelta(seconds=1)
 _PLAIN = frozenset({str, int, bool, type(None)})  # JSON-ready as stored
 
 
@@ -35,20 +35,22 @@ class SimClock:
     def __init__(self) -> None:
         self.frozen: datetime | None = None
         self.offset = timedelta()
-        self._second: tuple[datetime, datetime] | None = None  # last (whole second, next one)
+        self._second: tuple[float, datetime] | None = None  # last (whole second, as datetime)
 
     def now(self) -> datetime:
         if self.frozen is not None:
             return self.frozen.replace(microsecond=0)
-        base = datetime.now(UTC) + self.offset
-        # ``replace`` costs more than the clock read: reuse the last whole second while the
-        # time is still inside it (datetimes are immutable, so sharing one is safe).
+        # A float clock read is several times cheaper than ``datetime.now``, and a batch asks
+        # for the time a few times per object: reuse the last whole second while the time is
+        # still inside it (datetimes are immutable, so sharing one is safe).
+        stamp = time.time() + self.offset.total_seconds()
         second = self._second
-        if second is not None and second[0] <= base < second[1]:
-            return second[0]
-        whole = base.replace(microsecond=0)
-        self._second = (whole, whole + _ONE_SECOND)
-        return whole
+        if second is not None and second[0] <= stamp < second[0] + 1.0:
+            return second[1]
+        whole = float(math.floor(stamp))
+        value = datetime.fromtimestamp(whole, UTC)
+        self._second = (whole, value)
+        return value
 
     def advance(self, seconds: float) -> None:
         if self.frozen is not None:
@@ -260,34 +262,55 @@ class SandboxState:
         return None if row is None else row.get("name")
 
     def output_row(
-        self, rtype: RecordType, record: Record, ctx: ReadContext, columns: list[str] | None
+        self,
+        rtype: RecordType,
+        record: Record,
+        ctx: ReadContext,
+        columns: list[str] | None,
+        *,
+        fresh: bool = False,
     ) -> dict[str, Any]:
-        """The JSON form of a row: exactly ``columns`` when given, else every known key."""
+        """The JSON form of a row: exactly ``columns`` when given, else every known key.
+
+        ``fresh``: the row was just built from wire text, so every value but the timestamps is
+        JSON-ready already (the caller knows; looking at each value costs more than the rest).
+        """
         if columns is None:
-            return self._full_row(rtype, record, ctx)
+            return self._full_row(rtype, record, ctx, fresh)
         return {n: self.wire_value(self.field_value(rtype, record, n, ctx), ctx) for n in columns}
 
-    def _full_row(self, rtype: RecordType, record: Record, ctx: ReadContext) -> dict[str, Any]:
+    def _full_row(
+        self, rtype: RecordType, record: Record, ctx: ReadContext, fresh: bool
+    ) -> dict[str, Any]:
         out = record.copy()  # same key order; only non-JSON values and private keys change
-        for k, v in record.items():
-            if k[0] == "_":
-                del out[k]
-            elif type(v) not in _PLAIN:
-                out[k] = (
-                    format_datetime(v, ctx.datetime_format)
-                    if type(v) is datetime
-                    else self.wire_value(v, ctx)
-                )
+        if fresh:
+            out["created_at"] = format_datetime(record["created_at"], ctx.datetime_format)
+            out["updated_at"] = format_datetime(record["updated_at"], ctx.datetime_format)
+        else:
+            for k, v in record.items():
+                if k[0] == "_":
+                    del out[k]
+                elif type(v) not in _PLAIN:
+                    out[k] = (
+                        format_datetime(v, ctx.datetime_format)
+                        if type(v) is datetime
+                        else self.wire_value(v, ctx)
+                    )
         out["watched"] = (ctx.user.user_id, rtype.class_name, record["id"]) in self.watched
         if rtype.queue_class:
             out["assigned_to_name"] = self.queue_name(rtype.queue_class, record.get("assigned_to"))
         if rtype.locations:
             locations = self.tables["crm/party_locations"]
-            for _, id_key, names, fields in rtype.location_columns:
+            for id_key, blank, columns in rtype.location_columns:
                 row_id = record.get(id_key)
                 row = None if row_id is None else locations.get(row_id)
                 if row is not None:
-                    out.update(zip(names, map(row.get, fields), strict=True))
+                    # Every column, None unless the row has it: a row holds few of them.
+                    out.update(blank)
+                    for name, value in row.items():
+                        column = columns.get(name)
+                        if column is not None:
+                            out[column] = value
         for base in rtype.var_dates:
             if base in record:
                 for name in (f"{base}_date", f"{base}_datetime"):

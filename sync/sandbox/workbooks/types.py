@@ -71,10 +71,15 @@ class RecordType:
         return tuple(f"{loc}[" for loc in self.locations)
 
     @cached_property
-    def location_columns(self) -> tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...]:
-        """Per location: (location, its ``<location>_id`` key, output columns, row fields)."""
+    def location_columns(self) -> tuple[tuple[str, dict[str, None], dict[str, str]], ...]:
+        """Per location: its ``<location>_id`` key, its output columns all None (in order), and
+        row field -> output column (``email`` -> ``main_location[email]``)."""
         return tuple(
-            (loc, f"{loc}_id", tuple(f"{loc}[{f}]" for f in LOCATION_FIELDS), LOCATION_FIELDS)
+            (
+                f"{loc}_id",
+                dict.fromkeys(f"{loc}[{f}]" for f in LOCATION_FIELDS),
+                {f: f"{loc}[{f}]" for f in LOCATION_FIELDS},
+            )
             for loc in self.locations
         )
 
