@@ -436,8 +436,8 @@ def brake(actions: Iterable[Action], linked: int, policy: SyncPolicy) -> Brake |
     reason = (
         f"mass-change brake: this run would delete or change {affected} of {linked} "
         f"linked items ({share:.0%} > {policy.mass_change_share:.0%}); no change or "
-        f"delete was written (new items were still created). Check the change, then run "
-        f"a manual sync with force=1 to proceed."
+        f"delete was written. Check the change, then run a manual sync with force=1 to "
+        f"proceed."
     )
     return Brake(affected, linked, share, reason)
 

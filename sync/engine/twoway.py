@@ -173,6 +173,9 @@ class TwoWayRun:
             )
             self.record_plan(the_plan)
             if the_plan.brake is not None:
+                created = self.ctx.counts.get("outlook_create", 0)
+                if created:  # creates are not what the brake guards (see stream_workbooks)
+                    self.ctx.messages.append(f"new items created before the brake: {created}")
                 return  # no change or delete written, cursors kept; counted as brake_stopped
             await self.apply(wb, the_plan, view.categories, outcome)
             if outcome.stale:

@@ -253,6 +253,7 @@ async def test_brake_holds_back_deletes_but_new_records_still_arrive(sides: Side
     run = await sides.run(Stream.CONTACTS)
     assert run.counts.get("brake_stopped") == 1, run.counts
     assert "outlook_delete" not in run.counts and run.counts.get("outlook_create") == 1
+    assert "new items created before the brake: 1" in run.message
     assert len(sides.outlook_items("contact")) == 13
     assert new in {link.workbooks_id for link in await sides.links(Stream.CONTACTS)}
     # the cursors stayed: the next run stops again, and creates nothing twice
