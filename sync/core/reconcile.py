@@ -196,6 +196,10 @@ class LinkIndex:
     def __len__(self) -> int:
         return len(self.by_outlook)
 
+    def add(self, link: Link) -> None:
+        self.by_outlook[link.outlook_id] = link
+        self.by_workbooks[link.workbooks_id] = link
+
 
 WindowCheck = Callable[[Fields], bool]
 
@@ -452,6 +456,7 @@ def plan(
     direction: Direction,
     workbooks_type: str,
     force: bool = False,
+    linked: int | None = None,
 ) -> Plan:
     """Decide what to write.
 
@@ -460,7 +465,8 @@ def plan(
     merged but not written to Outlook, and records without an Outlook change are ignored.
 
     The last occurrence of an id wins (delta pages may repeat an item); ``force`` skips the
-    mass-change brake (an operator confirmed the change)."""
+    mass-change brake (an operator confirmed the change), whose share is taken of ``linked``
+    items (default: the links given; a run passes the count it started with)."""
     planner = _Planner(links, policy, direction, workbooks_type)
     records = {r.workbooks_id: r for r in workbooks_records}
     items = {i.outlook_id: i for i in outlook_items}
@@ -472,5 +478,6 @@ def plan(
     if direction == Direction.BOTH:
         for record in records.values():
             planner.record(record)
-    stop = None if force else brake(planner.actions, len(links), policy)
+    base = len(links) if linked is None else linked
+    stop = None if force else brake(planner.actions, base, policy)
     return Plan(tuple(planner.actions), tuple(planner.conflicts), stop, dict(planner.skipped))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -88,6 +88,7 @@ class Outcome:
     stale: list[Action] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     saving: asyncio.Future[None] | None = None  # the links save running in the background
+    index: LinkIndex | None = None  # the run's links, kept up to date as links are made
 
 
 @dataclass
@@ -95,11 +96,14 @@ class OutlookView:
     """One Outlook delta round in mapped form: shared or linked items (the last occurrence
     wins), the categories of items we may stamp, removed ids, and how many were skipped."""
 
-    items: dict[str, OutlookItem] = field(default_factory=dict)
+    items: dict[str, OutlookItem] = field(default_factory=dict)  # held for the plan
+    pending: dict[str, OutlookItem] = field(default_factory=dict)  # new: created a chunk at a time
+    done: set[str] = field(default_factory=set)  # created during the round
     categories: dict[str, list[str]] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)
     delta_link: str = ""
     unshared: int = 0  # neither shared nor linked: nothing to do but count them
+    changes: int = 0  # entries the round returned
 
 
 def direction_for(kind: JobKind) -> Direction:
@@ -144,22 +148,23 @@ class TwoWayRun:
                 )
             ]
         )
-        view = await self.read_outlook(None if self.full else self.cursor.delta_link, links)
-        self.ctx.count("outlook_changes", len(view.items) + view.unshared + len(view.removed))
-        if view.unshared:
-            self.ctx.count("skipped_not_shared", view.unshared)
-        await self.fetch_stamps(view, links)
+        linked = len(links)  # the brake's base: the items linked before this run
         wb = await workbooks_client(self.ctx.services, self.mailbox)
-        outcome = Outcome()
+        outcome = Outcome(index=links)
         try:
+            link = None if self.full else self.cursor.delta_link
+            view = await self.read_outlook(wb, link, links, outcome)
+            self.ctx.count("outlook_changes", view.changes)
+            if view.unshared:
+                self.ctx.count("skipped_not_shared", view.unshared)
             records: list[WorkbooksRecord] = []
             mark: Watermark | None = None
             if direction == Direction.BOTH:
                 records, mark = await self.stream_workbooks(wb, links, view, outcome)
-            items = await self.reference_stamps(wb, view, links, records)
+            items = list(view.items.values())
             removals = await self.outlook_removals(view.removed, links)
             if self.full:
-                removals += self.unseen(links, view.items)
+                removals += self.unseen(links, view.items.keys() | view.done)
             self.note_held(len(items) + len(removals) + len(records))
             the_plan = plan(
                 outlook_items=items,
@@ -170,10 +175,12 @@ class TwoWayRun:
                 direction=direction,
                 workbooks_type=self.spec.workbooks_type,
                 force=self.ctx.job.args.get("force") == "1",
+                linked=linked,
             )
             self.record_plan(the_plan)
             if the_plan.brake is not None:
                 created = self.ctx.counts.get("outlook_create", 0)
+                created += self.ctx.counts.get("workbooks_create", 0)
                 if created:  # creates are not what the brake guards (see stream_workbooks)
                     self.ctx.messages.append(f"new items created before the brake: {created}")
                 return  # no change or delete written, cursors kept; counted as brake_stopped
@@ -194,16 +201,23 @@ class TwoWayRun:
         self.ctx.counts["held_max"] = max(self.ctx.counts.get("held_max", 0), n)
 
     # --- Outlook read --------------------------------------------------------------------
-    async def read_outlook(self, link: str | None, links: LinkIndex) -> OutlookView:
+    async def read_outlook(
+        self, wb: WorkbooksClient, link: str | None, links: LinkIndex, outcome: Outcome
+    ) -> OutlookView:
         """One delta round, page by page, kept in mapped form only: the raw JSON of a page is
-        dropped once read, and items that are neither shared nor linked are only counted."""
+        dropped once read, items that are neither shared nor linked are only counted, and new
+        shared items are turned into Workbooks records a chunk at a time (``new_in_workbooks``)
+        while the round goes on.  A later occurrence of such an item in the same round finds
+        its link, so it is paired, not created twice."""
         view = OutlookView()
         unshared: set[str] = set()
         category = self.mailbox.policy.category
         async for page in self.side.delta(link):
             for entry in page.get("value", []):
                 oid = str(entry["id"])
+                view.changes += 1
                 view.items.pop(oid, None)  # the last occurrence wins
+                view.pending.pop(oid, None)
                 view.categories.pop(oid, None)
                 unshared.discard(oid)
                 if "@removed" in entry:
@@ -214,14 +228,50 @@ class TwoWayRun:
                 if not shared and not linked:
                     unshared.add(oid)
                     continue
-                view.items[oid] = self.to_item(oid, entry, shared)
+                item = self.to_item(oid, entry, shared)
                 if shared and not linked:  # may be stamped later: keep its categories
                     view.categories[oid] = list(entry.get("categories") or [])
+                    if item.stamped_id is None:
+                        view.pending[oid] = item
+                        continue
+                view.items[oid] = item
             view.delta_link = str(page.get("@odata.deltaLink") or "")
-        present = set(view.items) | unshared
+            self.note_held(len(view.items) + len(view.pending))
+            if len(view.pending) >= CREATE_CHUNK:
+                await self.new_in_workbooks(wb, view, outcome)
+        if view.pending:
+            await self.new_in_workbooks(wb, view, outcome)
+        present = view.items.keys() | unshared
         view.removed = [r for r in dict.fromkeys(view.removed) if r not in present]
         view.unshared = len(unshared)
         return view
+
+    async def new_in_workbooks(
+        self, wb: WorkbooksClient, view: OutlookView, outcome: Outcome
+    ) -> None:
+        """Shared items with neither link nor stamp: those that turn out to own a record
+        (a stamp the delta could not carry, or a record created from them by a run that died
+        before linking) are held for the plan; the rest become Workbooks records now."""
+        pending, view.pending = view.pending, {}
+        owners = await self.fetch_stamps(list(pending))
+        owners.update(await self.reference_stamps(wb, [o for o in pending if o not in owners]))
+        for oid, wid in owners.items():
+            view.items[oid] = replace(pending.pop(oid), stamped_id=wid)
+        if not pending:
+            return
+        part = plan(
+            outlook_items=pending.values(),
+            links=outcome.index or LinkIndex(),
+            policy=SyncPolicy.from_mailbox(self.mailbox.policy),
+            direction=direction_for(self.ctx.job.kind),
+            workbooks_type=self.spec.workbooks_type,
+        )
+        self.record_plan(part)
+        self.ctx.count("create_chunks")
+        await self.apply(wb, part, view.categories, outcome)
+        view.done.update(pending)
+        for oid in pending:
+            view.categories.pop(oid, None)
 
     def to_item(self, oid: str, entry: Raw, shared: bool) -> OutlookItem:
         return OutlookItem(
@@ -233,22 +283,13 @@ class TwoWayRun:
             modified=_graph_time(entry.get("lastModifiedDateTime")),
         )
 
-    async def fetch_stamps(self, view: OutlookView, links: LinkIndex) -> None:
-        """Our stamp on shared items we have no link for, where the delta cannot carry it
-        (contacts, events): one GET each.  Known before Workbooks is read, so that records
-        these items claim are held back for pairing rather than created again."""
-        need = [
-            oid
-            for oid, item in view.items.items()
-            if item.shared and item.stamped_id is None and oid not in links.by_outlook
-        ]
+    async def fetch_stamps(self, need: list[str]) -> dict[str, int]:
+        """Our stamp on items where the delta cannot carry it (contacts, events): a GET each."""
         if self.side.stamp_in_delta or not need:
-            return
+            return {}
         found = await _gather(self.side.fetch_stamp(oid) for oid in need)
         self.ctx.count("graph_stamp_reads", len(need))
-        for oid, wid in zip(need, found, strict=True):
-            if wid:
-                view.items[oid] = replace(view.items[oid], stamped_id=wid)
+        return {oid: wid for oid, wid in zip(need, found, strict=True) if wid}
 
     # --- Workbooks read ------------------------------------------------------------------
     def rules(self) -> tuple[list[Any], Any]:
@@ -414,29 +455,10 @@ class TwoWayRun:
             reference=str(row.get("created_through_reference") or ""),
         )
 
-    async def reference_stamps(
-        self,
-        wb: WorkbooksClient,
-        view: OutlookView,
-        links: LinkIndex,
-        records: Sequence[WorkbooksRecord],
-    ) -> list[OutlookItem]:
-        """Shared items with neither link nor stamp may still own a record: one whose
-        created_through_reference names the item (a run that died between creating the
-        record and storing the link).  Looked up in the records read, then by IN-list."""
-        need = [
-            oid
-            for oid, item in view.items.items()
-            if item.shared and item.stamped_id is None and oid not in links.by_outlook
-        ]
-        if not need:
-            return list(view.items.values())
+    async def reference_stamps(self, wb: WorkbooksClient, need: list[str]) -> dict[str, int]:
+        """Records whose created_through_reference names one of these items (a run that died
+        between creating the record and storing the link), by IN-list of 50."""
         stamps: dict[str, int] = {}
-        by_ref = {r.reference: r.workbooks_id for r in records if r.reference}
-        for oid in need:
-            if REF_PREFIX + oid in by_ref:
-                stamps[oid] = by_ref[REF_PREFIX + oid]
-        need = [oid for oid in need if oid not in stamps]
         for chunk in chunked(need, 50):
             refs = in_list(REF_PREFIX + oid for oid in chunk)
             async for row in iter_records(
@@ -448,12 +470,9 @@ class TwoWayRun:
                 ref = str(row.get("created_through_reference") or "")
                 if ref.startswith(REF_PREFIX):
                     stamps[ref[len(REF_PREFIX) :]] = int(row["id"])
-        return [
-            replace(item, stamped_id=stamps[oid]) if oid in stamps else item
-            for oid, item in view.items.items()
-        ]
+        return stamps
 
-    def unseen(self, links: LinkIndex, seen: Mapping[str, OutlookItem]) -> list[OutlookRemoval]:
+    def unseen(self, links: LinkIndex, seen: Set[str]) -> list[OutlookRemoval]:
         """After a complete new round (initial, resync, new window): a linked item the round
         did not return was deleted while we were not looking, unless it merely lies outside
         the calendar window, which only unlinks."""
@@ -680,20 +699,23 @@ class TwoWayRun:
             self.ctx.count("outlook_update")
         if a.previous is not None and a.previous.outlook_id != outlook_id:
             outcome.removed.append(a.previous)
-        outcome.links.append(
-            Link(
-                mailbox=self.mailbox.id,
-                stream=self.ctx.job.stream,
-                outlook_id=outlook_id,
-                workbooks_type=a.workbooks_type or self.spec.workbooks_type,
-                workbooks_id=wid,
-                workbooks_lock_version=lock,
-                outlook_change_key=change_key,
-                snapshot=dict(a.fields),
-                created_by_service=a.created_by_service,
-                updated_at=utcnow(),
-            )
+        link = Link(
+            mailbox=self.mailbox.id,
+            stream=self.ctx.job.stream,
+            outlook_id=outlook_id,
+            workbooks_type=a.workbooks_type or self.spec.workbooks_type,
+            workbooks_id=wid,
+            workbooks_lock_version=lock,
+            outlook_change_key=change_key,
+            snapshot=dict(a.fields),
+            created_by_service=a.created_by_service,
+            updated_at=utcnow(),
         )
+        outcome.links.append(link)
+        if a.kind == ActionKind.CREATE_WORKBOOKS and outcome.index is not None:
+            # Made while the Outlook round is still read: a later page may show the item
+            # again, and the Workbooks read will return the record; both must find the pair.
+            outcome.index.add(link)
 
     # --- cursors -------------------------------------------------------------------------
     async def advance(self, delta_link: str, mark: Watermark | None) -> None:

@@ -352,3 +352,25 @@ async def test_team_queues_count_and_the_scope_refresh_sees_watching(sides: Side
     assert run.counts.get("workbooks_unseen") == 1 and run.counts.get("outlook_delete") == 1
     assert [link.workbooks_id for link in await sides.links(Stream.CONTACTS)] == [team]
     assert not sides.wb_record(PEOPLE, other).get("is_deleted")  # never deleted in Workbooks
+
+
+async def test_new_shared_contacts_become_people_chunk_by_chunk_during_the_round(
+    sides: Sides, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sync.engine.outlook_side import OutlookSide
+
+    monkeypatch.setattr(OutlookSide, "page_size", 2)  # 7 contacts come in 4 delta pages
+    monkeypatch.setattr(twoway, "CREATE_CHUNK", 3)
+    oids = [
+        sides.outlook_create("contact", {"displayName": f"Shared {n}", "categories": [CATEGORY]})
+        for n in range(7)
+    ]
+    run = await sides.run(Stream.CONTACTS, JobKind.PUSH)
+    assert run.counts.get("workbooks_create") == 7 and run.counts.get("outlook_stamp") == 7
+    assert run.counts.get("create_chunks") == 2  # after pages 2 and 4
+    assert run.counts.get("held_max") == 4  # a chunk plus one page, never all 7
+    links = await sides.links(Stream.CONTACTS)
+    assert sorted(link.outlook_id for link in links) == sorted(oids)
+    assert len(sides.wb_rows(PEOPLE)) == 7
+    assert writes((await sides.run(Stream.CONTACTS)).counts) == {}
+    assert len(sides.wb_rows(PEOPLE)) == 7
