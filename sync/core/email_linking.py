@@ -230,6 +230,13 @@ def find_references(
     return list(out.values())
 
 
+def _address_matches(
+    matches: Mapping[str, Sequence[RecordMatch]], address: str
+) -> list[RecordMatch]:
+    """The People and Sales Leads an address resolved to (other record types are ignored)."""
+    return [m for m in matches.get(address, ()) if m.record_type in ADDRESS_MATCH_TYPES]
+
+
 def has_category(message: Message, category: str) -> bool:
     wanted = category.strip().lower()
     return any(c.strip().lower() == wanted for c in message.categories)
@@ -311,7 +318,7 @@ def plan_message(
     categorised = has_category(message, policy.category)
     matched: dict[str, list[RecordMatch]] = {}
     for who in candidates:
-        usable = [m for m in matches.get(who.address, ()) if m.record_type in ADDRESS_MATCH_TYPES]
+        usable = _address_matches(matches, who.address)
         if usable:
             matched[who.address] = usable
     shared_by = _shared_by(message, policy, categorised, refs, bool(matched))
@@ -638,19 +645,14 @@ def plan_retro(
             expired.append(entry)
         elif records.get(entry.message_key) is None:
             stale.append(entry)
-        elif [m for m in matches.get(entry.address, ()) if m.record_type in ADDRESS_MATCH_TYPES]:
+        elif _address_matches(matches, entry.address):
             by_message.setdefault(entry.message_key, []).append(entry)
     actions = []
     for key, entries in by_message.items():
         record = records[key]
         assert record is not None
         done = set(record.linked)
-        found = [
-            m
-            for e in entries
-            for m in matches.get(e.address, ())
-            if m.record_type in ADDRESS_MATCH_TYPES
-        ]
+        found = [m for e in entries for m in _address_matches(matches, e.address)]
         links = tuple({m.ref.key: m.ref for m in found if m.ref.key not in done}.values())
         actions.append(
             RetroAction(
@@ -692,6 +694,10 @@ def retro_explanation(
                 for m in action.matches
                 if m.address == rcpt["address"]
             ]
+    return _mark_linked(expl, linked)
+
+
+def _mark_linked(expl: dict[str, Any], linked: Iterable[str]) -> dict[str, Any]:
     expl["linked"] = sorted(set(linked))
     expl["decision"] = "linked"
     expl["reason"] = f"linked to {len(expl['linked'])} record(s)"
@@ -705,10 +711,7 @@ def manual_explanation(
     attached = list(expl.get("attached_on_request", []))
     attached.append({"record": ref.key, "at": now.astimezone(UTC).isoformat()})
     expl["attached_on_request"] = attached
-    expl["linked"] = sorted(set(linked))
-    expl["decision"] = "linked"
-    expl["reason"] = f"linked to {len(expl['linked'])} record(s)"
-    return expl
+    return _mark_linked(expl, linked)
 
 
 def before_auto_window(message: Message, policy: MailboxPolicy, now: datetime) -> bool:

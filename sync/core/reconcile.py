@@ -190,8 +190,7 @@ class LinkIndex:
         self.by_outlook: dict[str, Link] = {}
         self.by_workbooks: dict[int, Link] = {}
         for link in links:
-            self.by_outlook[link.outlook_id] = link
-            self.by_workbooks[link.workbooks_id] = link
+            self.add(link)
 
     def __len__(self) -> int:
         return len(self.by_outlook)

@@ -10,32 +10,18 @@ service never sends invitations.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sync.core.jobs import JobKind, Stream
+from sync.core.jobs import Stream
 from sync.core.mapping import activities as act
-from sync.core.state_models import Cursor
 from sync.engine.clients import graph_client
 from sync.engine.outlook_side import EventSide, TodoSide, default_todo_list
 from sync.engine.registry import RunContext, register
-from sync.engine.twoway import Spec, TwoWayRun, calendar_window
+from sync.engine.twoway import Spec, TwoWayRun, calendar_window, full_round
 
 ACTIVITY_QUEUE = "Private::Activity::ActivityQueue"
-
-
-def _task_to_wb(
-    fields: Mapping[str, Any], tz: str, changed: Iterable[str] | None
-) -> dict[str, Any]:
-    return act.task_to_workbooks(fields, tz, changed)
-
-
-def _event_to_wb(
-    fields: Mapping[str, Any], tz: str, changed: Iterable[str] | None
-) -> dict[str, Any]:
-    return act.event_to_workbooks(fields, tz, changed)
 
 
 TASKS = Spec(
@@ -44,7 +30,7 @@ TASKS = Spec(
     queue_class=ACTIVITY_QUEUE,
     columns=act.TASK_COLUMNS,
     from_workbooks=act.task_from_workbooks,
-    to_workbooks=_task_to_wb,
+    to_workbooks=act.task_to_workbooks,
     from_graph=act.task_from_graph,
     to_graph=act.task_to_graph,
     title=lambda f: str(f.get("title") or ""),
@@ -58,16 +44,12 @@ MEETINGS = Spec(
     queue_class=ACTIVITY_QUEUE,
     columns=act.MEETING_COLUMNS,
     from_workbooks=act.event_from_workbooks,
-    to_workbooks=_event_to_wb,
+    to_workbooks=act.event_to_workbooks,
     from_graph=act.event_from_graph,
     to_graph=act.event_to_graph,
     title=lambda f: str(f.get("subject") or ""),
     activity=True,
 )
-
-
-def _resync(cursor: Cursor, kind: JobKind) -> bool:
-    return cursor.delta_link is None or cursor.resync_requested or kind == JobKind.RESYNC
 
 
 @register(Stream.TODO)
@@ -76,7 +58,7 @@ async def sync_todo(ctx: RunContext) -> None:
     cursor = await ctx.services.store.cursors.get(ctx.mailbox.id, Stream.TODO)
     client = graph_client(ctx.services)
     list_id = str(cursor.extra.get("list_id") or "")
-    full = _resync(cursor, ctx.job.kind)
+    full = full_round(cursor, ctx.job.kind)
     if not list_id:
         list_id, full = await default_todo_list(client, ctx.mailbox.graph_id), True
     side = TodoSide(client, ctx.mailbox.graph_id, ctx.mailbox.policy.category, list_id)
@@ -97,7 +79,7 @@ async def run_events(ctx: RunContext, *, now: datetime | None = None) -> None:
         now or datetime.now(UTC), policy.calendar_past_days, policy.calendar_future_days
     )
     moved = (cursor.window_start, cursor.window_end) != window
-    full = _resync(cursor, ctx.job.kind) or moved
+    full = full_round(cursor, ctx.job.kind) or moved
     lo, hi = window
     spec = replace(MEETINGS, in_window=lambda f: act.in_window(f, policy.time_zone, lo, hi))
     side = EventSide(graph_client(ctx.services), ctx.mailbox.graph_id, policy.category, window)

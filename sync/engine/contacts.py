@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from sync.core.jobs import JobKind, Stream
+from sync.core.jobs import Stream
 from sync.core.mapping import contacts
 from sync.engine.clients import graph_client
 from sync.engine.outlook_side import OutlookSide
 from sync.engine.registry import RunContext, register
-from sync.engine.twoway import Spec, TwoWayRun
+from sync.engine.twoway import Spec, TwoWayRun, full_round
 
 PEOPLE = Spec(
     endpoint="crm/people",
@@ -28,7 +28,7 @@ PEOPLE = Spec(
 async def sync_contacts(ctx: RunContext) -> None:
     """One contacts run (any job kind; the kind decides the direction)."""
     cursor = await ctx.services.store.cursors.get(ctx.mailbox.id, Stream.CONTACTS)
-    full = cursor.delta_link is None or cursor.resync_requested or ctx.job.kind == JobKind.RESYNC
+    full = full_round(cursor, ctx.job.kind)
     side = OutlookSide(
         graph_client(ctx.services), ctx.mailbox.graph_id, ctx.mailbox.policy.category
     )

@@ -55,6 +55,7 @@ from sync.core.errors import Conflict, InvalidRequest, NotFound, RetryLater, Syn
 from sync.core.graph_models import Message
 from sync.core.jobs import Job, JobKind, Stream
 from sync.core.keys import normalise_address
+from sync.core.mapping.scope import is_deleted
 from sync.core.state_models import Cursor, EmailRecord, Mailbox, utcnow
 from sync.engine.clients import graph_client, workbooks_client
 from sync.engine.registry import RunContext, register
@@ -140,7 +141,7 @@ async def links_of(client: WorkbooksClient, email_ids: Iterable[int]) -> set[tup
         where = Cond("email_id", "eq", in_list(str(i) for i in chunk))
         columns = ["email_id", "resource_type", "resource_id"]
         async for row in iter_records(client, path, columns, where):
-            if row.get("is_deleted") in (True, "1", 1):
+            if is_deleted(row):
                 continue
             key = f"{row.get('resource_type')}:{int(row['resource_id'])}"
             out.add((int(row["email_id"]), key))
@@ -337,16 +338,16 @@ def _ref(it: _Item) -> str:
     return email_reference(it.message.internet_message_id or "", it.message.id)
 
 
-async def _body(run: _Run, message: Message) -> tuple[None, str, str]:
-    """The message body: from the delta item if the Graph reader selected it, else one GET
-    (the Sent Items delta ``$select`` carries no body today: one request per created email)."""
-    body: Any = getattr(message, "body", None)
-    if body is not None and getattr(body, "content", None):
-        return None, str(body.content), str(getattr(body, "content_type", "text") or "text")
+async def _body(run: _Run, message: Message) -> tuple[str, str]:
+    """The message body and its content type: from the delta item if the Graph reader selected
+    it, else one GET (the Sent Items delta ``$select`` carries no body today: one request per
+    created email)."""
+    if message.body is not None and message.body.content:
+        return message.body.content, message.body.content_type or "text"
     _, content, ctype = await fetch_message(
         run.graph, run.mailbox.graph_id, message.id, body_only=True
     )
-    return None, content, ctype
+    return content, ctype
 
 
 async def _create(run: _Run, todo: list[_Item]) -> None:
@@ -356,7 +357,7 @@ async def _create(run: _Run, todo: list[_Item]) -> None:
     policy = run.mailbox.policy
     fields = [
         email_fields(it.message, policy, body or (it.message.body_preview or ""), ctype)
-        for it, (_, body, ctype) in zip(todo, bodies, strict=True)
+        for it, (body, ctype) in zip(todo, bodies, strict=True)
     ]
     results = await create_emails(run.client, fields)
     for it, res in zip(todo, results, strict=True):
@@ -495,11 +496,7 @@ async def _advance(ctx: RunContext, link: str, *, final: bool) -> None:
             update.update(last_success_at=now, last_error="", consecutive_failures=0)
         return c.model_copy(update=update)
 
-    store = ctx.services.store.cursors
-    if ctx.lease is not None:
-        await store.advance(ctx.lease, change)
-    else:
-        await store.update(ctx.mailbox.id, Stream.SENT, change)
+    await ctx.save_cursor(Stream.SENT, change)
     await _checkpoint("advance")
 
 
@@ -628,13 +625,13 @@ async def ensure_links(
     for req in requests:
         req.email_id = req.record.workbooks_email_id if req.record else None
         req.linked = set(req.record.linked) if req.record else set()
-    missing = [(r, r.message) for r in requests if r.email_id is None and r.message is not None]
-    refs = [email_reference(m.internet_message_id or "", m.id) for _, m in missing if m]
+    missing = [(r, m) for r in requests if r.email_id is None and (m := r.message) is not None]
+    refs = [email_reference(m.internet_message_id or "", m.id) for _, m in missing]
     found = await emails_by_reference(client, refs) if refs else {}
     todo: list[tuple[LinkRequest, Message]] = []
     for (r, m), reference in zip(missing, refs, strict=True):
         r.email_id = found.get(reference)
-        if r.email_id is None and m is not None:
+        if r.email_id is None:
             todo.append((r, m))
     if todo:
         fields = [

@@ -36,6 +36,7 @@ class OutlookSide:
     page_size = 100
     prefer_extra: tuple[str, ...] = ()
     stamp_in_delta = False  # the contact/event delta cannot $expand extended properties
+    expand_stamp = EXPAND_STAMP  # what a GET must $expand to return our stamp
 
     def __init__(self, client: GraphClient, user: str, category: str) -> None:
         self.client, self.user, self.category = client, user, category
@@ -76,7 +77,7 @@ class OutlookSide:
 
     async def fetch_stamp(self, outlook_id: str) -> int | None:
         """Our stamped Workbooks id on one item (a GET; delta does not return it)."""
-        url = f"{self.item_path(outlook_id)}?$expand={EXPAND_STAMP}"
+        url = f"{self.item_path(outlook_id)}?$expand={self.expand_stamp}"
         try:
             resp = await self.client.request("GET", url, mailbox=self.user)
         except NotFound:
@@ -150,6 +151,7 @@ class TodoSide(OutlookSide):
 
     kind = "task"
     stamp_in_delta = True
+    expand_stamp = "linkedResources"
 
     def __init__(self, client: GraphClient, user: str, category: str, list_id: str) -> None:
         super().__init__(client, user, category)
@@ -159,19 +161,10 @@ class TodoSide(OutlookSide):
         return f"{self.base}/todo/lists/{quote(self.list_id, safe='')}/tasks"
 
     def delta_start(self) -> str:
-        return f"{self.collection()}/delta?$expand=linkedResources"
+        return f"{self.collection()}/delta?$expand={self.expand_stamp}"
 
     def stamped_id(self, item: Mapping[str, Any]) -> int | None:
         return activities.task_stamped_id(item)
-
-    async def fetch_stamp(self, outlook_id: str) -> int | None:
-        try:
-            resp = await self.client.request(
-                "GET", f"{self.item_path(outlook_id)}?$expand=linkedResources", mailbox=self.user
-            )
-        except NotFound:
-            return None
-        return self.stamped_id(resp.json())
 
     def stamped_body(self, body: Mapping[str, Any], workbooks_id: int, title: str) -> Raw:
         out = dict(body)

@@ -23,6 +23,7 @@ from sync.core.errors import ResyncRequired
 from sync.core.graph_models import Message
 from sync.core.jobs import Stream
 from sync.core.keys import normalise_address
+from sync.core.mapping.scope import is_deleted
 from sync.core.state_models import Cursor, EmailRecord, utcnow
 from sync.engine.clients import graph_client, workbooks_client
 from sync.engine.emails import LinkRequest, _resolve, ensure_links, fetch_message
@@ -72,11 +73,7 @@ async def _save(ctx: RunContext, marks: Mapping[str, Watermark]) -> None:
     def change(c: Cursor) -> Cursor:
         return c.model_copy(update={"watermark": text, "resync_requested": False})
 
-    store = ctx.services.store.cursors
-    if ctx.lease is not None:
-        await store.advance(ctx.lease, change)
-    else:
-        await store.update(ctx.mailbox.id, Stream.PEOPLE, change)
+    await ctx.save_cursor(Stream.PEOPLE, change)
 
 
 @register(Stream.PEOPLE)
@@ -100,7 +97,7 @@ async def retro_link(ctx: RunContext) -> None:
         addresses: set[str] = set()
         async for row, mark in changed_since(client, endpoint, marks[endpoint], list(columns)):
             ctx.count("workbooks_changes")
-            if row.get("is_deleted") not in (True, 1, "1", "true"):
+            if not is_deleted(row):
                 addresses |= {normalise_address(str(row[c])) for c in columns if row.get(c)}
             if len(addresses) >= FLUSH_ADDRESSES:
                 await link_addresses(ctx, client, addresses)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from sync.core.jobs import Job, JobKind, Stream
 
 if TYPE_CHECKING:
-    from sync.core.state_models import Lease, Mailbox
+    from sync.core.state_models import Cursor, Lease, Mailbox
     from sync.runtime import Services
 
 
@@ -43,6 +43,15 @@ class RunContext:
         if cleared:
             self.marker_cleared_at = time.monotonic()
         return cleared
+
+    async def save_cursor(self, stream: str, change: Callable[[Cursor], Cursor]) -> None:
+        """Apply ``change`` to the stream's cursor: under the run's lease when it holds one
+        (a lost lease fails the write), else directly."""
+        store = self.services.store.cursors
+        if self.lease is not None:
+            await store.advance(self.lease, change)
+        else:
+            await store.update(self.mailbox.id, stream, change)
 
 
 Processor = Callable[[RunContext], Awaitable[None]]

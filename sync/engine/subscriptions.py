@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING
 from sync.core.errors import InvalidRequest
 from sync.core.jobs import JobKind, Stream
 from sync.core.state_models import Mailbox
+from sync.core.subscriptions import SUBSCRIBED_STREAMS
 from sync.engine.clients import graph_client
 from sync.engine.registry import RunContext, register
 from sync.runtime import Services
 
 if TYPE_CHECKING:
     from sync.graph.subscriptions import Outcome, SubscriptionManager
-
-SUBSCRIBED_STREAMS = (Stream.SENT, Stream.CONTACTS, Stream.EVENTS)
 
 
 def manager(services: Services) -> SubscriptionManager:

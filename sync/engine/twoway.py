@@ -27,7 +27,12 @@ from typing import Any
 from sync.core.errors import Conflict, InvalidRequest, NotFound, RetryLater
 from sync.core.jobs import JobKind
 from sync.core.mapping.contacts import is_shared
-from sync.core.mapping.scope import activity_in_scope, person_in_scope, scope_columns
+from sync.core.mapping.scope import (
+    activity_in_scope,
+    is_deleted,
+    person_in_scope,
+    scope_columns,
+)
 from sync.core.reconcile import (
     Action,
     ActionKind,
@@ -110,6 +115,11 @@ def direction_for(kind: JobKind) -> Direction:
     return Direction.BOTH if kind in TWO_WAY_KINDS else Direction.OUTLOOK_TO_WORKBOOKS
 
 
+def full_round(cursor: Cursor, kind: JobKind) -> bool:
+    """A new Outlook delta round: no stored delta link, a requested resync, or a RESYNC job."""
+    return cursor.delta_link is None or cursor.resync_requested or kind == JobKind.RESYNC
+
+
 def calendar_window(now: datetime, past_days: int, future_days: int) -> tuple[datetime, datetime]:
     """Whole UTC days, so the window (and its delta token) changes once a day at most."""
     today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -138,7 +148,7 @@ class TwoWayRun:
 
     async def execute(self) -> None:
         """Stream both sides; create new items as their pages arrive, and hold back only what
-        needs both sides or the brake: changed linked pairs, stamped or referenced items."""
+        needs both sides or the brake: changed linked pairs and stamped items."""
         direction = direction_for(self.ctx.job.kind)
         links = LinkIndex(
             [
@@ -238,16 +248,16 @@ class TwoWayRun:
             view.delta_link = str(page.get("@odata.deltaLink") or "")
             self.note_held(len(view.items) + len(view.pending))
             if len(view.pending) >= CREATE_CHUNK:
-                await self.new_in_workbooks(wb, view, outcome)
+                await self.new_in_workbooks(wb, view, links, outcome)
         if view.pending:
-            await self.new_in_workbooks(wb, view, outcome)
+            await self.new_in_workbooks(wb, view, links, outcome)
         present = view.items.keys() | unshared
         view.removed = [r for r in dict.fromkeys(view.removed) if r not in present]
         view.unshared = len(unshared)
         return view
 
     async def new_in_workbooks(
-        self, wb: WorkbooksClient, view: OutlookView, outcome: Outcome
+        self, wb: WorkbooksClient, view: OutlookView, links: LinkIndex, outcome: Outcome
     ) -> None:
         """Shared items with neither link nor stamp: those that turn out to own a record
         (a stamp the delta could not carry, or a record created from them by a run that died
@@ -261,7 +271,7 @@ class TwoWayRun:
             return
         part = plan(
             outlook_items=pending.values(),
-            links=outcome.index or LinkIndex(),
+            links=links,
             policy=SyncPolicy.from_mailbox(self.mailbox.policy),
             direction=direction_for(self.ctx.job.kind),
             workbooks_type=self.spec.workbooks_type,
@@ -302,7 +312,7 @@ class TwoWayRun:
         self, wb: WorkbooksClient, links: LinkIndex, view: OutlookView, outcome: Outcome
     ) -> tuple[list[WorkbooksRecord], Watermark]:
         """Read Workbooks changes page by page.  A record no Outlook item can pair with (not
-        linked, not stamped on or referenced by an item of this round) is new or out of
+        linked, not stamped on an item of this round) is new or out of
         scope whatever else happens: those are applied in chunks as they arrive.  The rest
         is returned for the plan, which needs both sides and the brake's totals.
 
@@ -314,8 +324,9 @@ class TwoWayRun:
         queues = await self.queues(wb)
         scope = _scope_filter(queues) if mark.updated_at is None else None
         returned: set[int] = set()  # linked records a full read returned
+        # An unlinked item held for the plan always carries a stamp by now (fetched, or
+        # found by created_through_reference in new_in_workbooks), so stamps say it all.
         claimed = {i.stamped_id for i in view.items.values() if i.stamped_id is not None}
-        wanted = {REF_PREFIX + oid for oid in view.items if oid not in links.by_outlook}
         held: list[WorkbooksRecord] = []
         free: list[WorkbooksRecord] = []
         read = 0
@@ -327,7 +338,7 @@ class TwoWayRun:
             wid = record.workbooks_id
             if wid in links.by_workbooks:
                 returned.add(wid)
-            if wid in links.by_workbooks or wid in claimed or record.reference in wanted:
+            if wid in links.by_workbooks or wid in claimed:
                 held.append(record)
             else:
                 free.append(record)
@@ -428,7 +439,7 @@ class TwoWayRun:
         links: LinkIndex,
     ) -> WorkbooksRecord:
         wid = int(row["id"])
-        deleted = bool(row.get("is_deleted")) and str(row.get("is_deleted")).lower() != "false"
+        deleted = is_deleted(row)
         if self.spec.activity:
             linked = wid in links.by_workbooks
             in_scope = activity_in_scope(
@@ -531,9 +542,7 @@ class TwoWayRun:
             force=True,
         )
         self.ctx.count("stale_retried", len(ids))
-        for conflict in again.conflicts:
-            self.ctx.count("conflicts")
-            self.ctx.messages.append(conflict.describe())
+        self.record_conflicts(again)
         second = Outcome()
         try:
             await self.apply(wb, again, categories, second)
@@ -549,12 +558,15 @@ class TwoWayRun:
                 self.ctx.count(kind.value, n)
         for reason, n in the_plan.skipped.items():
             self.ctx.count(f"skipped_{reason}", n)
-        for conflict in the_plan.conflicts:
-            self.ctx.count("conflicts")
-            self.ctx.messages.append(conflict.describe())
+        self.record_conflicts(the_plan)
         if the_plan.brake is not None:
             self.ctx.count("brake_stopped")
             self.ctx.messages.append(the_plan.brake.reason)
+
+    def record_conflicts(self, the_plan: Plan) -> None:
+        for conflict in the_plan.conflicts:
+            self.ctx.count("conflicts")
+            self.ctx.messages.append(conflict.describe())
 
     async def apply(
         self,
@@ -719,7 +731,6 @@ class TwoWayRun:
 
     # --- cursors -------------------------------------------------------------------------
     async def advance(self, delta_link: str, mark: Watermark | None) -> None:
-        lease = self.ctx.lease
         extra = {k: v for k, v in self.extra_cursor.items() if k != "rebaseline_workbooks"}
 
         def change(c: Cursor) -> Cursor:
@@ -741,12 +752,7 @@ class TwoWayRun:
             update["extra"].pop("window_end", None)
             return c.model_copy(update=update)
 
-        if lease is None:
-            await self.ctx.services.store.cursors.update(
-                self.mailbox.id, self.ctx.job.stream, change
-            )
-        else:
-            await self.ctx.services.store.cursors.advance(lease, change)
+        await self.ctx.save_cursor(self.ctx.job.stream, change)
 
 
 def compact(mark: Watermark) -> Watermark:

@@ -6,6 +6,7 @@ import pytest
 
 from sync.core.mapping.scope import (
     activity_in_scope,
+    is_deleted,
     matches,
     person_in_scope,
     rules_match,
@@ -71,3 +72,15 @@ def test_activities_drop_completed_unless_linked_or_configured() -> None:
 
 def test_scope_columns() -> None:
     assert scope_columns([R(field="cf_score", value="1")]) == ("assigned_to", "watched", "cf_score")
+
+
+@pytest.mark.parametrize(
+    ("value", "deleted"),
+    [
+        *[(v, True) for v in (True, 1, "1", "true", "TRUE")],
+        *[(v, False) for v in (False, 0, "0", "false", None, "")],
+    ],
+)
+def test_is_deleted_reads_every_output_form_alike(value: object, deleted: bool) -> None:
+    assert is_deleted({"is_deleted": value}) is deleted
+    assert person_in_scope({"is_deleted": value, "watched": True}, []) is not deleted

@@ -172,19 +172,21 @@ def task_to_workbooks(
     return row
 
 
+def _body_text(item: Mapping[str, Any]) -> str:
+    """A Graph item's ``body`` (HTML or text) as canonical plain text."""
+    body = item.get("body") or {}
+    content = body.get("content")
+    if _text(body.get("contentType")).lower() == "html":
+        return html_to_text(content)
+    return clean(content)
+
+
 def task_from_graph(task: Mapping[str, Any], tz: str) -> Fields:
     """A Graph todoTask (wire JSON) -> canonical task fields."""
     status = STATUS_FROM_GRAPH.get(_text(task.get("status")), "not_started")
-    body = task.get("body") or {}
-    content = body.get("content")
-    notes = (
-        html_to_text(content)
-        if _text(body.get("contentType")).lower() == "html"
-        else clean(content)
-    )
     return {
         "title": _text(task.get("title")),
-        "notes": notes,
+        "notes": _body_text(task),
         "status": status,
         "importance": _text(task.get("importance")) or "normal",
         "due": times.graph_to_date(task.get("dueDateTime"), tz),
@@ -316,13 +318,6 @@ def _workbooks_times(fields: Mapping[str, Any], tz: str) -> Fields:
 def event_from_graph(event: Mapping[str, Any], tz: str) -> Fields:
     """A Graph event (wire JSON) -> canonical event fields."""
     all_day = bool(event.get("isAllDay"))
-    body = event.get("body") or {}
-    content = body.get("content")
-    text = (
-        html_to_text(content)
-        if _text(body.get("contentType")).lower() == "html"
-        else clean(content)
-    )
     location = (event.get("location") or {}).get("displayName")
     if all_day:
         start = times.graph_to_date(event.get("start"), tz)
@@ -332,7 +327,7 @@ def event_from_graph(event: Mapping[str, Any], tz: str) -> Fields:
         end = times.graph_to_instant(event.get("end"))
     return {
         "subject": _text(event.get("subject")),
-        "body": text,
+        "body": _body_text(event),
         "location": _text(location),
         "all_day": all_day,
         "start": start,

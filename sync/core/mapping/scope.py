@@ -24,6 +24,12 @@ def _s(value: Any) -> str:
     return "" if value is None else str(value).strip().lower()
 
 
+def is_deleted(row: Mapping[str, Any]) -> bool:
+    """A row's ``is_deleted`` in whatever form the output gives it (JSON boolean, 1/0,
+    "true"/"false"): one reading for every reader, so none takes "0" for deleted."""
+    return _s(row.get("is_deleted")) in TRUE_WORDS
+
+
 def _num(value: str) -> float | None:
     try:
         return float(value)
@@ -84,7 +90,7 @@ def person_in_scope(
     rules: Sequence[FilterRule] = (),
     mode: Literal["and", "or"] = "and",
 ) -> bool:
-    if row.get("is_deleted") in (True, "true", "1", 1):
+    if is_deleted(row):
         return False
     return is_mine(row, queue_ids) and rules_match(row, rules, mode)
 
