@@ -21,8 +21,7 @@ import httpx
 from azure.core.credentials import AccessToken
 from azure.core.credentials_async import AsyncTokenCredential
 
-from sync.core.errors import ReauthRequired
-from sync.graph.errors import from_response, from_transport
+from sync.graph.errors import from_token_response, from_transport
 from sync.settings import GraphSettings
 
 REFRESH_MARGIN_SECONDS = 120  # fetch a new token this long before the old one expires
@@ -65,12 +64,9 @@ class ClientCredentialsToken(AsyncTokenCredential):
         except httpx.HTTPError as exc:
             raise from_transport(exc) from exc
         if resp.status_code != 200:
-            error = from_response(
+            raise from_token_response(
                 resp.status_code, resp.headers, resp.content, now=datetime.now(UTC)
             )
-            if resp.status_code in (400, 401):
-                raise ReauthRequired("token request rejected", source="graph", detail=error.detail)
-            raise error
         data = resp.json()
         return AccessToken(str(data["access_token"]), int(time.time()) + int(data["expires_in"]))
 

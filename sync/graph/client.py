@@ -105,7 +105,7 @@ class DeltaReader(Generic[T]):
                 return
             if not page.next_link or page.next_link in seen:
                 raise InvalidRequest(
-                    "delta page without a new nextLink or deltaLink", source="graph"
+                    "delta page without a new nextLink or deltaLink", source=errors.SOURCE
                 )
             seen.add(page.next_link)
             url = page.next_link
@@ -326,7 +326,7 @@ class GraphClient:
         )
 
         query = DeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters(
-            start_date_time=_iso(lo), end_date_time=_iso(hi)
+            start_date_time=iso_utc(lo), end_date_time=iso_utc(hi)
         )
         return self._path(self._user(mailbox).calendar_view.delta, query)
 
@@ -516,8 +516,8 @@ class GraphClient:
 
     async def renew_subscription(self, subscription_id: str, expires: datetime) -> datetime:
         path = self._path(self.service.subscriptions.by_subscription_id(subscription_id))
-        resp = await self.request("PATCH", path, body={"expirationDateTime": _iso(expires)})
-        return _parse_dt(resp.json()["expirationDateTime"])
+        resp = await self.request("PATCH", path, body={"expirationDateTime": iso_utc(expires)})
+        return parse_iso(resp.json()["expirationDateTime"])
 
     async def reauthorize_subscription(self, subscription_id: str) -> None:
         rb = self.service.subscriptions.by_subscription_id(subscription_id)
@@ -545,9 +545,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _iso(ts: datetime) -> str:
+def iso_utc(ts: datetime) -> str:
+    """A datetime as Graph takes it in bodies and query parameters (UTC, whole seconds)."""
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse_dt(value: str) -> datetime:
+def parse_iso(value: str) -> datetime:
+    """A Graph ISO timestamp (``...Z``) as an aware datetime."""
     return datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -6,6 +6,7 @@ neither the SDK nor a live response.  Rules (graph.md §2.6, §3.2, §1.11):
     410, or code syncStateNotFound / resyncRequired  -> ResyncRequired (drop the delta link)
     429, 503, 504, other 5xx, 408, transport errors  -> RetryLater (retry_at from Retry-After)
     401, 403, token acquisition rejected             -> ReauthRequired (token or permission)
+    token endpoint 400 (invalid_client, ...)         -> ReauthRequired
     404                                              -> NotFound
     409, 412                                         -> Conflict
     other 4xx                                        -> InvalidRequest
@@ -78,6 +79,16 @@ def from_response(
     if status in (409, 412):
         return Conflict(text, source=SOURCE, detail=detail)
     return InvalidRequest(text, source=SOURCE, detail=detail)
+
+
+def from_token_response(
+    status: int, headers: Mapping[str, str], body: bytes, *, now: datetime
+) -> SyncError:
+    """A token endpoint refusal: 400/401 mean the client credentials were rejected."""
+    error = from_response(status, headers, body, now=now)
+    if status in (400, 401):
+        return ReauthRequired("token request rejected", source=SOURCE, detail=error.detail)
+    return error
 
 
 def was_throttled(error: RetryLater) -> bool:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sync.core.errors import RetryLater
+from sync.graph.errors import SOURCE
 
 
 def utcnow() -> datetime:
@@ -48,9 +49,7 @@ class MailboxLimiter:
             if until is not None:
                 wait = (until - utcnow()).total_seconds()
                 if wait > max_wait_seconds:
-                    raise RetryLater(
-                        "mailbox is throttled by Graph", retry_at=until, source="graph"
-                    )
+                    raise RetryLater("mailbox is throttled by Graph", retry_at=until, source=SOURCE)
                 await asyncio.sleep(wait)
             yield
 

@@ -34,7 +34,7 @@ from sync.core.subscriptions import (
     plan_removal,
     recreate,
 )
-from sync.graph.client import GraphClient
+from sync.graph.client import GraphClient, iso_utc, parse_iso
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class SubscriptionManager:
             "notificationUrl": self.notification_url,
             "lifecycleNotificationUrl": self.lifecycle_url,
             "resource": action.resource,
-            "expirationDateTime": _iso(action.expires_at),
+            "expirationDateTime": iso_utc(action.expires_at),
             "clientState": client_state,
         }
         created = await self.graph.create_subscription(body)
@@ -193,7 +193,7 @@ class SubscriptionManager:
             stream=action.stream.value,
             resource=action.resource,
             client_state_hash=hash_client_state(client_state),
-            expires_at=_parse(str(created["expirationDateTime"])),
+            expires_at=parse_iso(str(created["expirationDateTime"])),
             created_at=self.clock(),
         )
         await self.state.subscriptions.put(record)
@@ -232,11 +232,3 @@ class SubscriptionManager:
                     reason=action.reason,
                 )
             )
-
-
-def _iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))

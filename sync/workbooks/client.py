@@ -22,8 +22,6 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import orjson
 
-from sync.core.errors import InvalidRequest, ReauthRequired
-
 from . import errors
 from .config import ClientConfig, WorkbooksIdentity
 from .wire import FormPairs
@@ -52,8 +50,8 @@ class _Reply:
     status: int
     location: str
     retry_after: str | None
-    text: str
-    body: dict[str, Any] | None
+    text: str = field(repr=False)  # a login reply holds the session id and token
+    body: dict[str, Any] | None = field(repr=False)
 
 
 class WorkbooksClient:
@@ -170,7 +168,7 @@ class WorkbooksClient:
     def _adopt_login(self, body: dict[str, Any]) -> LoginInfo:
         session_id = str(body.get("session_id") or self._cookie or "")
         if not session_id:
-            raise ReauthRequired("login returned no session", source=errors.SOURCE)
+            raise errors.no_session()
         self._cookie = session_id
         queues = body.get("my_queues") or {}
         return LoginInfo(
@@ -209,9 +207,7 @@ class WorkbooksClient:
                 if urlsplit(reply.location).path in LOGIN_PATHS:
                     relogins += 1
                     if relogins > self.config.relogin_attempts:
-                        raise ReauthRequired(
-                            f"{what}: session rejected after re-login", source=errors.SOURCE
-                        )
+                        raise errors.session_rejected(what)
                     log.info("workbooks session expired; logging in again")
                     await self._relogin(generation)
                     continue
@@ -225,9 +221,7 @@ class WorkbooksClient:
                     reply.status, reply.body, reply.text, what, reply.retry_after
                 )
             if reply.body is None:
-                raise InvalidRequest(
-                    f"{what}: answer is not JSON", source=errors.SOURCE, detail=reply.text[:500]
-                )
+                raise errors.not_json(what, reply.text)
             return reply.body
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:

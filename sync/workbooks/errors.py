@@ -78,6 +78,21 @@ def from_status(
     return InvalidRequest(message, source=SOURCE, detail=detail)
 
 
+def no_session() -> ReauthRequired:
+    """A 200 login answer that names no session."""
+    return ReauthRequired("login returned no session", source=SOURCE)
+
+
+def session_rejected(what: str) -> ReauthRequired:
+    """Still sent to the login page after fresh logins: the key no longer opens a session."""
+    return ReauthRequired(f"{what}: session rejected after re-login", source=SOURCE)
+
+
+def not_json(what: str, text: str) -> InvalidRequest:
+    """A 200 answer whose body is not a JSON object."""
+    return InvalidRequest(f"{what}: answer is not JSON", source=SOURCE, detail=text[:500])
+
+
 def throttled(what: str, attempts: int) -> RetryLater:
     return RetryLater(
         f"{what}: still throttled after {attempts} attempts",

@@ -106,16 +106,19 @@ class Watermark:
     def seen_ids(self) -> frozenset[int]:
         return frozenset(entry[0] for entry in self.seen)
 
+    @staticmethod
+    def _entry(row: Record) -> Seen:
+        return int(row["id"]), int(row.get("lock_version") or 0), bool(row.get("is_deleted"))
+
     def after(self, row: Record, updated_at: datetime) -> Watermark:
-        entry = (int(row["id"]), int(row.get("lock_version") or 0), bool(row.get("is_deleted")))
+        entry = self._entry(row)
         if updated_at == self.updated_at:
             kept = {e for e in self.seen if e[0] != entry[0]}
             return Watermark(updated_at, frozenset(kept | {entry}))
         return Watermark(updated_at, frozenset({entry}))
 
     def has_seen(self, row: Record, updated_at: datetime) -> bool:
-        entry = (int(row["id"]), int(row.get("lock_version") or 0), bool(row.get("is_deleted")))
-        return updated_at == self.updated_at and entry in self.seen
+        return updated_at == self.updated_at and self._entry(row) in self.seen
 
     def to_json(self) -> str:
         stamp = None if self.updated_at is None else format_criterion(self.updated_at)

@@ -88,7 +88,7 @@ def wire_value(value: object) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return format_criterion(value)
     if isinstance(value, list | tuple):
         return "[" + ",".join(str(v) for v in value) + "]"
     return str(value)
@@ -153,5 +153,6 @@ def parse_datetime(value: object) -> datetime | None:
 
 
 def format_criterion(value: datetime) -> str:
-    """A datetime filter criterion in explicit UTC ISO form (never a naive local time)."""
+    """A datetime in explicit UTC ISO form (never a naive local time): filter criteria and
+    batch cells alike."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

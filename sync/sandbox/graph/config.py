@@ -21,7 +21,9 @@ def _max_minutes() -> dict[str, int]:
 class SandboxConfig:
     controls: bool = False  # /_sim/ endpoints: only in sandbox mode, never by default
     tenant_id: str = "00000000-0000-0000-0000-0000000000aa"
-    clients: dict[str, str] = field(default_factory=lambda: {"sandbox-client": "sandbox-secret"})
+    clients: dict[str, str] = field(  # client id -> secret; kept out of the repr
+        default_factory=lambda: {"sandbox-client": "sandbox-secret"}, repr=False
+    )
     token_lifetime_seconds: int = 3599
     page_sizes: dict[str, int] = field(default_factory=_page_sizes)
     max_page_size: int = 1000

@@ -8,7 +8,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from multidict import CIMultiDict
@@ -83,7 +83,7 @@ def _parse_dt(value: Any) -> datetime | None:
     except ValueError:
         return None
     # The sandbox stores event times in UTC (outlook.timezone is not applied on write).
-    return parsed.replace(tzinfo=utcnow().tzinfo)
+    return parsed.replace(tzinfo=UTC)
 
 
 def in_window(data: dict[str, Any], params: dict[str, str]) -> bool:

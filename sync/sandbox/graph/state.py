@@ -107,7 +107,7 @@ class Subscription:
     change_type: str
     notification_url: str
     lifecycle_url: str | None
-    client_state: str | None
+    client_state: str | None = field(repr=False)  # shared secret of the subscriber
     expires: datetime
     mailbox: str
     container: str
@@ -127,7 +127,6 @@ class GraphState:
         self.tokens: dict[str, DeltaState] = {}
         self.subscriptions: dict[str, Subscription] = {}
         self.access_tokens: dict[str, datetime] = {}
-        self.clients: dict[str, str] = {}  # client_id -> secret
         self.rest_index: dict[str, str] = {}  # rest id -> immutable id
 
     # --- mailboxes -----------------------------------------------------------------------
@@ -202,12 +201,11 @@ class GraphState:
                     item.linked.append({"id": new_id("K"), **res})
                 continue
             item.data[key] = value
-        item.seq = self.next_seq()
-        item.change_key = secrets.token_urlsafe(12)
-        item.modified = utcnow()
+        self.touch(item)
         return item
 
     def touch(self, item: Item) -> None:
+        """A new version: next sequence number, new change key, modified now."""
         item.seq = self.next_seq()
         item.change_key = secrets.token_urlsafe(12)
         item.modified = utcnow()

@@ -15,10 +15,11 @@ class SimUser(BaseModel):
     user_id: int
     person_name: str
     login_name: str
-    api_key: str
-    password: str = "password"
+    # Kept out of repr() and str() (pydantic's str() lists every field), so never logged.
+    api_key: str = Field(repr=False)
+    password: str = Field(default="password", repr=False)
 
-    def __repr__(self) -> str:  # never show keys or passwords in logs
+    def __repr__(self) -> str:
         return f"SimUser(user_id={self.user_id}, login_name={self.login_name!r})"
 
 

@@ -10,17 +10,10 @@ from typing import Any
 
 from aiohttp import web
 
+from .params import wire_text
 from .store import ReadContext, SandboxState
 from .values import parse_instant
 from .writes import Journal, ObjectRequest, WriteContext, _create, _update
-
-
-def _wire(value: Any) -> str:
-    if value is None:
-        return ":null_value:"
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return str(value)
 
 
 def _context(state: SandboxState, user_id: int | None) -> WriteContext:
@@ -36,7 +29,7 @@ def seed(
     wctx = _context(state, user_id)
     created = []
     for values in records:
-        obj = ObjectRequest("POST", "0", "0", {k: _wire(v) for k, v in values.items()})
+        obj = ObjectRequest("POST", "0", "0", {k: wire_text(v) for k, v in values.items()})
         affected, errors = _create(state, rtype, obj, wctx, Journal())
         if errors:
             raise ValueError(f"cannot seed {endpoint}: {errors}")
@@ -66,7 +59,7 @@ def edit_as(
         "PUT",
         str(record_id),
         str(record["lock_version"]),
-        {k: _wire(v) for k, v in changes.items()},
+        {k: wire_text(v) for k, v in changes.items()},
     )
     affected, errors = _update(state, rtype, record, obj, _context(state, user_id), Journal())
     if errors:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from .params import WireParams, parse_bool
+from .params import WireParams, attribute_name, parse_bool
 from .values import VarDateTime, parse_when
 
 
@@ -70,7 +70,6 @@ def parse_filters(params: WireParams) -> list[Filter]:
             triples += [(str(f), str(o), "" if c is None else str(c)) for f, o, c in extra]
         except (ValueError, TypeError) as exc:
             raise FilterError(f"_filter_json is not a list of [field, op, value]: {exc}") from None
-    from .params import attribute_name
 
     result = []
     for field, op, crit in triples:

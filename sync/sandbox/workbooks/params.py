@@ -97,8 +97,9 @@ def _unquote_all(values: list[str]) -> list[str]:
     """``_unquote`` of every value, decoded in one pass when that is provably the same.
 
     Values are joined with a newline, used only when no raw value holds one; a value whose
-    *decoded* form holds a newline changes the count, and then each value is decoded on its own.  UTF-8 decoding with ``replace`` never lets an invalid byte
-    sequence swallow the ASCII separator, so the joined decode splits into the same values.
+    *decoded* form holds a newline changes the count, and then each value is decoded on its own.
+    UTF-8 decoding with ``replace`` never lets an invalid byte sequence swallow the ASCII
+    separator, so the joined decode splits into the same values.
     """
     joined = "\n".join(values)
     if "%" not in joined and "+" not in joined:
@@ -124,13 +125,14 @@ def json_pairs(text: str) -> list[tuple[str, str]]:
     pairs: list[tuple[str, str]] = []
     for key, value in data.items():
         if isinstance(value, list):
-            pairs.extend((f"{key}[]", _text(item)) for item in value)
+            pairs.extend((f"{key}[]", wire_text(item)) for item in value)
         else:
-            pairs.append((key, _text(value)))
+            pairs.append((key, wire_text(value)))
     return pairs
 
 
-def _text(value: object) -> str:
+def wire_text(value: object) -> str:
+    """A JSON scalar as the wire text a form would carry: None clears, booleans are 1/0."""
     if value is None:
         return ":null_value:"
     if isinstance(value, bool):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from typing import Any
 from urllib.parse import quote
 
@@ -22,10 +21,9 @@ from .filters import FilterError
 from .params import WireParams, json_pairs, parse_bool, parse_form
 from .reads import read
 from .store import ReadContext, SandboxState, Session
-from .types import ACTIVITY_UNION, QUEUE_ENDPOINTS
+from .types import ACTIVITY_UNION, QUEUE_ENDPOINTS, RecordType
 from .writes import WriteContext, handle_write
 
-log = logging.getLogger(__name__)
 STATE_KEY = web.AppKey("workbooks_state", SandboxState)
 # One request body is processed at a time, and the event loop reads newly arrived requests
 # between two of them (and within a long write batch, see ``writes.handle_write``): otherwise
@@ -374,7 +372,5 @@ def _read_only(
     if endpoint == ACTIVITY_UNION:
         return read(state, endpoint, state.rows(endpoint), params, ctx)
     qclass = QUEUE_ENDPOINTS[endpoint]
-    from .types import RecordType
-
     qtype = RecordType(endpoint, qclass, "queue", frozenset({"name", "queue_type", "user_id"}))
     return read(state, endpoint, [(qtype, r) for r in state.queues[qclass]], params, ctx)

@@ -18,6 +18,7 @@ from typing import Any
 from .config import SandboxConfig, SimUser
 from .types import (
     ACTIVITY_PARTS,
+    ACTIVITY_UNION,
     LOCATION_FIELDS,
     QUEUE_ENDPOINTS,
     RecordType,
@@ -61,8 +62,8 @@ class SimClock:
 
 @dataclass
 class Session:
-    session_id: str
-    token: str
+    session_id: str = field(repr=False)
+    token: str = field(repr=False)  # the authenticity token
     user: SimUser
     last_used: datetime
     defaults: dict[str, str] = field(default_factory=dict)
@@ -196,7 +197,7 @@ class SandboxState:
 
     def rows(self, endpoint: str) -> list[tuple[RecordType, Record]]:
         """Every stored row of an endpoint (the activities union merges tasks and meetings)."""
-        parts = ACTIVITY_PARTS if endpoint == "activity/activities" else (endpoint,)
+        parts = ACTIVITY_PARTS if endpoint == ACTIVITY_UNION else (endpoint,)
         result = [(self.types[p], r) for p in parts for r in self.tables[p].values()]
         if len(parts) > 1:
             result.sort(key=lambda pair: pair[1]["id"])
