@@ -13,6 +13,7 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from sync.core.jobs import Job, JobDecodeError, decode_job, job_payload
+from sync.state.tables import POISON_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class JobQueue:
 
         self._service = service
         self.name = name
-        self.poison_name = f"{name}-poison"
+        self.poison_name = f"{name}{POISON_SUFFIX}"
         # Policies must be given per queue client: QueueServiceClient does not pass its own on.
         # Reads stay raw (no decode policy): we decode base64 ourselves, because the SDK's
         # decoder crashes on a non-base64 message instead of raising DecodeError.

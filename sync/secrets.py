@@ -27,9 +27,8 @@ class SecretProvider(Protocol):
 def _split(ref: str) -> tuple[str, str]:
     scheme, _, name = ref.partition(":")
     if not name:
-        raise SecretError(
-            f"not a secret reference: {scheme!r}… (expected env:NAME or keyvault:name)"
-        )
+        # Never echo the value: without a scheme it may be the secret itself.
+        raise SecretError("not a secret reference (expected env:NAME or keyvault:name)")
     return scheme, name
 
 
@@ -57,15 +56,13 @@ class KeyVaultSecrets:
 
     def _secret_client(self) -> Any:
         if self._client is None:
-            from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
             from azure.keyvault.secrets.aio import SecretClient
 
-            cred: Any = (
-                ManagedIdentityCredential(client_id=self._client_id)
-                if self._client_id
-                else DefaultAzureCredential()
+            from sync.storage import managed_credential
+
+            self._client = SecretClient(
+                vault_url=self._vault_url, credential=managed_credential(self._client_id)
             )
-            self._client = SecretClient(vault_url=self._vault_url, credential=cred)
         return self._client
 
     async def get(self, ref: str) -> str:

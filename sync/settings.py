@@ -30,8 +30,12 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sync.state.tables import POISON_SUFFIX
+
 _NCRONTAB_FIELD = re.compile(r"^[0-9*/,\-A-Za-z]+$")
 _QUEUE_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+# Azure queue names are at most 63 characters, and the poison queue's name is ours + suffix.
+_MAX_JOBS_QUEUE_CHARS = 63 - len(POISON_SUFFIX)
 _TABLE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,39}$")
 
 
@@ -165,10 +169,11 @@ class AppSettings(BaseSettings):
     @field_validator("jobs_queue")
     @classmethod
     def _queue_name(cls, value: str) -> str:
-        if not _QUEUE_NAME.match(value) or len(value) > 57:  # leave room for "-poison"
+        if not _QUEUE_NAME.match(value) or len(value) > _MAX_JOBS_QUEUE_CHARS:
             raise ValueError(
-                "expected 3-57 lowercase letters, digits and single hyphens "
-                "(Azure queue naming rules, leaving room for the '-poison' suffix)"
+                f"expected 3-{_MAX_JOBS_QUEUE_CHARS} lowercase letters, digits and single "
+                f"hyphens (Azure queue naming rules, leaving room for the '{POISON_SUFFIX}' "
+                "suffix)"
             )
         return value
 
@@ -219,14 +224,6 @@ class AppSettings(BaseSettings):
         if self.secrets_provider == "keyvault" and not self.key_vault_url:
             raise ValueError("SYNC_KEY_VAULT_URL is required when SYNC_SECRETS_PROVIDER=keyvault")
         return self
-
-    def table_name(self, logical: str) -> str:
-        """Physical table name for a logical one ('mailboxes' -> 'syncmailboxes')."""
-        return f"{self.table_prefix}{logical}"
-
-    @property
-    def poison_queue(self) -> str:
-        return f"{self.jobs_queue}-poison"
 
 
 class GraphSettings(BaseSettings):

@@ -9,12 +9,21 @@ from typing import Any
 from sync.settings import AppSettings
 
 
-def _credential(app: AppSettings) -> Any:
+def managed_credential(client_id: str | None) -> Any:
+    """The user-assigned managed identity ``client_id`` if given, else DefaultAzureCredential
+    (storage and Key Vault both sign in with it)."""
     from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 
-    if app.storage_client_id:
-        return ManagedIdentityCredential(client_id=app.storage_client_id)
+    if client_id:
+        return ManagedIdentityCredential(client_id=client_id)
     return DefaultAzureCredential()
+
+
+def _connection_string(app: AppSettings) -> str | None:
+    """The storage connection string, or None when storage is reached by managed identity."""
+    if app.storage_connection is None:
+        return None
+    return app.storage_connection.get_secret_value() or None
 
 
 def _transport() -> Any:
@@ -29,13 +38,14 @@ def _transport() -> Any:
 def table_service(app: AppSettings) -> Any:
     from azure.data.tables.aio import TableServiceClient
 
-    if app.storage_connection is not None and app.storage_connection.get_secret_value():
-        return TableServiceClient.from_connection_string(
-            app.storage_connection.get_secret_value(), transport=_transport()
-        )
+    conn = _connection_string(app)
+    if conn:
+        return TableServiceClient.from_connection_string(conn, transport=_transport())
     assert app.storage_table_uri is not None
     return TableServiceClient(
-        endpoint=app.storage_table_uri, credential=_credential(app), transport=_transport()
+        endpoint=app.storage_table_uri,
+        credential=managed_credential(app.storage_client_id),
+        transport=_transport(),
     )
 
 
@@ -44,11 +54,12 @@ def queue_service(app: AppSettings) -> Any:
     the Functions trigger expects base64 and silently dead-letters anything else."""
     from azure.storage.queue.aio import QueueServiceClient
 
-    if app.storage_connection is not None and app.storage_connection.get_secret_value():
-        return QueueServiceClient.from_connection_string(
-            app.storage_connection.get_secret_value(), transport=_transport()
-        )
+    conn = _connection_string(app)
+    if conn:
+        return QueueServiceClient.from_connection_string(conn, transport=_transport())
     assert app.storage_queue_uri is not None
     return QueueServiceClient(
-        account_url=app.storage_queue_uri, credential=_credential(app), transport=_transport()
+        account_url=app.storage_queue_uri,
+        credential=managed_credential(app.storage_client_id),
+        transport=_transport(),
     )

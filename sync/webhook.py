@@ -18,7 +18,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from sync.core.jobs import Job, JobKind, Stream
@@ -31,8 +31,8 @@ from sync.core.notifications import (
     parse_collection,
 )
 from sync.core.state_models import SubscriptionRecord
+from sync.core.subscriptions import hash_client_state
 from sync.runtime import Services
-from sync.state.store import hash_client_state
 
 log = logging.getLogger("sync.webhook")
 
@@ -133,22 +133,20 @@ def _parse(body: bytes, headers: Mapping[str, str], services: Services) -> list[
     return parse_collection(body, services.settings.app.webhook_max_body_bytes)
 
 
-async def _mark_and_send(services: Services, record: SubscriptionRecord) -> bool:
-    """Set the stream's marker and queue its job; True if queued, False if one was pending."""
+async def _mark_and_send(
+    services: Services, mailbox: str, marker: str, make_job: Callable[[], Job]
+) -> bool:
+    """Set the 'job pending' marker and queue the job (built only then); True if queued,
+    False if one was already pending."""
     ttl = services.settings.app.dirty_marker_ttl_seconds
-    if not await services.store.dirty.mark(record.mailbox, record.stream, ttl_seconds=ttl):
+    if not await services.store.dirty.mark(mailbox, marker, ttl_seconds=ttl):
         return False
-    job = Job(
-        mailbox=record.mailbox,
-        stream=Stream(record.stream),
-        kind=JobKind.DIRTY,
-        reason="notification",
-    )
+    job = make_job()
     try:
         await services.queue.send(job)
     except Exception:
         # Undo the marker so the retry Graph makes after our 5xx can enqueue again.
-        await services.store.dirty.clear(record.mailbox, record.stream)
+        await services.store.dirty.clear(mailbox, marker)
         raise
     return True
 
@@ -186,7 +184,17 @@ async def _enqueue_dirty(services: Services, record: SubscriptionRecord, out: _O
     flight = asyncio.get_running_loop().create_future()
     flights[stream_key] = flight
     try:
-        queued = await _mark_and_send(services, record)
+        queued = await _mark_and_send(
+            services,
+            record.mailbox,
+            record.stream,
+            lambda: Job(
+                mailbox=record.mailbox,
+                stream=Stream(record.stream),
+                kind=JobKind.DIRTY,
+                reason="notification",
+            ),
+        )
     except BaseException as exc:
         flight.set_exception(exc)
         flight.exception()  # mark retrieved: followers may be none
@@ -219,24 +227,23 @@ async def _enqueue_lifecycle(
     out.seen.add(key)
     # Graph may deliver a lifecycle event several times; one pending job per event suffices.
     marker = lifecycle_marker(record.subscription_id, event)
-    ttl = services.settings.app.dirty_marker_ttl_seconds
-    if not await services.store.dirty.mark(record.mailbox, marker, ttl_seconds=ttl):
-        out.coalesced += 1
-        return
-    job = Job(
-        mailbox=record.mailbox,
-        stream=Stream(record.stream),
-        kind=JobKind.LIFECYCLE,
-        reason=f"lifecycle:{event}",
-        subscription_id=record.subscription_id,
-        lifecycle_event=event,
+    queued = await _mark_and_send(
+        services,
+        record.mailbox,
+        marker,
+        lambda: Job(
+            mailbox=record.mailbox,
+            stream=Stream(record.stream),
+            kind=JobKind.LIFECYCLE,
+            reason=f"lifecycle:{event}",
+            subscription_id=record.subscription_id,
+            lifecycle_event=event,
+        ),
     )
-    try:
-        await services.queue.send(job)
-    except Exception:
-        await services.store.dirty.clear(record.mailbox, marker)
-        raise
-    out.queued += 1
+    if queued:
+        out.queued += 1
+    else:
+        out.coalesced += 1
 
 
 def lifecycle_marker(subscription_id: str, event: str) -> str:

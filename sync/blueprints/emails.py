@@ -13,23 +13,17 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 from urllib.parse import unquote
 
 import azure.functions as func
 
+from sync.blueprints.responses import json_response, too_large
 from sync.core.email_linking import RecordRef, parse_reference
 from sync.core.errors import NotFound
 from sync.core.keys import normalise_address
 from sync.runtime import get_services
 
 bp = func.Blueprint()
-
-
-def _json(payload: Any, status: int = 200) -> func.HttpResponse:
-    return func.HttpResponse(
-        json.dumps(payload, default=str, indent=1), status_code=status, mimetype="application/json"
-    )
 
 
 def parse_attach(body: bytes) -> tuple[str, RecordRef]:
@@ -71,9 +65,9 @@ async def email_explain(req: func.HttpRequest) -> func.HttpResponse:
     message = req.params.get("id") or unquote(req.route_params.get("message", ""))
     services = await get_services()
     try:
-        return _json(await explain(services, mailbox, message))
+        return json_response(await explain(services, mailbox, message))
     except NotFound as exc:
-        return _json({"error": str(exc)}, 404)
+        return json_response({"error": str(exc)}, 404)
 
 
 @bp.function_name("email_attach")
@@ -82,19 +76,23 @@ async def email_attach(req: func.HttpRequest) -> func.HttpResponse:
     from sync.engine.emails import attach_job, explain
     from sync.engine.runner import run_job
 
+    if (refused := too_large(req)) is not None:
+        return refused
     mailbox = normalise_address(req.route_params.get("mailbox", ""))
     try:
         message, ref = parse_attach(req.get_body())
     except ValueError as exc:
-        return _json({"error": str(exc)}, 400)
+        return json_response({"error": str(exc)}, 400)
     services = await get_services()
     record = await services.store.mailboxes.get(mailbox)
     if record is None:
-        return _json({"error": f"mailbox {mailbox!r} is not registered"}, 404)
+        return json_response({"error": f"mailbox {mailbox!r} is not registered"}, 404)
     job = attach_job(mailbox, message, ref, reason="http attach")
     run = await run_job(services, job)
     if run.status == "retry":
-        return _json({"job_id": job.job_id, "state": "queued", "message": run.message}, 202)
+        return json_response({"job_id": job.job_id, "state": "queued", "message": run.message}, 202)
     if run.status != "ok" or run.counts.get("attach_failed"):
-        return _json({"error": run.message or run.status}, 404 if run.status == "ok" else 502)
-    return _json(await explain(services, mailbox, message))
+        return json_response(
+            {"error": run.message or run.status}, 404 if run.status == "ok" else 502
+        )
+    return json_response(await explain(services, mailbox, message))

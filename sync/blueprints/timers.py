@@ -6,7 +6,7 @@ import logging
 
 import azure.functions as func
 
-from sync.core.jobs import JobKind
+from sync.core.jobs import Job, JobKind, Stream
 from sync.engine.runner import fan_out
 from sync.runtime import get_services
 
@@ -46,8 +46,6 @@ async def renew_timer(timer: func.TimerRequest) -> None:
 async def todo_poll_timer(timer: func.TimerRequest) -> None:
     """To Do has no app-only webhooks, so it is polled with delta."""
     services = await get_services()
-    from sync.core.jobs import Job, Stream
-
     for mailbox in await services.store.mailboxes.list(enabled_only=True):
         await services.queue.send(
             Job(mailbox=mailbox.id, stream=Stream.TODO, kind=JobKind.PUSH, reason="todo poll")

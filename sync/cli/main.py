@@ -76,6 +76,18 @@ async def _with_services(fn: Callable[[Any], Awaitable[int]]) -> int:
         await services.close()
 
 
+def _problems(exc: ValidationError | json.JSONDecodeError) -> str:
+    """What is wrong, field by field.  Not ``str(ValidationError)``: that repeats each input
+    value, and a rejected ``--api-key-ref`` is typically the API key itself."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"--policy is not JSON: {exc}"
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or exc.title}: "
+        + str(err["msg"]).removeprefix("Value error, ")
+        for err in exc.errors()
+    )
+
+
 async def _mailboxes(args: argparse.Namespace, services: Any) -> int:
     store = services.store
     if args.action == "add":
@@ -90,7 +102,7 @@ async def _mailboxes(args: argparse.Namespace, services: Any) -> int:
                 policy=policy,
             )
         except (ValidationError, json.JSONDecodeError) as exc:
-            print(f"error: invalid mailbox: {exc}", file=sys.stderr)
+            print(f"error: invalid mailbox: {_problems(exc)}", file=sys.stderr)
             return 2
         if not await store.mailboxes.add(mailbox):
             print(f"error: {mailbox.id} is already registered", file=sys.stderr)

@@ -54,6 +54,8 @@ def load_local_settings(path: Path = Path("local.settings.json")) -> list[str]:
         values = json.loads(path.read_text()).get("Values") or {}
     except (OSError, json.JSONDecodeError, AttributeError) as exc:
         raise SettingsError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(values, dict):
+        raise SettingsError(f"cannot read {path}: 'Values' must be an object of settings")
     added = []
     for key, value in values.items():
         if key not in os.environ and value is not None:

@@ -76,16 +76,16 @@ class HostConfig:
         environ: Mapping[str, str] | None = None,
     ) -> HostConfig:
         """From a host.json path, an already-parsed dict, or (None) ``./host.json`` if present."""
-        if source is None:
-            default = Path("host.json")
-            data: dict[str, Any] = json.loads(default.read_text()) if default.exists() else {}
-        elif isinstance(source, Mapping):
-            data = copy.deepcopy(dict(source))
+        if isinstance(source, Mapping):
+            data: dict[str, Any] = copy.deepcopy(dict(source))
+        elif source is None and not Path("host.json").exists():
+            data = {}
         else:
+            path = Path("host.json" if source is None else source)
             try:
-                data = json.loads(Path(source).read_text())
+                data = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError) as exc:
-                raise HostConfigError(f"cannot read host.json at {source}: {exc}") from exc
+                raise HostConfigError(f"cannot read host.json at {source or path}: {exc}") from exc
         data = apply_overrides(data, os.environ if environ is None else environ)
         return cls.from_dict(data)
 

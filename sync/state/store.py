@@ -75,9 +75,12 @@ def _dt(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value))
 
 
-def _etag(entity: Mapping[str, Any]) -> str:
+def _with_etag(entity: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain dict of a stored entity, with its ETag under ``etag``."""
     meta = getattr(entity, "metadata", None) or {}
-    return str(meta.get("etag", ""))
+    out = dict(entity)
+    out["etag"] = str(meta.get("etag", ""))
+    return out
 
 
 class _Table:
@@ -91,9 +94,7 @@ class _Table:
             entity = await self.client.get_entity(pk, rk)
         except ResourceNotFoundError:
             return None
-        out = dict(entity)
-        out["etag"] = _etag(entity)
-        return out
+        return _with_etag(entity)
 
     async def upsert(self, entity: dict[str, Any], *, replace: bool = True) -> None:
         check_entity(entity)
@@ -144,9 +145,7 @@ class _Table:
         async for entity in self.client.query_entities(
             flt, parameters=parameters or {}, results_per_page=page
         ):
-            out = dict(entity)
-            out["etag"] = _etag(entity)
-            yield out
+            yield _with_etag(entity)
 
     async def partition(self, pk: str) -> AsyncIterator[dict[str, Any]]:
         async for e in self.query("PartitionKey eq @pk", {"pk": pk}):
@@ -199,52 +198,54 @@ class _Table:
 # ---------------------------------------------------------------------------------- mailboxes
 
 
+def _mailbox_key(mailbox_id: str) -> str | None:
+    """RowKey of a mailbox; None for an id that normalises to nothing (no such row exists)."""
+    address = normalise_address(mailbox_id)
+    return encode_key(address) if address else None
+
+
 class MailboxRegistry:
     PK = "mailbox"
 
     def __init__(self, table: _Table) -> None:
         self._t = table
 
+    @classmethod
+    def _row(cls, mailbox: Mailbox) -> dict[str, Any]:
+        return {
+            "PartitionKey": cls.PK,
+            "RowKey": encode_key(mailbox.id),
+            "mailbox": mailbox.id,
+            "enabled": mailbox.enabled,
+            "data": mailbox.model_dump_json(),
+        }
+
     async def get(self, mailbox_id: str) -> Mailbox | None:
-        row = await self._t.get(self.PK, encode_key(normalise_address(mailbox_id)))
+        key = _mailbox_key(mailbox_id)
+        row = await self._t.get(self.PK, key) if key else None
         return Mailbox.model_validate_json(row["data"]) if row else None
 
     async def put(self, mailbox: Mailbox) -> None:
-        mailbox = mailbox.model_copy(update={"updated_at": utcnow()})
-        await self._t.upsert(
-            {
-                "PartitionKey": self.PK,
-                "RowKey": encode_key(mailbox.id),
-                "mailbox": mailbox.id,
-                "enabled": mailbox.enabled,
-                "data": mailbox.model_dump_json(),
-            }
-        )
+        await self._t.upsert(self._row(mailbox.model_copy(update={"updated_at": utcnow()})))
 
     async def add(self, mailbox: Mailbox) -> bool:
         """Register a new mailbox; False if it already exists."""
-        return await self._t.create(
-            {
-                "PartitionKey": self.PK,
-                "RowKey": encode_key(mailbox.id),
-                "mailbox": mailbox.id,
-                "enabled": mailbox.enabled,
-                "data": mailbox.model_dump_json(),
-            }
-        )
+        return await self._t.create(self._row(mailbox))
 
     async def list(self, *, enabled_only: bool = False) -> list[Mailbox]:
         out = [Mailbox.model_validate_json(r["data"]) async for r in self._t.partition(self.PK)]
         return [m for m in out if m.enabled or not enabled_only]
 
     async def remove(self, mailbox_id: str) -> bool:
-        key = encode_key(normalise_address(mailbox_id))
-        if await self._t.get(self.PK, key) is None:
+        key = _mailbox_key(mailbox_id)
+        if key is None or await self._t.get(self.PK, key) is None:
             return False
         return await self._t.delete(self.PK, key)
 
     async def set_enabled(self, mailbox_id: str, enabled: bool, reason: str = "") -> Mailbox | None:
-        key = encode_key(normalise_address(mailbox_id))
+        key = _mailbox_key(mailbox_id)
+        if key is None:
+            return None
 
         def change(row: dict[str, Any] | None) -> dict[str, Any] | None:
             if row is None:
@@ -580,10 +581,14 @@ class EmailStore:
         self._t = table
 
     async def get(self, mailbox: str, message_key: str) -> EmailRecord | None:
+        if not mailbox or not message_key:
+            return None  # no such row: empty keys are never written
         row = await self._t.get(encode_key(mailbox), encode_key(message_key))
         return EmailRecord.model_validate(unpack_json("data", row)) if row else None
 
     async def by_internet_id(self, mailbox: str, internet_message_id: str) -> EmailRecord | None:
+        if not mailbox:
+            return None
         flt = "PartitionKey eq @pk and internet_message_id eq @imid"
         async for row in self._t.query(
             flt, {"pk": encode_key(mailbox), "imid": internet_message_id}
@@ -615,15 +620,17 @@ class PendingIndex:
     def __init__(self, table: _Table) -> None:
         self._t = table
 
+    @staticmethod
+    def _keys(item: PendingAddress) -> tuple[str, str]:
+        """(PartitionKey, RowKey): the address, then which message of which mailbox."""
+        row_key = f"{encode_key(item.mailbox)}|{encode_key(item.message_key)}"
+        return address_key(item.address), row_key
+
     async def add_many(self, items: list[PendingAddress]) -> None:
         by_pk: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
         for item in items:
-            pk = address_key(item.address)
-            row: dict[str, Any] = {
-                "PartitionKey": pk,
-                "RowKey": f"{encode_key(item.mailbox)}|{encode_key(item.message_key)}",
-                "data": item.model_dump_json(),
-            }
+            pk, rk = self._keys(item)
+            row: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk, "data": item.model_dump_json()}
             by_pk.setdefault(pk, []).append(("upsert", row))
         for ops in by_pk.values():
             await self._t.transact(ops)
@@ -635,9 +642,7 @@ class PendingIndex:
         ]
 
     async def remove(self, item: PendingAddress) -> None:
-        await self._t.delete(
-            address_key(item.address), f"{encode_key(item.mailbox)}|{encode_key(item.message_key)}"
-        )
+        await self._t.delete(*self._keys(item))
 
     async def count(self) -> int:
         return len([1 async for _ in self._t.query("", None)])

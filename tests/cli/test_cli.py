@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from sync.sandbox.graph import SandboxConfig, running_sandbox
+from tests.support.local import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 UPN = "ann@contoso.example"
@@ -45,12 +46,10 @@ async def world(azurite_connection: str) -> AsyncIterator[tuple[dict[str, str], 
     app = web.Application()
     app.router.add_post("/api/graph/notifications", echo)
     app.router.add_post("/api/graph/lifecycle", echo)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    async with running_sandbox(SandboxConfig(controls=True, validation_timeout_seconds=5)) as graph:
+    async with (
+        serving(app) as origin,
+        running_sandbox(SandboxConfig(controls=True, validation_timeout_seconds=5)) as graph,
+    ):
         graph.sandbox.state.add_mailbox(UPN)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAPH_", "SYNC_"))}
         env.update(
@@ -58,7 +57,7 @@ async def world(azurite_connection: str) -> AsyncIterator[tuple[dict[str, str], 
                 "AzureWebJobsStorage": azurite_connection,
                 "SYNC_TABLE_PREFIX": f"c{uuid.uuid4().hex[:10]}",
                 "SYNC_JOBS_QUEUE": f"cli-{uuid.uuid4().hex[:10]}",
-                "SYNC_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+                "SYNC_PUBLIC_BASE_URL": origin,
                 "GRAPH_BASE_URL": graph.base_url,
                 "GRAPH_AUTHORITY_HOST": graph.origin,
                 "GRAPH_TENANT_ID": graph.tenant_id,
@@ -67,7 +66,6 @@ async def world(azurite_connection: str) -> AsyncIterator[tuple[dict[str, str], 
             }
         )
         yield env, graph
-    await runner.cleanup()
 
 
 @pytest.mark.slow
@@ -124,3 +122,11 @@ async def test_bad_configuration_stops_with_the_variable_named(
     assert "GRAPH_TENANT_ID: missing" in out
     assert "SYNC_RECONCILE_SCHEDULE: expected a six-field NCRONTAB" in out
     assert "Traceback" not in out
+
+
+async def test_a_rejected_api_key_ref_is_not_echoed(world: tuple[dict[str, str], Any]) -> None:
+    env, _ = world
+    add = ("mailboxes", "add", UPN, "--workbooks-url", "https://secure.workbooks.com")
+    code, out = await sync_cli(env, *add, "--api-key-ref", "wb-live-0123456789abcdef")
+    assert code == 2 and "api_key_ref: expected a secret reference" in out
+    assert "wb-live-0123456789abcdef" not in out and "Traceback" not in out

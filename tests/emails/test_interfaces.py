@@ -80,6 +80,12 @@ async def test_http_attach_rejects_bad_input(body: Any, needle: str) -> None:
     assert resp.status_code == 400 and needle in resp.get_body().decode()
 
 
+async def test_http_attach_refuses_oversized_body() -> None:
+    body = b'{"message_id": "m", "record": "CASE-1", "pad": "' + b"x" * 20_000 + b'"}'
+    resp = await _call(bp_emails.email_attach, "POST", {"mailbox": ANN}, body)
+    assert resp.status_code == 413 and "larger than" in resp.get_body().decode()
+
+
 async def test_cli_explain_and_attach(ann: World, capsys: pytest.CaptureFixture[str]) -> None:
     w = ann
     w.person("Pat", "pat@cust.com")

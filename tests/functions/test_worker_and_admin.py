@@ -189,6 +189,8 @@ async def test_manual_sync_queues_job_and_reports_progress(
         ("ann@example.com", b"{oops", 400),
         ("ann@example.com", b'{"kind": "full", "pad": "' + b"x" * 20_000 + b'"}', 413),
         ("ann@example.com", b'["full"]', 400),
+        ("ann@example.com", {"kind": 0}, 400),
+        ("ann@example.com", {"kind": {}}, 400),
     ],
 )
 async def test_manual_sync_bad_input(services: Any, mailbox: str, body: Any, status: int) -> None:
@@ -243,3 +245,25 @@ async def test_notification_run_rereads_after_the_webhook_memory_window(
     passes.clear()
     await user_function(worker.sync_worker)(_msg(job.model_copy(update={"job_id": "j2"})))
     assert len(passes) == 1
+
+
+@pytest.mark.parametrize("mailbox", [" ", "<>", "mailto:"])
+async def test_blank_mailbox_is_not_registered_rather_than_a_crash(
+    services: Any, mailbox: str
+) -> None:
+    from sync.blueprints import emails
+
+    route = {"mailbox": mailbox}
+    sync = await user_function(admin.manual_sync)(
+        http("POST", "/", body={"kind": "full"}, route_params=route)
+    )
+    explain = await user_function(emails.email_explain)(
+        http("GET", "/", route_params={**route, "message": "AAMkAD1="})
+    )
+    attach = await user_function(emails.email_attach)(
+        http("POST", "/", body={"message_id": "m", "record": "CASE-1"}, route_params=route)
+    )
+    for resp in (sync, explain, attach):
+        assert resp.status_code == 404
+        assert "error" in json.loads(resp.get_body())
+    assert await drain(services) == []

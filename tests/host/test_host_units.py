@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from sync.host.appsettings import AppSettingError, resolve
+from sync.host.cli import load_local_settings
 from sync.host.config import HostConfig, HostConfigError, parse_timespan
 from sync.host.routes import RouteTemplateError, convert_route
 from sync.host.schedule import Schedule, ScheduleError
 from sync.host.storage import decode_message, encode_message
+from sync.settings import SettingsError
 
 
 def _matches(path_template: str, path: str) -> dict[str, str] | None:
@@ -128,3 +131,16 @@ def test_base64_wire_format() -> None:
     assert decode_message("plain text", "none") == b"plain text"
     with pytest.raises(ValueError, match="base64"):
         decode_message("not base64!", "base64")
+
+
+def test_unreadable_host_json_or_local_settings_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "host.json").write_text("{not json")
+    with pytest.raises(HostConfigError, match=r"cannot read host\.json"):
+        HostConfig.load(environ={})  # ./host.json, as `python -m sync serve` reads it
+    local = tmp_path / "local.settings.json"
+    local.write_text('{"Values": ["AzureWebJobsStorage=UseDevelopmentStorage=true"]}')
+    with pytest.raises(SettingsError, match="'Values' must be an object"):
+        load_local_settings(local)

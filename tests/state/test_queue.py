@@ -38,3 +38,15 @@ async def test_poison_list_requeue_and_purge(job_queue: Any) -> None:
     await job_queue._poison.send_message("x")
     assert await job_queue.purge_poison() == 1
     assert await job_queue.poison_depth() == 0
+
+
+def test_jobs_queue_setting_leaves_room_for_the_poison_queue_name() -> None:
+    # Azure queue names have at most 63 characters; the poison queue is the name + "-poison".
+    import pytest
+    from pydantic import ValidationError
+
+    from sync.settings import AppSettings
+
+    assert AppSettings(jobs_queue="q" * 56).jobs_queue == "q" * 56
+    with pytest.raises(ValidationError, match="3-56 lowercase"):
+        AppSettings(jobs_queue="q" * 57)

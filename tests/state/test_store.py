@@ -303,3 +303,14 @@ async def test_cursor_keeps_very_long_delta_links_and_watermarks(store: Any) -> 
     )
     got = await s.cursors.get("ann@example.com", "contacts")
     assert got.delta_link == link and got.watermark == mark
+
+
+async def test_blank_ids_find_nothing_instead_of_raising(store: Any) -> None:
+    s: StateStore = store
+    assert await s.mailboxes.get(" ") is None
+    assert await s.mailboxes.get("<>") is None
+    assert not await s.mailboxes.remove("")
+    assert await s.mailboxes.set_enabled("mailto:", False, "x") is None
+    assert await s.emails.get("", "AAMkAD1=") is None
+    assert await s.emails.get("ann@example.com", "") is None
+    assert await s.emails.by_internet_id("", "<a@b>") is None
