@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sync.engine.emails  # noqa: F401  (registers the SENT and PEOPLE processors)
 from sync.core.email_linking import email_reference
 from sync.core.jobs import JobKind, Stream
+from tests.support.local import running_azurite
 from tests.support.world import World, world_running
 
 SHARED = ["Workbooks"]
@@ -229,16 +230,9 @@ async def main(args: argparse.Namespace) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    from sync.devtools import azurite
-
-    conn = os.environ.get("AZURITE_CONNECTION_STRING")
     os.environ.setdefault("SYNC_PUBLIC_BASE_URL", "http://127.0.0.1:7071")
-    ctx = None
-    if not conn:
-        ctx = azurite.running()
-        conn = ctx.__enter__().connection_string
-    os.environ["AzureWebJobsStorage"] = conn
-    try:
+    with running_azurite() as (conn, _):
+        os.environ["AzureWebJobsStorage"] = conn
         counted = await call_count(conn)
         ratio = counted["total"] / counted["minimum"]
         print(
@@ -264,9 +258,6 @@ async def main(args: argparse.Namespace) -> int:
         )
         ok = ratio <= 1.2 and res["p50"] <= 1.0 and res["p99"] <= 3.0
         return 0 if ok else 1
-    finally:
-        if ctx is not None:
-            ctx.__exit__(None, None, None)
 
 
 if __name__ == "__main__":

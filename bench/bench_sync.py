@@ -24,11 +24,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import resource
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 import sync.engine.activities  # noqa: E402
 import sync.engine.contacts  # noqa: E402, F401
 from sync.core.jobs import JobKind, Stream  # noqa: E402
+from tests.support.local import running_azurite  # noqa: E402
 from tests.support.world import World, world_running  # noqa: E402
 
 UPN = "ann@example.com"
@@ -53,18 +52,6 @@ WRITE_COUNTS = (
     "workbooks_update",
     "workbooks_delete",
 )
-
-
-@contextlib.contextmanager
-def azurite() -> Iterator[str]:
-    existing = os.environ.get("AZURITE_CONNECTION_STRING")
-    if existing:
-        yield existing
-        return
-    from sync.devtools import azurite as tool
-
-    with tool.running() as az:
-        yield az.connection_string
 
 
 def graph_calls(world: World) -> int:
@@ -250,7 +237,7 @@ async def initial_sync(
 
 async def main(args: argparse.Namespace) -> int:
     ok = True
-    with azurite() as connection:
+    with running_azurite() as (connection, _):
         for size in [int(s) for s in args.sizes.split(",") if s]:
             result = await steady_state(connection, size)
             wb = result["workbooks_calls"]

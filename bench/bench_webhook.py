@@ -32,13 +32,11 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,6 +47,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from tests.support.local import free_port, running_azurite  # noqa: E402
 
 SLOW_MS = 2900.0
 TARGET_P99_MS = 100.0
@@ -73,12 +73,6 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _cpu_seconds(pid: int) -> float:
     """utime + stime of a process, from /proc (Linux)."""
     try:
@@ -87,19 +81,6 @@ def _cpu_seconds(pid: int) -> float:
         return float("nan")
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
-
-
-@contextlib.contextmanager
-def _azurite() -> Iterator[tuple[str, int | None]]:
-    """Connection string, and Azurite's pid when we started it (for its CPU figure)."""
-    existing = os.environ.get("AZURITE_CONNECTION_STRING")
-    if existing:
-        yield existing, None
-        return
-    from sync.devtools import azurite
-
-    with azurite.running() as az:
-        yield az.connection_string, az.pid
 
 
 # -- import checks ------------------------------------------------------------------------------
@@ -335,15 +316,14 @@ def start_host(
     env: dict[str, str], port: int, profile: Path | None, experiment: str = "none"
 ) -> subprocess.Popen[bytes]:
     cmd = [sys.executable]
+    argv = ["--port", str(port), "--no-timers", "--no-queues"]
     if experiment != "none":
-        argv = ["--port", str(port), "--no-timers", "--no-queues"]
         cmd += ["-c", _EXPERIMENT.format(mode=experiment, argv=argv)]
-        log = open(Path(env.get("BENCH_HOST_LOG", "/tmp/bench_webhook_host.log")), "wb")  # noqa: SIM115,S108
-        return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
-    if profile is not None:
-        cmd += ["-m", "cProfile", "-o", str(profile)]
-    # "--" keeps the options away from the sync CLI's own parser (either form works).
-    cmd += ["-m", "sync", "serve", "--", "--port", str(port), "--no-timers", "--no-queues"]
+    else:
+        if profile is not None:
+            cmd += ["-m", "cProfile", "-o", str(profile)]
+        # "--" keeps the options away from the sync CLI's own parser (either form works).
+        cmd += ["-m", "sync", "serve", "--", *argv]
     log = open(Path(env.get("BENCH_HOST_LOG", "/tmp/bench_webhook_host.log")), "wb")  # noqa: SIM115,S108
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
 
@@ -454,7 +434,8 @@ def report(res: Results, figures: dict[str, Any], extra: dict[str, Any]) -> bool
 
 
 async def amain(args: argparse.Namespace) -> int:
-    with _azurite() as (conn, azurite_pid):
+    # Azurite's pid only when started here (for its CPU figure).
+    with running_azurite() as (conn, azurite_pid):
         tag = uuid.uuid4().hex[:8]
         prefix = f"bench{tag}"
         queue = f"bench-jobs-{tag}"
@@ -479,7 +460,7 @@ async def amain(args: argparse.Namespace) -> int:
         os.environ.update({k: env[k] for k in ("GRAPH_TENANT_ID",)})
         figures = {} if args.skip_imports else import_figures(env)
         subs = await register_subscriptions(conn, prefix, args.subscriptions)
-        port = _free_port()
+        port = free_port()
         profile = Path(args.profile) if args.profile else None
         proc = start_host(env, port, profile, args.experiment)
         base = f"http://127.0.0.1:{port}"

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import math
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -34,15 +33,9 @@ from sync.workbooks import (  # noqa: E402
     resolve_addresses,
     write_batch,
 )
+from tests.support.local import free_port  # noqa: E402
 
 API_KEY = "ann-api-key"  # the sandbox's built-in user, not a secret
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def wait_ready(base: str) -> None:

@@ -3,13 +3,12 @@ state store / jobs queue on fresh, uniquely named tables and queues per test."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from sync.devtools import azurite as azurite_tool
+from tests.support.local import patched_environ, running_azurite
 
 BASE_ENV = {
     "SYNC_PUBLIC_BASE_URL": "http://127.0.0.1:7071",
@@ -21,29 +20,18 @@ BASE_ENV = {
 @pytest.fixture(scope="session")
 def azurite_connection() -> Iterator[str]:
     """Connection string of a running Azurite: the one ``make test`` started, or our own."""
-    existing = os.environ.get("AZURITE_CONNECTION_STRING")
-    if existing:
-        yield existing
-        return
-    with azurite_tool.running() as az:
-        yield az.connection_string
+    with running_azurite() as (connection, _):
+        yield connection
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _base_env(azurite_connection: str) -> Iterator[None]:
     """Every test sees a valid configuration pointing at Azurite; tests override as needed."""
-    saved = {k: os.environ.get(k) for k in [*BASE_ENV, "AzureWebJobsStorage"]}
-    os.environ.update(BASE_ENV)
-    os.environ["AzureWebJobsStorage"] = azurite_connection
     from sync.settings import get_settings
 
-    get_settings.cache_clear()
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with patched_environ({**BASE_ENV, "AzureWebJobsStorage": azurite_connection}):
+        get_settings.cache_clear()
+        yield
     get_settings.cache_clear()
 
 
@@ -82,20 +70,11 @@ async def job_queue(azurite_connection: str) -> AsyncIterator[object]:
 async def services(azurite_connection: str) -> AsyncIterator[object]:
     """The process-wide services (as the functions use them) on unique tables and queue."""
     from sync.runtime import get_services, reset_services
+    from tests.support.world import drop_services
 
     prefix, queue = unique("f"), f"jobs-{uuid.uuid4().hex[:10]}"
-    saved = {k: os.environ.get(k) for k in ("SYNC_TABLE_PREFIX", "SYNC_JOBS_QUEUE")}
-    os.environ["SYNC_TABLE_PREFIX"] = prefix
-    os.environ["SYNC_JOBS_QUEUE"] = queue
-    await reset_services()
-    svc = await get_services()
-    yield svc
-    await svc.store.drop_tables()
-    for name in (svc.queue.name, svc.queue.poison_name):
-        await svc.queue._service.delete_queue(name)
-    await reset_services()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with patched_environ({"SYNC_TABLE_PREFIX": prefix, "SYNC_JOBS_QUEUE": queue}):
+        await reset_services()
+        svc = await get_services()
+        yield svc
+        await drop_services(svc)

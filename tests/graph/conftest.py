@@ -16,6 +16,7 @@ from sync.graph.limiter import RetryPolicy
 from sync.sandbox.graph import SandboxConfig, SandboxHandle, running_sandbox
 from sync.sandbox.graph.state import Mailbox
 from sync.settings import GraphSettings
+from tests.support.local import serving
 
 UPN = "ann@example.com"
 
@@ -115,14 +116,9 @@ async def receiver() -> AsyncIterator[Receiver]:
     app = web.Application()
     app.router.add_post("/api/graph/notifications", rec.handle)
     app.router.add_post("/api/graph/lifecycle", rec.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    rec.origin = f"http://127.0.0.1:{port}"
-    yield rec
-    await runner.cleanup()
+    async with serving(app) as origin:
+        rec.origin = origin
+        yield rec
 
 
 def pytest_configure(config: pytest.Config) -> None:

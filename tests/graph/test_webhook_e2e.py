@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from sync.core.state_models import Mailbox
 from sync.core.subscriptions import SubscriptionPolicy
@@ -19,33 +18,15 @@ from sync.graph.subscriptions import SubscriptionManager
 from sync.sandbox.graph import SandboxHandle
 from sync.sandbox.graph.state import Mailbox as SandboxMailbox
 from tests.graph.conftest import UPN
+from tests.support.local import serving
+from tests.support.world import webhook_app
 
 
 @pytest.fixture
 async def intake(services: Any) -> AsyncIterator[str]:
     """Serve the webhook routes over HTTP, as the Functions host would."""
-    from sync import webhook
-
-    async def route(request: web.Request) -> web.StreamResponse:
-        reply = await webhook.handle(
-            services,
-            query=dict(request.query),
-            headers={k.lower(): v for k, v in request.headers.items()},
-            body=await request.read(),
-            lifecycle=request.path.endswith("/lifecycle"),
-        )
-        return web.Response(status=reply.status, text=reply.body, content_type=reply.content_type)
-
-    app = web.Application()
-    app.router.add_post("/api/graph/notifications", route)
-    app.router.add_post("/api/graph/lifecycle", route)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serving(webhook_app(services)) as origin:
+        yield origin
 
 
 async def test_triple_delivery_gives_one_job_per_dirty_stream(

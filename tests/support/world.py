@@ -19,13 +19,17 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
 from sync.core.jobs import Job, JobKind, Stream
 from sync.core.state_models import Mailbox, MailboxPolicy, RunRecord
 from sync.runtime import Services
+from tests.support.local import patched_environ, start_server
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 WORKBOOKS_KEYS = {"ann@example.com": "ann-api-key", "bob@example.com": "bob-api-key"}
 
@@ -194,33 +198,10 @@ class World:
     # ------------------------------------------------------------------ webhook + worker
     async def start_webhook(self) -> str:
         """Serve ``sync.webhook.handle`` on a free port (what Graph calls); returns its URL."""
-        from aiohttp import web
-
-        from sync.webhook import handle
-
         if self.webhook_url:
             return self.webhook_url
-
-        async def hook(request: web.Request) -> web.Response:
-            reply = await handle(
-                self.services,
-                query=dict(request.query),
-                headers={k.lower(): v for k, v in request.headers.items()},
-                body=await request.read(),
-            )
-            return web.Response(
-                status=reply.status, text=reply.body, content_type=reply.content_type
-            )
-
-        app = web.Application()
-        app.router.add_post("/api/graph/notifications", hook)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._webhook_runner = runner
-        self.webhook_url = f"http://127.0.0.1:{port}/api/graph/notifications"
+        self._webhook_runner, origin = await start_server(webhook_app(self.services))
+        self.webhook_url = f"{origin}/api/graph/notifications"
         return self.webhook_url
 
     async def subscribe(self, upn: str) -> str:
@@ -283,6 +264,38 @@ class World:
         return await run_job(self.services, job)
 
 
+def webhook_app(services: Services) -> web.Application:
+    """The webhook's two routes over HTTP, as the Functions host serves them."""
+    from aiohttp import web
+
+    from sync.webhook import handle
+
+    async def route(request: web.Request) -> web.Response:
+        reply = await handle(
+            services,
+            query=dict(request.query),
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=await request.read(),
+            lifecycle=request.path.endswith("/lifecycle"),
+        )
+        return web.Response(status=reply.status, text=reply.body, content_type=reply.content_type)
+
+    app = web.Application()
+    app.router.add_post("/api/graph/notifications", route)
+    app.router.add_post("/api/graph/lifecycle", route)
+    return app
+
+
+async def drop_services(services: Services) -> None:
+    """Drop the services' tables and queues, then forget them (``get_services`` builds anew)."""
+    from sync.runtime import reset_services
+
+    await services.store.drop_tables()
+    for name in (services.queue.name, services.queue.poison_name):
+        await services.queue._service.delete_queue(name)
+    await reset_services()
+
+
 def _env(graph: Any, prefix: str, queue: str) -> dict[str, str]:
     return {
         "GRAPH_BASE_URL": graph.base_url,
@@ -318,28 +331,19 @@ async def world_running(
     wcfg = workbooks_config or WorkbooksConfig(sim_controls=True, concurrency_cap=None)
     async with graph_sandbox(gcfg) as graph, workbooks_sandbox(wcfg) as workbooks:
         env = _env(graph, f"w{uuid.uuid4().hex[:10]}", f"jobs-{uuid.uuid4().hex[:10]}")
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        os.environ["AzureWebJobsStorage"] = azurite_connection
-        await reset_services()
-        services = await get_services()
-        fast = RetryPolicy(attempts=5, backoff_base_seconds=0.01, max_wait_seconds=2.0)
-        client = GraphClient.create(services.settings.graph, policy=fast)
-        services.cache["graph"] = client
-        services.closers.append(client.aclose)
-        world = World(services, graph, workbooks)
-        try:
-            yield world
-        finally:
-            await world.stop_webhook()
-            await services.store.drop_tables()
-            for name in (services.queue.name, services.queue.poison_name):
-                await services.queue._service.delete_queue(name)
+        with patched_environ(env):
+            os.environ["AzureWebJobsStorage"] = azurite_connection
             await reset_services()
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            for var in world.key_env.values():
-                os.environ.pop(var, None)
+            services = await get_services()
+            fast = RetryPolicy(attempts=5, backoff_base_seconds=0.01, max_wait_seconds=2.0)
+            client = GraphClient.create(services.settings.graph, policy=fast)
+            services.cache["graph"] = client
+            services.closers.append(client.aclose)
+            world = World(services, graph, workbooks)
+            try:
+                yield world
+            finally:
+                await world.stop_webhook()
+                await drop_services(services)
+                for var in world.key_env.values():
+                    os.environ.pop(var, None)

@@ -18,6 +18,16 @@ UPN = "ann@example.com"
 CATEGORY = "Workbooks"
 
 
+def writes(counts: dict[str, int]) -> dict[str, int]:
+    """The write counts of a run (what it changed on either side); ``{}`` when it wrote nothing."""
+    return {
+        k: v
+        for k, v in counts.items()
+        if k.startswith(("outlook_", "workbooks_"))
+        and k not in ("outlook_changes", "workbooks_changes", "outlook_unseen")
+    }
+
+
 class Sides:
     """Act as the user in Outlook (Graph sandbox) and Workbooks (sandbox), and run jobs."""
 

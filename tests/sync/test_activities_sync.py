@@ -7,23 +7,21 @@ from datetime import UTC, datetime, timedelta
 from sync.core.jobs import Job, JobKind, Stream
 from sync.engine.activities import run_events
 from sync.engine.registry import RunContext
-from tests.sync.conftest import CATEGORY, UPN, Sides
+from tests.sync.conftest import CATEGORY, UPN, Sides, writes
 
 TASKS, MEETINGS = "activity/tasks", "activity/meetings"
-
-
-def writes(counts: dict[str, int]) -> dict[str, int]:
-    return {
-        k: v
-        for k, v in counts.items()
-        if k.startswith(("outlook_", "workbooks_"))
-        and k not in ("outlook_changes", "workbooks_changes", "outlook_unseen")
-    }
 
 
 def soon(days: int = 3, hour: int = 9) -> datetime:
     base = datetime.now(UTC).replace(hour=hour, minute=30, second=0, microsecond=0)
     return base + timedelta(days=days)
+
+
+def hour_meeting(name: str, start: datetime) -> dict[str, str]:
+    """A Workbooks meeting from ``start`` (UTC) for an hour."""
+    stamp = "%Y-%m-%dT%H:%M:%S.000Z,1,UTC"
+    finish = start + timedelta(hours=1)
+    return {"name": name, "start": start.strftime(stamp), "finish": finish.strftime(stamp)}
 
 
 async def test_phone_call_to_todo_and_completion_back(sides: Sides) -> None:
@@ -148,14 +146,7 @@ async def test_all_day_meeting_and_window(sides: Sides) -> None:
         },
     )
     far = soon(400)
-    sides.wb_create(
-        MEETINGS,
-        {
-            "name": "Far away",
-            "start": far.strftime("%Y-%m-%dT%H:%M:%S.000Z,1,UTC"),
-            "finish": (far + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z,1,UTC"),
-        },
-    )
+    sides.wb_create(MEETINGS, hour_meeting("Far away", far))
     run = await sides.run(Stream.EVENTS)
     assert run.counts.get("outlook_create") == 1, run.counts
     ((_, event),) = sides.outlook_items("event").items()
@@ -167,23 +158,9 @@ async def test_all_day_meeting_and_window(sides: Sides) -> None:
 async def test_window_slides_rebaselines_and_unlinks(sides: Sides) -> None:
     await sides.world.set_policy(UPN, calendar_past_days=1, calendar_future_days=5)
     start = soon(2)
-    sides.wb_create(
-        MEETINGS,
-        {
-            "name": "Soon",
-            "start": start.strftime("%Y-%m-%dT%H:%M:%S.000Z,1,UTC"),
-            "finish": (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z,1,UTC"),
-        },
-    )
+    sides.wb_create(MEETINGS, hour_meeting("Soon", start))
     later = soon(8)
-    sides.wb_create(
-        MEETINGS,
-        {
-            "name": "Later",
-            "start": later.strftime("%Y-%m-%dT%H:%M:%S.000Z,1,UTC"),
-            "finish": (later + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z,1,UTC"),
-        },
-    )
+    sides.wb_create(MEETINGS, hour_meeting("Later", later))
     mailbox = await sides.world.services.store.mailboxes.get(UPN)
     assert mailbox is not None
 

@@ -14,6 +14,7 @@ from sync.sandbox.workbooks.control import edit_as, seed, set_clock, set_watched
 from sync.sandbox.workbooks.params import WireParams
 from sync.sandbox.workbooks.store import ReadContext
 from sync.sandbox.workbooks.writes import PAUSE_EVERY, WriteContext, handle_write
+from tests.support.local import serving
 
 from .conftest import UA, Wire
 
@@ -469,20 +470,11 @@ async def test_unknown_path_and_wrong_verb(wire: Wire):
 
 
 async def test_sim_controls_are_off_by_default(http):
-    from aiohttp import web
-
-    runner = web.AppRunner(create_app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    async with serving(create_app()) as base:
         async with http.post(f"{base}/_sim/reset") as resp:
             assert resp.status == 404
         async with http.get(f"{base}/_sim/state") as resp:
             assert resp.status == 404
-    finally:
-        await runner.cleanup()
 
 
 async def test_sim_controls_over_http(http, sandbox):

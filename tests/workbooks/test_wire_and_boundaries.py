@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from sync.workbooks.wire import (
     wire_key,
     working_set,
 )
+from tests.support.local import free_port
 
 from .conftest import ANN_KEY, FAST
 
@@ -119,12 +119,6 @@ async def test_retry_after_and_delaying_url_are_honoured():
             assert wb.calls["PUT crm/people"] == 3
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _status(url: str) -> int:
     async with aiohttp.ClientSession(headers={"User-Agent": "t"}) as http:
         for _ in range(100):
@@ -138,7 +132,7 @@ async def _status(url: str) -> int:
 
 async def test_cli_runs_standalone_with_and_without_controls():
     for flags, expected in (([], 200), (["--no-sim-controls"], 404)):
-        port = _free_port()
+        port = free_port()
         proc = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "sync.sandbox", "workbooks", "--port", str(port), *flags),
             cwd=ROOT,
