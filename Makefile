@@ -26,18 +26,18 @@ typecheck: setup
 
 # Starts Azurite on free ports for the duration of the test run and stops it afterwards.
 unit: setup
-	$(PY) -m sync.devtools.azurite run -- $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m devkit.azurite run -- $(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
 
 demo: setup
-	$(PY) -m sync demo
+	$(PY) -m devkit demo
 
 serve: setup
-	$(PY) -m sync serve
+	$(PY) -m devkit serve
 
 bench: setup
-	$(PY) -m sync.devtools.azurite run -- $(PY) -m bench $(BENCH_ARGS)
+	$(PY) -m devkit.azurite run -- $(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache

@@ -43,8 +43,8 @@ SHARED = ["Workbooks"]
 
 
 def _workbooks_config(users: int) -> Any:
-    from sync.sandbox.workbooks import SandboxConfig
-    from sync.sandbox.workbooks.config import SimUser
+    from devkit.sandbox.workbooks import SandboxConfig
+    from devkit.sandbox.workbooks.config import SimUser
 
     sims = [
         SimUser(

@@ -25,10 +25,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devkit.sandbox.graph import SandboxConfig, running_sandbox  # noqa: E402
 from sync.core.graph_models import Message, parse_delta_page  # noqa: E402
 from sync.graph.client import GraphClient  # noqa: E402
 from sync.graph.limiter import RetryPolicy  # noqa: E402
-from sync.sandbox.graph import SandboxConfig, running_sandbox  # noqa: E402
 from sync.settings import GraphSettings  # noqa: E402
 
 CONTACTS_PAGE_SIZE = 999

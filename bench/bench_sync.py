@@ -153,7 +153,7 @@ async def reconcile_all(world: World) -> dict[str, int]:
 
 
 async def steady_state(connection: str, size: int) -> dict[str, Any]:
-    from sync.sandbox.graph import SandboxConfig as GraphConfig
+    from devkit.sandbox.graph import SandboxConfig as GraphConfig
 
     gcfg = GraphConfig(controls=True, throttle_requests=10**9)
     async with world_running(connection, graph_config=gcfg) as world:
@@ -196,8 +196,8 @@ def minimum_calls(people: int, tasks: int, meetings: int) -> tuple[int, int]:
 async def initial_sync(
     connection: str, people: int, activities: int, latency_ms: float
 ) -> dict[str, Any]:
-    from sync.sandbox.graph import SandboxConfig as GraphConfig
-    from sync.sandbox.workbooks import SandboxConfig as WorkbooksConfig
+    from devkit.sandbox.graph import SandboxConfig as GraphConfig
+    from devkit.sandbox.workbooks import SandboxConfig as WorkbooksConfig
 
     gcfg = GraphConfig(controls=True, throttle_requests=10**9, latency_seconds=latency_ms / 1000)
     wcfg = WorkbooksConfig(sim_controls=True, concurrency_cap=None, latency_ms=latency_ms)

@@ -8,10 +8,10 @@ when too many are slow).  Target on the 2-core dev VM: p99 < 100 ms at a sustain
 
 How it works:
 
-* Azurite from ``AZURITE_CONNECTION_STRING`` or started here (``sync.devtools.azurite``);
+* Azurite from ``AZURITE_CONNECTION_STRING`` or started here (``devkit.azurite``);
 * subscriptions (several mailboxes and streams, so both coalescing and enqueueing happen) are
   written to a fresh, uniquely prefixed state store;
-* the host runs in its own process (``python -m sync serve --no-timers --no-queues``) so the
+* the host runs in its own process (``python -m devkit serve --no-timers --no-queues``) so the
   load generator does not share its event loop;
 * load is open-loop: request *i* is sent at ``t0 + i / rate`` whether or not earlier ones
   have answered, each a Graph-shaped ``POST /api/graph/notifications``;
@@ -307,7 +307,7 @@ if "memo" in _modes:
         return result
     _orig = _memo
 st.DirtyMarkers.mark = _orig
-from sync.host.cli import main
+from devkit.host.cli import main
 raise SystemExit(main({argv!r}))
 """
 
@@ -322,8 +322,8 @@ def start_host(
     else:
         if profile is not None:
             cmd += ["-m", "cProfile", "-o", str(profile)]
-        # "--" keeps the options away from the sync CLI's own parser (either form works).
-        cmd += ["-m", "sync", "serve", "--", *argv]
+        # "--" keeps the options away from the devkit dispatcher (either form works).
+        cmd += ["-m", "devkit", "serve", "--", *argv]
     log = open(Path(env.get("BENCH_HOST_LOG", "/tmp/bench_webhook_host.log")), "wb")  # noqa: SIM115,S108
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
 

@@ -166,7 +166,7 @@ async def main(argv: list[str]) -> int:
     base = f"http://127.0.0.1:{port}"
     # A separate process, so the sandbox's CPU does not share the client's event loop.
     server = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "sync.sandbox", "workbooks", "--port", str(port)),
+        *(sys.executable, "-m", "devkit.sandbox", "workbooks", "--port", str(port)),
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=asyncio.subprocess.DEVNULL,

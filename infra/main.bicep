@@ -1,7 +1,7 @@
 // Outlook <-> Workbooks sync: everything one deployment needs, in one resource group.
 //
 // Plain Bicep on purpose (no registry modules), so the file parses offline and the test suite
-// can check it against the code (tests/test_infra.py, sync/devtools/infra_check.py).
+// can check it against the code (tests/test_infra.py, devkit/checks/infra.py).
 // Compiling to ARM, what-if and deployment need the Bicep CLI and Azure access.
 //
 // No secrets here: the Graph client secret and the per-user Workbooks API keys live in the

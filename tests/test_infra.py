@@ -1,4 +1,4 @@
-"""The infrastructure templates stay in step with the code (sync/devtools/infra_check.py).
+"""The infrastructure templates stay in step with the code (devkit/checks/infra.py).
 
 The first tests check the real repository. The rest copy ``infra/`` to a temporary directory,
 break one thing, and show that the check reports exactly that thing, so a passing suite means
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from sync.devtools.infra_check import (
+from devkit.checks.infra import (
     BicepSyntaxError,
     Problem,
     Template,

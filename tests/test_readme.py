@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sync.devtools.readme import README, render
+from devkit.checks.readme import README, render
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_settings_table_matches_the_code() -> None:
     text = README.read_text(encoding="utf-8")
-    assert render(text) == text, "run: python -m sync.devtools.readme"
+    assert render(text) == text, "run: python -m devkit readme"
 
 
 def test_readme_commands_exist_in_the_makefile() -> None:

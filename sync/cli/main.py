@@ -1,4 +1,6 @@
-"""``python -m sync``: mailbox registry, status, manual sync, poison queue, local host, demo.
+"""``python -m sync``: mailbox registry, status, manual sync, poison queue, explain and attach.
+
+The local Functions host and the demo are development tooling: ``python -m devkit``.
 
 Every command validates the configuration first and exits with status 2 and a message naming
 the bad variable when it is wrong.
@@ -59,9 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     po = sub.add_parser("poison", help="inspect or drain the poison queue")
     po.add_argument("action", choices=["list", "requeue", "purge"])
 
-    sub.add_parser("serve", help="run the local Functions host (see: python -m sync serve --help)")
     email_cli.add_parser(sub)
-    sub.add_parser("demo", help="run the end-to-end demo on the local sandboxes")
     sub.add_parser("settings", help="print every setting and its current value (secrets hidden)")
     return p
 
@@ -272,19 +272,9 @@ def _print_settings() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["serve"]:
-        # The local host has its own options (--port, --no-timers, ...); hand them over whole.
-        from sync.host.cli import main as serve
-
-        return serve(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "settings":
         return _print_settings()
-    # The demo sets up its own environment (Azurite, sandboxes) and validates it itself.
-    if args.command == "demo":
-        from sync.demo import main as demo
-
-        return demo()
     try:
         get_settings()
     except SettingsError as exc:

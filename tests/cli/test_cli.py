@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from sync.sandbox.graph import SandboxConfig, running_sandbox
+from devkit.sandbox.graph import SandboxConfig, running_sandbox
 from tests.support.local import serving
 
 ROOT = Path(__file__).resolve().parents[2]

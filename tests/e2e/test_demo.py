@@ -19,7 +19,7 @@ def test_demo_runs_end_to_end() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAPH_", "SYNC_"))}
     env.pop("AzureWebJobsStorage", None)  # the demo starts its own Azurite
     done = subprocess.run(
-        [sys.executable, "-m", "sync", "demo"],
+        [sys.executable, "-m", "devkit", "demo"],
         cwd=ROOT,
         env=env,
         capture_output=True,

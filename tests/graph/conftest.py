@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from devkit.sandbox.graph import SandboxConfig, SandboxHandle, running_sandbox
+from devkit.sandbox.graph.state import Mailbox
 from sync.graph.client import GraphClient
 from sync.graph.limiter import RetryPolicy
-from sync.sandbox.graph import SandboxConfig, SandboxHandle, running_sandbox
-from sync.sandbox.graph.state import Mailbox
 from sync.settings import GraphSettings
 from tests.support.local import serving
 

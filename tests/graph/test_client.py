@@ -8,6 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from devkit.sandbox.graph import SandboxHandle
+from devkit.sandbox.graph.service import Fault
+from devkit.sandbox.graph.state import Mailbox
 from sync.core.errors import NotFound, ReauthRequired, ResyncRequired, RetryLater
 from sync.core.graph_models import (
     WORKBOOKS_ID_PROPERTY,
@@ -17,9 +20,6 @@ from sync.core.graph_models import (
     TodoTask,
 )
 from sync.graph.client import GraphClient
-from sync.sandbox.graph import SandboxHandle
-from sync.sandbox.graph.service import Fault
-from sync.sandbox.graph.state import Mailbox
 from tests.graph.conftest import FAST_POLICY, UPN, settings_for
 
 

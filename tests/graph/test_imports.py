@@ -24,7 +24,7 @@ CLIENT_LIBS = ["msgraph", "httpx", "aiohttp", "azure", "kiota_http"]
         ("sync.core.subscriptions", CLIENT_LIBS),
         ("sync.graph.payloads", CLIENT_LIBS),
         ("sync.graph.errors", CLIENT_LIBS),
-        ("sync.sandbox.graph", ["msgraph", "kiota_http", "sync.graph"]),
+        ("devkit.sandbox.graph", ["msgraph", "kiota_http", "sync.graph"]),
         ("sync.graph.subscriptions", ["msgraph"]),  # the SDK loads only when a client is built
     ],
 )

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from sync.sandbox.graph import SandboxHandle, running_sandbox
-from sync.sandbox.graph.config import SandboxConfig
-from sync.sandbox.graph.state import Mailbox
+from devkit.sandbox.graph import SandboxHandle, running_sandbox
+from devkit.sandbox.graph.config import SandboxConfig
+from devkit.sandbox.graph.state import Mailbox
 from tests.graph.conftest import UPN, Receiver, fast_config
 
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
+from devkit.sandbox.graph import SandboxHandle
+from devkit.sandbox.graph.state import Mailbox as SandboxMailbox
 from sync.core.state_models import Mailbox
 from sync.core.subscriptions import SubscriptionPolicy
 from sync.graph.client import GraphClient
 from sync.graph.subscriptions import SubscriptionManager
-from sync.sandbox.graph import SandboxHandle
-from sync.sandbox.graph.state import Mailbox as SandboxMailbox
 from tests.graph.conftest import UPN
 from tests.support.local import serving
 from tests.support.world import webhook_app

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from sync.host.appsettings import AppSettingError, resolve
-from sync.host.cli import load_local_settings
-from sync.host.config import HostConfig, HostConfigError, parse_timespan
-from sync.host.routes import RouteTemplateError, convert_route
-from sync.host.schedule import Schedule, ScheduleError
-from sync.host.storage import decode_message, encode_message
+from devkit.host.appsettings import AppSettingError, resolve
+from devkit.host.cli import load_local_settings
+from devkit.host.config import HostConfig, HostConfigError, parse_timespan
+from devkit.host.routes import RouteTemplateError, convert_route
+from devkit.host.schedule import Schedule, ScheduleError
+from devkit.host.storage import decode_message, encode_message
 from sync.settings import SettingsError
 
 
@@ -139,7 +139,7 @@ def test_unreadable_host_json_or_local_settings_is_a_config_error(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "host.json").write_text("{not json")
     with pytest.raises(HostConfigError, match=r"cannot read host\.json"):
-        HostConfig.load(environ={})  # ./host.json, as `python -m sync serve` reads it
+        HostConfig.load(environ={})  # ./host.json, as `python -m devkit serve` reads it
     local = tmp_path / "local.settings.json"
     local.write_text('{"Values": ["AzureWebJobsStorage=UseDevelopmentStorage=true"]}')
     with pytest.raises(SettingsError, match="'Values' must be an object"):

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 from azure.storage.queue.aio import QueueClient
 
-from sync.host.functions import FunctionLoadError, import_app_module, index_app
-from sync.host.localhost import LocalHost
+from devkit.host.functions import FunctionLoadError, import_app_module, index_app
+from devkit.host.localhost import LocalHost
 from tests.conftest import unique
 from tests.host import sample_app
 
@@ -270,7 +270,7 @@ def test_an_app_can_be_indexed_repeatedly() -> None:
 
 
 async def test_missing_setting_stops_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sync.host.appsettings import AppSettingError
+    from devkit.host.appsettings import AppSettingError
 
     monkeypatch.delenv("SAMPLE_WORK_QUEUE", raising=False)
     monkeypatch.setenv("SAMPLE_SCHEDULE", "*/1 * * * * *")
@@ -300,7 +300,7 @@ def test_the_project_function_app_is_fully_runnable_locally() -> None:
 def test_serve_exits_2_on_bad_settings(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from sync.host.cli import main
+    from devkit.host.cli import main
     from sync.settings import get_settings
 
     monkeypatch.setenv("SYNC_JOBS_QUEUE", "Not_A_Queue_Name")

@@ -21,7 +21,7 @@ def running_azurite() -> Iterator[tuple[str, int | None]]:
     if existing:
         yield existing, None
         return
-    from sync.devtools import azurite
+    from devkit import azurite
 
     with azurite.running() as az:
         yield az.connection_string, az.pid

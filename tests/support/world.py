@@ -37,8 +37,8 @@ WORKBOOKS_KEYS = {"ann@example.com": "ann-api-key", "bob@example.com": "bob-api-
 @dataclass
 class World:
     services: Services
-    graph: Any  # sync.sandbox.graph.SandboxHandle
-    workbooks: Any  # sync.sandbox.workbooks.RunningSandbox
+    graph: Any  # devkit.sandbox.graph.SandboxHandle
+    workbooks: Any  # devkit.sandbox.workbooks.RunningSandbox
     key_env: dict[str, str] = field(default_factory=dict)
     wb_api_key: str = "ann-api-key"
     webhook_url: str = ""
@@ -111,7 +111,7 @@ class World:
         sent_at: str | None = None,
     ) -> str:
         """Act as ``upn`` sending an email; returns the message's immutable id."""
-        from sync.sandbox.graph.control import sent_message
+        from devkit.sandbox.graph.control import sent_message
 
         sb = self.graph.sandbox
         box = sb.state.mailbox(upn)
@@ -151,13 +151,13 @@ class World:
         return int(sb.state.expire_tokens(box.user_id if box else None))
 
     def graph_fault(self, **fault: Any) -> None:
-        from sync.sandbox.graph.service import Fault
+        from devkit.sandbox.graph.service import Fault
 
         self.graph.sandbox.faults.append(Fault(**fault))
 
     # ------------------------------------------------------------------ Workbooks side
     def seed(self, endpoint: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from sync.sandbox.workbooks.control import seed
+        from devkit.sandbox.workbooks.control import seed
 
         return seed(self.workbooks.state, endpoint, records)
 
@@ -317,13 +317,13 @@ async def world_running(
     workbooks_config: Any = None,
 ) -> AsyncIterator[World]:
     """Both sandboxes + services wired to them; everything torn down on exit."""
+    from devkit.sandbox.graph import SandboxConfig as GraphConfig
+    from devkit.sandbox.graph import running_sandbox as graph_sandbox
+    from devkit.sandbox.workbooks import SandboxConfig as WorkbooksConfig
+    from devkit.sandbox.workbooks import running_sandbox as workbooks_sandbox
     from sync.graph.client import GraphClient
     from sync.graph.limiter import RetryPolicy
     from sync.runtime import get_services, reset_services
-    from sync.sandbox.graph import SandboxConfig as GraphConfig
-    from sync.sandbox.graph import running_sandbox as graph_sandbox
-    from sync.sandbox.workbooks import SandboxConfig as WorkbooksConfig
-    from sync.sandbox.workbooks import running_sandbox as workbooks_sandbox
 
     gcfg = graph_config or GraphConfig(
         controls=True, validation_timeout_seconds=0.5, notify_retry_seconds=0.05

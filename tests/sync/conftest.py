@@ -82,7 +82,7 @@ class Sides:
         return int(self.world.seed(endpoint, [values])[0]["id"])
 
     def wb_edit(self, endpoint: str, record_id: int, changes: dict[str, Any]) -> None:
-        from sync.sandbox.workbooks.control import edit_as
+        from devkit.sandbox.workbooks.control import edit_as
 
         edit_as(self.wb, endpoint, record_id, changes)
 
@@ -130,7 +130,7 @@ class Sides:
 
     def advance_clock(self, seconds: float = 1.5) -> None:
         """Workbooks updated_at has one-second resolution; move it on between edits."""
-        from sync.sandbox.workbooks.control import set_clock
+        from devkit.sandbox.workbooks.control import set_clock
 
         set_clock(self.wb, advance_seconds=seconds)
 

@@ -312,7 +312,7 @@ async def _age_scope_read(sides: Sides) -> None:
 
 
 async def test_team_queues_count_and_the_scope_refresh_sees_watching(sides: Sides) -> None:
-    from sync.sandbox.workbooks.control import set_watched
+    from devkit.sandbox.workbooks.control import set_watched
 
     await sides.world.set_policy(UPN, people_queues=[1])  # queue 1 stands for a team queue
     other = person(sides, "Bob Contact", "bob@cust.test", assigned_to="3")  # Bob's queue

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from sync.sandbox.workbooks import RunningSandbox, SandboxConfig, running_sandbox
+from devkit.sandbox.workbooks import RunningSandbox, SandboxConfig, running_sandbox
 from sync.workbooks import ClientConfig, WorkbooksClient, WorkbooksIdentity
 
 UA = "WireTest/1.0 (gzip)"

@@ -9,6 +9,8 @@ import dataclasses
 import pytest
 from pydantic import SecretStr
 
+from devkit.sandbox.workbooks import SandboxConfig, running_sandbox
+from devkit.sandbox.workbooks.control import edit_as, expire_sessions, seed, set_clock, set_watched
 from sync.core.errors import (
     Conflict,
     InvalidRequest,
@@ -17,8 +19,6 @@ from sync.core.errors import (
     ResyncRequired,
     RetryLater,
 )
-from sync.sandbox.workbooks import SandboxConfig, running_sandbox
-from sync.sandbox.workbooks.control import edit_as, expire_sessions, seed, set_clock, set_watched
 from sync.workbooks import (
     ClientConfig,
     Cond,

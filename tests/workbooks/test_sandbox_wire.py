@@ -9,11 +9,11 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 
-from sync.sandbox.workbooks import SandboxConfig, create_app, running_sandbox
-from sync.sandbox.workbooks.control import edit_as, seed, set_clock, set_watched
-from sync.sandbox.workbooks.params import WireParams
-from sync.sandbox.workbooks.store import ReadContext
-from sync.sandbox.workbooks.writes import PAUSE_EVERY, WriteContext, handle_write
+from devkit.sandbox.workbooks import SandboxConfig, create_app, running_sandbox
+from devkit.sandbox.workbooks.control import edit_as, seed, set_clock, set_watched
+from devkit.sandbox.workbooks.params import WireParams
+from devkit.sandbox.workbooks.store import ReadContext
+from devkit.sandbox.workbooks.writes import PAUSE_EVERY, WriteContext, handle_write
 from tests.support.local import serving
 
 from .conftest import UA, Wire

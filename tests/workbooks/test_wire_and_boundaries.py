@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 from pydantic import SecretStr
 
-from sync.sandbox.workbooks import SandboxConfig, running_sandbox
+from devkit.sandbox.workbooks import SandboxConfig, running_sandbox
 from sync.workbooks import WorkbooksClient, WorkbooksIdentity, WriteOp, write_batch
 from sync.workbooks.wire import (
     All,
@@ -87,7 +87,7 @@ def test_in_list_escapes_commas_and_working_set_dedupes():
 
 def test_sandbox_imports_nothing_from_the_client():
     code = (
-        "import sys, sync.sandbox.workbooks, sync.sandbox.workbooks.cli; "
+        "import sys, devkit.sandbox.workbooks, devkit.sandbox.workbooks.cli; "
         "bad = [m for m in sys.modules if m.startswith('sync.workbooks')]; "
         "assert not bad, bad"
     )
@@ -134,7 +134,7 @@ async def test_cli_runs_standalone_with_and_without_controls():
     for flags, expected in (([], 200), (["--no-sim-controls"], 404)):
         port = free_port()
         proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "sync.sandbox", "workbooks", "--port", str(port), *flags),
+            *(sys.executable, "-m", "devkit.sandbox", "workbooks", "--port", str(port), *flags),
             cwd=ROOT,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
@@ -145,7 +145,7 @@ async def test_cli_runs_standalone_with_and_without_controls():
             proc.terminate()
             await asyncio.wait_for(proc.wait(), timeout=10)
     unknown = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "sync.sandbox", "nope"),
+        *(sys.executable, "-m", "devkit.sandbox", "nope"),
         cwd=ROOT,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,

@@ -1,4 +1,4 @@
-"""``python -m sync.sandbox workbooks --port N``: the sandbox as a standalone server."""
+"""``python -m devkit.sandbox workbooks --port N``: the sandbox as a standalone server."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .server import create_app
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sync.sandbox workbooks", description="Local Workbooks CRM sandbox"
+        prog="python -m devkit.sandbox workbooks", description="Local Workbooks CRM sandbox"
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8780)

@@ -2,7 +2,7 @@
 
 Locally the environment plays the app settings.  A setting that is not set falls back to the
 default that ``sync.settings.AppSettings`` declares for it (e.g. ``%SYNC_PUSH_SCHEDULE%`` →
-``AppSettings.push_schedule``), so ``python -m sync serve`` works with no schedule variables.
+``AppSettings.push_schedule``), so ``python -m devkit serve`` works with no schedule variables.
 """
 
 from __future__ import annotations

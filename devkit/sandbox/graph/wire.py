@@ -9,7 +9,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from sync.sandbox.graph.state import ODATA_TYPES, Item, iso, utcnow
+from devkit.sandbox.graph.state import ODATA_TYPES, Item, iso, utcnow
 
 _KEY_SEGMENT = re.compile(r"^([A-Za-z]+)\('([^']*)'\)$")
 _PREFER_MAXPAGE = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)", re.IGNORECASE)

@@ -30,8 +30,8 @@ from typing import Any
 
 from aiohttp import web
 
-from sync.sandbox.graph.service import Fault, Sandbox
-from sync.sandbox.graph.state import (
+from devkit.sandbox.graph.service import Fault, Sandbox
+from devkit.sandbox.graph.state import (
     CALENDAR,
     DEFAULT_CONTACT_FOLDER,
     Container,

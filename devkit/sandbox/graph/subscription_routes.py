@@ -10,9 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
-from sync.sandbox.graph.mailbox_routes import GraphFailure, _body
-from sync.sandbox.graph.service import Sandbox
-from sync.sandbox.graph.state import (
+from devkit.sandbox.graph.mailbox_routes import GraphFailure, _body
+from devkit.sandbox.graph.service import Sandbox
+from devkit.sandbox.graph.state import (
     CALENDAR,
     DEFAULT_CONTACT_FOLDER,
     Kind,
@@ -20,7 +20,7 @@ from sync.sandbox.graph.state import (
     iso,
     utcnow,
 )
-from sync.sandbox.graph.wire import split_path, wants_immutable
+from devkit.sandbox.graph.wire import split_path, wants_immutable
 
 SUB_NOT_FOUND = (404, "ResourceNotFound", "The object was not found.")
 

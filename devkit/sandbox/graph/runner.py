@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from sync.sandbox.graph.config import SandboxConfig
-from sync.sandbox.graph.server import SANDBOX_KEY, create_app
-from sync.sandbox.graph.service import Sandbox
+from devkit.sandbox.graph.config import SandboxConfig
+from devkit.sandbox.graph.server import SANDBOX_KEY, create_app
+from devkit.sandbox.graph.service import Sandbox
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from typing import Any
 
 from multidict import CIMultiDict
 
-from sync.sandbox.graph.config import SandboxConfig
-from sync.sandbox.graph.notify import Notifier
-from sync.sandbox.graph.state import (
+from devkit.sandbox.graph.config import SandboxConfig
+from devkit.sandbox.graph.notify import Notifier
+from devkit.sandbox.graph.state import (
     CALENDAR,
     Container,
     DeltaState,

@@ -38,9 +38,9 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 from multidict import CIMultiDict
 
-from sync.host.appsettings import resolve
-from sync.host.config import HostConfig
-from sync.host.functions import (
+from devkit.host.appsettings import resolve
+from devkit.host.config import HostConfig
+from devkit.host.functions import (
     HTTP_TRIGGER,
     QUEUE_TRIGGER,
     TIMER_TRIGGER,
@@ -49,12 +49,12 @@ from sync.host.functions import (
     import_app_module,
     index_app,
 )
-from sync.host.queue_listener import QueueListener
-from sync.host.routes import ConvertedRoute, RouteVariant, convert_route
-from sync.host.schedule import Schedule
-from sync.host.storage import encode_message, ensure_queue, queue_service_for
+from devkit.host.queue_listener import QueueListener
+from devkit.host.routes import ConvertedRoute, RouteVariant, convert_route
+from devkit.host.schedule import Schedule
+from devkit.host.storage import encode_message, ensure_queue, queue_service_for
 
-log = logging.getLogger("sync.host")
+log = logging.getLogger("devkit.host")
 
 FUNCTION_KEY_ENV = "SYNC_LOCAL_FUNCTION_KEY"
 MASTER_KEY_ENV = "SYNC_LOCAL_MASTER_KEY"

@@ -1,6 +1,6 @@
-"""``python -m sync serve``: run function_app.py on the local host until Ctrl-C / SIGTERM.
+"""``python -m devkit serve``: run function_app.py on the local host until Ctrl-C / SIGTERM.
 
-    python -m sync serve [--port 7071] [--no-timers] [--no-queues] [--azurite]
+    python -m devkit serve [--port 7071] [--no-timers] [--no-queues] [--azurite]
                          [--app function_app] [--host-json host.json]
 
 Settings are validated first (exit code 2 with the message on a bad configuration), like
@@ -24,12 +24,12 @@ from pathlib import Path
 
 from sync.settings import SettingsError, get_settings
 
-log = logging.getLogger("sync.host")
+log = logging.getLogger("devkit.host")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m sync serve",
+        prog="python -m devkit serve",
         description="Run function_app.py on the local stand-in for the Azure Functions host.",
     )
     p.add_argument("--port", type=int, default=7071, help="HTTP port (0 = any free port)")
@@ -69,7 +69,7 @@ def _maybe_azurite(wanted: bool) -> Iterator[None]:
     if not wanted or os.environ.get("AzureWebJobsStorage"):
         yield
         return
-    from sync.devtools import azurite
+    from devkit import azurite
 
     with azurite.running() as az:
         os.environ["AzureWebJobsStorage"] = az.connection_string
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from sync.host.localhost import LocalHost
+    from devkit.host.localhost import LocalHost
 
     try:
         host = LocalHost(

@@ -11,8 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from sync.sandbox.graph.service import Sandbox
-from sync.sandbox.graph.state import (
+from devkit.sandbox.graph.service import Sandbox
+from devkit.sandbox.graph.state import (
     CALENDAR,
     DEFAULT_CONTACT_FOLDER,
     Container,
@@ -22,7 +22,7 @@ from sync.sandbox.graph.state import (
     Tombstone,
     new_id,
 )
-from sync.sandbox.graph.wire import graph_error, max_page_size, render, wants_immutable
+from devkit.sandbox.graph.wire import graph_error, max_page_size, render, wants_immutable
 
 NOT_FOUND = (404, "ErrorItemNotFound", "The specified object was not found in the store.")
 

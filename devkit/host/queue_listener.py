@@ -26,11 +26,11 @@ from azure.functions.queue import QueueMessage as FuncQueueMessage
 from azure.storage.queue import QueueMessage as StoredMessage
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
-from sync.host.config import QueueOptions
-from sync.host.functions import LoadedFunction
-from sync.host.storage import decode_message, ensure_queue
+from devkit.host.config import QueueOptions
+from devkit.host.functions import LoadedFunction
+from devkit.host.storage import decode_message, ensure_queue
 
-log = logging.getLogger("sync.host.queues")
+log = logging.getLogger("devkit.host.queues")
 
 LEASE_SECONDS = 600  # the real host's 10-minute lease while a function runs
 RENEW_EVERY = LEASE_SECONDS / 2

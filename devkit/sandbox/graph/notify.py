@@ -16,8 +16,8 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from sync.sandbox.graph.config import SandboxConfig
-from sync.sandbox.graph.state import Subscription, iso
+from devkit.sandbox.graph.config import SandboxConfig
+from devkit.sandbox.graph.state import Subscription, iso
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
 
-from sync.host.config import parse_timespan
+from devkit.host.config import parse_timespan
 
 _TIMESPAN = re.compile(r"^(?:\d+\.)?\d{1,2}:\d{1,2}:\d{1,2}$")
 

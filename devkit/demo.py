@@ -1,4 +1,4 @@
-"""``python -m sync demo``: the whole service on one machine, in a few seconds.
+"""``python -m devkit demo``: the whole service on one machine, in a few seconds.
 
 Starts Azurite, the Graph and Workbooks sandboxes and the local Functions host (running the
 real ``function_app.py``), registers a sandbox mailbox, creates its Graph subscriptions (the
@@ -64,7 +64,7 @@ class Demo:
         self.graph, self.workbooks, self.host, self.services = graph, workbooks, host, services
 
     def seed(self, endpoint: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from sync.sandbox.workbooks.control import seed
+        from devkit.sandbox.workbooks.control import seed
 
         return seed(self.workbooks.state, endpoint, rows)
 
@@ -80,7 +80,7 @@ class Demo:
         )
 
     def send_email(self, to: list[str], subject: str, categories: list[str]) -> str:
-        from sync.sandbox.graph.control import sent_message
+        from devkit.sandbox.graph.control import sent_message
 
         sb = self.graph.sandbox
         box = sb.state.mailbox(MAILBOX)
@@ -261,11 +261,11 @@ async def _two_way_steps(demo: Demo, n: int) -> int:
 
 
 async def run() -> int:
-    from sync.devtools import azurite
-    from sync.sandbox.graph import SandboxConfig as GraphConfig
-    from sync.sandbox.graph import running_sandbox as graph_sandbox
-    from sync.sandbox.workbooks import SandboxConfig as WorkbooksConfig
-    from sync.sandbox.workbooks import running_sandbox as workbooks_sandbox
+    from devkit import azurite
+    from devkit.sandbox.graph import SandboxConfig as GraphConfig
+    from devkit.sandbox.graph import running_sandbox as graph_sandbox
+    from devkit.sandbox.workbooks import SandboxConfig as WorkbooksConfig
+    from devkit.sandbox.workbooks import running_sandbox as workbooks_sandbox
 
     with azurite.running() as az:
         step(1, f"Azurite started (pid {az.pid}).")
@@ -294,9 +294,9 @@ async def run() -> int:
 
 
 async def _with_host(graph: Any, workbooks: Any, port: int) -> int:
+    from devkit.host.localhost import LocalHost
     from sync.core.state_models import Mailbox
     from sync.engine.subscriptions import ensure_for_mailbox
-    from sync.host.localhost import LocalHost
     from sync.runtime import get_services, reset_services
 
     await reset_services()
@@ -334,7 +334,7 @@ async def _with_host(graph: Any, workbooks: Any, port: int) -> int:
     return 0
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("azure", "aiohttp.access", "sync.webhook"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

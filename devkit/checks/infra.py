@@ -25,7 +25,7 @@ compares what it finds with what the code reads and uses:
 * **parameters file** - ``infra/main.parameters.json`` is JSON, names only existing parameters
   and supplies every parameter without a default.
 
-Run it as ``python -m sync.devtools.infra_check``; ``tests/test_infra.py`` runs it in the suite.
+Run it as ``python -m devkit.checks.infra``; ``tests/test_infra.py`` runs it in the suite.
 """
 
 from __future__ import annotations

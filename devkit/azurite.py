@@ -6,8 +6,8 @@ which avoids races between parallel runs on one machine.
 
 Command line::
 
-    python -m sync.devtools.azurite run -- <command ...>   # start, export env, run, stop
-    python -m sync.devtools.azurite start                  # run in the foreground until Ctrl-C
+    python -m devkit.azurite run -- <command ...>   # start, export env, run, stop
+    python -m devkit.azurite start                  # run in the foreground until Ctrl-C
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 ACCOUNT = "devstoreaccount1"
 # Azurite's published development key (Azure/Azurite README); it protects nothing.
 ACCOUNT_KEY = (

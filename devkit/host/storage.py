@@ -46,7 +46,7 @@ def queue_service_for(
             return QueueServiceClient(account_url=uri, credential=_credential(env, name))
     raise StorageSettingError(
         f"storage connection {setting!r} is not configured: set the app setting {setting} to a "
-        f"connection string (Azurite: see 'python -m sync.devtools.azurite start')"
+        f"connection string (Azurite: see 'python -m devkit.azurite start')"
     )
 
 

@@ -1,4 +1,4 @@
-"""`python -m sync.sandbox graph --port N [--controls]`: serve the Graph sandbox."""
+"""`python -m devkit.sandbox graph --port N [--controls]`: serve the Graph sandbox."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import logging
 
 from aiohttp import web
 
-from sync.sandbox.graph.config import SandboxConfig
-from sync.sandbox.graph.server import SANDBOX_KEY, create_app
+from devkit.sandbox.graph.config import SandboxConfig
+from devkit.sandbox.graph.server import SANDBOX_KEY, create_app
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sync.sandbox graph", description=__doc__)
+    parser = argparse.ArgumentParser(prog="devkit.sandbox graph", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8701)
     parser.add_argument(

@@ -14,13 +14,13 @@ from typing import Any
 
 from aiohttp import web
 
-from sync.sandbox.graph import control
-from sync.sandbox.graph.config import SandboxConfig
-from sync.sandbox.graph.mailbox_routes import GraphFailure, MailboxApi, failure_response
-from sync.sandbox.graph.service import Sandbox
-from sync.sandbox.graph.state import utcnow
-from sync.sandbox.graph.subscription_routes import handle as handle_subscriptions
-from sync.sandbox.graph.wire import graph_error, split_path
+from devkit.sandbox.graph import control
+from devkit.sandbox.graph.config import SandboxConfig
+from devkit.sandbox.graph.mailbox_routes import GraphFailure, MailboxApi, failure_response
+from devkit.sandbox.graph.service import Sandbox
+from devkit.sandbox.graph.state import utcnow
+from devkit.sandbox.graph.subscription_routes import handle as handle_subscriptions
+from devkit.sandbox.graph.wire import graph_error, split_path
 
 SANDBOX_KEY: web.AppKey[Sandbox] = web.AppKey("graph_sandbox", Sandbox)
 

@@ -1,6 +1,6 @@
-"""``python -m sync.sandbox {workbooks|graph} [options]``: start one sandbox server.
+"""``python -m devkit.sandbox {workbooks|graph} [options]``: start one sandbox server.
 
-Each sandbox exposes ``main(argv) -> int`` in ``sync.sandbox.<name>.cli``; it is imported lazily
+Each sandbox exposes ``main(argv) -> int`` in ``devkit.sandbox.<name>.cli``; it is imported lazily
 so one sandbox still runs while the other is missing or broken.
 """
 
@@ -14,11 +14,11 @@ SANDBOXES = ("workbooks", "graph")
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in SANDBOXES:
-        sys.stderr.write(f"usage: python -m sync.sandbox {{{'|'.join(SANDBOXES)}}} [--port N]\n")
+        sys.stderr.write(f"usage: python -m devkit.sandbox {{{'|'.join(SANDBOXES)}}} [--port N]\n")
         return 2
     name = argv[0]
     try:
-        cli = importlib.import_module(f"sync.sandbox.{name}.cli")
+        cli = importlib.import_module(f"devkit.sandbox.{name}.cli")
     except ImportError as exc:
         sys.stderr.write(f"the {name} sandbox is not available: {exc}\n")
         return 2

@@ -1,0 +1,5 @@
+import sys
+
+from devkit.sandbox.graph.cli import main
+
+sys.exit(main())

@@ -1,1 +1,0 @@
-"""Developer tooling: Azurite management and helpers for the demo, tests and benchmarks."""

@@ -1,5 +1,0 @@
-import sys
-
-from sync.sandbox.graph.cli import main
-
-sys.exit(main())
