@@ -11,12 +11,36 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
+from sync.core.state_models import SubscriptionRecord
+from sync.core.streams import MarkerMemory
 from sync.queues import JobQueue
 from sync.settings import Settings, get_settings
 from sync.state.store import StateStore
 from sync.storage import queue_service, table_service
+
+if TYPE_CHECKING:  # clients load their SDKs on first use, never on the webhook path
+    from sync.graph.client import GraphClient
+    from sync.secrets import SecretProvider
+    from sync.workbooks.client import WorkbooksClient
+
+
+@dataclass
+class Caches:
+    """Per-process caches owned by the services they were filled from, so rebuilding services
+    never serves another store's data."""
+
+    graph: GraphClient | None = None  # one Graph client per process (sync.engine.clients)
+    secrets: SecretProvider | None = None
+    # One Workbooks client per credential, by identity fingerprint; and each mailbox's one.
+    workbooks: dict[str, WorkbooksClient] = field(default_factory=dict)
+    workbooks_by_mailbox: dict[str, str] = field(default_factory=dict)
+    # The webhook's subscription lookups: id -> (monotonic time read, record).
+    subscriptions: dict[str, tuple[float, SubscriptionRecord]] = field(default_factory=dict)
+    # The webhook's memory of live markers, and its marker checks in flight (single flight).
+    webhook_memo: MarkerMemory = field(default_factory=MarkerMemory)
+    webhook_flights: dict[tuple[str, str], asyncio.Future[bool]] = field(default_factory=dict)
 
 
 @dataclass
@@ -24,9 +48,7 @@ class Services:
     settings: Settings
     store: StateStore
     queue: JobQueue
-    # Per-process caches owned by the services they were filled from (e.g. the webhook's
-    # subscription lookups), so rebuilding services never serves another store's data.
-    cache: dict[str, Any] = field(default_factory=dict)
+    cache: Caches = field(default_factory=Caches)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def close(self) -> None:

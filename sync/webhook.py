@@ -31,6 +31,7 @@ from sync.core.notifications import (
     parse_collection,
 )
 from sync.core.state_models import SubscriptionRecord
+from sync.core.streams import Intake, lifecycle_marker, on_notification, stream_marker
 from sync.core.subscriptions import hash_client_state
 from sync.runtime import Services
 
@@ -74,15 +75,8 @@ class _Outcome:
     seen: set[tuple[str, str, str]] = field(default_factory=set)
 
 
-def _cache(services: Services) -> dict[str, tuple[float, SubscriptionRecord]]:
-    cache: dict[str, tuple[float, SubscriptionRecord]] = services.cache.setdefault(
-        "subscriptions", {}
-    )
-    return cache
-
-
 async def _subscription(services: Services, sub_id: str) -> SubscriptionRecord | None:
-    cache = _cache(services)
+    cache = services.cache.subscriptions
     hit = cache.get(sub_id)
     now = time.monotonic()
     if hit and now - hit[0] < CACHE_SECONDS:
@@ -152,33 +146,31 @@ async def _mark_and_send(
 
 
 async def _enqueue_dirty(services: Services, record: SubscriptionRecord, out: _Outcome) -> None:
-    """Queue one job per dirty stream, cheaply under bursts:
+    """Queue one job per dirty stream, cheaply under bursts (the cases are
+    ``sync.core.streams.Intake``):
 
     * within one request, repeats are counted once;
     * a stream whose marker this instance saw live less than ``webhook_memo_seconds`` ago is
       answered from memory (the run that takes the marker re-reads the delta once that window
-      has passed, see ``sync.engine.runner``, so no change waits for the next timer);
+      has passed, so no change waits for the next timer);
     * concurrent requests for one stream share a single marker check (single flight), and a
       follower fails with the leader, so Graph retries both if the leader could not persist.
     """
     key = (record.mailbox, record.stream, "dirty")
-    if key in out.seen:
-        out.coalesced += 1
-        return
-    out.seen.add(key)
-    memo: dict[tuple[str, str], float] = services.cache.setdefault("webhook_memo", {})
-    flights: dict[tuple[str, str], asyncio.Future[bool]] = services.cache.setdefault(
-        "webhook_flights", {}
-    )
     stream_key = (record.mailbox, record.stream)
+    memo, flights = services.cache.webhook_memo, services.cache.webhook_flights
     window = services.settings.app.webhook_memo_seconds
-    seen = memo.get(stream_key)
-    if window > 0 and seen is not None and time.monotonic() - seen < window:
+    intake = on_notification(
+        repeat=key in out.seen,
+        remembered=memo.remembers(stream_key, time.monotonic(), window),
+        in_flight=stream_key in flights,
+    )
+    out.seen.add(key)
+    if intake is Intake.REPEAT or intake is Intake.REMEMBERED:
         out.coalesced += 1
         return
-    flight = flights.get(stream_key)
-    if flight is not None:
-        await asyncio.shield(flight)  # raises if the leader failed: answer 503 as it did
+    if intake is Intake.IN_FLIGHT:
+        await asyncio.shield(flights[stream_key])  # raises if the leader failed: answer 503
         out.coalesced += 1
         return
     flight = asyncio.get_running_loop().create_future()
@@ -187,7 +179,7 @@ async def _enqueue_dirty(services: Services, record: SubscriptionRecord, out: _O
         queued = await _mark_and_send(
             services,
             record.mailbox,
-            record.stream,
+            stream_marker(record.stream),
             lambda: Job(
                 mailbox=record.mailbox,
                 stream=Stream(record.stream),
@@ -201,9 +193,7 @@ async def _enqueue_dirty(services: Services, record: SubscriptionRecord, out: _O
         raise
     else:
         flight.set_result(queued)
-        if len(memo) > 50_000:
-            memo.clear()
-        memo[stream_key] = time.monotonic()
+        memo.saw_marker(stream_key, time.monotonic())
     finally:
         flights.pop(stream_key, None)
     if queued:
@@ -225,12 +215,10 @@ async def _enqueue_lifecycle(
         out.coalesced += 1
         return
     out.seen.add(key)
-    # Graph may deliver a lifecycle event several times; one pending job per event suffices.
-    marker = lifecycle_marker(record.subscription_id, event)
     queued = await _mark_and_send(
         services,
         record.mailbox,
-        marker,
+        lifecycle_marker(record.subscription_id, event),
         lambda: Job(
             mailbox=record.mailbox,
             stream=Stream(record.stream),
@@ -244,11 +232,6 @@ async def _enqueue_lifecycle(
         out.queued += 1
     else:
         out.coalesced += 1
-
-
-def lifecycle_marker(subscription_id: str, event: str) -> str:
-    """Name of the 'lifecycle job pending' marker (cleared by the lifecycle processor)."""
-    return f"lifecycle:{event}:{subscription_id}"[:200]
 
 
 def _summary(out: _Outcome) -> str:

@@ -1,6 +1,6 @@
 """Graph subscription upkeep as pure decisions: stored records + now -> actions.
 
-No I/O and no clock reads: `sync.graph.subscriptions` loads the records, calls these functions
+No I/O and no clock reads: `sync.engine.subscriptions` loads the records, calls these functions
 and carries out the actions in order.  Rules (graph.md §1.3, §1.10, §1.11, "Implications" 5):
 
 - Each enabled mailbox has exactly one subscription for sent items, contacts and events.

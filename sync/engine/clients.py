@@ -9,7 +9,7 @@ The Graph SDK is imported here lazily, never on the webhook path.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
@@ -23,14 +23,13 @@ if TYPE_CHECKING:
 
 
 def graph_client(services: Services) -> GraphClient:
-    client: Any = services.cache.get("graph")
+    client = services.cache.graph
     if client is None:
         from sync.graph.client import GraphClient
 
-        client = GraphClient.create(services.settings.graph)
-        services.cache["graph"] = client
+        client = services.cache.graph = GraphClient.create(services.settings.graph)
         services.closers.append(client.aclose)
-    return client  # type: ignore[no-any-return]
+    return client
 
 
 def identity_fingerprint(service_url: str, api_key: str) -> str:
@@ -43,13 +42,13 @@ async def workbooks_client(services: Services, mailbox: Mailbox) -> WorkbooksCli
     from sync.workbooks.client import WorkbooksClient
     from sync.workbooks.config import ClientConfig, WorkbooksIdentity
 
-    provider = services.cache.get("secrets")
+    provider = services.cache.secrets
     if provider is None:
-        provider = services.cache["secrets"] = secret_provider(services.settings.app)
+        provider = services.cache.secrets = secret_provider(services.settings.app)
     key = await provider.get(mailbox.api_key_ref)
     fingerprint = identity_fingerprint(mailbox.workbooks_url, key)
-    clients: dict[str, WorkbooksClient] = services.cache.setdefault("workbooks", {})
-    owners: dict[str, str] = services.cache.setdefault("workbooks_by_mailbox", {})
+    clients = services.cache.workbooks
+    owners = services.cache.workbooks_by_mailbox
     previous = owners.get(mailbox.id)
     owners[mailbox.id] = fingerprint
     if previous and previous != fingerprint and previous not in owners.values():

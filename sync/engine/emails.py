@@ -511,11 +511,10 @@ async def process_sent(ctx: RunContext) -> None:
     cursor = await store.cursors.get(ctx.mailbox.id, Stream.SENT)
     start = None if _fresh_round(ctx.job, cursor) else cursor.delta_link
     run = _Run(ctx, graph_client(ctx.services), await workbooks_client(ctx.services, ctx.mailbox))
-    for _ in range(MAX_ROUNDS):
+    for rounds in range(1, MAX_ROUNDS + 1):
         start = await _round(run, start)
-        if not await ctx.clear_marker():
+        if not await ctx.read_again(rounds, MAX_ROUNDS):
             return
-        ctx.count("extra_rounds")
 
 
 async def _round(run: _Run, start: str | None) -> str | None:

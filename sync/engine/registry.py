@@ -7,11 +7,13 @@ are added.  A job for which no processor is registered is recorded as skipped, n
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sync.core.jobs import Job, JobKind, Stream
+from sync.core.streams import StreamRun, read_again, stream_marker
 
 if TYPE_CHECKING:
     from sync.core.state_models import Cursor, Lease, Mailbox
@@ -28,21 +30,28 @@ class RunContext:
     services: Services
     counts: dict[str, int] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
-    marker_cleared_at: float | None = None  # monotonic time a pending-notification marker went
+    life: StreamRun | None = None  # the run's lifecycle (``sync.core.streams``), from the runner
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n
 
     async def clear_marker(self) -> bool:
-        """Take the stream's 'notification pending' marker: the delta read that follows covers
-        every notification so far. Remembers when, so the runner can cover notifications the
-        webhook answered from memory right after (see ``sync.webhook``)."""
-        import time
+        """Take the stream's 'job pending' marker: the delta read that follows covers every
+        notification so far. True if there was one; the lifecycle notes when."""
+        taken = await self.services.store.dirty.clear(
+            self.job.mailbox, stream_marker(self.job.stream)
+        )
+        if taken and self.life is not None:
+            self.life.marker_taken(time.monotonic())
+        return taken
 
-        cleared = await self.services.store.dirty.clear(self.job.mailbox, self.job.stream)
-        if cleared:
-            self.marker_cleared_at = time.monotonic()
-        return cleared
+    async def read_again(self, rounds: int, max_rounds: int) -> bool:
+        """After delta round ``rounds``: take the marker a notification set meanwhile and say
+        whether to read again (``sync.core.streams.read_again``)."""
+        taken = await self.clear_marker()
+        if taken:
+            self.count("extra_rounds")
+        return read_again(marker_taken=taken, rounds=rounds, max_rounds=max_rounds)
 
     async def save_cursor(self, stream: str, change: Callable[[Cursor], Cursor]) -> None:
         """Apply ``change`` to the stream's cursor: under the run's lease when it holds one

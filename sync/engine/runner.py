@@ -1,7 +1,9 @@
 """Runs one queued job: claim the stream, run its processor, record the run, release.
 
 Every trigger ends here (notification, 2-hour push, 30-minute reconciliation, manual sync), so
-they all share one path.  Rules that keep the queue healthy:
+they all share one path.  When a run claims, waits, reads again and releases is decided by the
+stream lifecycle in ``sync.core.streams``; this module does the I/O.  Rules that keep the queue
+healthy:
 
 * a job whose stream is busy (another worker holds the lease) is re-sent with a delay rather
   than failed, so it is neither lost nor burned through the host's retry budget;
@@ -26,6 +28,7 @@ from datetime import UTC, datetime
 from sync.core.errors import ReauthRequired, ResyncRequired, RetryLater
 from sync.core.jobs import Job, JobKind, Stream
 from sync.core.state_models import JobStatus, Lease, Mailbox, RunRecord, utcnow
+from sync.core.streams import StreamRun, lease_owner, renew_interval
 from sync.engine.registry import RunContext, lookup
 from sync.runtime import Services
 from sync.state.store import LeaseLost
@@ -34,9 +37,6 @@ log = logging.getLogger("sync.engine")
 
 OUTLOOK_STREAMS = (Stream.SENT, Stream.CONTACTS, Stream.EVENTS, Stream.TODO)
 RECONCILE_STREAMS = (*OUTLOOK_STREAMS, Stream.PEOPLE)
-BUSY_DELAY_SECONDS = 15
-DIRTY_BUSY_DELAY_SECONDS = 3
-MAX_MEMO_PASSES = 3
 MAX_DELAY_SECONDS = 6 * 24 * 3600  # queue visibility can be at most 7 days
 LAST_ATTEMPT = 5  # host.json maxDequeueCount: after this attempt the host poisons the message
 
@@ -124,7 +124,7 @@ async def _requeue(services: Services, job: Job, delay: float, reason: str) -> N
 async def _keep_lease(services: Services, lease: Lease) -> None:
     seconds = services.settings.app.lease_seconds
     while True:
-        await asyncio.sleep(seconds / 3)
+        await asyncio.sleep(renew_interval(seconds))
         lease = await services.store.cursors.renew(lease, seconds)
 
 
@@ -159,41 +159,41 @@ async def _handle_errors(services: Services, job: Job, run: RunRecord, ctx: RunC
         run.status, run.message = "stopped", str(exc)
 
 
-async def _cover_memo_window(services: Services, job: Job, run: RunRecord, ctx: RunContext) -> None:
-    """The webhook answers repeat notifications from memory for ``webhook_memo_seconds`` after
-    it last saw this stream's marker. A notification answered that way just after we took the
-    marker has no job of its own, so read the delta once more when that window has passed."""
-    memo = services.settings.app.webhook_memo_seconds
-    for _ in range(MAX_MEMO_PASSES):  # a pass that takes a new marker opens a new window
-        if memo <= 0 or ctx.marker_cleared_at is None or run.status != "ok":
-            return
-        wait = ctx.marker_cleared_at + memo - time.monotonic()
+async def _passes(
+    services: Services, job: Job, run: RunRecord, ctx: RunContext, life: StreamRun
+) -> None:
+    """The run's pass, then the follow-up reads its lifecycle asks for (``sync.core.streams``:
+    a notification the webhook answered from memory just after the run took the marker has no
+    job of its own)."""
+    await _handle_errors(services, job, run, ctx)
+    while (wait := life.pass_ended(ok=run.status == "ok", now=time.monotonic())) is not None:
         if wait > 0:
             await asyncio.sleep(wait)
-        ctx.marker_cleared_at = None
+        life.window_passed()
         ctx.count("memo_passes")
         await _handle_errors(services, job, run, ctx)
 
 
 async def _run_stream(services: Services, job: Job, mailbox: Mailbox, run: RunRecord) -> None:
-    owner = f"{job.job_id}:{uuid.uuid4().hex[:8]}"
+    life = StreamRun(job.kind, services.settings.app.webhook_memo_seconds)
     lease = await services.store.cursors.claim(
-        job.mailbox, job.stream, owner, services.settings.app.lease_seconds
+        job.mailbox,
+        job.stream,
+        lease_owner(job.job_id, uuid.uuid4().hex[:8]),
+        services.settings.app.lease_seconds,
     )
     if lease is None:
         run.status, run.message = "retry", "stream busy; job re-sent"
-        # A notification that lands while the stream's run is finishing should not wait long.
-        delay = DIRTY_BUSY_DELAY_SECONDS if job.kind == JobKind.DIRTY else BUSY_DELAY_SECONDS
-        await _requeue(services, job, delay, "stream busy")
+        await _requeue(services, job, life.refused(), "stream busy")
         return
+    life.claimed()
     keeper = asyncio.create_task(_keep_lease(services, lease))
     try:
-        ctx = RunContext(job=job, mailbox=mailbox, lease=lease, services=services)
+        ctx = RunContext(job=job, mailbox=mailbox, lease=lease, services=services, life=life)
         # The run about to start reads the delta, which covers every notification so far.
         await ctx.clear_marker()
         try:
-            await _handle_errors(services, job, run, ctx)
-            await _cover_memo_window(services, job, run, ctx)
+            await _passes(services, job, run, ctx, life)
         finally:
             run.counts = ctx.counts
             if ctx.messages and not run.message:

@@ -1,234 +1,40 @@
-"""Carries out the subscription decisions of `sync.core.subscriptions` against Graph and state.
-
-Ordering rules that make every step safe to repeat:
-- a new subscription's record (with only the sha256 of its clientState) is stored right after
-  Graph confirms it, before anything else happens, so the webhook can map its notifications;
-- a record is forgotten only after Graph deleted the subscription (or said 404);
-- a failed renew with 404 turns into recreate + catch-up (the subscription lapsed at Graph).
-"""
+"""Graph's subscription resource on the wire: what a new subscription is sent as and what Graph
+answers.  Which subscriptions to create, renew or delete, and in which order, is decided in
+``sync.core.subscriptions`` and carried out by ``sync.engine.subscriptions``."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import secrets
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from dataclasses import dataclass
+from datetime import datetime
 
-from sync.core.errors import NotFound
-from sync.core.jobs import Job, JobKind, Stream
-from sync.core.state_models import Mailbox, SubscriptionRecord
-from sync.core.subscriptions import (
-    CHANGE_TYPES,
-    Action,
-    CatchUp,
-    Create,
-    Delete,
-    Renew,
-    SubscriptionPolicy,
-    hash_client_state,
-    plan_lifecycle,
-    plan_mailbox,
-    plan_removal,
-    recreate,
-)
+from sync.core.subscriptions import CHANGE_TYPES
 from sync.graph.client import GraphClient, iso_utc, parse_iso
 
-log = logging.getLogger(__name__)
 
-NOTIFICATIONS_PATH = "/api/graph/notifications"
-LIFECYCLE_PATH = "/api/graph/lifecycle"
-
-
-class SubscriptionRecords(Protocol):
-    async def get(self, subscription_id: str) -> SubscriptionRecord | None: ...
-    async def put(self, record: SubscriptionRecord) -> None: ...
-    async def delete(self, subscription_id: str) -> None: ...
-    async def list_for_mailbox(self, mailbox: str) -> list[SubscriptionRecord]: ...
-    async def list_all(self) -> list[SubscriptionRecord]: ...
+@dataclass(frozen=True)
+class Created:
+    subscription_id: str
+    expires_at: datetime  # what Graph granted, which may be earlier than asked
 
 
-class Cursors(Protocol):
-    async def request_resync(self, mailbox: str, stream: str, reason: str) -> object: ...
-
-
-class State(Protocol):
-    @property
-    def subscriptions(self) -> SubscriptionRecords: ...
-    @property
-    def cursors(self) -> Cursors: ...
-
-
-class Queue(Protocol):
-    async def send(self, job: Job, *, delay_seconds: int | None = None) -> None: ...
-
-
-def new_client_state() -> str:
-    # 48 random bytes -> 64 URL-safe characters, well under Graph's 128-character limit.
-    return secrets.token_urlsafe(48)
-
-
-@dataclass
-class Outcome:
-    """What a sweep or lifecycle run did, for the run record and logs."""
-
-    created: list[str] = field(default_factory=list)
-    renewed: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    catch_ups: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-
-    def merge(self, other: Outcome) -> None:
-        for name in ("created", "renewed", "deleted", "catch_ups", "failed"):
-            getattr(self, name).extend(getattr(other, name))
-
-
-class SubscriptionManager:
-    def __init__(
-        self,
-        graph: GraphClient,
-        state: State,
-        *,
-        public_base_url: str,
-        policy: SubscriptionPolicy,
-        queue: Queue | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        base = public_base_url.rstrip("/")
-        self.graph, self.state, self.policy, self.queue, self.clock = (
-            graph,
-            state,
-            policy,
-            queue,
-            clock,
-        )
-        self.notification_url = f"{base}{NOTIFICATIONS_PATH}"
-        self.lifecycle_url = f"{base}{LIFECYCLE_PATH}"
-
-    @staticmethod
-    def policy_from(subscription_minutes: int, renew_margin_hours: int) -> SubscriptionPolicy:
-        return SubscriptionPolicy(
-            lifetime=timedelta(minutes=subscription_minutes),
-            renew_margin=timedelta(hours=renew_margin_hours),
-        )
-
-    # --- entry points -------------------------------------------------------------------------
-    async def ensure_mailbox(self, mailbox: Mailbox) -> Outcome:
-        """Create/renew/recreate what `mailbox` needs now (the sweep calls this per mailbox)."""
-        records = await self.state.subscriptions.list_for_mailbox(mailbox.id)
-        actions = plan_mailbox(
-            mailbox.id, mailbox.graph_id, mailbox.enabled, records, self.clock(), self.policy
-        )
-        return await self._run(actions, mailbox.graph_id)
-
-    async def sweep(self, mailboxes: list[Mailbox]) -> Outcome:
-        """Renewal sweep over every registered mailbox; one mailbox failing does not stop the
-        others.  Records of mailboxes no longer registered are deleted (at Graph too)."""
-        total = Outcome()
-        for mailbox in mailboxes:
-            total.merge(await self.ensure_mailbox(mailbox))
-        known = {m.id for m in mailboxes}
-        orphans = [r for r in await self.state.subscriptions.list_all() if r.mailbox not in known]
-        total.merge(await self._run(list[Action](plan_removal(orphans)), ""))
-        return total
-
-    async def remove_mailbox(self, mailbox_id: str) -> Outcome:
-        records = await self.state.subscriptions.list_for_mailbox(mailbox_id)
-        return await self._run(list[Action](plan_removal(records)), mailbox_id)
-
-    async def handle_lifecycle(
-        self, subscription_id: str, event: str, mailbox: Mailbox | None = None
-    ) -> Outcome:
-        """Act on one lifecycle notification (the LIFECYCLE job calls this)."""
-        record = await self.state.subscriptions.get(subscription_id)
-        graph_user = mailbox.graph_id if mailbox else (record.mailbox if record else "")
-        actions = plan_lifecycle(event, record, graph_user, self.clock(), self.policy)
-        return await self._run(actions, graph_user)
-
-    # --- execution -----------------------------------------------------------------------------
-    async def _run(self, actions: list[Action], graph_user: str) -> Outcome:
-        out = Outcome()
-        queue = list(actions)
-        while queue:
-            action = queue.pop(0)
-            try:
-                queue[:0] = await self._apply(action, graph_user, out)
-            except Exception as exc:
-                # One failed action must not stop the rest (e.g. the next stream's renew); the
-                # next sweep retries.  Recorded, never silent.
-                log.warning("subscription action %s failed: %s", type(action).__name__, exc)
-                out.failed.append(f"{type(action).__name__}:{action.mailbox}:{action.stream}")
-        return out
-
-    async def _apply(self, action: Action, graph_user: str, out: Outcome) -> list[Action]:
-        """Perform one action; return follow-up actions (renew 404 -> recreate)."""
-        if isinstance(action, Create):
-            out.created.append(await self._create(action))
-        elif isinstance(action, Renew):
-            return await self._renew(action, graph_user, out)
-        elif isinstance(action, Delete):
-            await self._delete(action)
-            out.deleted.append(action.subscription_id)
-        elif isinstance(action, CatchUp):
-            await self._catch_up(action)
-            out.catch_ups.append(f"{action.mailbox}:{action.stream}")
-        return []
-
-    async def _create(self, action: Create) -> str:
-        client_state = new_client_state()
-        body = {
-            "changeType": CHANGE_TYPES,
-            "notificationUrl": self.notification_url,
-            "lifecycleNotificationUrl": self.lifecycle_url,
-            "resource": action.resource,
-            "expirationDateTime": iso_utc(action.expires_at),
-            "clientState": client_state,
-        }
-        created = await self.graph.create_subscription(body)
-        record = SubscriptionRecord(
-            subscription_id=str(created["id"]),
-            mailbox=action.mailbox,
-            stream=action.stream.value,
-            resource=action.resource,
-            client_state_hash=hash_client_state(client_state),
-            expires_at=parse_iso(str(created["expirationDateTime"])),
-            created_at=self.clock(),
-        )
-        await self.state.subscriptions.put(record)
-        return record.subscription_id
-
-    async def _renew(self, action: Renew, graph_user: str, out: Outcome) -> list[Action]:
-        record = await self.state.subscriptions.get(action.subscription_id)
-        try:
-            expires = await self.graph.renew_subscription(action.subscription_id, action.expires_at)
-        except NotFound:
-            if record is None:
-                return []
-            return recreate(record, graph_user, self.clock(), self.policy, reason="lapsed")
-        if record is not None:
-            renewed = record.model_copy(update={"expires_at": expires, "renewed_at": self.clock()})
-            await self.state.subscriptions.put(renewed)
-        out.renewed.append(action.subscription_id)
-        return []
-
-    async def _delete(self, action: Delete) -> None:
-        # 404: already gone at Graph (expired, removed); forgetting it is all that is left.
-        with contextlib.suppress(NotFound):
-            await self.graph.delete_subscription(action.subscription_id)
-        await self.state.subscriptions.delete(action.subscription_id)
-
-    async def _catch_up(self, action: CatchUp) -> None:
-        if action.full or self.queue is None:
-            await self.state.cursors.request_resync(action.mailbox, action.stream, action.reason)
-        if self.queue is not None:
-            kind = JobKind.RESYNC if action.full else JobKind.DIRTY
-            await self.queue.send(
-                Job(
-                    mailbox=action.mailbox,
-                    stream=Stream(action.stream),
-                    kind=kind,
-                    reason=action.reason,
-                )
-            )
+async def create_subscription(
+    graph: GraphClient,
+    *,
+    resource: str,
+    notification_url: str,
+    lifecycle_url: str,
+    expires_at: datetime,
+    client_state: str,
+) -> Created:
+    """POST /subscriptions for created, updated and deleted items of ``resource``; Graph
+    validates both URLs with a handshake before it answers."""
+    body = {
+        "changeType": CHANGE_TYPES,
+        "notificationUrl": notification_url,
+        "lifecycleNotificationUrl": lifecycle_url,
+        "resource": resource,
+        "expirationDateTime": iso_utc(expires_at),
+        "clientState": client_state,
+    }
+    created = await graph.create_subscription(body)
+    return Created(str(created["id"]), parse_iso(str(created["expirationDateTime"])))

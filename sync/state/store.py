@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from azure.core import MatchConditions
@@ -50,6 +50,14 @@ from sync.core.state_models import (
     RunRecord,
     SubscriptionRecord,
     utcnow,
+)
+from sync.core.streams import (
+    LeaseState,
+    MarkerState,
+    holds,
+    lease_expiry,
+    lease_state,
+    marker_state,
 )
 from sync.core.subscriptions import hash_client_state
 from sync.state.limits import check_entity, chunk_batch, pack_json, unpack_json
@@ -380,7 +388,7 @@ class CursorStore:
         """Update the cursor only while ``lease`` still holds (its owner is the writer)."""
 
         def guarded(c: Cursor) -> Cursor:
-            if c.lease_owner != lease.owner:
+            if not holds(c.lease_owner, lease.owner):
                 raise LeaseLost(f"lease on {lease.mailbox}/{lease.stream} is no longer ours")
             return change(c)
 
@@ -403,14 +411,9 @@ class CursorStore:
         for _ in range(CAS_ATTEMPTS):
             row = await self._t.get(encode_key(mailbox), stream)
             cur = self._from_row(mailbox, stream, row)
-            if (
-                cur.lease_owner
-                and cur.lease_owner != owner
-                and cur.lease_until
-                and cur.lease_until > now
-            ):
+            if lease_state(cur.lease_owner, cur.lease_until, owner, now) is LeaseState.HELD:
                 return None
-            until = now + timedelta(seconds=seconds)
+            until = lease_expiry(now, seconds)
             new = self._to_row(cur.model_copy(update={"lease_owner": owner, "lease_until": until}))
             new["PartitionKey"], new["RowKey"] = encode_key(mailbox), stream
             ok = await (self._t.replace_if(new, row["etag"]) if row else self._t.create(new))
@@ -422,10 +425,10 @@ class CursorStore:
 
     async def renew(self, lease: Lease, seconds: int, *, now: datetime | None = None) -> Lease:
         now = now or utcnow()
-        until = now + timedelta(seconds=seconds)
+        until = lease_expiry(now, seconds)
 
         def change(c: Cursor) -> Cursor:
-            if c.lease_owner != lease.owner:
+            if not holds(c.lease_owner, lease.owner):
                 raise LeaseLost(f"lease on {lease.mailbox}/{lease.stream} was taken over")
             return c.model_copy(update={"lease_until": until})
 
@@ -434,7 +437,7 @@ class CursorStore:
 
     async def release(self, lease: Lease) -> None:
         def change(c: Cursor) -> Cursor:
-            if c.lease_owner != lease.owner:
+            if not holds(c.lease_owner, lease.owner):
                 return c  # someone else owns it now; leave their lease alone
             return c.model_copy(update={"lease_owner": None, "lease_until": None})
 
@@ -449,7 +452,8 @@ class LeaseLost(RuntimeError):
 
 
 class DirtyMarkers:
-    """'A job for this stream is already queued': lets the webhook enqueue once per burst."""
+    """'A job for this stream is already queued': lets the webhook enqueue once per burst.
+    Marker names and states are those of ``sync.core.streams``."""
 
     def __init__(self, table: _Table) -> None:
         self._t = table
@@ -466,13 +470,16 @@ class DirtyMarkers:
         fresh = {"PartitionKey": pk, "RowKey": stream, "marked_at": now}
         for _ in range(3):
             row = await self._t.get(pk, stream)
+            marked = _dt(row.get("marked_at")) if row is not None else None
+            state = marker_state(
+                exists=row is not None, marked_at=marked, now=now, ttl_seconds=ttl_seconds
+            )
+            if state is MarkerState.LIVE:
+                return False
             if row is None:
                 if await self._t.create(fresh):
                     return True
                 continue  # another instance created it between our read and insert: re-read
-            marked = _dt(row.get("marked_at"))
-            if marked and now - marked < timedelta(seconds=ttl_seconds):
-                return False
             # Stale marker: its job was lost (crash between mark and enqueue, or poisoned).
             if await self._t.replace_if(fresh, row["etag"]):
                 return True

@@ -36,7 +36,7 @@ async def test_rotated_key_gets_a_fresh_client(
     monkeypatch.setenv("WB_ROT", "new-key")
     new = await workbooks_client(services, _mb("a@example.com", "env:WB_ROT"))
     assert new is not old
-    assert old not in services.cache["workbooks"].values()
+    assert old not in services.cache.workbooks.values()
 
 
 async def test_missing_secret_is_a_clear_error(

@@ -66,7 +66,7 @@ async def test_triple_delivery_and_burst_coalesce_to_one_job(services: Any) -> N
     # Once the worker has taken the marker and the instance's memory of it has lapsed, the
     # next notification queues again.
     await services.store.dirty.clear("ann@example.com", "sent")
-    services.cache["webhook_memo"].clear()
+    services.cache.webhook_memo.forget()
     await NOTIFY(http("POST", URL, body=body))
     assert len(await drain(services)) == 1
 

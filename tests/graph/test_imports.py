@@ -26,6 +26,7 @@ CLIENT_LIBS = ["msgraph", "httpx", "aiohttp", "azure", "kiota_http"]
         ("sync.graph.errors", CLIENT_LIBS),
         ("devkit.sandbox.graph", ["msgraph", "kiota_http", "sync.graph"]),
         ("sync.graph.subscriptions", ["msgraph"]),  # the SDK loads only when a client is built
+        ("sync.engine.subscriptions", ["msgraph"]),
     ],
 )
 def test_module_does_not_import(module: str, forbidden: list[str]) -> None:

@@ -14,8 +14,8 @@ from devkit.sandbox.graph.state import Mailbox as SandboxMailbox
 from sync.core.jobs import Stream
 from sync.core.state_models import Mailbox
 from sync.core.subscriptions import SubscriptionPolicy
+from sync.engine.subscriptions import SubscriptionManager
 from sync.graph.client import GraphClient
-from sync.graph.subscriptions import SubscriptionManager
 from tests.graph.conftest import UPN, Receiver
 
 POLICY = SubscriptionPolicy(lifetime=timedelta(days=6), renew_margin=timedelta(hours=48))

@@ -15,8 +15,8 @@ from devkit.sandbox.graph import SandboxHandle
 from devkit.sandbox.graph.state import Mailbox as SandboxMailbox
 from sync.core.state_models import Mailbox
 from sync.core.subscriptions import SubscriptionPolicy
+from sync.engine.subscriptions import SubscriptionManager
 from sync.graph.client import GraphClient
-from sync.graph.subscriptions import SubscriptionManager
 from tests.graph.conftest import UPN
 from tests.support.local import serving
 from tests.support.world import webhook_app

@@ -81,19 +81,19 @@ class World:
         identity = WorkbooksIdentity(mailbox.workbooks_url, SecretStr(key), mailbox.id)
         client = WorkbooksClient(identity, config)
         fingerprint = identity_fingerprint(mailbox.workbooks_url, key)
-        self.services.cache.setdefault("workbooks", {})[fingerprint] = client
-        self.services.cache.setdefault("workbooks_by_mailbox", {})[mailbox.id] = fingerprint
+        self.services.cache.workbooks[fingerprint] = client
+        self.services.cache.workbooks_by_mailbox[mailbox.id] = fingerprint
         self.services.closers.append(client.close)
 
     def workbooks_calls(self) -> dict[str, int]:
         total: dict[str, int] = {}
-        for client in self.services.cache.get("workbooks", {}).values():
+        for client in self.services.cache.workbooks.values():
             for name, n in client.calls.items():
                 total[name] = total.get(name, 0) + n
         return total
 
     def reset_call_counts(self) -> None:
-        for client in self.services.cache.get("workbooks", {}).values():
+        for client in self.services.cache.workbooks.values():
             client.calls.clear()
 
     # ------------------------------------------------------------------ Outlook side
@@ -337,7 +337,7 @@ async def world_running(
             services = await get_services()
             fast = RetryPolicy(attempts=5, backoff_base_seconds=0.01, max_wait_seconds=2.0)
             client = GraphClient.create(services.settings.graph, policy=fast)
-            services.cache["graph"] = client
+            services.cache.graph = client
             services.closers.append(client.aclose)
             world = World(services, graph, workbooks)
             try:
