@@ -6,7 +6,7 @@ ask this module what to do:
 
 * the **job marker**, a row meaning "a job for this stream is queued": the webhook sets it
   before it queues a notification job (so a burst queues one job), the run takes it before it
-  reads the delta;
+  reads the delta (a lifecycle event has a marker of its own, taken by its job);
 * the **lease** on the stream's cursor row: which worker runs the stream, and until when;
 * the webhook's **memory** (one per instance): when it last saw the stream's marker live.  A
   repeat within ``memo_seconds`` is answered from memory, without a storage round trip.
@@ -33,8 +33,10 @@ Put together, a stream is in one of these states::
   marker whose job was lost goes STALE after its TTL; the next notification replaces it and
   queues again.
 
-Rule: every transition of a run is in ``RUN_TRANSITIONS``; anything else is a bug and raises
-``LifecycleError``, leaving the state as it was.
+One job's part in this, as its worker sees it, is a ``StreamRun``: CLAIMING, then BUSY or
+RUNNING, FOLLOW-UP DUE and RUNNING again, then DONE.  Rule: every transition of a run is in
+``RUN_TRANSITIONS``; anything else is a bug and raises ``LifecycleError``, leaving the state as
+it was.
 """
 
 from __future__ import annotations
