@@ -152,7 +152,8 @@ def test_timer_schedules_and_azure_wiring_are_set() -> None:
         assert name in settings
     text = MAIN.read_text()
     assert "SYNC_SECRETS_PROVIDER: 'keyvault'" in text
-    assert "GRAPH_CLIENT_SECRET: '@Microsoft.KeyVault(" in text
+    # A Key Vault reference, or empty when the federated credential replaces the secret.
+    assert "GRAPH_CLIENT_SECRET: graphFederatedCredential ? '' : '@Microsoft.KeyVault(" in text
     assert "keyVaultReferenceIdentity: identity.id" in text
 
 
@@ -285,7 +286,8 @@ def test_settings_flex_rejects_are_reported(infra_copy: Callable[..., list[Probl
 def test_secret_values_are_reported(infra_copy: Callable[..., list[Problem]]) -> None:
     problems = infra_copy(
         _re_sub(
-            r"GRAPH_CLIENT_SECRET: '@Microsoft\.KeyVault\([^']*'", "GRAPH_CLIENT_SECRET: 'hunter2'"
+            r"GRAPH_CLIENT_SECRET: graphFederatedCredential \? '' : '@Microsoft\.KeyVault\([^']*'",
+            "GRAPH_CLIENT_SECRET: 'hunter2'",
         )
     )
     assert any(
@@ -360,7 +362,13 @@ def test_trigger_declarations_are_backed_by_the_templates(
         "@app.queue_trigger(arg_name='m', queue_name='audit-events', connection='AuditStorage')\n"
         "def audit(m): ...\n"
     )
-    problems = infra_copy(repo_root=tmp_path)
+    # This repository has no host.json and none of the functions the alerts watch; those checks
+    # have their own tests below, so only the trigger declarations are compared here.
+    problems = [
+        p
+        for p in infra_copy(repo_root=tmp_path)
+        if p.where != "host.json" and "the query names function" not in p.message
+    ]
     assert sorted(p.message for p in problems) == [
         "%SYNC_NIGHTLY_SCHEDULE% is resolved by the Functions host from app settings, but the "
         "templates do not set it (the host fails to index the function)",
