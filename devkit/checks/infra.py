@@ -1169,7 +1169,7 @@ def _longest_gap_seconds(schedule: str) -> int | None:
 _QUERY_NAMES = re.compile(r'\bname\s*(?:==\s*"([^"]+)"|in\s*\(([^)]*)\))')
 
 
-def _alert_queries(template: Template) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+def alert_queries(template: Template) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """(query text, rule, resource node) for every log alert, loops expanded."""
     found: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
     for _symbol, node, body in template.resources_of(QUERY_RULE):
@@ -1201,7 +1201,7 @@ def _check_alerts(
     problems: list[Problem] = []
     label = template.label
     groups = {symbol for symbol, _, _ in template.resources_of(ACTION_GROUP)}
-    queries = _alert_queries(template)
+    queries = alert_queries(template)
     if not groups:
         problems.append(Problem(label, "no action group for the alerts"))
     seen: set[str] = set()
@@ -1362,7 +1362,8 @@ def check_infra(
     problems += _check_funcignore(repo_root)
     problems += _check_limits(template, settings, MAX_JOBS_QUEUE_CHARS, tables_module.POISON_SUFFIX)
     host_path = host_json or repo_root / "host.json"
-    problems += _check_host_json(host_path, label(host_path), refs.functions)
+    host_label = host_path.name if host_json is not None else label(host_path)
+    problems += _check_host_json(host_path, host_label, refs.functions)
     jobs_queue = _setting_value(template, settings, catalogue, "SYNC_JOBS_QUEUE")
     problems += _check_alerts(
         template,
