@@ -72,7 +72,9 @@ param todoPollSchedule string = '0 */5 * * * *'
 @description('Log level of the service loggers (SYNC_LOG_LEVEL).')
 param logLevel string = 'INFO'
 
-// Flex Consumption accepts 2048 and 4096 MB per instance (512 MB is not accepted).
+// 2048 and 4096 MB are the sizes every Flex Consumption region accepts. 512 MB is documented
+// since 2025 but was refused at this API version in some regions
+// (https://github.com/Azure/azure-rest-api-specs/issues/40898), and the app needs 2048 anyway.
 @allowed([
   2048
   4096
@@ -519,7 +521,6 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     serverFarmId: plan.id
     httpsOnly: true
     keyVaultReferenceIdentity: identity.id
-    clientAffinityEnabled: false
     siteConfig: {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
