@@ -360,7 +360,7 @@ var alertRules = [
     operator: 'GreaterThan'
     threshold: 0
     frequency: 'PT15M'
-    window: 'PT15M'
+    window: 'PT30M' // overlapping windows: a line ingested late is still counted
     dimensions: []
   }
   {
@@ -411,7 +411,7 @@ var alertRules = [
     operator: 'GreaterThan'
     threshold: 0
     frequency: 'PT5M'
-    window: 'PT5M'
+    window: 'PT10M'
     dimensions: []
   }
 ]
@@ -447,6 +447,7 @@ resource alerts 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [
           }
         ]
       }
+      // Stateful: one notification when an alert fires, one when it resolves, none in between.
       autoMitigate: true
       actions: {
         actionGroups: [
