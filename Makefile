@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck unit demo serve bench clean
+.PHONY: setup test lint typecheck unit policy lock demo serve bench clean
 
 setup: $(STAMP) node_modules/.package-lock.json
 
@@ -28,7 +28,35 @@ typecheck: setup
 unit: setup
 	$(PY) -m devkit.azurite run -- $(PY) -m pytest $(PYTEST_ARGS)
 
-test: lint typecheck unit
+test: lint typecheck unit policy
+
+# Policy scan of infra/ with checkov, offline, against the baseline in .checkov.yaml (each skipped
+# check with its reason). checkov lives in its own venv: it has many dependencies that must not
+# move the app's pins. checkov exits 0 when it cannot parse a file, so the JSON summary is
+# checked too: no parsing errors and every resource scanned.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV    ?= .venv-checkov
+CHECKOV_STAMP   := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+
+$(CHECKOV_STAMP):
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
+	touch $@
+
+policy: $(CHECKOV_STAMP)
+	@rm -f $(CHECKOV_VENV)/results.json
+	$(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml -o cli -o json \
+	  --output-file-path console,$(CHECKOV_VENV)/results.json
+	@$(PYTHON) -c 'import json, sys; s = json.load(open(sys.argv[1]))["summary"]; \
+	  ok = s["parsing_errors"] == 0 and s["resource_count"] > 0; \
+	  print("policy: %(passed)d passed, %(failed)d failed, %(parsing_errors)d parsing errors, %(resource_count)d resources" % s); \
+	  sys.exit(0 if ok else "policy: checkov could not parse infra/ (see above)")' $(CHECKOV_VENV)/results.json
+
+# Re-pin the whole runtime tree with hashes after changing requirements.txt (needs the index).
+lock: setup
+	$(VENV)/bin/pip-compile --quiet --generate-hashes --no-strip-extras --no-emit-index-url \
+	  --no-emit-find-links --output-file requirements.lock requirements.txt
 
 demo: setup
 	$(PY) -m devkit demo
@@ -40,4 +68,4 @@ bench: setup
 	$(PY) -m devkit.azurite run -- $(PY) -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .mypy_cache .pytest_cache .ruff_cache

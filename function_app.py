@@ -4,7 +4,9 @@ one engine function. See sync/blueprints/ for the functions and README.md for th
 import azure.functions as func
 
 from sync.blueprints import admin, emails, timers, webhooks, worker
+from sync.log_levels import configure_logging
 
+configure_logging()  # SYNC_LOG_LEVEL in Azure too; the SDKs' per-request logging stays quiet
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(webhooks.bp)
 app.register_functions(timers.bp)

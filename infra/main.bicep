@@ -32,8 +32,11 @@ param graphTenantId string = ''
 @description('Application (client) id of the Entra ID app registration (docs/app-registration.md).')
 param graphClientId string
 
-@description('Name of the Key Vault secret that holds the app registration client secret.')
+@description('Name of the Key Vault secret that holds the app registration client secret (unused with graphFederatedCredential).')
 param graphClientSecretName string = 'graph-client-secret'
+
+@description('true = sign in to Graph with a federated credential on the app registration that trusts the user-assigned identity (no client secret; the app registration must be in this subscription\'s tenant; docs/app-registration.md). false = client secret from Key Vault.')
+param graphFederatedCredential bool = false
 
 @description('Workbooks endpoint that links an email to a record; confirm on the tenant with metadata/types (docs/workbooks-setup.md). Empty = email/email_links (unconfirmed default).')
 param workbooksEmailLinkPath string = ''
@@ -44,8 +47,8 @@ param workbooksEmailLinkPath string = ''
 param tablePrefix string = 'sync'
 
 @minLength(3)
-@maxLength(57)
-@description('Queue that carries sync jobs (SYNC_JOBS_QUEUE); its poison queue is <name>-poison.')
+@maxLength(56)
+@description('Queue that carries sync jobs (SYNC_JOBS_QUEUE); its poison queue is <name>-poison, and Azure allows 63 characters, so at most 56 (the app checks the same).')
 param jobsQueueName string = 'sync-jobs'
 
 @description('NCRONTAB (seconds first, UTC): Outlook -> Workbooks push.')
@@ -69,12 +72,14 @@ param todoPollSchedule string = '0 */5 * * * *'
 @description('Log level of the service loggers (SYNC_LOG_LEVEL).')
 param logLevel string = 'INFO'
 
+// 2048 and 4096 MB are the sizes every Flex Consumption region accepts. 512 MB is documented
+// since 2025 but was refused at this API version in some regions
+// (https://github.com/Azure/azure-rest-api-specs/issues/40898), and the app needs 2048 anyway.
 @allowed([
-  512
   2048
   4096
 ])
-@description('Flex Consumption instance memory size in MB.')
+@description('Flex Consumption instance memory size in MB: 2048 or 4096.')
 param instanceMemoryMB int = 2048
 
 @minValue(40)
@@ -92,6 +97,30 @@ param alwaysReadyHttpInstances int = 0
 @description('Log Analytics retention in days.')
 param logRetentionDays int = 30
 
+@description('Email address that receives the alerts (poison messages, a failing mailbox, missed reconciliation, webhook 5xx). Empty = the alerts still fire in Azure Monitor but notify nobody.')
+param alertEmailAddress string = ''
+
+// Log alert windows Azure Monitor accepts (ISO 8601).
+@allowed([
+  'PT1H'
+  'PT2H'
+  'PT3H'
+  'PT4H'
+  'PT5H'
+  'PT6H'
+  'P1D'
+])
+@description('Alert when no reconcile run succeeded for this long; at least two intervals of reconcileSchedule (the check in devkit/checks/infra.py verifies the defaults).')
+param reconcileAlertWindow string = 'PT1H'
+
+@description('Key Vault purge protection. Keep true in production. With true, a deleted vault (e.g. azd down) keeps its name for softDeleteRetentionDays and cannot be purged, so azd down/up in the same resource group fails until then; a vault once created with true cannot be switched back.')
+param keyVaultPurgeProtection bool = true
+
+@minValue(7)
+@maxValue(90)
+@description('Days a deleted Key Vault (and deleted secrets) stay recoverable.')
+param keyVaultSoftDeleteDays int = 90
+
 @description('Optional object id of the operator (user or group) who sets secrets and runs the CLI; empty = none.')
 param principalId string = ''
 
@@ -100,7 +129,7 @@ param principalId string = ''
   'Group'
   'ServicePrincipal'
 ])
-@description('Principal type of principalId.')
+@description('Principal type of principalId: User when a person deploys; ServicePrincipal for a CI pipeline (azd passes AZURE_PRINCIPAL_TYPE).')
 param principalType string = 'User'
 
 // ---------------------------------------------------------------------------------------------
@@ -184,6 +213,8 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     defaultToOAuthAuthentication: true
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
+    // Public endpoint on purpose (docs/deploy.md#network-access): the app reaches storage over it
+    // without VNet integration, and shared keys are disabled, so every request needs Entra ID.
     publicNetworkAccess: 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'
@@ -263,6 +294,171 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Alerts (docs/operations.md#alerts), sent to one action group
+//
+// The queries use only what the service emits today: the function names (sync/blueprints, the
+// host records each invocation in `requests` because host.json logs Host.Results at Information),
+// the host's poison-queue warning, and the worker's line per job
+//   "job <job id> <mailbox>/<stream> <kind>: <status> <counts>"   (sync/blueprints/worker.py).
+// devkit/checks/infra.py checks the function and queue names against the code.
+// ---------------------------------------------------------------------------------------------
+
+var alertEmailReceivers = [
+  {
+    name: 'operator'
+    emailAddress: alertEmailAddress
+    useCommonAlertSchema: true
+  }
+]
+
+resource alertActionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
+  name: 'ag-${name}-${resourceToken}'
+  location: 'global'
+  tags: allTags
+  properties: {
+    groupShortName: take('sync${compactName}', 12)
+    enabled: true
+    emailReceivers: empty(alertEmailAddress) ? [] : alertEmailReceivers
+  }
+}
+
+// The host moves a job to <queue>-poison after host.json's maxDequeueCount failed attempts and
+// logs "Message has reached MaxDequeueCount of 5. Moving message to queue '<queue>-poison'.".
+var poisonAlertQuery = format('''traces
+| where message has "MaxDequeueCount" and message has "{0}"
+| project timestamp, message''', '${jobsQueueName}-poison')
+
+// A (mailbox, stream) whose runs have all failed or been retried for over an hour. Runs that
+// raise are retried by the host and end in the poison queue (the alert above); runs that record
+// "failed" (credentials or permissions) or "retry" (throttling, outages) are caught here.
+var mailboxAlertQuery = '''let runs = traces
+| where message startswith "job "
+| parse message with "job " job_id " " mailbox "/" stream " " kind ": " status " " counts
+| where isnotempty(mailbox) and status in ("ok", "failed", "retry");
+runs
+| summarize last_ok = maxif(timestamp, status == "ok") by mailbox, stream
+| join kind=inner (runs | where status != "ok") on mailbox, stream
+| where isnull(last_ok) or timestamp > last_ok
+| summarize failing_since = min(timestamp), last_failure = max(timestamp), failures = count() by mailbox, stream
+| where failing_since <= ago(1h) and last_failure >= ago(1h)'''
+
+var reconcileAlertQuery = '''requests
+| where name == "reconcile_timer" and success == true'''
+
+var webhookAlertQuery = '''requests
+| where name in ("graph_notifications", "graph_lifecycle")
+| where toint(resultCode) >= 500 or success == false
+| project timestamp, name, resultCode, duration'''
+
+var alertRules = [
+  {
+    key: 'poison'
+    displayName: 'Sync jobs moved to the poison queue'
+    description: 'A job failed on every attempt and now waits in ${jobsQueueName}-poison. Find the cause (python -m sync poison list, python -m sync status), fix it, then requeue or purge.'
+    severity: 2
+    query: poisonAlertQuery
+    operator: 'GreaterThan'
+    threshold: 0
+    frequency: 'PT15M'
+    window: 'PT30M' // overlapping windows: a line ingested late is still counted
+    dimensions: []
+  }
+  {
+    key: 'mailbox-failing'
+    displayName: 'A mailbox has been failing for over an hour'
+    description: 'Every run of one mailbox stream has failed or been retried for more than an hour. A 401 from Workbooks or ErrorAccessDenied from Graph is configuration, not a transient fault (docs/operations.md).'
+    severity: 2
+    query: mailboxAlertQuery
+    operator: 'GreaterThan'
+    threshold: 0
+    frequency: 'PT15M'
+    window: 'PT6H'
+    dimensions: [
+      {
+        name: 'mailbox'
+        operator: 'Include'
+        values: [
+          '*'
+        ]
+      }
+      {
+        name: 'stream'
+        operator: 'Include'
+        values: [
+          '*'
+        ]
+      }
+    ]
+  }
+  {
+    key: 'no-reconcile'
+    displayName: 'No reconcile run'
+    description: 'The reconcile timer has not completed successfully for two intervals: the host may have failed to index it (a missing setting, an import error) or the app is stopped.'
+    severity: 1
+    query: reconcileAlertQuery
+    operator: 'LessThan'
+    threshold: 1
+    frequency: 'PT15M'
+    window: reconcileAlertWindow
+    dimensions: []
+  }
+  {
+    key: 'webhook-5xx'
+    displayName: 'Graph webhook answered 5xx'
+    description: 'A Graph notification could not be accepted (usually storage). Graph retries for up to 4 hours; look at exceptions at the same time.'
+    severity: 1
+    query: webhookAlertQuery
+    operator: 'GreaterThan'
+    threshold: 0
+    frequency: 'PT5M'
+    window: 'PT10M'
+    dimensions: []
+  }
+]
+
+resource alerts 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [
+  for rule in alertRules: {
+    name: 'alert-${rule.key}-${name}-${resourceToken}'
+    location: location
+    tags: allTags
+    kind: 'LogAlert'
+    properties: {
+      displayName: rule.displayName
+      description: rule.description
+      severity: rule.severity
+      enabled: true
+      scopes: [
+        appInsights.id
+      ]
+      evaluationFrequency: rule.frequency
+      windowSize: rule.window
+      criteria: {
+        allOf: [
+          {
+            query: rule.query
+            timeAggregation: 'Count'
+            operator: rule.operator
+            threshold: rule.threshold
+            dimensions: rule.dimensions
+            failingPeriods: {
+              numberOfEvaluationPeriods: 1
+              minFailingPeriodsToAlert: 1
+            }
+          }
+        ]
+      }
+      // Stateful: one notification when an alert fires, one when it resolves, none in between.
+      autoMitigate: true
+      actions: {
+        actionGroups: [
+          alertActionGroup.id
+        ]
+      }
+    }
+  }
+]
+
+// ---------------------------------------------------------------------------------------------
 // Key Vault (RBAC mode): Graph client secret, one secret per Workbooks user API key
 // ---------------------------------------------------------------------------------------------
 
@@ -278,8 +474,11 @@ resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     }
     enableRbacAuthorization: true
     enableSoftDelete: true
-    softDeleteRetentionInDays: 90
-    enablePurgeProtection: true
+    softDeleteRetentionInDays: keyVaultSoftDeleteDays
+    // Azure refuses false here: purge protection can only be switched on, so leave it unset.
+    enablePurgeProtection: keyVaultPurgeProtection ? true : null
+    // Public endpoint on purpose (docs/deploy.md#network-access): Flex Consumption without VNet
+    // integration reaches the vault over it; access needs an Entra ID token and an RBAC role.
     publicNetworkAccess: 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'
@@ -325,6 +524,9 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     keyVaultReferenceIdentity: identity.id
     siteConfig: {
       minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
     }
     functionAppConfig: {
       deployment: {
@@ -352,6 +554,23 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     deploymentContainer
     storageBlobOwner
   ]
+}
+
+// No FTP or basic-auth publishing: deployments go through the blob container and Entra ID.
+resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'scm'
+  properties: {
+    allow: false
+  }
 }
 
 // Every setting the app and the host read. Kept in one place so the consistency test can compare
@@ -390,7 +609,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     GRAPH_TENANT_ID: effectiveTenantId
     GRAPH_CLIENT_ID: graphClientId
     // Key Vault reference, resolved by the platform with keyVaultReferenceIdentity.
-    GRAPH_CLIENT_SECRET: '@Microsoft.KeyVault(VaultName=${keyVault.name};SecretName=${graphClientSecretName})'
+    // Empty with graphFederatedCredential: the app then signs in with the federated credential.
+    GRAPH_CLIENT_SECRET: graphFederatedCredential ? '' : '@Microsoft.KeyVault(VaultName=${keyVault.name};SecretName=${graphClientSecretName})'
     // Confirm on the tenant before relying on it (docs/workbooks-setup.md).
     WORKBOOKS_EMAIL_LINK_PATH: emailLinkPath
   }
@@ -514,3 +734,7 @@ output SYNC_TABLE_SERVICE_URI string = storage.properties.primaryEndpoints.table
 output SYNC_QUEUE_SERVICE_URI string = storage.properties.primaryEndpoints.queue
 output GRAPH_NOTIFICATION_URL string = 'https://${functionApp.properties.defaultHostName}/api/graph/notifications'
 output GRAPH_LIFECYCLE_URL string = 'https://${functionApp.properties.defaultHostName}/api/graph/lifecycle'
+// The federated credential to add on the app registration when graphFederatedCredential is true.
+output GRAPH_FEDERATED_CREDENTIAL_ISSUER string = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+output GRAPH_FEDERATED_CREDENTIAL_SUBJECT string = identity.properties.principalId
+output AZURE_ALERT_ACTION_GROUP_NAME string = alertActionGroup.name

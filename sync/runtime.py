@@ -2,8 +2,9 @@
 
 Azure Functions reuses a worker process across invocations, so clients are created on first
 use and kept; tests and the local host call ``reset_services()`` to rebuild them after changing
-settings.  Tables and queues are created on first use (idempotent), so a fresh storage account
-needs no separate set-up step.
+settings.  With a storage connection string (Azurite, CI, local runs) tables and queues are
+created on first use (idempotent), so a fresh emulator needs no set-up step; in Azure
+(identity-based storage) the infra templates created them and nothing is created here.
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ async def get_services() -> Services:
             settings = get_settings()
             store = StateStore(table_service(settings.app), settings.app.table_prefix)
             queue = JobQueue(queue_service(settings.app), settings.app.jobs_queue)
-            await store.ensure_tables()
-            await queue.ensure()
+            if settings.app.creates_storage:  # Azurite/CI; in Azure the templates created them
+                await store.ensure_tables()
+                await queue.ensure()
             _services = Services(settings=settings, store=store, queue=queue)
     return _services
 

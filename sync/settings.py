@@ -35,12 +35,38 @@ from sync.state.tables import POISON_SUFFIX
 _NCRONTAB_FIELD = re.compile(r"^[0-9*/,\-A-Za-z]+$")
 _QUEUE_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
 # Azure queue names are at most 63 characters, and the poison queue's name is ours + suffix.
-_MAX_JOBS_QUEUE_CHARS = 63 - len(POISON_SUFFIX)
+MAX_JOBS_QUEUE_CHARS = 63 - len(POISON_SUFFIX)
 _TABLE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,39}$")
 
 
 class SettingsError(Exception):
     """The environment does not describe a usable configuration."""
+
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
+
+
+class _Checked(BaseSettings):
+    """Checks every setting group shares."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _resolved(cls, value: Any) -> Any:
+        # In Azure the platform replaces a Key Vault reference with the secret before the app
+        # starts. When it cannot (secret missing, identity without 'Key Vault Secrets User',
+        # keyVaultReferenceIdentity wrong) the app sees the reference text itself; using that as
+        # a secret fails later and obscurely, so stop here and say what to fix. The reference is
+        # not echoed: the variable name is enough to find it.
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(text, str) and text.strip().startswith(KEY_VAULT_REFERENCE):
+            raise ValueError(
+                "still reads '@Microsoft.KeyVault(...)': the platform did not resolve this Key "
+                "Vault reference. Check that the secret exists in the vault and that the app's "
+                "identity has 'Key Vault Secrets User' on it (the portal shows each reference's "
+                "status under the app's Environment variables), then restart the app"
+            )
+        return value
 
 
 def _check_ncrontab(value: str) -> str:
@@ -60,7 +86,7 @@ def _check_ncrontab(value: str) -> str:
     return value
 
 
-class AppSettings(BaseSettings):
+class AppSettings(_Checked):
     """Storage, queues, timers, webhook intake and secrets."""
 
     model_config = SettingsConfigDict(env_prefix="SYNC_", extra="ignore", populate_by_name=True)
@@ -157,8 +183,14 @@ class AppSettings(BaseSettings):
         description="After this, a stream's 'job pending' marker is treated as lost and a "
         "new notification enqueues again.",
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", description="Log level of the service's own loggers."
+    log_level: LogLevel = Field(
+        default="INFO",
+        description="Log level of the service's own loggers (sync.*), in Azure and locally.",
+    )
+    sdk_log_level: LogLevel = Field(
+        default="WARNING",
+        description="Log level of the Azure SDK and HTTP client loggers (azure.*, including "
+        "azure-core's per-request HTTP logging, msal, httpx, aiohttp). INFO logs every request.",
     )
 
     @field_validator("push_schedule", "reconcile_schedule", "renew_schedule", "todo_poll_schedule")
@@ -169,9 +201,9 @@ class AppSettings(BaseSettings):
     @field_validator("jobs_queue")
     @classmethod
     def _queue_name(cls, value: str) -> str:
-        if not _QUEUE_NAME.match(value) or len(value) > _MAX_JOBS_QUEUE_CHARS:
+        if not _QUEUE_NAME.match(value) or len(value) > MAX_JOBS_QUEUE_CHARS:
             raise ValueError(
-                f"expected 3-{_MAX_JOBS_QUEUE_CHARS} lowercase letters, digits and single "
+                f"expected 3-{MAX_JOBS_QUEUE_CHARS} lowercase letters, digits and single "
                 f"hyphens (Azure queue naming rules, leaving room for the '{POISON_SUFFIX}' "
                 "suffix)"
             )
@@ -210,6 +242,13 @@ class AppSettings(BaseSettings):
             )
         return value
 
+    @property
+    def creates_storage(self) -> bool:
+        """Whether the app creates its tables and queues itself: only with a connection string
+        (Azurite, CI, local runs). In Azure (identity-based storage) the templates created them,
+        so the request path creates nothing."""
+        return self.storage_connection is not None
+
     @model_validator(mode="after")
     def _storage_and_vault(self) -> AppSettings:
         has_conn = (
@@ -226,7 +265,7 @@ class AppSettings(BaseSettings):
         return self
 
 
-class GraphSettings(BaseSettings):
+class GraphSettings(_Checked):
     """The Entra ID application the service signs in as, and the Graph endpoint."""
 
     model_config = SettingsConfigDict(env_prefix="GRAPH_", extra="ignore")
@@ -240,7 +279,8 @@ class GraphSettings(BaseSettings):
     client_secret: SecretStr | None = Field(
         default=None,
         description="Client secret (use a Key Vault reference in Azure). Leave empty to sign in "
-        "with the managed identity's federated credential instead.",
+        "with a federated credential instead: the app registration trusts the user-assigned "
+        "managed identity (AZURE_CLIENT_ID), whose token is the client assertion.",
     )
     base_url: str = Field(
         default="https://graph.microsoft.com/v1.0",
@@ -286,7 +326,7 @@ class GraphSettings(BaseSettings):
         return value.rstrip("/")
 
 
-class WorkbooksSettings(BaseSettings):
+class WorkbooksSettings(_Checked):
     """Workbooks API behaviour common to every mailbox. Items marked [INF] in the API notes are
     unconfirmed on a live tenant and so are settings rather than constants."""
 

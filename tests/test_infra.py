@@ -152,7 +152,8 @@ def test_timer_schedules_and_azure_wiring_are_set() -> None:
         assert name in settings
     text = MAIN.read_text()
     assert "SYNC_SECRETS_PROVIDER: 'keyvault'" in text
-    assert "GRAPH_CLIENT_SECRET: '@Microsoft.KeyVault(" in text
+    # A Key Vault reference, or empty when the federated credential replaces the secret.
+    assert "GRAPH_CLIENT_SECRET: graphFederatedCredential ? '' : '@Microsoft.KeyVault(" in text
     assert "keyVaultReferenceIdentity: identity.id" in text
 
 
@@ -285,7 +286,8 @@ def test_settings_flex_rejects_are_reported(infra_copy: Callable[..., list[Probl
 def test_secret_values_are_reported(infra_copy: Callable[..., list[Problem]]) -> None:
     problems = infra_copy(
         _re_sub(
-            r"GRAPH_CLIENT_SECRET: '@Microsoft\.KeyVault\([^']*'", "GRAPH_CLIENT_SECRET: 'hunter2'"
+            r"GRAPH_CLIENT_SECRET: graphFederatedCredential \? '' : '@Microsoft\.KeyVault\([^']*'",
+            "GRAPH_CLIENT_SECRET: 'hunter2'",
         )
     )
     assert any(
@@ -360,7 +362,13 @@ def test_trigger_declarations_are_backed_by_the_templates(
         "@app.queue_trigger(arg_name='m', queue_name='audit-events', connection='AuditStorage')\n"
         "def audit(m): ...\n"
     )
-    problems = infra_copy(repo_root=tmp_path)
+    # This repository has no host.json and none of the functions the alerts watch; those checks
+    # have their own tests below, so only the trigger declarations are compared here.
+    problems = [
+        p
+        for p in infra_copy(repo_root=tmp_path)
+        if p.where != "host.json" and "the query names function" not in p.message
+    ]
     assert sorted(p.message for p in problems) == [
         "%SYNC_NIGHTLY_SCHEDULE% is resolved by the Functions host from app settings, but the "
         "templates do not set it (the host fails to index the function)",
@@ -442,3 +450,196 @@ def test_syntax_error_in_any_bicep_file_is_reported(
     problems = infra_copy(edit, file="extra.bicep")
     assert [p.where for p in problems] == ["infra/extra.bicep:1"]
     assert problems[0].message.startswith("Bicep syntax error")
+
+
+# ---------------------------------------------------------------------------------------------
+# Limits Azure enforces, the azd parameters, host.json and the alerts
+# ---------------------------------------------------------------------------------------------
+
+
+def test_jobs_queue_parameter_leaves_room_for_the_poison_suffix(
+    infra_copy: Callable[..., list[Problem]],
+) -> None:
+    problems = infra_copy(_replace("@maxLength(56)\n", "@maxLength(57)\n"))
+    text = _messages(problems)
+    assert (
+        "jobsQueueName allows 57 characters; with '-poison' the poison queue's name would "
+        "exceed Azure's 63"
+    ) in text
+    assert "jobsQueueName allows 57 characters but the app allows 56" in text
+
+
+def test_app_and_template_agree_on_the_jobs_queue_limit() -> None:
+    from sync.settings import MAX_JOBS_QUEUE_CHARS, AppSettings
+
+    assert MAX_JOBS_QUEUE_CHARS == 56
+    AppSettings(storage_connection="UseDevelopmentStorage=true", jobs_queue="q" * 56)
+    with pytest.raises(ValueError, match="3-56 lowercase"):
+        AppSettings(storage_connection="UseDevelopmentStorage=true", jobs_queue="q" * 57)
+
+
+def test_instance_memory_allows_only_flex_sizes(infra_copy: Callable[..., list[Problem]]) -> None:
+    problems = infra_copy(
+        _replace("@allowed([\n  2048\n  4096\n])", "@allowed([\n  512\n  2048\n])")
+    )
+    assert [p.message for p in problems] == [
+        "functionApp: instanceMemoryMB allows [512]; Flex Consumption accepts [2048, 4096]"
+    ]
+
+
+def test_principal_type_comes_from_azd(infra_copy: Callable[..., list[Problem]]) -> None:
+    doc = json.loads((INFRA / "main.parameters.json").read_text())
+    assert doc["parameters"]["principalType"]["value"] == "${AZURE_PRINCIPAL_TYPE=User}"
+
+    def drop(text: str) -> str:
+        data = json.loads(text)
+        del data["parameters"]["principalType"]
+        return json.dumps(data)
+
+    assert [p.message for p in infra_copy(drop, file="main.parameters.json")] == [
+        "principalId is supplied but principalType is not (AZURE_PRINCIPAL_TYPE)"
+    ]
+
+
+def test_azd_placeholder_defaults_must_be_allowed_values(
+    infra_copy: Callable[..., list[Problem]],
+) -> None:
+    def bad_default(text: str) -> str:
+        return text.replace("${AZURE_PRINCIPAL_TYPE=User}", "${AZURE_PRINCIPAL_TYPE=Robot}")
+
+    problems = infra_copy(bad_default, file="main.parameters.json")
+    assert [p.message for p in problems] == [
+        "parameter principalType: placeholder default 'Robot' is not one of "
+        "['User', 'Group', 'ServicePrincipal']"
+    ]
+
+
+def _host_json_problems(tmp_path: Path, edit: Callable[[dict[str, Any]], None]) -> list[str]:
+    doc = json.loads((ROOT / "host.json").read_text())
+    edit(doc)
+    path = tmp_path / "host.json"
+    path.write_text(json.dumps(doc))
+    return [p.message for p in check_infra(ROOT, host_json=path) if p.message not in _baseline()]
+
+
+def test_host_json_records_every_invocation(tmp_path: Path) -> None:
+    levels = json.loads((ROOT / "host.json").read_text())["logging"]["logLevel"]
+    assert levels["Host.Results"] == "Information"
+
+    def results_error(doc: dict[str, Any]) -> None:
+        doc["logging"]["logLevel"]["Host.Results"] = "Error"
+
+    assert _host_json_problems(tmp_path, results_error) == [
+        "Host.Results must log at Information: it feeds the requests table, and at a higher "
+        "level successful invocations are never recorded"
+    ]
+
+    def sampled(doc: dict[str, Any]) -> None:
+        doc["logging"]["applicationInsights"]["samplingSettings"]["excludedTypes"] = "Exception"
+
+    problems = _host_json_problems(tmp_path, sampled)
+    assert len(problems) == 2 and all("excludedTypes must include" in p for p in problems)
+
+
+def test_host_json_lets_each_function_log_at_sync_log_level(tmp_path: Path) -> None:
+    def drop_worker(doc: dict[str, Any]) -> None:
+        del doc["logging"]["logLevel"]["Function.sync_worker.User"]
+
+    assert _host_json_problems(tmp_path, drop_worker) == [
+        "Function.sync_worker.User must be Debug or lower, so SYNC_LOG_LEVEL alone decides "
+        "which of sync_worker's log lines reach Application Insights"
+    ]
+
+    def chatty(doc: dict[str, Any]) -> None:
+        doc["logging"]["logLevel"]["Function"] = "Information"
+
+    assert _host_json_problems(tmp_path, chatty) == [
+        "Function should be Warning: at Information the host adds two traces per invocation "
+        "that the requests table already records"
+    ]
+
+
+def test_alerts_name_only_functions_the_code_declares(
+    infra_copy: Callable[..., list[Problem]],
+) -> None:
+    problems = infra_copy(
+        _replace('name == "reconcile_timer"', 'name == "reconcile_tmr"'),
+    )
+    assert sorted(p.message for p in problems) == [
+        "No reconcile run: the query names function 'reconcile_tmr', which the code does not "
+        "declare (@function_name in function_app.py, sync/blueprints)",
+        "no log alert for missed reconciliation (recognised by reconcile_timer in its query)",
+    ]
+
+
+def test_poison_alert_watches_the_templates_poison_queue(
+    infra_copy: Callable[..., list[Problem]],
+) -> None:
+    problems = infra_copy(_replace("'${jobsQueueName}-poison')", "'other-jobs-poison')"))
+    assert sorted(p.message for p in problems) == [
+        "Sync jobs moved to the poison queue: the query watches other-jobs-poison, not "
+        "sync-jobs-poison",
+        "no log alert for poison (recognised by the poison queue's name in its query)",
+    ]
+
+
+def test_missed_reconciliation_window_spans_two_intervals(
+    infra_copy: Callable[..., list[Problem]],
+) -> None:
+    problems = infra_copy(
+        _replace(
+            "param reconcileSchedule string = '0 */30 * * * *'",
+            "param reconcileSchedule string = '0 0 */1 * * *'",
+        )
+    )
+    assert [p.message for p in problems] == [
+        "No reconcile run: window PT1H is shorter than two intervals of the reconcile schedule "
+        "'0 0 */1 * * *', so it would fire between healthy runs"
+    ]
+
+
+def test_alerts_notify_the_action_group(infra_copy: Callable[..., list[Problem]]) -> None:
+    problems = infra_copy(_replace("          alertActionGroup.id\n", "          'none'\n"))
+    assert len(problems) == 4 and all(
+        p.message.endswith("notifies no action group of the template") for p in problems
+    )
+
+
+def test_policy_baseline_gives_a_reason_for_every_skipped_check() -> None:
+    lines = (ROOT / ".checkov.yaml").read_text().splitlines()
+    skipped = [line for line in lines if re.match(r"^\s*-\s*CKV", line)]
+    assert len(skipped) >= 5
+    for line in skipped:
+        reason = line.partition("#")[2].strip()
+        assert len(reason) >= 15, f"give a reason: {line.strip()}"
+    assert "skip-download: true" in lines
+
+
+def test_runtime_tree_is_locked_with_hashes() -> None:
+    """requirements.txt lists the direct dependencies; requirements.lock pins every package the
+    deployed app installs, each with sha256 hashes, and infra/package.sh installs from it."""
+    direct = {}
+    for raw in (ROOT / "requirements.txt").read_text().splitlines():
+        line = raw.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            direct[re.sub(r"[-_.]+", "-", name.lower())] = version
+    locked: dict[str, str] = {}
+    hashes: dict[str, int] = {}
+    current = ""
+    for raw in (ROOT / "requirements.lock").read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==([^ ;\\]+)", raw)
+        if match:
+            current = re.sub(r"[-_.]+", "-", match[1].lower())
+            locked[current] = match[2]
+            hashes[current] = 0
+        hashes[current] = hashes.get(current, 0) + raw.count("--hash=sha256:")
+    for name, version in direct.items():
+        assert locked.get(name) == version, (
+            f"{name}: requirements.txt {version}, lock {locked.get(name)}"
+        )
+    hashes.pop("", None)  # the header before the first package
+    assert len(locked) > len(direct) and all(count > 0 for count in hashes.values()), hashes
+    assert "azure-functions-worker" not in locked
+    script = (INFRA / "package.sh").read_text()
+    assert "--require-hashes" in script and '-r "$root/requirements.lock"' in script

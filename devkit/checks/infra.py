@@ -23,7 +23,19 @@ compares what it finds with what the code reads and uses:
   the least-privilege role assignments for the identity and no broad roles, and the outputs the
   docs use (webhook URLs).
 * **parameters file** - ``infra/main.parameters.json`` is JSON, names only existing parameters
-  and supplies every parameter without a default.
+  and supplies every parameter without a default; ``principalType`` travels with
+  ``principalId``; an azd placeholder default (``${VAR=default}``) is an allowed value.
+* **limits Azure enforces** - the jobs queue parameter leaves room for ``-poison`` within
+  Azure's 63 characters and agrees with the app's own limit; Flex instance memory is 2048 or
+  4096 MB.
+* **host.json** - every invocation reaches the ``requests`` table (``Host.Results`` at
+  Information, requests and traces never sampled) and each function's own log lines pass at the
+  level ``SYNC_LOG_LEVEL`` chooses (``Function.<name>.User`` at Debug), with the host's
+  per-invocation chatter (``Function``) at Warning.
+* **alerts** - the log alerts name only functions the code declares and the template's poison
+  queue, cover the four signals operators rely on (poison, failing mailbox, missed
+  reconciliation, webhook 5xx), notify the action group, and the missed-reconciliation window
+  spans at least two intervals of the reconcile schedule.
 
 Run it as ``python -m devkit.checks.infra``; ``tests/test_infra.py`` runs it in the suite.
 """
@@ -31,6 +43,7 @@ Run it as ``python -m devkit.checks.infra``; ``tests/test_infra.py`` runs it in 
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import re
 import sys
@@ -60,6 +73,22 @@ KEY_VAULT = "Microsoft.KeyVault/vaults"
 APP_INSIGHTS = "Microsoft.Insights/components"
 IDENTITY = "Microsoft.ManagedIdentity/userAssignedIdentities"
 ROLE_ASSIGNMENT = "Microsoft.Authorization/roleAssignments"
+QUERY_RULE = "Microsoft.Insights/scheduledQueryRules"
+ACTION_GROUP = "Microsoft.Insights/actionGroups"
+
+# Azure's limit on queue names; the poison queue is the jobs queue's name plus a suffix.
+AZURE_QUEUE_NAME_MAX = 63
+# Instance memory sizes Flex Consumption accepts (functionAppConfig.scaleAndConcurrency).
+FLEX_INSTANCE_MEMORY_MB = frozenset({2048, 4096})
+# host.json log levels, lowest first (Microsoft.Extensions.Logging.LogLevel).
+LOG_LEVELS = ("Trace", "Debug", "Information", "Warning", "Error", "Critical", "None")
+# What each required alert is recognised by in its query; see _check_alerts.
+REQUIRED_ALERTS: Mapping[str, str] = {
+    "poison": "the poison queue's name",
+    "failing mailbox": 'the worker\'s per-job line (startswith "job ")',
+    "missed reconciliation": "reconcile_timer",
+    "webhook 5xx": "graph_notifications",
+}
 
 # Built-in roles the app's user-assigned identity needs, and nothing broader.
 REQUIRED_APP_ROLES: Mapping[str, str] = {
@@ -104,6 +133,7 @@ SECRET_PATTERNS = (
     re.compile(r"InstrumentationKey=[0-9a-f]{8}-", re.IGNORECASE),
 )
 KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
+_AZD_DEFAULT = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*=(?P<default>[^}]*)\}")
 _PERCENT_SETTING = re.compile(r"^%([A-Za-z_][A-Za-z0-9_]*)%$")
 _INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -237,9 +267,11 @@ class Template:
         if isinstance(expr, str):
             return self._resolve_str(expr, local, depth)
         if isinstance(expr, dict):
-            if "operator" in expr:
+            # pycep writes `a ? b : c` as {"operator": {...}}; an object literal may have a
+            # property called operator too (log alert criteria), whose value is not a dict.
+            if isinstance(expr.get("operator"), dict):
                 return self._resolve_operator(expr["operator"], local, depth)
-            if "function" in expr:
+            if isinstance(expr.get("function"), dict):
                 return self._resolve_function(expr["function"], local, depth)
             return {
                 k: self.resolve(v, local, depth + 1)
@@ -305,6 +337,15 @@ class Template:
         if kind == "empty":
             value = self.resolve(params.get("item_to_test"), local, depth + 1)
             return value is None or (isinstance(value, str | list | dict) and len(value) == 0)
+        if kind == "format":
+            # format('{0}-{1}', a, b): .NET composite formatting, positional arguments only.
+            template = self.resolve(params.get("format_string"), local, depth + 1)
+            args = [
+                self.resolve(v, local, depth + 1) for k, v in params.items() if k.startswith("arg_")
+            ]
+            if not isinstance(template, str) or any(isinstance(a, dict | list) for a in args):
+                raise _Unresolvable("format")
+            return re.sub(r"\{(\d+)\}", lambda m: str(args[int(m[1])]), template)
         if kind in ("subscription_resource_id", "resource_id", "tenant_resource_id"):
             # roleDefinitionId = subscriptionResourceId('...roleDefinitions', <guid>): the guid
             # is what the role checks need.
@@ -393,13 +434,13 @@ def body_of(node: Mapping[str, Any]) -> dict[str, Any]:
 def render(expr: Any) -> str:
     """Bicep-like text of an expression, for messages and reference checks."""
     if isinstance(expr, dict):
-        if "operator" in expr:
+        if isinstance(expr.get("operator"), dict):
             op = expr["operator"]
             operands = op.get("operands") or {}
             if op.get("type") == "property_accessor":
                 return f"{render(operands.get('operand_1'))}.{render(operands.get('operand_2'))}"
             return f"{op.get('type')}({', '.join(render(v) for v in operands.values())})"
-        if "function" in expr:
+        if isinstance(expr.get("function"), dict):
             fn = expr["function"]
             args = ", ".join(render(v) for v in (fn.get("parameters") or {}).values() if v)
             return f"{fn.get('type')}({args})"
@@ -460,6 +501,7 @@ class TriggerRefs:
     settings: dict[str, list[str]] = field(default_factory=dict)  # %NAME% -> locations
     connections: dict[str, list[str]] = field(default_factory=dict)
     queues: dict[str, list[str]] = field(default_factory=dict)  # literal or %NAME%
+    functions: dict[str, list[str]] = field(default_factory=dict)  # @function_name("...")
 
 
 def scan_trigger_sources(root: Path, sources: Iterable[str] = TRIGGER_SOURCES) -> TriggerRefs:
@@ -483,6 +525,15 @@ def scan_trigger_sources(root: Path, sources: Iterable[str] = TRIGGER_SOURCES) -
                 if match:
                     refs.settings.setdefault(match[1], []).append(f"{label}:{node.lineno}")
             if isinstance(node, ast.Call):
+                func_name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+                if (
+                    func_name == "function_name"
+                    and node.args
+                    and isinstance(node.args[0], ast.Constant)
+                    and isinstance(node.args[0].value, str)
+                ):
+                    where = f"{label}:{node.lineno}"
+                    refs.functions.setdefault(node.args[0].value, []).append(where)
                 for kw in node.keywords:
                     if not (isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str)):
                         continue
@@ -631,10 +682,14 @@ def _check_secrets(
     secret_names = {str(n) for row in catalogue if row.get("secret") for n in row["env"]}
     uses_reference = False
     for name, setting in settings.items():
-        text = setting.expr if isinstance(setting.expr, str) else ""
-        if KEY_VAULT_REFERENCE in text:
+        values = _secret_choices(setting.expr)
+        if any(KEY_VAULT_REFERENCE in v for v in values):
             uses_reference = True
-        if name in secret_names and not text.startswith(KEY_VAULT_REFERENCE):
+        if name in secret_names and not (
+            values
+            and any(v.startswith(KEY_VAULT_REFERENCE) for v in values)
+            and all(v == "" or v.startswith(KEY_VAULT_REFERENCE) for v in values)
+        ):
             problems.append(
                 Problem(
                     setting.where,
@@ -655,6 +710,20 @@ def _check_secrets(
     return problems
 
 
+def _secret_choices(expr: Any) -> list[str]:
+    """The literal strings a setting can take: one literal, or both branches of ``c ? a : b``
+    (a secret may be empty when another credential replaces it). Anything else -> []."""
+    if isinstance(expr, str):
+        return [expr]
+    op = expr.get("operator") if isinstance(expr, dict) else None
+    if isinstance(op, dict) and op.get("type") == "conditional":
+        operands = op.get("operands") or {}
+        branches = [operands.get("true_value"), operands.get("false_value")]
+        if all(isinstance(b, str) for b in branches):
+            return [str(b) for b in branches]
+    return []
+
+
 def _check_values(
     template: Template,
     settings: Mapping[str, AppSetting],
@@ -672,7 +741,7 @@ def _check_values(
         if not present:
             continue
         setting = settings[present[0]]
-        if isinstance(setting.expr, str) and setting.expr.startswith(KEY_VAULT_REFERENCE):
+        if any(v.startswith(KEY_VAULT_REFERENCE) for v in _secret_choices(setting.expr)):
             value: Any = _sample_value(row)
         else:
             try:
@@ -915,6 +984,277 @@ def _check_parameters(template: Template, path: Path, label: str) -> list[Proble
             problems.append(
                 Problem(label, f"parameter {name} has no default and is not supplied here")
             )
+    # A deployment by a service principal (CI) fails its role assignments if the principal is
+    # passed on but its type stays at the default 'User'.
+    if "principalId" in given and "principalType" in params and "principalType" not in given:
+        problems.append(
+            Problem(
+                label, "principalId is supplied but principalType is not (AZURE_PRINCIPAL_TYPE)"
+            )
+        )
+    for name, entry in given.items():
+        value = entry.get("value") if isinstance(entry, dict) else None
+        allowed = _decorator(params.get(name) or {}, "allowed")
+        match = _AZD_DEFAULT.fullmatch(value) if isinstance(value, str) else None
+        if match and isinstance(allowed, list) and match["default"] not in map(str, allowed):
+            problems.append(
+                Problem(
+                    label,
+                    f"parameter {name}: placeholder default {match['default']!r} is not one of "
+                    f"{allowed}",
+                )
+            )
+    return problems
+
+
+def _decorator(param: Mapping[str, Any], kind: str) -> Any:
+    """The argument of ``@kind(...)`` on a parameter (pycep: min_length, max_length, allowed)."""
+    for deco in param.get("decorators") or []:
+        if isinstance(deco, dict) and deco.get("type") == kind:
+            return deco.get("argument")
+    return None
+
+
+def _check_limits(
+    template: Template, settings: Mapping[str, AppSetting], app_max_queue: int, suffix: str
+) -> list[Problem]:
+    """Limits Azure enforces that a parameter's decorators must not let through."""
+    problems: list[Problem] = []
+    params = template.params
+    queue = settings.get("SYNC_JOBS_QUEUE")
+    param_name = queue.expr if queue is not None and isinstance(queue.expr, str) else ""
+    if param_name in params:
+        longest = _decorator(params[param_name], "max_length")
+        where = template.where(params[param_name])
+        if not isinstance(longest, int):
+            problems.append(
+                Problem(where, f"{param_name} needs @maxLength (queue names are limited)")
+            )
+        else:
+            if longest + len(suffix) > AZURE_QUEUE_NAME_MAX:
+                problems.append(
+                    Problem(
+                        where,
+                        f"{param_name} allows {longest} characters; with '{suffix}' the poison "
+                        f"queue's name would exceed Azure's {AZURE_QUEUE_NAME_MAX}",
+                    )
+                )
+            if longest != app_max_queue:
+                problems.append(
+                    Problem(
+                        where,
+                        f"{param_name} allows {longest} characters but the app allows "
+                        f"{app_max_queue} (sync/settings.py SYNC_JOBS_QUEUE)",
+                    )
+                )
+    for symbol, node, body in template.resources_of(SITES):
+        scale = ((body.get("properties") or {}).get("functionAppConfig") or {}).get(
+            "scaleAndConcurrency"
+        ) or {}
+        memory = scale.get("instanceMemoryMB")
+        param = params.get(memory) if isinstance(memory, str) else None
+        choices = _decorator(param, "allowed") if param is not None else [memory]
+        if not isinstance(choices, list):
+            choices = [template.try_resolve(memory)]
+        bad = [c for c in choices if c not in FLEX_INSTANCE_MEMORY_MB]
+        if bad:
+            problems.append(
+                Problem(
+                    template.where(param if param is not None else node),
+                    f"{symbol}: instanceMemoryMB allows {bad}; Flex Consumption accepts "
+                    f"{sorted(FLEX_INSTANCE_MEMORY_MB)}",
+                )
+            )
+    return problems
+
+
+def _level_rank(value: Any) -> int | None:
+    return LOG_LEVELS.index(value) if value in LOG_LEVELS else None
+
+
+def _check_host_json(path: Path, label: str, functions: Mapping[str, list[str]]) -> list[Problem]:
+    """Log levels and sampling that the requests table, the alerts and SYNC_LOG_LEVEL rely on."""
+    if not path.exists():
+        return [Problem(label, "missing")]
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        return [Problem(f"{label}:{exc.lineno}", f"not valid JSON: {exc.msg}")]
+    logging_ = doc.get("logging") or {}
+    levels = logging_.get("logLevel") or {}
+    problems: list[Problem] = []
+    for category, level in levels.items():
+        if _level_rank(level) is None:
+            problems.append(Problem(label, f"logLevel {category}: {level!r} is not a log level"))
+
+    def effective(category: str) -> Any:
+        """The host applies the longest configured prefix of the category."""
+        parts = category.split(".")
+        for end in range(len(parts), 0, -1):
+            key = ".".join(parts[:end])
+            if key in levels:
+                return levels[key]
+        return levels.get("default", "Information")
+
+    info = LOG_LEVELS.index("Information")
+    rank = _level_rank(effective("Host.Results"))
+    if rank is None or rank > info:
+        problems.append(
+            Problem(
+                label,
+                "Host.Results must log at Information: it feeds the requests table, and at a "
+                "higher level successful invocations are never recorded",
+            )
+        )
+    for name in sorted(functions):
+        user = _level_rank(effective(f"Function.{name}.User"))
+        if user is None or user > LOG_LEVELS.index("Debug"):
+            problems.append(
+                Problem(
+                    label,
+                    f"Function.{name}.User must be Debug or lower, so SYNC_LOG_LEVEL alone "
+                    f"decides which of {name}'s log lines reach Application Insights",
+                )
+            )
+    chatter = _level_rank(effective("Function.__any__"))
+    if chatter is not None and chatter < LOG_LEVELS.index("Warning"):
+        problems.append(
+            Problem(
+                label,
+                "Function should be Warning: at Information the host adds two traces per "
+                "invocation that the requests table already records",
+            )
+        )
+    sampling = (logging_.get("applicationInsights") or {}).get("samplingSettings") or {}
+    if sampling.get("isEnabled", True):
+        excluded = {t.strip() for t in str(sampling.get("excludedTypes", "")).split(";")}
+        for kind in ("Request", "Trace"):
+            if kind not in excluded:
+                problems.append(
+                    Problem(
+                        label,
+                        f"samplingSettings.excludedTypes must include {kind}: the alerts count "
+                        "requests and traces, and sampling would drop some",
+                    )
+                )
+    return problems
+
+
+def _iso_duration_seconds(value: Any) -> int | None:
+    match = re.fullmatch(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?)?", str(value or ""))
+    if not match or not any(match.groups()):
+        return None
+    days, hours, minutes = (int(g or 0) for g in match.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60
+
+
+def _longest_gap_seconds(schedule: str) -> int | None:
+    """Longest time between two firings of a six-field NCRONTAB over two weeks."""
+    from datetime import UTC, datetime, timedelta
+
+    from croniter import croniter
+
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    try:
+        it = croniter(schedule, start, second_at_beginning=True)
+        times = [it.get_next(datetime)]
+        while times[-1] < start + timedelta(days=14) and len(times) < 5000:
+            times.append(it.get_next(datetime))
+    except (ValueError, KeyError):
+        return None
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    return int(max(gaps)) if gaps else None
+
+
+_QUERY_NAMES = re.compile(r'\bname\s*(?:==\s*"([^"]+)"|in\s*\(([^)]*)\))')
+
+
+def alert_queries(template: Template) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(query text, rule, resource node) for every log alert, loops expanded."""
+    found: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    for _symbol, node, body in template.resources_of(QUERY_RULE):
+        try:
+            bindings = template.loop_bindings(node)
+        except _Unresolvable:
+            bindings = [{}]
+        raw = body.get("properties") or {}
+        for local in bindings:
+            # Resolve piece by piece: scopes and actions name resources known only at deployment.
+            props = {
+                key: template.try_resolve(raw.get(key), local)
+                for key in ("displayName", "windowSize", "evaluationFrequency")
+            }
+            for criterion in (raw.get("criteria") or {}).get("allOf") or []:
+                query = template.try_resolve((criterion or {}).get("query"), local)
+                if isinstance(query, str):
+                    found.append((query, props, node))
+    return found
+
+
+def _check_alerts(
+    template: Template,
+    settings: Mapping[str, AppSetting],
+    functions: Mapping[str, list[str]],
+    poison_queue: str,
+    reconcile_schedule: str | None,
+) -> list[Problem]:
+    problems: list[Problem] = []
+    label = template.label
+    groups = {symbol for symbol, _, _ in template.resources_of(ACTION_GROUP)}
+    queries = alert_queries(template)
+    if not groups:
+        problems.append(Problem(label, "no action group for the alerts"))
+    seen: set[str] = set()
+    for query, props, node in queries:
+        where = template.where(node)
+        title = str(props.get("displayName") or "alert")
+        for one, many in _QUERY_NAMES.findall(query):
+            names = [one] if one else re.findall(r'"([^"]+)"', many)
+            for name in names:
+                if name not in functions:
+                    problems.append(
+                        Problem(
+                            where,
+                            f"{title}: the query names function {name!r}, which the code does "
+                            "not declare (@function_name in function_app.py, sync/blueprints)",
+                        )
+                    )
+        for queue in re.findall(r'"([a-z0-9-]+-poison)"', query):
+            if queue != poison_queue:
+                problems.append(
+                    Problem(where, f"{title}: the query watches {queue}, not {poison_queue}")
+                )
+        if poison_queue in query:
+            seen.add("poison")
+        if 'startswith "job "' in query:
+            seen.add("failing mailbox")
+        if '"reconcile_timer"' in query:
+            seen.add("missed reconciliation")
+            window = _iso_duration_seconds(props.get("windowSize"))
+            gap = _longest_gap_seconds(reconcile_schedule) if reconcile_schedule else None
+            if window is None or (gap is not None and window < 2 * gap):
+                problems.append(
+                    Problem(
+                        where,
+                        f"{title}: window {props.get('windowSize')} is shorter than two "
+                        f"intervals of the reconcile schedule {reconcile_schedule!r}, so it "
+                        "would fire between healthy runs",
+                    )
+                )
+        if '"graph_notifications"' in query:
+            seen.add("webhook 5xx")
+        actions = (body_of(node).get("properties") or {}).get("actions") or {}
+        targets = actions.get("actionGroups") if isinstance(actions, dict) else None
+        if not (
+            isinstance(targets, list)
+            and any(render(t) in {f"{g}.id" for g in groups} for t in targets)
+        ):
+            problems.append(Problem(where, f"{title}: notifies no action group of the template"))
+    for key, how in REQUIRED_ALERTS.items():
+        if key not in seen:
+            problems.append(
+                Problem(label, f"no log alert for {key} (recognised by {how} in its query)")
+            )
     return problems
 
 
@@ -955,9 +1295,10 @@ def check_infra(
     catalogue: Sequence[Mapping[str, Any]] | None = None,
     tables: Sequence[str] | None = None,
     trigger_sources: Sequence[str] = TRIGGER_SOURCES,
+    host_json: Path | None = None,
 ) -> list[Problem]:
     """Every inconsistency between the code in ``repo_root`` and its ``infra/`` templates."""
-    from sync.settings import settings_catalogue
+    from sync.settings import MAX_JOBS_QUEUE_CHARS, settings_catalogue
     from sync.state import tables as tables_module
 
     infra = infra_dir or repo_root / "infra"
@@ -1019,7 +1360,35 @@ def check_infra(
     problems += _check_platform(template, settings)
     problems += _check_parameters(template, infra / PARAMETERS_FILE, label(infra / PARAMETERS_FILE))
     problems += _check_funcignore(repo_root)
+    problems += _check_limits(template, settings, MAX_JOBS_QUEUE_CHARS, tables_module.POISON_SUFFIX)
+    host_path = host_json or repo_root / "host.json"
+    host_label = host_path.name if host_json is not None else label(host_path)
+    problems += _check_host_json(host_path, host_label, refs.functions)
+    jobs_queue = _setting_value(template, settings, catalogue, "SYNC_JOBS_QUEUE")
+    problems += _check_alerts(
+        template,
+        settings,
+        refs.functions,
+        f"{jobs_queue or tables_module.DEFAULT_JOBS_QUEUE}{tables_module.POISON_SUFFIX}",
+        _setting_value(template, settings, catalogue, "SYNC_RECONCILE_SCHEDULE"),
+    )
     return sorted(set(problems))
+
+
+def _setting_value(
+    template: Template,
+    settings: Mapping[str, AppSetting],
+    catalogue: Sequence[Mapping[str, Any]],
+    env: str,
+) -> str | None:
+    """A setting's value as the template sets it, else the app's default."""
+    if env in settings:
+        value = template.try_resolve(settings[env].expr)
+        return value if isinstance(value, str) else None
+    for row in catalogue:
+        if env in row["env"] and isinstance(row.get("default"), str):
+            return str(row["default"])
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

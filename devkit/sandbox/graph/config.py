@@ -25,6 +25,15 @@ class SandboxConfig:
         default_factory=lambda: {"sandbox-client": "sandbox-secret"}, repr=False
     )
     token_lifetime_seconds: int = 3599
+    # Managed identity endpoint (/msi/token, App Service protocol) and federated credentials:
+    # identity client id -> its principal (object) id; app client id -> principals it trusts.
+    identity_header: str = field(default="sandbox-identity-header", repr=False)
+    managed_identities: dict[str, str] = field(
+        default_factory=lambda: {"sandbox-identity": "00000000-0000-0000-0000-00000000e1d1"}
+    )
+    federated_credentials: dict[str, list[str]] = field(
+        default_factory=lambda: {"sandbox-client": ["00000000-0000-0000-0000-00000000e1d1"]}
+    )
     page_sizes: dict[str, int] = field(default_factory=_page_sizes)
     max_page_size: int = 1000
     delta_duplicates: bool = False  # repeat the last item of a page at the top of the next

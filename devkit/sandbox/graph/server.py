@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from devkit.sandbox.graph import control
+from devkit.sandbox.graph import control, identity
 from devkit.sandbox.graph.config import SandboxConfig
 from devkit.sandbox.graph.mailbox_routes import GraphFailure, MailboxApi, failure_response
 from devkit.sandbox.graph.service import Sandbox
@@ -30,7 +30,8 @@ def _sandbox(request: web.Request) -> Sandbox:
 
 
 async def token_endpoint(request: web.Request) -> web.Response:
-    """POST /{tenant}/oauth2/v2.0/token, grant_type=client_credentials (form-encoded)."""
+    """POST /{tenant}/oauth2/v2.0/token, grant_type=client_credentials (form-encoded), with a
+    client secret or a client assertion (federated credential, see identity.py)."""
     sb = _sandbox(request)
     form = await request.post()
     client_id, secret = str(form.get("client_id", "")), str(form.get("client_secret", ""))
@@ -38,7 +39,20 @@ async def token_endpoint(request: web.Request) -> web.Response:
         return web.json_response(
             {"error": "unsupported_grant_type", "error_description": "AADSTS70003"}, status=400
         )
-    if sb.config.clients.get(client_id) is None or not secrets.compare_digest(
+    if "client_assertion_type" in form or "client_assertion" in form:
+        if form.get("client_assertion_type") != identity.JWT_BEARER:
+            refused: str | None = "AADSTS50027: client_assertion_type is not jwt-bearer."
+        else:
+            refused = identity.assertion_error(
+                request, client_id, str(form.get("client_assertion", ""))
+            )
+        if client_id not in sb.config.clients:
+            refused = f"AADSTS700016: Application with identifier '{client_id}' was not found."
+        if refused:
+            return web.json_response(
+                {"error": "invalid_client", "error_description": refused}, status=401
+            )
+    elif sb.config.clients.get(client_id) is None or not secrets.compare_digest(
         sb.config.clients[client_id], secret
     ):
         return web.json_response(
@@ -69,7 +83,7 @@ async def openid_configuration(request: web.Request) -> web.Response:
             "issuer": f"{origin}/{tenant}/v2.0",
             "token_endpoint": f"{origin}/{tenant}/oauth2/v2.0/token",
             "authorization_endpoint": f"{origin}/{tenant}/oauth2/v2.0/authorize",
-            "token_endpoint_auth_methods_supported": ["client_secret_post"],
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
             "tenant_region_scope": "WW",
         }
     )
@@ -160,6 +174,7 @@ def create_app(config: SandboxConfig | None = None) -> web.Application:
     app[SANDBOX_KEY] = sandbox
     app.router.add_post("/{tenant}/oauth2/v2.0/token", token_endpoint)
     app.router.add_get("/{tenant}/v2.0/.well-known/openid-configuration", openid_configuration)
+    identity.add_routes(app, cfg)
     app.router.add_route("*", "/v1.0/{tail:.*}", graph_route)
     if cfg.controls:
         control.add_routes(app, sandbox)
