@@ -33,13 +33,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import sync.engine.emails  # noqa: F401  (registers the SENT and PEOPLE processors)
 from sync.core.email_linking import email_reference
 from sync.core.jobs import JobKind, Stream
+from sync.engine import processors
 from tests.support.local import running_azurite
 from tests.support.world import World, world_running
 
 SHARED = ["Workbooks"]
+processors.load()  # registers the SENT and PEOPLE processors, as the queue worker does
 
 
 def _workbooks_config(users: int) -> Any:

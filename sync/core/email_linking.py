@@ -247,23 +247,20 @@ def has_category(message: Message, category: str) -> bool:
 
 @dataclass(frozen=True)
 class MessagePlan:
-    """What to do for one sent message.  ``create`` is set when a Workbooks email must be
-    created; ``email_id`` when one already exists; ``links`` are the links still missing."""
+    """What to do for one sent message: its Workbooks email (``email_id`` when one already
+    exists, else it is created when there is anything to link) must carry ``links``, the links
+    still missing.  ``targets`` are every record the message belongs to (linked ones included):
+    the message is fully linked when the email carries all of them."""
 
     message_key: str
     internet_message_id: str
     decision: Decision
-    create: bool
     email_id: int | None
     links: tuple[RecordRef, ...]
-    targets: tuple[RecordRef, ...]  # every record the message belongs to (incl. linked ones)
+    targets: tuple[RecordRef, ...]
     pending: tuple[str, ...]  # unmatched addresses for retroactive linking
     explanation: dict[str, Any]
     skip: bool = False  # nothing changed since the last time: no work at all
-
-    @property
-    def writes(self) -> bool:
-        return self.create or bool(self.links)
 
 
 def fingerprint(message: Message) -> str:
@@ -365,7 +362,6 @@ def _skip(message: Message, existing: EmailRecord) -> MessagePlan:
         message_key=message.id,
         internet_message_id=existing.internet_message_id,
         decision=_SKIP_DECISIONS.get(existing.state, "no_match"),
-        create=False,
         email_id=existing.workbooks_email_id,
         links=(),
         targets=tuple(RecordRef.from_key(k) for k in existing.linked),
@@ -427,7 +423,6 @@ def _plan(
     done = set(existing.linked) if existing else set()
     email_id = existing.workbooks_email_id if existing else None
     links = tuple(t for t in targets if t.key not in done)
-    create = bool(targets) and email_id is None
     expl["fingerprint"] = fingerprint(message)
     expl["decision"] = decision
     expl["pending"] = list(pending)
@@ -435,7 +430,6 @@ def _plan(
         message_key=message.id,
         internet_message_id=message.internet_message_id or "",
         decision=decision,
-        create=create,
         email_id=email_id,
         links=links,
         targets=targets,
@@ -609,9 +603,7 @@ def render_rfc822(
 class RetroAction:
     """Link one earlier shared message to the records its pending addresses now match."""
 
-    mailbox: str
     message_key: str
-    internet_message_id: str
     email_id: int | None  # None: the Workbooks email must be created first
     links: tuple[RecordRef, ...]
     matches: tuple[RecordMatch, ...]
@@ -656,9 +648,7 @@ def plan_retro(
         links = tuple({m.ref.key: m.ref for m in found if m.ref.key not in done}.values())
         actions.append(
             RetroAction(
-                mailbox=record.mailbox,
                 message_key=key,
-                internet_message_id=record.internet_message_id,
                 email_id=record.workbooks_email_id,
                 links=links,
                 matches=tuple(found),

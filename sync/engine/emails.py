@@ -1,4 +1,6 @@
-"""Sent items -> Workbooks emails: the SENT processor, retroactive linking, attach, explain.
+"""Sent items -> Workbooks emails: the SENT processor, attach on request, explain, and the one
+routine every path uses to make an email exist in Workbooks carrying its links (``ensure_linked``;
+retroactive linking in ``sync.engine.people`` uses it too).
 
 One run of the SENT stream (notification, 2-hour push, 30-minute reconcile or resync):
 
@@ -6,12 +8,12 @@ One run of the SENT stream (notification, 2-hour push, 30-minute reconcile or re
 2. per batch of pages (up to ``BATCH_MESSAGES`` messages), load the stored ``EmailRecord`` of
    every message, resolve all recipient addresses in **one** resolution pass, and plan each
    message with the pure core (``sync.core.email_linking.plan_message``);
-3. look up, in one read, Workbooks emails already carrying the ``created_through_reference``
-   (a hash of the internetMessageId) of each email about to be created, then create the rest in
-   one batch; so a crash between "created in Workbooks" and "recorded here" is healed by
-   finding the email instead of creating it again;
-4. write the missing links in one batch (links of emails that existed before this run are read
-   back first, so a crash after writing links never doubles them);
+3. ``ensure_linked``: look up, in one read, Workbooks emails already carrying the
+   ``created_through_reference`` (a hash of the internetMessageId) of each email about to be
+   created, then create the rest in one batch; so a crash between "created in Workbooks" and
+   "recorded here" is healed by finding the email instead of creating it again;
+4. then write the missing links in one batch (links of emails that existed before this run are
+   read back first, so a crash after writing links never doubles them);
 5. persist the final records and pending addresses, and only then advance the cursor to the
    batch's next link (or the round's delta link).
 
@@ -24,21 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from sync.core.email_linking import (
-    CASE,
     DEFAULT_REFERENCE_PREFIXES,
-    LEAD,
-    OPPORTUNITY,
-    ORGANISATION,
-    PERSON,
     MessagePlan,
-    RecordMatch,
     RecordRef,
     RecordState,
     before_auto_window,
@@ -55,10 +51,20 @@ from sync.core.errors import Conflict, InvalidRequest, NotFound, RetryLater, Syn
 from sync.core.graph_models import Message
 from sync.core.jobs import Job, JobKind, Stream
 from sync.core.keys import normalise_address
-from sync.core.mapping.scope import is_deleted
-from sync.core.state_models import Cursor, EmailRecord, Mailbox, utcnow
+from sync.core.state_models import Cursor, EmailRecord, Mailbox, MailboxPolicy, utcnow
 from sync.engine.clients import graph_client, workbooks_client
 from sync.engine.registry import RunContext, register
+from sync.graph.messages import Body, carried_body, message_body, read_message
+from sync.workbooks.emails import (
+    EmailLink,
+    create_emails,
+    emails_by_reference,
+    link_emails,
+    links_of,
+    record_exists,
+    resolve_matches,
+)
+from sync.workbooks.writes import WriteResult
 
 if TYPE_CHECKING:
     from sync.graph.client import GraphClient
@@ -71,93 +77,162 @@ BATCH_MESSAGES = 100  # = the Workbooks batch cap: one create and one link reque
 PAGE_SIZE = 100  # Prefer: odata.maxpagesize for the Sent Items delta
 STORAGE_CONCURRENCY = 16
 MAX_ROUNDS = 5  # delta rounds per job while notifications keep arriving
-ENDPOINT_OF: Mapping[str, str] = {
-    PERSON: "crm/people",
-    LEAD: "crm/sales_leads",
-    ORGANISATION: "crm/organisations",
-    CASE: "crm/cases",
-    OPPORTUNITY: "crm/opportunities",
-}
 
-# Test hook: called with the name of each durable step just completed ("fetch", "write_email",
-# "write_links", "persist", "advance").  Tests raise from it to simulate a killed worker.
-Checkpoint = Callable[[str], Awaitable[None]]
-CHECKPOINTS: list[Checkpoint] = []
+# Called with the name of each durable step a SENT run completes ("fetch", "write_email",
+# "write_links", "persist", "advance"); ``process_sent(ctx, on_step=...)`` takes one so a test
+# can stop the run there, as a killed worker would.
+Step = Callable[[str], Awaitable[None]]
+BodyReader = Callable[[Message], Awaitable[Body]]
 
 
-async def _checkpoint(step: str) -> None:
-    for hook in list(CHECKPOINTS):
-        await hook(step)
+# ===================================================================== one email and its links
 
 
-# ===================================================================== Workbooks adapter
-# [INF] workbooks-api.md §4.10/§8 q1: how an email is tied to a record is unconfirmed.  These
-# helpers and ``sync.workbooks.queries.link_emails`` are the only code that knows the shape
-# (``ClientConfig.email_link_path`` with email_id / resource_type / resource_id).
+@dataclass(eq=False)  # identity: a step reports the very works it changed
+class EmailWork:
+    """One email that must exist in Workbooks and carry ``links``.  ``email_id`` is its
+    Workbooks email when known; otherwise ``message`` is needed to find or create it."""
+
+    message: Message | None
+    links: Sequence[RecordRef]
+    email_id: int | None = None
+    linked: set[str] = field(default_factory=set)  # 'Type:id' links it is known to carry
+    recovered: bool = False  # found by its created_through_reference instead of created
+    created: bool = False
+    written: int = 0  # links added by this call
+    error: SyncError | None = None  # why it is not complete (throttling etc. raise instead)
+    failure: str = ""  # the same, as the EmailRecord explains it
+
+    def fail(self, error: SyncError, text: str) -> None:
+        self.error, self.failure = error, text[:500]
+
+    @property
+    def missing(self) -> list[RecordRef]:
+        return [ref for ref in self.links if ref.key not in self.linked]
 
 
-async def _resolve(
-    client: WorkbooksClient, addresses: Iterable[str]
-) -> dict[str, list[RecordMatch]]:
-    from sync.workbooks.queries import resolve_addresses
+SaveProgress = Callable[[Sequence[EmailWork]], Awaitable[None]]
 
-    wanted = sorted(set(addresses))
+
+async def ensure_linked(
+    client: WorkbooksClient,
+    works: Sequence[EmailWork],
+    *,
+    policy: MailboxPolicy,
+    read_body: BodyReader | None = None,
+    save_progress: SaveProgress | None = None,
+    on_step: Step | None = None,
+) -> None:
+    """Make each email exist in Workbooks, once, and carry its links, once, in batches:
+
+    1. emails with no id: one read finds those created earlier by ``created_through_reference``
+       (a crash between "created" and "recorded"; another copy of the same message);
+    2. the rest are created in one batch (``read_body`` gives each body; None: the body the
+       message was read with);
+    3. emails that existed before this call and still miss a link: their links are read back
+       (a crash after writing links never doubles them);
+    4. the missing links are written in one batch.
+
+    Throttling, outages and conflicts (a concurrent writer: creates and links carry no
+    lock_version) raise ``RetryLater`` once ``save_progress`` has been given the works that
+    step changed; any other failure stays on its work (``error``) and the others go on."""
+    await _ensure_emails(client, works, policy, read_body, save_progress)
+    await _step(on_step, "write_email")
+    await _ensure_links(client, works, save_progress)
+    await _step(on_step, "write_links")
+
+
+async def _step(on_step: Step | None, name: str) -> None:
+    if on_step is not None:
+        await on_step(name)
+
+
+async def _ensure_emails(
+    client: WorkbooksClient,
+    works: Sequence[EmailWork],
+    policy: MailboxPolicy,
+    read_body: BodyReader | None,
+    save_progress: SaveProgress | None,
+) -> None:
+    creates = [(w, m) for w in works if w.email_id is None and (m := w.message) is not None]
+    if not creates:
+        return
+    refs = [email_reference(m.internet_message_id or "", m.id) for _, m in creates]
+    found = await emails_by_reference(client, refs)
+    todo: list[tuple[EmailWork, Message]] = []
+    for (w, m), ref in zip(creates, refs, strict=True):
+        w.email_id = found.get(ref)
+        w.recovered = w.email_id is not None
+        if w.email_id is None:
+            todo.append((w, m))
+    if not todo:
+        return
+    bodies = await asyncio.gather(*(_body(read_body, m) for _, m in todo))
+    fields = [
+        email_fields(m, policy, body or (m.body_preview or ""), ctype)
+        for (_, m), (body, ctype) in zip(todo, bodies, strict=True)
+    ]
+    results = await create_emails(client, fields)
+    for (w, _), res in zip(todo, results, strict=True):
+        if res.ok and res.id is not None:
+            w.email_id, w.created = res.id, True
+        elif not _retryable(res.error):
+            detail = res.error or res.errors
+            w.fail(
+                res.error or InvalidRequest(f"create: {res.errors}"),
+                f"email create failed: {detail}",
+            )
+    await _raise_retry(results, [w for w, _ in todo], save_progress)
+
+
+async def _body(read_body: BodyReader | None, message: Message) -> Body:
+    return carried_body(message) if read_body is None else await read_body(message)
+
+
+async def _ensure_links(
+    client: WorkbooksClient,
+    works: Sequence[EmailWork],
+    save_progress: SaveProgress | None,
+) -> None:
+    todo = [w for w in works if w.email_id is not None and w.missing]
+    earlier = [w.email_id for w in todo if w.email_id is not None and not w.created]
+    present = await links_of(client, earlier) if earlier else set()
+    wanted: list[tuple[EmailWork, RecordRef]] = []
+    for w in todo:
+        for ref in w.missing:
+            if (w.email_id, ref.key) in present:
+                w.linked.add(ref.key)
+            else:
+                wanted.append((w, ref))
     if not wanted:
-        return {}
-    found = await resolve_addresses(client, wanted)
-    return {
-        normalise_address(a): [
-            RecordMatch(normalise_address(m.address), m.record_type, m.record_id, m.field)
-            for m in ms
-        ]
-        for a, ms in found.items()
-    }
+        return
+    results = await link_emails(
+        client, [EmailLink(w.email_id or 0, ref.record_type, ref.record_id) for w, ref in wanted]
+    )
+    for (w, ref), res in zip(wanted, results, strict=True):
+        if res.ok:
+            w.linked.add(ref.key)
+            w.written += 1
+        elif not _retryable(res.error):
+            what = f"link to {ref.key} failed"
+            w.fail(
+                res.error or InvalidRequest(f"{what}: {res.errors}"),
+                f"{what}: {res.error or res.errors}",
+            )
+    await _raise_retry(results, works, save_progress)
 
 
-async def emails_by_reference(client: WorkbooksClient, refs: Sequence[str]) -> dict[str, int]:
-    """Workbooks emails we created earlier, found by ``created_through_reference``."""
-    from sync.workbooks.reads import iter_records
-    from sync.workbooks.wire import Cond, chunked, in_list
-
-    out: dict[str, int] = {}
-    for chunk in chunked(sorted(set(refs)), client.config.in_list_size):
-        where = Cond("created_through_reference", "eq", in_list(chunk))
-        async for row in iter_records(client, "email/emails", ["created_through_reference"], where):
-            ref = str(row.get("created_through_reference") or "")
-            if ref and ref not in out:
-                out[ref] = int(row["id"])
-    return out
-
-
-async def links_of(client: WorkbooksClient, email_ids: Iterable[int]) -> set[tuple[int, str]]:
-    """Existing (email id, 'Type:id') links of the given emails."""
-    from sync.workbooks.reads import iter_records
-    from sync.workbooks.wire import Cond, chunked, in_list
-
-    out: set[tuple[int, str]] = set()
-    ids = sorted(set(email_ids))
-    path = client.config.email_link_path
-    for chunk in chunked(ids, client.config.in_list_size):
-        where = Cond("email_id", "eq", in_list(str(i) for i in chunk))
-        columns = ["email_id", "resource_type", "resource_id"]
-        async for row in iter_records(client, path, columns, where):
-            if is_deleted(row):
-                continue
-            key = f"{row.get('resource_type')}:{int(row['resource_id'])}"
-            out.add((int(row["email_id"]), key))
-    return out
-
-
-async def record_exists(client: WorkbooksClient, ref: RecordRef) -> bool:
-    from sync.workbooks.reads import iter_records
-    from sync.workbooks.wire import Cond
-
-    endpoint = ENDPOINT_OF.get(ref.record_type)
-    if endpoint is None:
-        raise InvalidRequest(f"records of type {ref.record_type!r} cannot hold emails")
-    async for _ in iter_records(client, endpoint, [], Cond("id", "eq", str(ref.record_id))):
-        return True
-    return False
+async def _raise_retry(
+    results: Iterable[WriteResult],
+    changed: Sequence[EmailWork],
+    save_progress: SaveProgress | None,
+) -> None:
+    retry = _first_retry(r.error for r in results)
+    if retry is None:
+        return
+    if save_progress is not None:
+        await save_progress(changed)
+    raise retry
 
 
 def _first_retry(errors: Iterable[SyncError | None]) -> RetryLater | None:
@@ -175,39 +250,17 @@ def _retryable(error: SyncError | None) -> bool:
     return isinstance(error, RetryLater | Conflict)
 
 
-# ===================================================================== Graph helpers
-
-
-async def fetch_message(
-    graph: GraphClient, mailbox: str, message_id: str, *, body_only: bool = False
-) -> tuple[Message | None, str, str]:
-    """(message, body, body content type) of one message; (None, "", "text") if it is gone."""
-    path = f"/users/{quote(mailbox, safe='@')}/messages/{quote(message_id, safe='')}"
-    if body_only:
-        path += "?$select=body"
-    try:
-        resp = await graph.request("GET", path, mailbox=mailbox)
-    except NotFound:
-        return None, "", "text"
-    data = resp.json()
-    body = data.get("body") or {}
-    message = None if body_only else Message.model_validate(data)
-    return message, str(body.get("content") or ""), str(body.get("contentType") or "text")
-
-
 # ===================================================================== one batch
 
 
 @dataclass
-class _Item:
+class _Sent:
+    """One sent message of a batch, with the copies that share its internetMessageId."""
+
     message: Message
-    existing: EmailRecord | None
-    plan: MessagePlan | None = None
-    email_id: int | None = None
-    linked: set[str] = field(default_factory=set)
-    recovered: bool = False
-    error: str = ""
-    aliases: list[Message] = field(default_factory=list)  # same internetMessageId, other id
+    aliases: list[Message]
+    plan: MessagePlan
+    work: EmailWork
 
 
 @dataclass
@@ -215,6 +268,7 @@ class _Run:
     ctx: RunContext
     graph: GraphClient
     client: WorkbooksClient
+    on_step: Step | None = None
     sem: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(STORAGE_CONCURRENCY))
 
     @property
@@ -225,6 +279,9 @@ class _Run:
     def services(self) -> Services:
         return self.ctx.services
 
+    async def step(self, name: str) -> None:
+        await _step(self.on_step, name)
+
     async def gather(self, coros: Iterable[Awaitable[Any]]) -> list[Any]:
         async def one(c: Awaitable[Any]) -> Any:
             async with self.sem:
@@ -233,199 +290,76 @@ class _Run:
         return list(await asyncio.gather(*(one(c) for c in coros)))
 
 
-async def find_record(services: Services, mailbox: str, key: str) -> EmailRecord | None:
-    """An EmailRecord by immutable id or internetMessageId (with or without angle brackets)."""
-    store = services.store.emails
-    key = key.strip()
-    if not key:
-        return None
-    record = await store.get(mailbox, key)
-    if record is None:
-        record = await store.by_internet_id(mailbox, key)
-    if record is None and not key.startswith("<"):
-        record = await store.by_internet_id(mailbox, f"<{key}>")
-    return record
+Loaded = tuple[Message, list[Message], EmailRecord | None]
 
 
-async def _load(run: _Run, messages: Sequence[Message]) -> list[_Item]:
+async def _load(run: _Run, messages: Sequence[Message]) -> list[Loaded]:
+    """Each message once (delta may repeat an item; the last copy is the newest), copies with
+    the same internetMessageId folded into the first (one email for every copy), drafts left
+    out, with its stored record."""
     latest: dict[str, Message] = {}
-    for m in messages:  # delta may repeat an item; the last copy is the newest
+    for m in messages:
         latest[m.id] = m
-    mailbox = run.mailbox.id
-
-    async def existing(m: Message) -> EmailRecord | None:
-        # By immutable id only: a copy under another id is matched by internetMessageId in
-        # Workbooks (``_ensure_emails``), which saves a table scan per message here.
-        return await run.services.store.emails.get(mailbox, m.id)
-
-    # internetMessageId is the idempotency key: one email for every copy of a message.
-    primary: dict[str, _Item] = {}
-    items: list[_Item] = []
+    groups: dict[str, list[Message]] = {}
     for m in latest.values():
-        first = primary.get(m.internet_message_id or "") if m.internet_message_id else None
-        if first is not None:
-            first.aliases.append(m)
-            continue
-        it = _Item(m, None)
-        items.append(it)
-        if m.internet_message_id:
-            primary[m.internet_message_id] = it
-    records = await run.gather(existing(it.message) for it in items)
-    for it, record in zip(items, records, strict=True):
-        it.existing = record
-        if record is not None:
-            it.email_id = record.workbooks_email_id
-            it.linked = set(record.linked)
-    return [it for it in items if not it.message.is_draft]
+        groups.setdefault(m.internet_message_id or f"\0{m.id}", []).append(m)
+    sent = [(g[0], g[1:]) for g in groups.values() if not g[0].is_draft]
+    # By immutable id only: a copy under another id is matched by internetMessageId in
+    # Workbooks (``ensure_linked``), which saves a table scan per message here.
+    get = partial(run.services.store.emails.get, run.mailbox.id)
+    records = await run.gather(get(m.id) for m, _ in sent)
+    return [(m, aliases, r) for (m, aliases), r in zip(sent, records, strict=True)]
 
 
-async def _plan(run: _Run, items: list[_Item]) -> None:
+async def _plan(run: _Run, loaded: list[Loaded]) -> list[_Sent]:
     policy, mailbox = run.mailbox.policy, run.mailbox.id
     wanted: set[str] = set()
-    for it in items:
-        if needs_resolution(it.message, it.existing, policy):
-            candidates, _ = split_recipients(it.message, mailbox, policy)
+    for m, _, existing in loaded:
+        if needs_resolution(m, existing, policy):
+            candidates, _ = split_recipients(m, mailbox, policy)
             wanted |= {c.address for c in candidates}
-    matches = await _resolve(run.client, wanted)
+    matches = await resolve_matches(run.client, wanted)
     now = utcnow()
-    for it in items:
-        it.plan = plan_message(
-            it.message,
-            matches,
-            it.existing,
-            policy,
-            mailbox,
-            now=now,
-            prefixes=DEFAULT_REFERENCE_PREFIXES,
+    out = []
+    for m, aliases, existing in loaded:
+        plan = plan_message(
+            m, matches, existing, policy, mailbox, now=now, prefixes=DEFAULT_REFERENCE_PREFIXES
         )
+        linked = set(existing.linked) if existing else set()
+        out.append(_Sent(m, aliases, plan, EmailWork(m, plan.links, plan.email_id, linked)))
+    return out
 
 
-def _record(run: _Run, it: _Item, *, state: RecordState | None = None) -> EmailRecord:
-    assert it.plan is not None
+def _record(run: _Run, it: _Sent, *, state: RecordState | None = None) -> EmailRecord:
     return record_for(
         it.plan,
         it.message,
         mailbox=run.mailbox.id,
-        email_id=it.email_id,
-        linked=it.linked,
+        email_id=it.work.email_id,
+        linked=it.work.linked,
         now=utcnow(),
         state=state,
-        error=it.error,
+        error=it.work.failure,
     )
 
 
-async def _ensure_emails(run: _Run, work: list[_Item]) -> None:
-    """Create the Workbooks emails still missing, never twice.
-
-    Every email carries ``created_through_reference`` = a hash of its internetMessageId, and
-    before creating we look those references up (one read per batch).  That heals a crash
-    between "created in Workbooks" and "recorded here", and makes a second copy of a message
-    (same internetMessageId, another immutable id) reuse the first one's email."""
-    creates = [it for it in work if it.email_id is None]
-    if not creates:
-        return
-    found = await emails_by_reference(run.client, [_ref(it) for it in creates])
-    for it in creates:
-        if _ref(it) in found:
-            it.email_id, it.recovered = found[_ref(it)], True
-            run.ctx.count("emails_recovered")
-    todo = [it for it in creates if it.email_id is None]
-    if todo:
-        await _create(run, todo)
-
-
-def _ref(it: _Item) -> str:
-    return email_reference(it.message.internet_message_id or "", it.message.id)
-
-
-async def _body(run: _Run, message: Message) -> tuple[str, str]:
-    """The message body and its content type: from the delta item if the Graph reader selected
-    it, else one GET (the Sent Items delta ``$select`` carries no body today: one request per
-    created email)."""
-    if message.body is not None and message.body.content:
-        return message.body.content, message.body.content_type or "text"
-    _, content, ctype = await fetch_message(
-        run.graph, run.mailbox.graph_id, message.id, body_only=True
-    )
-    return content, ctype
-
-
-async def _create(run: _Run, todo: list[_Item]) -> None:
-    from sync.workbooks.queries import create_emails
-
-    bodies = await asyncio.gather(*(_body(run, it.message) for it in todo))
-    policy = run.mailbox.policy
-    fields = [
-        email_fields(it.message, policy, body or (it.message.body_preview or ""), ctype)
-        for it, (body, ctype) in zip(todo, bodies, strict=True)
-    ]
-    results = await create_emails(run.client, fields)
-    for it, res in zip(todo, results, strict=True):
-        if res.ok and res.id is not None:
-            it.email_id = res.id
-            run.ctx.count("emails_created")
-        elif not _retryable(res.error):
-            it.error = f"email create failed: {res.error or res.errors}"[:500]
-    retry = _first_retry(r.error for r in results)
-    if retry is not None:
-        await _persist(run, todo, final=False)
-        raise retry
-
-
-async def _write_links(run: _Run, work: list[_Item]) -> None:
-    from sync.workbooks.queries import EmailLink, link_emails
-
-    assert all(it.plan is not None for it in work)
-    check = [
-        it.email_id
-        for it in work
-        if it.email_id is not None
-        and (it.recovered or (it.existing and it.existing.workbooks_email_id))
-    ]
-    present = await links_of(run.client, [i for i in check if i is not None]) if check else set()
-    wanted: list[tuple[_Item, RecordRef]] = []
-    for it in work:
-        if it.email_id is None or it.plan is None:
-            continue
-        for ref in it.plan.targets:
-            if ref.key in it.linked:
-                continue
-            if (it.email_id, ref.key) in present:
-                it.linked.add(ref.key)
-                continue
-            wanted.append((it, ref))
-    if not wanted:
-        return
-    links = [EmailLink(it.email_id or 0, ref.record_type, ref.record_id) for it, ref in wanted]
-    results = await link_emails(run.client, links)
-    for (it, ref), res in zip(wanted, results, strict=True):
-        if res.ok:
-            it.linked.add(ref.key)
-            run.ctx.count("links_created")
-        elif not _retryable(res.error):
-            it.error = f"link to {ref.key} failed: {res.error or res.errors}"[:500]
-    retry = _first_retry(r.error for r in results)
-    if retry is not None:
-        await _persist(run, work, final=False)
-        raise retry
-
-
-async def _persist(run: _Run, items: Sequence[_Item], *, final: bool = True) -> None:
+async def _persist(run: _Run, items: Sequence[_Sent], *, final: bool = True) -> None:
     """Pending addresses, then records.  Not final: progress only (state stays pending)."""
     store = run.services.store
     now = utcnow()
     pending = []
     records = []
     for it in items:
-        if it.plan is None or it.plan.skip:
+        if it.plan.skip:
             continue
+        work = it.work
         if not final:
             # Progress before a retry: keep the ids of emails already created, in state
             # "pending" so the next run plans the message again (links, pending addresses).
-            if it.email_id is not None:
+            if work.email_id is not None:
                 records.append(_record(run, it, state="pending"))
             continue
-        complete = it.email_id is not None and all(t.key in it.linked for t in it.plan.targets)
+        complete = work.email_id is not None and all(t.key in work.linked for t in it.plan.targets)
         state: RecordState | None
         if not it.plan.targets:
             state = None
@@ -437,7 +371,7 @@ async def _persist(run: _Run, items: Sequence[_Item], *, final: bool = True) -> 
                 "sent message %s of %s not fully linked: %s",
                 it.message.id,
                 run.mailbox.id,
-                it.error or "missing email or link",
+                work.failure or "missing email or link",
             )
         if it.plan.pending and state != "failed":
             pending += pending_entries(it.plan, it.message, run.mailbox.id, now)
@@ -454,19 +388,41 @@ async def _persist(run: _Run, items: Sequence[_Item], *, final: bool = True) -> 
 
 
 async def _process_batch(run: _Run, messages: Sequence[Message]) -> None:
-    items = await _load(run, messages)
-    await _plan(run, items)
+    items = await _plan(run, await _load(run, messages))
     run.ctx.count("messages", len(items))
-    live = [it for it in items if it.plan is not None and not it.plan.skip]
+    live = [it for it in items if not it.plan.skip]
     run.ctx.count("unchanged", len(items) - len(live))
-    work = [it for it in live if it.plan is not None and it.plan.targets]
-    await _checkpoint("fetch")
-    await _ensure_emails(run, work)
-    await _checkpoint("write_email")
-    await _write_links(run, work)
-    await _checkpoint("write_links")
+    work = [it for it in live if it.plan.links]
+    await run.step("fetch")
+
+    async def save_progress(changed: Sequence[EmailWork]) -> None:
+        done = set(changed)
+        await _persist(run, [it for it in work if it.work in done], final=False)
+
+    works = [it.work for it in work]
+    try:
+        await ensure_linked(
+            run.client,
+            works,
+            policy=run.mailbox.policy,
+            read_body=partial(message_body, run.graph, run.mailbox.graph_id),
+            save_progress=save_progress,
+            on_step=run.on_step,
+        )
+    finally:
+        _tally(run.ctx, works)
     await _persist(run, live)
-    await _checkpoint("persist")
+    await run.step("persist")
+
+
+def _tally(ctx: RunContext, works: Sequence[EmailWork]) -> None:
+    for name, n in (
+        ("emails_recovered", sum(w.recovered for w in works)),
+        ("emails_created", sum(w.created for w in works)),
+        ("links_created", sum(w.written for w in works)),
+    ):
+        if n:
+            ctx.count(name, n)
 
 
 # ===================================================================== the processor
@@ -478,7 +434,8 @@ def _fresh_round(job: Job, cursor: Cursor) -> bool:
     return job.kind == JobKind.RESYNC and cursor.extra.get("resync_job") != job.job_id
 
 
-async def _advance(ctx: RunContext, link: str, *, final: bool) -> None:
+async def _advance(run: _Run, link: str, *, final: bool) -> None:
+    ctx = run.ctx
     now = utcnow()
 
     def change(c: Cursor) -> Cursor:
@@ -497,11 +454,10 @@ async def _advance(ctx: RunContext, link: str, *, final: bool) -> None:
         return c.model_copy(update=update)
 
     await ctx.save_cursor(Stream.SENT, change)
-    await _checkpoint("advance")
+    await run.step("advance")
 
 
-@register(Stream.SENT)
-async def process_sent(ctx: RunContext) -> None:
+async def process_sent(ctx: RunContext, *, on_step: Step | None = None) -> None:
     """Every SENT job but ATTACH: read the delta and link what is new or changed.
 
     While we hold the stream, a notification that arrives marks it dirty again and queues a job
@@ -510,11 +466,15 @@ async def process_sent(ctx: RunContext) -> None:
     store = ctx.services.store
     cursor = await store.cursors.get(ctx.mailbox.id, Stream.SENT)
     start = None if _fresh_round(ctx.job, cursor) else cursor.delta_link
-    run = _Run(ctx, graph_client(ctx.services), await workbooks_client(ctx.services, ctx.mailbox))
+    client = await workbooks_client(ctx.services, ctx.mailbox)
+    run = _Run(ctx, graph_client(ctx.services), client, on_step)
     for rounds in range(1, MAX_ROUNDS + 1):
         start = await _round(run, start)
         if not await ctx.read_again(rounds, MAX_ROUNDS):
             return
+
+
+register(Stream.SENT)(process_sent)  # not as a decorator: that would hide ``on_step`` from mypy
 
 
 async def _round(run: _Run, start: str | None) -> str | None:
@@ -539,7 +499,7 @@ async def _round(run: _Run, start: str | None) -> str | None:
             await _process_batch(run, batch)
         batch = []
         if link:
-            await _advance(ctx, link, final=page.delta_link is not None)
+            await _advance(run, link, final=page.delta_link is not None)
             start = link
     return start
 
@@ -556,26 +516,24 @@ async def attach_message(
     if not await record_exists(client, ref):
         raise NotFound(f"Workbooks has no {ref.record_type} with id {ref.record_id}")
     record = await find_record(services, mailbox.id, key)
-    graph = graph_client(services)
     message: Message | None = None
-    body, ctype = "", "text"
     if record is None or record.workbooks_email_id is None:
         message_key = record.message_key if record else key
-        message, body, ctype = await fetch_message(graph, mailbox.graph_id, message_key)
+        message = await read_message(graph_client(services), mailbox.graph_id, message_key)
         if message is None:
             raise NotFound(f"no sent message {key!r} in {mailbox.id}")
-    request = LinkRequest(record, message, [ref], body, ctype)
-    await ensure_links(client, mailbox, [request])
-    if request.error is not None or request.email_id is None:
-        raise request.error or InvalidRequest("the email could not be created")
-    email_id, linked = request.email_id, request.linked
+    email_id = record.workbooks_email_id if record else None
+    work = EmailWork(message, [ref], email_id, set(record.linked) if record else set())
+    await ensure_linked(client, [work], policy=mailbox.policy)
+    if work.error is not None or work.email_id is None:
+        raise work.error or InvalidRequest("the email could not be created")
     now = utcnow()
     base = (
         record.explanation
         if record
         else {"decision": "linked", "policy": mailbox.policy.email_policy}
     )
-    expl = manual_explanation(base, ref, linked, now)
+    expl = manual_explanation(base, ref, work.linked, now)
     if record is None:
         assert message is not None
         record = EmailRecord(
@@ -588,81 +546,14 @@ async def attach_message(
     record = record.model_copy(
         update={
             "state": "linked",
-            "workbooks_email_id": email_id,
-            "linked": sorted(linked),
+            "workbooks_email_id": work.email_id,
+            "linked": sorted(work.linked),
             "explanation": expl,
             "processed_at": now,
         }
     )
     await services.store.emails.put(record)
     return record
-
-
-@dataclass
-class LinkRequest:
-    """One email that must carry ``refs``: known by its record, or (no Workbooks email yet)
-    by the Outlook message and its body."""
-
-    record: EmailRecord | None
-    message: Message | None
-    refs: Sequence[RecordRef]
-    body: str = ""
-    body_type: str = "text"
-    email_id: int | None = None
-    linked: set[str] = field(default_factory=set)
-    error: SyncError | None = None
-
-
-async def ensure_links(
-    client: WorkbooksClient, mailbox: Mailbox, requests: Sequence[LinkRequest]
-) -> None:
-    """Batch form of "this email exists and carries these links", for attach and retroactive
-    linking: one reference lookup, one create, one link read-back and one link write per 100.
-    Fills ``email_id`` / ``linked`` / ``error`` of each request; raises ``RetryLater``."""
-    from sync.workbooks.queries import EmailLink, create_emails, link_emails
-
-    for req in requests:
-        req.email_id = req.record.workbooks_email_id if req.record else None
-        req.linked = set(req.record.linked) if req.record else set()
-    missing = [(r, m) for r in requests if r.email_id is None and (m := r.message) is not None]
-    refs = [email_reference(m.internet_message_id or "", m.id) for _, m in missing]
-    found = await emails_by_reference(client, refs) if refs else {}
-    todo: list[tuple[LinkRequest, Message]] = []
-    for (r, m), reference in zip(missing, refs, strict=True):
-        r.email_id = found.get(reference)
-        if r.email_id is None:
-            todo.append((r, m))
-    if todo:
-        fields = [
-            email_fields(m, mailbox.policy, r.body or (m.body_preview or ""), r.body_type)
-            for r, m in todo
-        ]
-        results = await create_emails(client, fields)
-        for (r, _), res in zip(todo, results, strict=True):
-            r.email_id = res.id if res.ok else None
-            r.error = None if res.ok else (res.error or InvalidRequest(f"create: {res.errors}"))
-        retry = _first_retry(r.error for r, _ in todo)
-        if retry is not None:
-            raise retry
-    ready = [r for r in requests if r.email_id is not None]
-    present = await links_of(client, [r.email_id for r in ready if r.email_id is not None])
-    wanted: list[tuple[LinkRequest, RecordRef]] = []
-    for r in ready:
-        r.linked |= {k for i, k in present if i == r.email_id}
-        wanted += [(r, ref) for ref in r.refs if ref.key not in r.linked]
-    if not wanted:
-        return
-    results = await link_emails(
-        client, [EmailLink(r.email_id or 0, ref.record_type, ref.record_id) for r, ref in wanted]
-    )
-    for (r, ref), res in zip(wanted, results, strict=True):
-        if res.ok:
-            r.linked.add(ref.key)
-        else:
-            r.error = res.error or InvalidRequest(f"link to {ref.key} failed: {res.errors}")
-    retry = _first_retry(res.error for res in results)
-    if retry is not None:
-        raise retry
 
 
 @register(Stream.SENT, JobKind.ATTACH)
@@ -699,6 +590,20 @@ def attach_job(mailbox: str, message: str, ref: RecordRef, reason: str = "attach
 # ===================================================================== explain
 
 
+async def find_record(services: Services, mailbox: str, key: str) -> EmailRecord | None:
+    """An EmailRecord by immutable id or internetMessageId (with or without angle brackets)."""
+    store = services.store.emails
+    key = key.strip()
+    if not key:
+        return None
+    record = await store.get(mailbox, key)
+    if record is None:
+        record = await store.by_internet_id(mailbox, key)
+    if record is None and not key.startswith("<"):
+        record = await store.by_internet_id(mailbox, f"<{key}>")
+    return record
+
+
 def describe(record: EmailRecord) -> dict[str, Any]:
     return {
         "mailbox": record.mailbox,
@@ -720,10 +625,3 @@ async def explain(services: Services, mailbox: str, key: str) -> dict[str, Any]:
     if record is None:
         raise NotFound(f"no processed sent message {key!r} in {mailbox}")
     return describe(record)
-
-
-# The PEOPLE stream (retroactive linking) lives beside this module and registers on import;
-# ``sync.engine.processors`` lists only this module, so importing it here keeps them together.
-from sync.engine import people as _people  # noqa: E402
-
-__all__ = ["_people", "attach_message", "explain", "find_record", "process_sent"]

@@ -26,31 +26,22 @@ from sync.core.keys import normalise_address
 from sync.core.mapping.scope import is_deleted
 from sync.core.state_models import Cursor, EmailRecord, utcnow
 from sync.engine.clients import graph_client, workbooks_client
-from sync.engine.emails import LinkRequest, _resolve, ensure_links, fetch_message
+from sync.engine.emails import EmailWork, ensure_linked
 from sync.engine.registry import RunContext, register
+from sync.graph.messages import read_message
+from sync.workbooks.emails import address_sources, resolve_matches
+from sync.workbooks.reads import Watermark, changed_since
 
 if TYPE_CHECKING:
     from sync.workbooks.client import WorkbooksClient
-    from sync.workbooks.reads import Watermark
 
 FLUSH_ADDRESSES = 200
 WATERMARK_VERSION = 1
 
 
-def _sources(client: WorkbooksClient) -> dict[str, tuple[str, ...]]:
-    """Endpoint -> the columns holding email addresses (lead fields are [INF], §4.4)."""
-    return {
-        "crm/people": ("main_location[email]", "main_location[alternate_email]"),
-        "crm/sales_leads": tuple(client.config.lead_email_fields),
-        "crm/party_locations": ("email", "alternate_email"),
-    }
-
-
 def _load_marks(
     text: str | None, endpoints: Iterable[str], start: Watermark
 ) -> dict[str, Watermark]:
-    from sync.workbooks.reads import Watermark
-
     stored: dict[str, str] = {}
     if text:
         try:
@@ -78,16 +69,10 @@ async def _save(ctx: RunContext, marks: Mapping[str, Watermark]) -> None:
 
 @register(Stream.PEOPLE)
 async def process_people(ctx: RunContext) -> None:
-    await retro_link(ctx)
-
-
-async def retro_link(ctx: RunContext) -> None:
     """Read Workbooks changes since the watermarks and link earlier shared emails."""
-    from sync.workbooks.reads import Watermark, changed_since
-
     client = await workbooks_client(ctx.services, ctx.mailbox)
     cursor = await ctx.services.store.cursors.get(ctx.mailbox.id, Stream.PEOPLE)
-    sources = _sources(client)
+    sources = address_sources(client.config)
     start = Watermark(
         utcnow().replace(microsecond=0) - timedelta(days=ctx.mailbox.policy.retro_lookback_days)
     )
@@ -114,7 +99,7 @@ async def link_addresses(
     ctx: RunContext, client: WorkbooksClient, addresses: Iterable[str]
 ) -> None:
     """Link earlier shared emails of this mailbox to whoever ``addresses`` now belong to:
-    one resolution pass, then emails and links in batches (``ensure_links``)."""
+    one resolution pass, then emails and links in batches (``ensure_linked``)."""
     store = ctx.services.store
     mailbox = ctx.mailbox
     wanted = sorted({a for a in addresses if a})
@@ -124,7 +109,7 @@ async def link_addresses(
     pending = [p for entries in found for p in entries if p.mailbox == mailbox.id]
     if not pending:
         return
-    matches = await _resolve(client, {p.address for p in pending})
+    matches = await resolve_matches(client, {p.address for p in pending})
     keys = sorted({p.message_key for p in pending})
     loaded = await asyncio.gather(*(store.emails.get(mailbox.id, k) for k in keys))
     records: dict[str, EmailRecord | None] = dict(zip(keys, loaded, strict=True))
@@ -147,39 +132,40 @@ async def _apply(
     mailbox = ctx.mailbox
     graph = graph_client(ctx.services)
 
-    async def message_of(record: EmailRecord | None) -> tuple[Message | None, str, str]:
-        if record is None or record.workbooks_email_id is not None:
-            return None, "", "text"
+    async def message_of(action: RetroAction) -> Message | None:
+        if action.email_id is not None:
+            return None
         # No recipient matched back then, so there is no Workbooks email yet: re-read the
         # message from Outlook to create it now.
-        return await fetch_message(graph, mailbox.graph_id, record.message_key)
+        return await read_message(graph, mailbox.graph_id, action.message_key)
 
-    chosen = [(a, records[a.message_key]) for a in actions]
-    fetched = await asyncio.gather(*(message_of(r) for _, r in chosen))
-    requests: list[tuple[RetroAction, EmailRecord, LinkRequest]] = []
-    for (action, record), (message, body, ctype) in zip(chosen, fetched, strict=True):
+    fetched = await asyncio.gather(*(message_of(a) for a in actions))
+    todo: list[tuple[RetroAction, EmailRecord, EmailWork]] = []
+    for action, message in zip(actions, fetched, strict=True):
+        record = records[action.message_key]
         assert record is not None
-        if record.workbooks_email_id is None and message is None:
+        if action.email_id is None and message is None:
             # the sent message is gone: nothing to link any more
             await asyncio.gather(*(store.pending.remove(e) for e in action.resolved))
             ctx.count("retro_message_gone")
             continue
-        requests.append((action, record, LinkRequest(record, message, action.links, body, ctype)))
-    await ensure_links(client, mailbox, [r for _, _, r in requests])
+        work = EmailWork(message, action.links, action.email_id, set(record.linked))
+        todo.append((action, record, work))
+    await ensure_linked(client, [w for _, _, w in todo], policy=mailbox.policy)
     now = utcnow()
-    for action, record, request in requests:
-        if request.error is not None or request.email_id is None:
+    for action, record, work in todo:
+        if work.error is not None or work.email_id is None:
             ctx.count("retro_failed")  # entries stay pending; the window ends them
             continue
         updated = record.model_copy(
             update={
                 "state": "linked",
-                "workbooks_email_id": request.email_id,
-                "linked": sorted(request.linked),
-                "explanation": retro_explanation(record, action, request.linked, now),
+                "workbooks_email_id": work.email_id,
+                "linked": sorted(work.linked),
+                "explanation": retro_explanation(record, action, work.linked, now),
                 "processed_at": now,
             }
         )
         await store.emails.put(updated)
         await asyncio.gather(*(store.pending.remove(e) for e in action.resolved))
-        ctx.count("retro_linked", len(request.linked - set(record.linked)))
+        ctx.count("retro_linked", len(work.linked - set(record.linked)))

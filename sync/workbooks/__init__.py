@@ -2,7 +2,8 @@
 
 from .client import LoginInfo, WorkbooksClient
 from .config import ClientConfig, WorkbooksIdentity
-from .queries import AddressMatch, EmailLink, my_people, resolve_addresses
+from .emails import EmailLink
+from .queries import AddressMatch, my_people, resolve_addresses
 from .reads import Watermark, changed_since, iter_records
 from .wire import Cond, all_of, any_of
 from .writes import WriteOp, WriteResult, write_batch

@@ -1,24 +1,21 @@
-"""Domain queries the sync needs: *My People*, email-address resolution, email records and
-email links (workbooks-api.md §2.8, §4.3, §4.4, §4.10)."""
+"""Domain queries the sync needs: *My People* and email-address resolution (workbooks-api.md
+§2.8, §4.3, §4.4).  Email records and their links: ``sync.workbooks.emails``."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
+from sync.core.email_linking import LEAD, PERSON
 from sync.core.errors import InvalidRequest
 
 from . import errors
 from .client import WorkbooksClient
 from .reads import Record, iter_records
 from .wire import Cond, Filter, all_of, any_of, chunked, in_list
-from .writes import WriteOp, WriteResult, write_batch
 
-PERSON = "Private::Crm::Person"
-LEAD = "Private::Crm::SalesLead"
-ORGANISATION = "Private::Crm::Organisation"
 PERSON_QUEUE = "Private::Crm::PersonQueue"
 Criterion = tuple[str, str, str]  # (field, operator, value) as a user configures it
 
@@ -209,42 +206,3 @@ async def _resolve_parties(
         for address, fname, party, location in pending
         if party in owners
     ]
-
-
-# ---------------------------------------------------------------- emails
-
-
-async def create_emails(
-    client: WorkbooksClient, emails: Sequence[dict[str, Any]]
-) -> list[WriteResult]:
-    """Create ``email/emails`` records (``status`` DRAFT stores only; SEND sends)."""
-    return await write_batch(client, "email/emails", [WriteOp.create(e) for e in emails])
-
-
-@dataclass(frozen=True)
-class EmailLink:
-    email_id: int
-    resource_type: str  # e.g. Private::Crm::Person
-    resource_id: int
-
-
-async def link_emails(client: WorkbooksClient, links: Sequence[EmailLink]) -> list[WriteResult]:
-    """Tie emails to records.  [INF] §4.10: the real mechanism is unconfirmed; this adapter
-    (and ``ClientConfig.email_link_path``) is the only place that knows it."""
-    ops = [
-        WriteOp.create(
-            {
-                "email_id": link.email_id,
-                "resource_type": link.resource_type,
-                "resource_id": link.resource_id,
-            }
-        )
-        for link in links
-    ]
-    return await write_batch(client, client.config.email_link_path, ops)
-
-
-async def link_email(
-    client: WorkbooksClient, email_id: int, resource_type: str, resource_id: int
-) -> WriteResult:
-    return (await link_emails(client, [EmailLink(email_id, resource_type, resource_id)]))[0]

@@ -117,7 +117,8 @@ def test_shared_policy_ignores_uncategorised_and_keeps_no_addresses() -> None:
     m = msg(to=["pat@cust.com"])
     assert not needs_resolution(m, None, SHARED)
     plan = plan_message(m, {}, None, SHARED, MB, now=NOW)
-    assert plan.decision == "not_shared" and not plan.writes and plan.pending == ()
+    assert plan.decision == "not_shared" and plan.links == plan.targets == ()
+    assert plan.pending == ()
     assert "pat@cust.com" not in str(plan.explanation)
 
 
@@ -131,7 +132,7 @@ def test_categorised_message_links_every_match_and_pends_the_rest() -> None:
         "new@cust.com": [],
     }
     plan = plan_message(m, matches, None, SHARED, MB, now=NOW)
-    assert plan.decision == "linked" and plan.create
+    assert plan.decision == "linked" and plan.email_id is None  # a new email to create
     assert plan.links == (RecordRef(PERSON, 1),)  # organisations are not address-matched
     assert plan.pending == ("new@cust.com",)
     assert plan.explanation["excluded"] == [
@@ -153,8 +154,9 @@ def test_existing_record_is_reused_and_recorded_links_are_not_planned_again() ->
         "sam@cust.com": [person("sam@cust.com", 2)],
     }
     plan = plan_message(m, matches, existing, SHARED, MB, now=NOW)
-    assert not plan.create and plan.email_id == 77
+    assert plan.email_id == 77  # reused, not created again
     assert set(plan.links) == {RecordRef(PERSON, 2), RecordRef(CASE, 5)}
+    assert set(plan.targets) == {RecordRef(PERSON, 1), *plan.links}  # complete when all carried
 
 
 def test_unchanged_message_is_skipped_without_resolution() -> None:
@@ -196,9 +198,8 @@ def test_excluded_and_no_match_decisions() -> None:
     nobody = plan_message(
         msg(to=["x@nowhere.org"], categories=["Workbooks"]), {}, None, SHARED, MB, now=NOW
     )
-    assert (
-        nobody.decision == "no_match" and not nobody.create and nobody.pending == ("x@nowhere.org",)
-    )
+    assert nobody.decision == "no_match" and nobody.links == nobody.targets == ()
+    assert nobody.pending == ("x@nowhere.org",)
 
 
 def test_uncategorising_after_linking_keeps_links() -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from functools import partial
 
 import pytest
 
 import sync.engine.emails
-import sync.engine.people
+import sync.engine.people  # registers the PEOPLE processor
+from sync.core.jobs import Stream
+from sync.engine import registry
 from tests.support.world import World, world_running
 
 ANN = "ann@example.com"
@@ -25,6 +29,14 @@ async def ann(world: World) -> World:
     return world
 
 
-@pytest.fixture(autouse=True)
-def _no_checkpoints() -> None:
-    sync.engine.emails.CHECKPOINTS.clear()
+@contextmanager
+def sent_steps(on_step: sync.engine.emails.Step) -> Iterator[None]:
+    """SENT jobs run with ``on_step`` called after each durable step (the runner looks the
+    processor up per job, so every job inside the block gets it)."""
+    key = (Stream.SENT, None)
+    original = registry._PROCESSORS[key]
+    registry._PROCESSORS[key] = partial(sync.engine.emails.process_sent, on_step=on_step)
+    try:
+        yield
+    finally:
+        registry._PROCESSORS[key] = original

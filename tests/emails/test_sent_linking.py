@@ -14,7 +14,7 @@ from sync.core.state_models import PendingAddress
 from sync.engine.emails import explain
 from tests.support.world import World
 
-from .conftest import ANN
+from .conftest import ANN, sent_steps
 
 SHARED = ["Workbooks"]
 
@@ -235,8 +235,6 @@ async def test_same_internet_message_id_twice_is_one_email(ann: World) -> None:
 
 @pytest.mark.parametrize("step", ["fetch", "write_email", "write_links", "persist", "advance"])
 async def test_killed_between_steps_then_rerun_converges(ann: World, step: str) -> None:
-    import sync.engine.emails as engine
-
     w = ann
     people = [w.person(f"P{i}", f"p{i}@cust.com") for i in range(3)]
     for i in range(3):
@@ -249,10 +247,8 @@ async def test_killed_between_steps_then_rerun_converges(ann: World, step: str) 
         if at == step:
             raise Killed(at)
 
-    engine.CHECKPOINTS.append(kill)
-    with pytest.raises(Killed):
+    with sent_steps(kill), pytest.raises(Killed):
         await w.run(ANN)
-    engine.CHECKPOINTS.clear()
     run = await w.run(ANN)
     assert run.status == "ok"
     if step in ("write_email", "write_links"):  # created but not recorded: found, not re-made
@@ -387,8 +383,6 @@ def test_conflicts_and_throttling_retry_the_job_other_errors_fail_the_message() 
 
 
 async def test_outage_between_create_and_link_keeps_progress_and_pending(ann: World) -> None:
-    import sync.engine.emails as engine
-
     w = ann
     pid = w.person("Pat", "pat@cust.com")
     mid = w.send(ANN, to=["pat@cust.com", "later@cust.com"], categories=SHARED)
@@ -397,9 +391,8 @@ async def test_outage_between_create_and_link_keeps_progress_and_pending(ann: Wo
         if step == "write_email":
             w.workbooks.state.faults.fail_next = [503] * 20
 
-    engine.CHECKPOINTS.append(outage)
-    first = await w.run(ANN)
-    engine.CHECKPOINTS.clear()
+    with sent_steps(outage):
+        first = await w.run(ANN)
     assert first.status == "retry" and len(w.emails()) == 1 and w.links() == []
     kept = await explain(w.services, ANN, mid)
     assert kept["state"] == "pending" and kept["workbooks_email_id"] == w.emails()[0]["id"]

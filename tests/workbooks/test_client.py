@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 from devkit.sandbox.workbooks import SandboxConfig, running_sandbox
 from devkit.sandbox.workbooks.control import edit_as, expire_sessions, seed, set_clock, set_watched
+from sync.core.email_linking import PERSON, RecordRef
 from sync.core.errors import (
     Conflict,
     InvalidRequest,
@@ -33,7 +34,14 @@ from sync.workbooks import (
     write_batch,
 )
 from sync.workbooks import writes as client_writes
-from sync.workbooks.queries import EmailLink, create_emails, link_email, link_emails
+from sync.workbooks.emails import (
+    EmailLink,
+    create_emails,
+    emails_by_reference,
+    link_emails,
+    links_of,
+    record_exists,
+)
 from sync.workbooks.writes import LOOKAHEAD_CHUNKS, batch_params
 
 from .conftest import ANN_KEY, FAST
@@ -430,12 +438,12 @@ async def test_emails_and_configurable_link_endpoint(sandbox):
         config = dataclasses.replace(FAST, email_link_path="email/related_items")
         async with WorkbooksClient(identity, config) as wb:
             [person] = seed(custom.state, "crm/people", [{"name": "Ann"}])
-            [email] = await create_emails(
-                wb, [{"subject": "Hello", "status": "DRAFT", "to_addresses": "ann@x.com"}]
-            )
+            fields = {"subject": "Hello", "status": "DRAFT", "to_addresses": "ann@x.com"}
+            [email] = await create_emails(wb, [{**fields, "created_through_reference": "olk:1"}])
             assert email.ok and email.values["status"] == "DRAFT"
             assert email.id is not None
-            link = await link_email(wb, email.id, "Private::Crm::Person", person["id"])
+            assert await emails_by_reference(wb, ["olk:1", "olk:2"]) == {"olk:1": email.id}
+            [link] = await link_emails(wb, [EmailLink(email.id, PERSON, person["id"])])
             assert link.ok
             bad = await link_emails(wb, [EmailLink(email.id, "", 0)])
             assert isinstance(bad[0].error, InvalidRequest)
@@ -444,6 +452,12 @@ async def test_emails_and_configurable_link_endpoint(sandbox):
                 async for r in iter_records(wb, "email/related_items", ["email_id", "resource_id"])
             ]
             assert [(r["email_id"], r["resource_id"]) for r in rows] == [(email.id, person["id"])]
+            # read back through the same configured path
+            assert await links_of(wb, [email.id]) == {(email.id, f"{PERSON}:{person['id']}")}
+            assert await record_exists(wb, RecordRef(PERSON, person["id"]))
+            assert not await record_exists(wb, RecordRef(PERSON, person["id"] + 1000))
+            with pytest.raises(InvalidRequest):
+                await record_exists(wb, RecordRef("Private::Crm::Nothing", 1))
 
 
 async def test_client_config_from_settings():
