@@ -13,8 +13,10 @@ def _page_sizes() -> dict[str, int]:
 
 
 def _max_minutes() -> dict[str, int]:
-    # graph.md §1.3: basic Outlook subscriptions 10,080 min; todoTask 4,230 min.
-    return {"message": 10_080, "contact": 10_080, "event": 10_080, "task": 4_230}
+    # graph.md §1.3: the docs say 10,080 min for basic Outlook subscriptions, but live Graph
+    # refuses more than 10,070 ("Subscription expiration can only be 10070 minutes in the
+    # future."); todoTask 4,230 min.
+    return {"message": 10_070, "contact": 10_070, "event": 10_070, "task": 4_230}
 
 
 @dataclass
@@ -37,6 +39,14 @@ class SandboxConfig:
     page_sizes: dict[str, int] = field(default_factory=_page_sizes)
     max_page_size: int = 1000
     delta_duplicates: bool = False  # repeat the last item of a page at the top of the next
+    # Exchange keeps only the newest few sync-state generations of a round: an older nextLink
+    # answers 410 SyncStateNotFound.  0 keeps every generation; Exchange was seen keeping 3.
+    delta_generations_kept: int = 0
+    # Real mailboxes always have the To Do list "Tasks" (wellknownListName: defaultList).
+    seed_default_todo_list: bool = True
+    # Whether deleting a series also reports its occurrences as @removed in calendarView delta.
+    # Unconfirmed for Graph; off (only the master is reported) is the stricter assumption.
+    series_delete_reports_occurrences: bool = False
     # Throttling per mailbox (graph.md §3.1): 10,000 requests / 10 min, 4 concurrent.
     throttle_requests: int = 10_000
     throttle_window_seconds: float = 600.0

@@ -11,7 +11,16 @@ local runs, tests and the demo, and must never be exposed.
     DELETE /_sim/users/{u}/items/{kind}/{id}
     POST   /_sim/users/{u}/items/message/{id}/move {"destination": "inbox"}
     POST   /_sim/users/{u}/todo/lists             {"displayName"}
+    POST   /_sim/users/{u}/series                 {"data": {... "recurrence": {...}}}  a series
+    GET    /_sim/users/{u}/series/{id}/occurrences[?startDateTime&endDateTime]
+                                                   -> {"value": [{"date","id","restId","type",
+                                                   "start","end"}]}  (default: its first year)
+    PATCH  /_sim/users/{u}/series/{id}/occurrences/{date}  {"data": {...}}  edit one (exception)
+    DELETE /_sim/users/{u}/series/{id}/occurrences/{date}  cancel one occurrence
+    POST   /_sim/users/{u}/series/{id}/reschedule {"start"?, "end"?, "recurrence"?}
     POST   /_sim/expire-delta                     {"mailbox"?}     -> {"expired": n}
+    POST   /_sim/stale-next-links                 {"mailbox"?}     -> {"stale": n}  old nextLinks
+                                                   answer 410 SyncStateNotFound
     POST   /_sim/lifecycle                        {"subscriptionId", "event"}
     POST   /_sim/faults                           {"status","count","path","method",
                                                    "retryAfter","delay","code"}
@@ -26,20 +35,24 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 
+from devkit.sandbox.graph import calendar
 from devkit.sandbox.graph.service import Fault, Sandbox
 from devkit.sandbox.graph.state import (
     CALENDAR,
     DEFAULT_CONTACT_FOLDER,
     Container,
+    Item,
     Kind,
     Mailbox,
     iso,
     utcnow,
 )
+from devkit.sandbox.graph.timezones import format_dtz
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 KINDS: tuple[Kind, ...] = ("message", "contact", "event", "task")
@@ -121,6 +134,71 @@ class Controls:
         body = await request.json()
         cont = self.sb.state.add_container(box, "task", str(body.get("displayName", "Tasks")))
         return web.json_response({"id": cont.key.split(":", 1)[1]}, status=201)
+
+    # --- series ---------------------------------------------------------------------------
+    def _master(self, request: web.Request) -> tuple[Mailbox, Container, Item]:
+        box = self._box(request)
+        found = self.sb.state.find(box, "event", request.match_info["id"])
+        if found is None or found[1].series is None:
+            raise web.HTTPNotFound(text="no such series")
+        return box, found[0], found[1]
+
+    async def create_series(self, request: web.Request) -> web.StreamResponse:
+        box = self._box(request)
+        data = dict((await request.json()).get("data", {}))
+        if not data.get("recurrence"):
+            return _err(400, "a series needs data.recurrence")
+        item = self.sb.create_item(box, self._cont(box, "event", None), data)
+        return web.json_response({"id": item.immutable_id, "restId": item.rest_id}, status=201)
+
+    async def occurrences(self, request: web.Request) -> web.StreamResponse:
+        _box, _cont, master = self._master(request)
+        if calendar.query_value(request.query, "startDateTime"):
+            lo, hi = calendar.parse_window(request.query)
+        else:
+            lo, _end = calendar.first_span(master)
+            hi = lo + timedelta(days=366)
+        out = []
+        for inst in calendar.instances(master, lo, hi):
+            out.append(
+                {
+                    "date": inst.key,
+                    "id": calendar.occurrence_id(master.immutable_id, inst.key),
+                    "restId": calendar.occurrence_id(master.rest_id, inst.key),
+                    "type": inst.kind,
+                    "start": format_dtz(inst.start, "UTC"),
+                    "end": format_dtz(inst.end, "UTC"),
+                }
+            )
+        return web.json_response({"value": out})
+
+    async def occurrence(self, request: web.Request) -> web.StreamResponse:
+        box, cont, master = self._master(request)
+        key = request.match_info["date"]
+        if calendar.find_instance(master, key) is None:
+            return _err(404, "no such occurrence")
+        if request.method == "DELETE":
+            self.sb.cancel_occurrence(box, cont, master, key)
+            return web.Response(status=204)
+        data = dict((await request.json()).get("data", {}))
+        inst = self.sb.edit_occurrence(box, cont, master, key, data)
+        return web.json_response({"date": inst.key, "type": inst.kind})
+
+    async def reschedule(self, request: web.Request) -> web.StreamResponse:
+        box, cont, master = self._master(request)
+        body = await request.json()
+        data = {k: body[k] for k in ("start", "end", "recurrence") if k in body}
+        if not data:
+            return _err(400, "give start, end and/or recurrence")
+        self.sb.update_item(box, cont, master, data)
+        return web.json_response({"id": master.immutable_id, "restId": master.rest_id})
+
+    async def stale_next_links(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json() if request.can_read_body else {}
+        box = self.sb.state.mailbox(body["mailbox"]) if body.get("mailbox") else None
+        return web.json_response(
+            {"stale": self.sb.state.stale_next_links(box.user_id if box else None)}
+        )
 
     async def expire_delta(self, request: web.Request) -> web.StreamResponse:
         body = await request.json() if request.can_read_body else {}
@@ -220,7 +298,13 @@ def add_routes(app: web.Application, sb: Sandbox) -> None:
         ("DELETE", "/_sim/users/{user}/items/{kind}/{id}", c.modify),
         ("POST", "/_sim/users/{user}/items/message/{id}/move", c.move),
         ("POST", "/_sim/users/{user}/todo/lists", c.add_list),
+        ("POST", "/_sim/users/{user}/series", c.create_series),
+        ("GET", "/_sim/users/{user}/series/{id}/occurrences", c.occurrences),
+        ("PATCH", "/_sim/users/{user}/series/{id}/occurrences/{date}", c.occurrence),
+        ("DELETE", "/_sim/users/{user}/series/{id}/occurrences/{date}", c.occurrence),
+        ("POST", "/_sim/users/{user}/series/{id}/reschedule", c.reschedule),
         ("POST", "/_sim/expire-delta", c.expire_delta),
+        ("POST", "/_sim/stale-next-links", c.stale_next_links),
         ("POST", "/_sim/lifecycle", c.lifecycle),
         ("POST", "/_sim/faults", c.faults),
         ("DELETE", "/_sim/faults", c.faults),
@@ -230,4 +314,17 @@ def add_routes(app: web.Application, sb: Sandbox) -> None:
         ("GET", "/_sim/deliveries", c.deliveries),
     ]
     for method, path, handler in routes:
-        app.router.add_route(method, path, handler)
+        app.router.add_route(method, path, _refusing(handler))
+
+
+def _refusing(handler: Handler) -> Handler:
+    """A control asked for something Graph would refuse (a bad recurrence, a moved occurrence
+    crossing its neighbour): a 400 with Graph's code, not a crash."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except calendar.EventError as exc:
+            return web.json_response({"error": exc.message, "code": exc.code}, status=exc.status)
+
+    return wrapped

@@ -16,11 +16,11 @@ from aiohttp import web
 
 from devkit.sandbox.graph import control, identity
 from devkit.sandbox.graph.config import SandboxConfig
-from devkit.sandbox.graph.mailbox_routes import GraphFailure, MailboxApi, failure_response
+from devkit.sandbox.graph.mailbox_routes import MailboxApi
 from devkit.sandbox.graph.service import Sandbox
 from devkit.sandbox.graph.state import utcnow
 from devkit.sandbox.graph.subscription_routes import handle as handle_subscriptions
-from devkit.sandbox.graph.wire import graph_error, split_path
+from devkit.sandbox.graph.wire import GraphFailure, failure_response, graph_error, split_path
 
 SANDBOX_KEY: web.AppKey[Sandbox] = web.AppKey("graph_sandbox", Sandbox)
 
@@ -89,16 +89,35 @@ async def openid_configuration(request: web.Request) -> web.Response:
     )
 
 
+# Graph's resource app id: the client_id Graph names in its 401 challenge.
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+
+
+def _challenge(request: web.Request) -> dict[str, str]:
+    """Graph answers every 401 with a Bearer challenge naming where to get a token (public
+    captures: `Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/
+    oauth2/authorize", client_id="00000003-..."`).  The sandbox names its own authority."""
+    authorize = f"{request.url.origin()}/common/oauth2/authorize"
+    value = f'Bearer realm="", authorization_uri="{authorize}", client_id="{GRAPH_APP_ID}"'
+    return {"WWW-Authenticate": value}
+
+
 def _auth_error(sb: Sandbox, request: web.Request) -> web.Response | None:
     header = request.headers.get("Authorization", "")
+    challenge = _challenge(request)
     if not header.lower().startswith("bearer ") or not header[7:].strip():
-        return graph_error(401, "InvalidAuthenticationToken", "Access token is empty.")
+        return graph_error(401, "InvalidAuthenticationToken", "Access token is empty.", challenge)
     expires = sb.state.access_tokens.get(header[7:].strip())
     if expires is None:
-        return graph_error(401, "InvalidAuthenticationToken", "IDX14100: JWT is not well formed.")
+        return graph_error(
+            401, "InvalidAuthenticationToken", "IDX14100: JWT is not well formed.", challenge
+        )
     if expires <= utcnow():
         return graph_error(
-            401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired."
+            401,
+            "InvalidAuthenticationToken",
+            "Lifetime validation failed, the token is expired.",
+            challenge,
         )
     return None
 
@@ -111,9 +130,11 @@ async def graph_route(request: web.Request) -> web.StreamResponse:
         if fault.delay:
             await asyncio.sleep(fault.delay)
         if fault.status:
-            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else None
+            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}
+            if fault.status == 401:
+                headers.update(_challenge(request))
             code = fault.code or _default_code(fault.status)
-            return graph_error(fault.status, code, "Injected fault.", headers)
+            return graph_error(fault.status, code, "Injected fault.", headers or None)
     denied = _auth_error(sb, request)
     if denied is not None:
         return denied
@@ -158,6 +179,7 @@ async def _latency(sb: Sandbox) -> None:
 
 def _default_code(status: int) -> str:
     return {
+        401: "InvalidAuthenticationToken",
         429: "TooManyRequests",
         500: "InternalServerError",
         502: "BadGateway",

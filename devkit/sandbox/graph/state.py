@@ -23,6 +23,7 @@ Kind = Literal["message", "contact", "event", "task"]
 WELL_KNOWN_FOLDERS = ("inbox", "sentitems", "drafts", "deleteditems", "archive", "junkemail")
 DEFAULT_CONTACT_FOLDER = "contacts"
 CALENDAR = "calendar"
+DEFAULT_TODO_LIST = "Tasks"
 
 ODATA_TYPES: dict[Kind, str] = {
     "message": "#microsoft.graph.message",
@@ -46,6 +47,20 @@ def new_id(prefix: str) -> str:
 
 
 @dataclass
+class Series:
+    """What makes an event a series master beyond its `recurrence`: edited occurrences
+    (exceptions, by original date: only the fields the user changed) and cancelled ones.
+    Exchange keeps both inside the master item, so any change here is a change of the master
+    (one changeKey, one notification, one delta unit)."""
+
+    exceptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cancelled: set[str] = field(default_factory=set)
+
+    def copy(self) -> Series:
+        return Series({k: dict(v) for k, v in self.exceptions.items()}, set(self.cancelled))
+
+
+@dataclass
 class Item:
     kind: Kind
     immutable_id: str
@@ -58,6 +73,7 @@ class Item:
     change_key: str = ""
     created: datetime = field(default_factory=utcnow)
     modified: datetime = field(default_factory=utcnow)
+    series: Series | None = None  # events with a recurrence (series masters)
 
 
 @dataclass
@@ -67,6 +83,7 @@ class Tombstone:
     seq: int
     reason: str = "deleted"
     data: dict[str, Any] = field(default_factory=dict)  # last state (events: window filtering)
+    series: Series | None = None  # a deleted series master's last exceptions/cancellations
 
 
 @dataclass
@@ -76,6 +93,7 @@ class Container:
     items: dict[str, Item] = field(default_factory=dict)  # by immutable id
     tombstones: list[Tombstone] = field(default_factory=list)
     display_name: str = ""
+    wellknown: str = "none"  # To Do lists: wellknownListName ("defaultList" for "Tasks")
 
 
 @dataclass
@@ -98,6 +116,9 @@ class DeltaState:
     pending: list[tuple[str, str]] | None = None  # ("item", immutable id) | ("gone", rest id)
     gone: dict[str, Tombstone] = field(default_factory=dict)
     expired: bool = False
+    round_id: str = ""  # the round a skip token belongs to
+    generation: int = 0  # its place in the round (Exchange's sync-state generation)
+    stale: bool = False  # a skip token Exchange no longer knows (SyncStateNotFound)
 
 
 @dataclass
@@ -119,8 +140,10 @@ class Subscription:
 class GraphState:
     """All data of the sandbox tenant. Mutations return the item so callers can notify."""
 
-    def __init__(self, tenant_id: str = "") -> None:
+    def __init__(self, tenant_id: str = "", *, seed_default_todo_list: bool = False) -> None:
         self.tenant_id = tenant_id or str(uuid.uuid4())
+        # Real mailboxes always have the To Do list "Tasks" (wellknownListName defaultList).
+        self.seed_default_todo_list = seed_default_todo_list
         self.mailboxes: dict[str, Mailbox] = {}  # by user id
         self.by_upn: dict[str, str] = {}
         self.seq = 0
@@ -139,6 +162,8 @@ class GraphState:
             self._container(box, "message", name)
         self._container(box, "contact", DEFAULT_CONTACT_FOLDER)
         self._container(box, "event", CALENDAR)
+        if self.seed_default_todo_list:
+            self.add_container(box, "task", DEFAULT_TODO_LIST).wellknown = "defaultList"
         self.mailboxes[box.user_id] = box
         self.by_upn[key] = box.user_id
         return box
@@ -213,8 +238,15 @@ class GraphState:
     def delete(self, cont: Container, item: Item) -> None:
         del cont.items[item.immutable_id]
         self.rest_index.pop(item.rest_id, None)
+        series = item.series.copy() if item.series else None
         cont.tombstones.append(
-            Tombstone(item.rest_id, item.immutable_id, self.next_seq(), data=dict(item.data))
+            Tombstone(
+                item.rest_id,
+                item.immutable_id,
+                self.next_seq(),
+                data=dict(item.data),
+                series=series,
+            )
         )
 
     def move(self, src: Container, item: Item, dst: Container) -> Item:
@@ -243,6 +275,16 @@ class GraphState:
                 count += 1
         return count
 
+    def stale_next_links(self, mailbox: str | None = None) -> int:
+        """Forget every outstanding skip token (nextLink), keeping delta links: what Exchange
+        does when it drops older sync-state generations of a round."""
+        count = 0
+        for state in self.tokens.values():
+            if state.pending is not None and (mailbox is None or state.mailbox == mailbox):
+                state.stale = True
+                count += 1
+        return count
+
     # --- dump ----------------------------------------------------------------------------
     def dump(self) -> dict[str, Any]:
         return {
@@ -254,6 +296,7 @@ class GraphState:
                     "containers": {
                         key: {
                             "displayName": cont.display_name,
+                            "wellknownListName": cont.wellknown,
                             "items": [
                                 {
                                     "id": it.immutable_id,
@@ -262,6 +305,16 @@ class GraphState:
                                     **it.data,
                                     "ext": it.ext,
                                     "linkedResources": it.linked,
+                                    **(
+                                        {
+                                            "series": {
+                                                "exceptions": it.series.exceptions,
+                                                "cancelled": sorted(it.series.cancelled),
+                                            }
+                                        }
+                                        if it.series
+                                        else {}
+                                    ),
                                 }
                                 for it in cont.items.values()
                             ],

@@ -10,7 +10,6 @@ from typing import Any
 
 from aiohttp import web
 
-from devkit.sandbox.graph.mailbox_routes import GraphFailure, _body
 from devkit.sandbox.graph.service import Sandbox
 from devkit.sandbox.graph.state import (
     CALENDAR,
@@ -20,7 +19,8 @@ from devkit.sandbox.graph.state import (
     iso,
     utcnow,
 )
-from devkit.sandbox.graph.wire import split_path, wants_immutable
+from devkit.sandbox.graph.wire import GraphFailure, split_path, wants_immutable
+from devkit.sandbox.graph.wire import json_body as _body
 
 SUB_NOT_FOUND = (404, "ResourceNotFound", "The object was not found.")
 
@@ -66,9 +66,10 @@ def _expiry(sb: Sandbox, kind: Kind, value: Any) -> datetime:
     now = utcnow()
     maximum = sb.config.max_subscription_minutes[kind]
     if requested > now + timedelta(minutes=maximum, seconds=30):
+        # Live Graph's answer (quoted by public clients): 400 ExtensionError with this text.
         raise GraphFailure(
             400,
-            "InvalidRequest",
+            "ExtensionError",
             f"Subscription expiration can only be {maximum} minutes in the future.",
         )
     # Less than 45 minutes ahead is silently raised to now + 45 min (graph.md §1.3).

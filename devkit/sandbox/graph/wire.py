@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from typing import Any
@@ -15,6 +16,31 @@ _KEY_SEGMENT = re.compile(r"^([A-Za-z]+)\('([^']*)'\)$")
 _PREFER_MAXPAGE = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)", re.IGNORECASE)
 _PREFER_IMMUTABLE = re.compile(r"IdType\s*=\s*\"?ImmutableId\"?", re.IGNORECASE)
 _EXT_FILTER = re.compile(r"id\s+eq\s+'([^']+)'", re.IGNORECASE)
+
+
+class GraphFailure(Exception):
+    """A Graph error answer raised from deep inside a route (status, code, message)."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers
+
+
+def failure_response(exc: GraphFailure) -> web.Response:
+    return graph_error(exc.status, exc.code, exc.message, exc.headers)
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GraphFailure(400, "BadRequest", "Unable to read JSON request payload.") from exc
+    if not isinstance(data, dict):
+        raise GraphFailure(400, "BadRequest", "Expected a JSON object.")
+    return data
 
 
 def graph_error(
@@ -80,6 +106,11 @@ def expanded_ext_ids(expand: str) -> list[str]:
 
 def render(item: Item, *, immutable: bool, select: str = "", expand: str = "") -> dict[str, Any]:
     """An item as Graph returns it; `$select` trims, `$expand` adds ext props / linked resources."""
+    return finish(base_fields(item, immutable), item, select=select, expand=expand)
+
+
+def base_fields(item: Item, immutable: bool) -> dict[str, Any]:
+    """Every property of an item before `$select` / `$expand`."""
     item_id = item.immutable_id if immutable else item.rest_id
     out: dict[str, Any] = {
         "@odata.type": ODATA_TYPES[item.kind],
@@ -93,11 +124,24 @@ def render(item: Item, *, immutable: bool, select: str = "", expand: str = "") -
     if item.kind in ("message", "contact"):
         out["parentFolderId"] = item.container.split(":", 1)[1]
     out.update(item.data)
+    return out
+
+
+def finish(
+    out: dict[str, Any],
+    item: Item,
+    *,
+    select: str = "",
+    expand: str = "",
+    ext: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Apply `$select`, then add what `$expand` asked for (from `ext`, default the item's)."""
     if select:
         keep = {s.strip().lower() for s in select.split(",")} | {"id", "@odata.type", "@odata.etag"}
         out = {k: v for k, v in out.items() if k.lower() in keep}
+    values = item.ext if ext is None else ext
     wanted = expanded_ext_ids(expand)
-    props = [{"id": pid, "value": item.ext[pid]} for pid in wanted if pid in item.ext]
+    props = [{"id": pid, "value": values[pid]} for pid in wanted if pid in values]
     if props:
         # Graph echoes the id in the canonical form it was written with; we keep it lower-cased
         # and clients compare case-insensitively.
