@@ -80,6 +80,8 @@ from sync.workbooks.reads import MAX_SEEN_FILTERS, Watermark
 # the Graph limiter busy, few enough that memory stays flat.
 CREATE_CHUNK = 500
 TWO_WAY_KINDS = (JobKind.RECONCILE, JobKind.MANUAL, JobKind.RESYNC)
+# Actions that end a pair: no link is stored after them, the old one is removed.
+REMOVALS = (ActionKind.UNLINK, ActionKind.DELETE_WORKBOOKS, ActionKind.DELETE_OUTLOOK)
 
 
 @dataclass(frozen=True)
@@ -403,39 +405,21 @@ class TwoWayRun:
         """The Outlook half of one action, then its link (only if every write succeeded)."""
         if needs_write(a) and saved is None:
             return  # the Workbooks write failed: leave the pair as it was
+        wid, lock = saved if saved else (a.workbooks_id or 0, a.lock_version)
         try:
-            await self.finish_outlook(a, saved, categories, outcome)
+            outlook_id, change_key = await self.write_outlook(a, wid, categories)
         except (NotFound, InvalidRequest) as exc:
             self.ctx.count("item_errors")
             self.ctx.messages.append(f"{a.kind} {a.outlook_id or a.workbooks_id}: {exc}")
             if a.previous is not None and isinstance(exc, NotFound):
                 outcome.removed.append(a.previous)  # the Outlook item is gone: unlink
-
-    async def finish_outlook(
-        self,
-        a: Action,
-        saved: Saved | None,
-        categories: Mapping[str, list[str]],
-        outcome: Outcome,
-    ) -> None:
-        wid, lock = saved if saved else (a.workbooks_id or 0, a.lock_version)
-        change_key = a.change_key
-        outlook_id = a.outlook_id or ""
-        if a.kind in (ActionKind.UNLINK, ActionKind.DELETE_WORKBOOKS, ActionKind.DELETE_OUTLOOK):
-            if a.kind == ActionKind.DELETE_OUTLOOK and a.outlook_id:
-                await self.outlook.delete(a.outlook_id)
+            return
+        if a.kind in REMOVALS:
             if a.previous is not None:
                 outcome.removed.append(a.previous)
             return
-        if a.kind == ActionKind.CREATE_OUTLOOK:
-            outlook_id, change_key = await self.outlook.create(a.fields, wid)
-        elif a.kind == ActionKind.CREATE_WORKBOOKS:
-            cats = list(categories.get(outlook_id) or [])
-            change_key = await self.outlook.stamp(outlook_id, wid, a.fields, cats) or change_key
-        elif a.to_outlook:
-            change_key = await self.outlook.update(outlook_id, a.fields, a.to_outlook) or change_key
         if a.previous is not None and a.previous.outlook_id != outlook_id:
-            outcome.removed.append(a.previous)
+            outcome.removed.append(a.previous)  # the pair is now another item: drop the old link
         link = Link(
             mailbox=self.mailbox.id,
             stream=self.ctx.job.stream,
@@ -453,6 +437,26 @@ class TwoWayRun:
             # Made while the Outlook round is still read: a later page may show the item
             # again, and the Workbooks read will return the record; both must find the pair.
             outcome.index.add(link)
+
+    async def write_outlook(
+        self, a: Action, workbooks_id: int, categories: Mapping[str, list[str]]
+    ) -> tuple[str, str]:
+        """What ``a`` writes in Outlook; returns the item's id and changeKey afterwards."""
+        outlook_id, change_key = a.outlook_id or "", a.change_key
+        if a.kind == ActionKind.DELETE_OUTLOOK and a.outlook_id:
+            await self.outlook.delete(a.outlook_id)
+        elif a.kind in REMOVALS:
+            pass  # unlinking, or deleting in Workbooks, leaves the Outlook item alone
+        elif a.kind == ActionKind.CREATE_OUTLOOK:
+            outlook_id, change_key = await self.outlook.create(a.fields, workbooks_id)
+        elif a.kind == ActionKind.CREATE_WORKBOOKS:
+            cats = list(categories.get(outlook_id) or [])
+            stamp = await self.outlook.stamp(outlook_id, workbooks_id, a.fields, cats)
+            change_key = stamp or change_key
+        elif a.to_outlook:
+            update = await self.outlook.update(outlook_id, a.fields, a.to_outlook)
+            change_key = update or change_key
+        return outlook_id, change_key
 
     # --- persist -------------------------------------------------------------------------
     async def save_links(self, outcome: Outcome, *, background: bool = False) -> None:
