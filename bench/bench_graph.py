@@ -3,12 +3,14 @@
     .venv/bin/python bench/bench_graph.py [--pages 20] [--page-size 50] [--contacts 10000]
 
 1. Parse cost per item: the same sent-items delta pages (realistic ~2 KB messages) parsed by
-   our path (json + pydantic `Message`) and by the SDK's kiota models
+   our path (json + pydantic `Message`, as `GraphClient.sent_messages` pages them) and by the
+   SDK's kiota models
    (`JsonParseNode` -> messages `DeltaGetResponse` -> `Message`).  Target: ours >= 30x cheaper.
    The SDK's first deserialisation (lazy model imports) is reported separately.
-2. Calls to enumerate N contacts with delta against the sandbox over HTTP, with the largest
-   page size we request (999; graph.md documents no maximum for contacts delta, the sandbox
-   caps at 1000) and, for comparison, with the default page size (no Prefer header).
+2. Calls to enumerate N contacts with delta against the sandbox over HTTP, through the contacts
+   reader the two-way sync uses (`sync.graph.items.Contacts`), with the largest page size we
+   request (999; graph.md documents no maximum for contacts delta, the sandbox caps at 1000)
+   and, for comparison, with the default page size (no Prefer header).
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devkit.sandbox.graph import SandboxConfig, running_sandbox  # noqa: E402
-from sync.core.graph_models import Message, parse_delta_page  # noqa: E402
-from sync.graph.client import GraphClient  # noqa: E402
+from sync.graph.client import GraphClient, message_page, raw_page  # noqa: E402
+from sync.graph.items import Contacts  # noqa: E402
 from sync.graph.limiter import RetryPolicy  # noqa: E402
 from sync.settings import GraphSettings  # noqa: E402
 
 CONTACTS_PAGE_SIZE = 999
+MAILBOX = "bench@example.com"
 
 
 def message(i: int) -> dict[str, Any]:
@@ -87,7 +90,7 @@ def pages(count: int, size: int) -> list[bytes]:
 
 
 def parse_ours(raw_pages: list[bytes]) -> int:
-    return sum(len(parse_delta_page(raw, Message).items) for raw in raw_pages)
+    return sum(len(message_page(json.loads(raw)).items) for raw in raw_pages)
 
 
 def parse_sdk(raw_pages: list[bytes]) -> int:
@@ -135,7 +138,7 @@ async def bench_contacts(total: int) -> None:
     config = SandboxConfig(controls=False, max_page_size=1000)
     async with running_sandbox(config) as handle:
         sb = handle.sandbox
-        box = sb.state.add_mailbox("bench@example.com")
+        box = sb.state.add_mailbox(MAILBOX)
         cont = sb.state.container(box, "contact", "contacts")
         assert cont is not None
         for i in range(total):
@@ -159,11 +162,13 @@ async def bench_contacts(total: int) -> None:
             for label, size in (("maxpagesize=999", CONTACTS_PAGE_SIZE), ("default", 0)):
                 before = len(sb.requests)
                 started = time.perf_counter()
+                contacts = Contacts(client, MAILBOX, "Workbooks")
                 if size:
-                    reader = client.contacts("bench@example.com", page_size=size)
-                    items, _, _ = await reader.collect()
-                else:
-                    items = await _default_pages(client, handle.base_url)
+                    contacts.page_size = size
+                    reader = contacts.delta(None)
+                else:  # the same pager without Prefer: Graph's default page size
+                    reader = client.delta(MAILBOX, contacts.delta_start(), (), raw_page)
+                items = [e async for page in reader for e in page["value"]]
                 calls = len(sb.requests) - before
                 elapsed = time.perf_counter() - started
                 print(
@@ -172,18 +177,6 @@ async def bench_contacts(total: int) -> None:
                 )
         finally:
             await client.aclose()
-
-
-async def _default_pages(client: GraphClient, base: str) -> list[Any]:
-    """The same enumeration without `odata.maxpagesize` (Graph's default page size)."""
-    url: str | None = f"{base}/users/bench@example.com/contacts/delta"
-    items: list[Any] = []
-    while url:
-        resp = await client.request("GET", url, mailbox="bench@example.com", prefer=())
-        body = resp.json()
-        items += body["value"]
-        url = body.get("@odata.nextLink")
-    return items
 
 
 def main() -> None:

@@ -1,13 +1,15 @@
-"""Graph items as the sync needs them: small pydantic models parsed from raw delta pages.
+"""Sent mail as the sync needs it: small pydantic models parsed from raw delta pages, and the
+names of our stamps on Outlook items.
 
 Why not the SDK's models: deserialising one `Message` through kiota costs milliseconds (and
 ~1 s on first use, graph.md §6.6), while `json` + these models cost microseconds.  Only the
-fields listed in graph.md §4 are kept; unknown fields are ignored.  Pure: no HTTP, no SDK.
+fields listed in graph.md §4 are kept; unknown fields are ignored.  Contacts, events and To Do
+tasks are not modelled: the two-way streams map their raw JSON (``sync.core.mapping``).
+Pure: no HTTP, no SDK.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,28 +45,6 @@ class ItemBody(GraphModel):
     content: str = ""
 
 
-class DateTimeTimeZone(GraphModel):
-    date_time: str
-    time_zone: str = "UTC"
-
-
-class ExtendedProperty(GraphModel):
-    id: str
-    value: str | None = None
-
-
-class LinkedResource(GraphModel):
-    id: str | None = None
-    application_name: str | None = None
-    display_name: str | None = None
-    external_id: str | None = None
-    web_url: str | None = None
-
-
-class Location(GraphModel):
-    display_name: str | None = None
-
-
 class OutlookItem(GraphModel):
     """Fields every Outlook item has.  `id` is an immutable id when requested (we always do)."""
 
@@ -73,18 +53,6 @@ class OutlookItem(GraphModel):
     categories: list[str] = Field(default_factory=list)
     last_modified_date_time: datetime | None = None
     created_date_time: datetime | None = None
-
-
-class StampedItem(OutlookItem):
-    single_value_extended_properties: list[ExtendedProperty] = Field(default_factory=list)
-
-    @property
-    def workbooks_id(self) -> str | None:
-        """The stamped Workbooks id, if the item carries our extended property."""
-        for prop in self.single_value_extended_properties:
-            if prop.id.lower() == WORKBOOKS_ID_PROPERTY.lower():
-                return prop.value
-        return None
 
 
 class Message(OutlookItem):
@@ -106,62 +74,6 @@ class Message(OutlookItem):
     web_link: str | None = None
 
 
-class Contact(StampedItem):
-    given_name: str | None = None
-    surname: str | None = None
-    display_name: str | None = None
-    middle_name: str | None = None
-    email_addresses: list[EmailAddress] = Field(default_factory=list)
-    company_name: str | None = None
-    job_title: str | None = None
-    department: str | None = None
-    business_phones: list[str] = Field(default_factory=list)
-    home_phones: list[str] = Field(default_factory=list)
-    mobile_phone: str | None = None
-    personal_notes: str | None = None
-    parent_folder_id: str | None = None
-
-
-class Event(StampedItem):
-    subject: str | None = None
-    body: ItemBody | None = None
-    start: DateTimeTimeZone | None = None
-    end: DateTimeTimeZone | None = None
-    is_all_day: bool | None = None
-    location: Location | None = None
-    i_cal_uid: str | None = Field(default=None, alias="iCalUId")
-    type: str | None = None
-    series_master_id: str | None = None
-    is_cancelled: bool | None = None
-    organizer: Recipient | None = None
-
-
-class TodoTask(OutlookItem):
-    title: str | None = None
-    body: ItemBody | None = None
-    status: str | None = None
-    importance: str | None = None
-    due_date_time: DateTimeTimeZone | None = None
-    start_date_time: DateTimeTimeZone | None = None
-    completed_date_time: DateTimeTimeZone | None = None
-    reminder_date_time: DateTimeTimeZone | None = None
-    is_reminder_on: bool | None = None
-    linked_resources: list[LinkedResource] = Field(default_factory=list)
-
-    @property
-    def workbooks_id(self) -> str | None:
-        for res in self.linked_resources:
-            if res.application_name == WORKBOOKS_APPLICATION_NAME and res.external_id:
-                return res.external_id
-        return None
-
-
-class TodoList(GraphModel):
-    id: str
-    display_name: str | None = None
-    wellknown_list_name: str | None = None
-
-
 class Removal(GraphModel):
     """`{"id": ..., "@removed": {"reason": "deleted"|"changed"}}` from a delta page."""
 
@@ -180,13 +92,8 @@ class DeltaPage(Generic[T]):
     delta_link: str | None = None
 
 
-def parse_delta_page(raw: bytes | str, model: type[T]) -> DeltaPage[T]:
-    """One delta page (raw JSON) -> items, removals and the link to follow."""
-    payload: dict[str, Any] = json.loads(raw)
-    return page_from_payload(payload, model.model_validate)
-
-
 def page_from_payload(payload: dict[str, Any], validate: Callable[[Any], T]) -> DeltaPage[T]:
+    """One delta page (its JSON) -> items, removals and the link to follow."""
     items: list[T] = []
     removed: list[Removal] = []
     for entry in payload.get("value", []):

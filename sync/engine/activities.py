@@ -17,38 +17,40 @@ from typing import Any
 from sync.core.jobs import Stream
 from sync.core.mapping import activities as act
 from sync.engine.clients import graph_client
-from sync.engine.outlook_side import EventSide, TodoSide, default_todo_list
+from sync.engine.outlook_side import OutlookMapping
 from sync.engine.registry import RunContext, register
-from sync.engine.twoway import Spec, TwoWayRun, calendar_window, full_round
-
-ACTIVITY_QUEUE = "Private::Activity::ActivityQueue"
-
+from sync.engine.twoway import Spec, calendar_window, full_round, run_two_way
+from sync.engine.workbooks_side import WorkbooksMapping
+from sync.graph.items import Events, TodoTasks, default_todo_list
+from sync.workbooks import records
 
 TASKS = Spec(
-    endpoint="activity/tasks",
-    workbooks_type=act.TASK_TYPE,
-    queue_class=ACTIVITY_QUEUE,
-    columns=act.TASK_COLUMNS,
-    from_workbooks=act.task_from_workbooks,
-    to_workbooks=act.task_to_workbooks,
-    from_graph=act.task_from_graph,
-    to_graph=act.task_to_graph,
-    title=lambda f: str(f.get("title") or ""),
-    activity=True,
-    create_defaults={"activity_type": act.DEFAULT_TASK_ACTIVITY_TYPE},
+    workbooks=WorkbooksMapping(
+        record=records.TASKS,
+        columns=act.TASK_COLUMNS,
+        read=act.task_from_workbooks,
+        write=act.task_to_workbooks,
+        create_defaults={"activity_type": act.DEFAULT_TASK_ACTIVITY_TYPE},
+    ),
+    outlook=OutlookMapping(
+        read=act.task_from_graph,
+        write=act.task_to_graph,
+        title=lambda f: str(f.get("title") or ""),
+    ),
 )
 
 MEETINGS = Spec(
-    endpoint="activity/meetings",
-    workbooks_type=act.MEETING_TYPE,
-    queue_class=ACTIVITY_QUEUE,
-    columns=act.MEETING_COLUMNS,
-    from_workbooks=act.event_from_workbooks,
-    to_workbooks=act.event_to_workbooks,
-    from_graph=act.event_from_graph,
-    to_graph=act.event_to_graph,
-    title=lambda f: str(f.get("subject") or ""),
-    activity=True,
+    workbooks=WorkbooksMapping(
+        record=records.MEETINGS,
+        columns=act.MEETING_COLUMNS,
+        read=act.event_from_workbooks,
+        write=act.event_to_workbooks,
+    ),
+    outlook=OutlookMapping(
+        read=act.event_from_graph,
+        write=act.event_to_graph,
+        title=lambda f: str(f.get("subject") or ""),
+    ),
 )
 
 
@@ -61,9 +63,8 @@ async def sync_todo(ctx: RunContext) -> None:
     full = full_round(cursor, ctx.job.kind)
     if not list_id:
         list_id, full = await default_todo_list(client, ctx.mailbox.graph_id), True
-    side = TodoSide(client, ctx.mailbox.graph_id, ctx.mailbox.policy.category, list_id)
-    run = TwoWayRun(ctx, TASKS, side, cursor, full, extra_cursor={"list_id": list_id})
-    await run.execute()
+    items = TodoTasks(client, ctx.mailbox.graph_id, ctx.mailbox.policy.category, list_id)
+    await run_two_way(ctx, TASKS, items, cursor, full, extra_cursor={"list_id": list_id})
 
 
 @register(Stream.EVENTS)
@@ -82,9 +83,9 @@ async def run_events(ctx: RunContext, *, now: datetime | None = None) -> None:
     full = full_round(cursor, ctx.job.kind) or moved
     lo, hi = window
     spec = replace(MEETINGS, in_window=lambda f: act.in_window(f, policy.time_zone, lo, hi))
-    side = EventSide(graph_client(ctx.services), ctx.mailbox.graph_id, policy.category, window)
+    items = Events(graph_client(ctx.services), ctx.mailbox.graph_id, policy.category, window)
     extra: dict[str, Any] = {"window_start": lo, "window_end": hi}
     if moved and cursor.window_start is not None:
         ctx.count("window_rebaselined")
         extra["rebaseline_workbooks"] = True
-    await TwoWayRun(ctx, spec, side, cursor, full, extra_cursor=extra).execute()
+    await run_two_way(ctx, spec, items, cursor, full, extra_cursor=extra)

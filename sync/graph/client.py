@@ -2,14 +2,17 @@
 
 Every call goes through `GraphClient.request`: the SDK's request adapter (auth, base URL,
 middleware) sends it with `NativeResponseHandler`, so we get the raw httpx response and parse
-JSON into our own small models (kiota model parsing is ~100x more expensive per item,
-graph.md §6.6).  Around it: a per-mailbox limiter (≤4 in flight), our retry policy
-(Retry-After honoured; too-long waits become `RetryLater` for the caller), and error
-translation in `sync.graph.errors`.  The same class runs against Graph and the sandbox; only
+the JSON ourselves (kiota model parsing is ~100x more expensive per item, graph.md §6.6).
+Around it: a per-mailbox limiter (≤4 in flight), our retry policy (Retry-After honoured;
+too-long waits become `RetryLater` for the caller), and error translation in
+`sync.graph.errors`.  The same class runs against Graph and the sandbox; only
 `GraphSettings.base_url` / `authority_host` differ.
 
-Readers send `Prefer: IdType="ImmutableId"` and `odata.maxpagesize` on every request,
-including next/delta links, because Graph does not carry Prefer over (graph.md §2.2, §6.4).
+Every delta round, whichever folder it reads, is paged by `DeltaReader`.  Readers send
+`Prefer: IdType="ImmutableId"` and `odata.maxpagesize` on every request, including next/delta
+links, because Graph does not carry Prefer over (graph.md §2.2, §6.4).  Sent items come out as
+`Message` models (`sent_messages`); contacts, events and To Do tasks are read and written as
+raw JSON in `sync.graph.items`.
 """
 
 from __future__ import annotations
@@ -19,30 +22,20 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
-from urllib.parse import quote
 
 import httpx
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 
 from sync.core.errors import InvalidRequest, RetryLater
-from sync.core.graph_models import (
-    Contact,
-    DeltaPage,
-    Event,
-    Message,
-    OutlookItem,
-    Removal,
-    TodoList,
-    TodoTask,
-    parse_delta_page,
-)
-from sync.graph import errors, payloads
+from sync.core.graph_models import DeltaPage, Message, page_from_payload
+from sync.graph import errors
 from sync.graph.auth import build_credential
 from sync.graph.limiter import MailboxLimiter, RetryPolicy
 from sync.settings import GraphSettings
 
-T = TypeVar("T", bound=OutlookItem)
+P = TypeVar("P")
+Raw = dict[str, Any]  # a Graph JSON object as received
 
 IMMUTABLE_IDS = 'IdType="ImmutableId"'
 UTC_TIMEZONE = 'outlook.timezone="UTC"'
@@ -80,35 +73,47 @@ def _sdk_transport(timeout_seconds: float) -> httpx.AsyncClient:
     return result
 
 
-class DeltaReader(Generic[T]):
-    """Pages of one delta round.  `async for page in reader` yields items and removals; the new
-    delta link is available (`reader.delta_link`) only after the last page was read, so a
-    caller that stops early can never store a link that skips unread changes."""
+class DeltaReader(Generic[P]):
+    """The one delta pager: the pages of one round, each handed out as ``parse`` makes it of the
+    page's JSON (raw dicts for the two-way streams, ``DeltaPage[Message]`` for sent items).
+    `delta_link` is known only after the last page was read, so a caller that stops early can
+    never store a link that skips unread changes.  Every page, next links included, is fetched
+    with the same Prefer headers (Graph does not carry them over, graph.md §2.2)."""
 
-    def __init__(self, fetch: Callable[[str], Any], start_url: str) -> None:
-        self._fetch = fetch
-        self._start = start_url
+    def __init__(
+        self,
+        client: GraphClient,
+        mailbox: str,
+        start_url: str,
+        prefer: tuple[str, ...],
+        parse: Callable[[Raw], P],
+    ) -> None:
+        self._client, self._mailbox, self._start = client, mailbox, start_url
+        self._prefer, self._parse = prefer, parse
         self._delta_link: str | None = None
-        self.pages_read = 0
 
-    def __aiter__(self) -> AsyncIterator[DeltaPage[T]]:
+    def __aiter__(self) -> AsyncIterator[P]:
         return self._pages()
 
-    async def _pages(self) -> AsyncIterator[DeltaPage[T]]:
+    async def _pages(self) -> AsyncIterator[P]:
         url, seen = self._start, set[str]()
         while True:
-            page: DeltaPage[T] = await self._fetch(url)
-            self.pages_read += 1
-            yield page
-            if page.delta_link:
-                self._delta_link = page.delta_link
+            resp = await self._client.request(
+                "GET", url, mailbox=self._mailbox, prefer=self._prefer
+            )
+            payload: Raw = json.loads(resp.content)
+            yield self._parse(payload)
+            delta_link = payload.get("@odata.deltaLink")
+            if delta_link:
+                self._delta_link = str(delta_link)
                 return
-            if not page.next_link or page.next_link in seen:
+            next_link = payload.get("@odata.nextLink")
+            if not next_link or next_link in seen:
                 raise InvalidRequest(
                     "delta page without a new nextLink or deltaLink", source=errors.SOURCE
                 )
-            seen.add(page.next_link)
-            url = page.next_link
+            seen.add(next_link)
+            url = str(next_link)
 
     @property
     def delta_link(self) -> str:
@@ -116,13 +121,20 @@ class DeltaReader(Generic[T]):
             raise RuntimeError("delta link is known only after the last page was read")
         return self._delta_link
 
-    async def collect(self) -> tuple[list[T], list[Removal], str]:
-        items: list[T] = []
-        removed: list[Removal] = []
-        async for page in self:
-            items.extend(page.items)
-            removed.extend(page.removed)
-        return items, removed, self.delta_link
+
+def delta_prefer(page_size: int, *extra: str) -> tuple[str, ...]:
+    """Prefer headers of a delta reader: immutable ids and the page size, plus ``extra``."""
+    return (IMMUTABLE_IDS, f"odata.maxpagesize={page_size}", *extra)
+
+
+def raw_page(payload: Raw) -> Raw:
+    """A delta page as its JSON (the two-way streams map entries themselves)."""
+    return payload
+
+
+def message_page(payload: Raw) -> DeltaPage[Message]:
+    """A sent-items delta page as `Message` models and removals."""
+    return page_from_payload(payload, Message.model_validate)
 
 
 class GraphClient:
@@ -251,26 +263,19 @@ class GraphClient:
         url: str = builder.to_get_request_information(config).url
         return url
 
-    # --- delta readers --------------------------------------------------------------------------
-    def _reader(
-        self, mailbox: str, start: str, model: type[T], prefer: tuple[str, ...]
-    ) -> DeltaReader[T]:
-        async def fetch(url: str) -> DeltaPage[T]:
-            resp = await self.request("GET", url, mailbox=mailbox, prefer=prefer)
-            return parse_delta_page(resp.content, model)
-
-        return DeltaReader(fetch, start)
-
-    @staticmethod
-    def _prefer(page_size: int, *extra: str) -> tuple[str, ...]:
-        return (IMMUTABLE_IDS, f"odata.maxpagesize={page_size}", *extra)
+    # --- delta rounds ---------------------------------------------------------------------------
+    def delta(
+        self, mailbox: str, start: str, prefer: tuple[str, ...], parse: Callable[[Raw], P]
+    ) -> DeltaReader[P]:
+        """A delta round from ``start`` (a collection's delta path, or a stored delta link)."""
+        return DeltaReader(self, mailbox, start, prefer, parse)
 
     def sent_messages(
         self, mailbox: str, delta_link: str | None = None, *, page_size: int = 50
-    ) -> DeltaReader[Message]:
+    ) -> DeltaReader[DeltaPage[Message]]:
         """Delta over Sent Items (`mailFolders/sentitems/messages/delta`)."""
         start = delta_link or self._messages_start(mailbox, "sentitems")
-        return self._reader(mailbox, start, Message, self._prefer(page_size))
+        return self.delta(mailbox, start, delta_prefer(page_size), message_page)
 
     def _messages_start(self, mailbox: str, folder: str) -> str:
         from msgraph.generated.users.item.mail_folders.item.messages.delta.delta_request_builder import (
@@ -282,229 +287,6 @@ class GraphClient:
             select=MESSAGE_FIELDS.split(",")
         )
         return self._path(rb, query)
-
-    def contacts(
-        self,
-        mailbox: str,
-        delta_link: str | None = None,
-        *,
-        folder_id: str | None = None,
-        page_size: int = 100,
-    ) -> DeltaReader[Contact]:
-        """Delta over the default contacts folder, or one contact folder."""
-        user = self._user(mailbox)
-        if folder_id:
-            rb = user.contact_folders.by_contact_folder_id(folder_id).contacts.delta
-        else:
-            rb = user.contacts.delta
-        start = delta_link or self._path(rb)
-        return self._reader(mailbox, start, Contact, self._prefer(page_size))
-
-    def events(
-        self,
-        mailbox: str,
-        delta_link: str | None = None,
-        *,
-        window_start: datetime | None = None,
-        window_end: datetime | None = None,
-        page_size: int = 100,
-    ) -> DeltaReader[Event]:
-        """calendarView delta (v1.0 has no unbounded event delta, graph.md §2.4).  The window
-        is fixed inside the token: pass it for a new round, the delta link afterwards.  Removals
-        may name events outside the window; callers match them against their links."""
-        if delta_link is None:
-            if window_start is None or window_end is None:
-                raise ValueError("a new calendarView delta round needs window_start and window_end")
-            start = self._events_start(mailbox, window_start, window_end)
-        else:
-            start = delta_link
-        return self._reader(mailbox, start, Event, self._prefer(page_size, UTC_TIMEZONE))
-
-    def _events_start(self, mailbox: str, lo: datetime, hi: datetime) -> str:
-        from msgraph.generated.users.item.calendar_view.delta.delta_request_builder import (
-            DeltaRequestBuilder,
-        )
-
-        query = DeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters(
-            start_date_time=iso_utc(lo), end_date_time=iso_utc(hi)
-        )
-        return self._path(self._user(mailbox).calendar_view.delta, query)
-
-    def todo_tasks(
-        self, mailbox: str, list_id: str, delta_link: str | None = None, *, page_size: int = 100
-    ) -> DeltaReader[TodoTask]:
-        rb = self._user(mailbox).todo.lists.by_todo_task_list_id(list_id).tasks.delta
-        start = delta_link or self._path(rb)
-        return self._reader(mailbox, start, TodoTask, self._prefer(page_size))
-
-    async def todo_lists(self, mailbox: str) -> list[TodoList]:
-        resp = await self.request(
-            "GET", self._path(self._user(mailbox).todo.lists), mailbox=mailbox
-        )
-        return [TodoList.model_validate(v) for v in resp.json().get("value", [])]
-
-    # --- messages -------------------------------------------------------------------------------
-    async def get_message(self, mailbox: str, message_id: str) -> Message:
-        path = self._path(self._user(mailbox).messages.by_message_id(message_id))
-        resp = await self.request("GET", path, mailbox=mailbox)
-        return Message.model_validate(resp.json())
-
-    async def set_message_categories(
-        self, mailbox: str, message_id: str, categories: list[str]
-    ) -> Message:
-        path = self._path(self._user(mailbox).messages.by_message_id(message_id))
-        body = {"categories": categories}
-        resp = await self.request("PATCH", path, mailbox=mailbox, body=body)
-        return Message.model_validate(resp.json())
-
-    async def add_message_categories(
-        self, mailbox: str, message_id: str, names: list[str]
-    ) -> Message:
-        current = await self.get_message(mailbox, message_id)
-        wanted = list(current.categories) + [n for n in names if n not in current.categories]
-        if wanted == list(current.categories):
-            return current
-        return await self.set_message_categories(mailbox, message_id, wanted)
-
-    # --- contacts -------------------------------------------------------------------------------
-    def _contact_path(self, mailbox: str, contact_id: str | None = None) -> str:
-        rb = self._user(mailbox).contacts
-        return self._path(rb.by_contact_id(contact_id) if contact_id else rb)
-
-    async def get_contact(self, mailbox: str, contact_id: str) -> Contact:
-        """One contact with its Workbooks stamp expanded."""
-        path = f"{self._contact_path(mailbox, contact_id)}?$expand={quote(payloads.ext_expand())}"
-        resp = await self.request("GET", path, mailbox=mailbox)
-        return Contact.model_validate(resp.json())
-
-    async def create_contact(
-        self, mailbox: str, contact: Contact, *, workbooks_id: str | int
-    ) -> Contact:
-        body = payloads.contact_body(
-            contact, workbooks_id=workbooks_id, category=self.settings.category_name, partial=False
-        )
-        resp = await self.request("POST", self._contact_path(mailbox), mailbox=mailbox, body=body)
-        return Contact.model_validate(resp.json())
-
-    async def update_contact(
-        self,
-        mailbox: str,
-        contact_id: str,
-        changes: Contact,
-        *,
-        workbooks_id: str | int | None = None,
-    ) -> Contact:
-        """PATCH only the fields set on `changes` (include displayName, graph.md §4.2)."""
-        body = payloads.contact_body(
-            changes, workbooks_id=workbooks_id, category=self.settings.category_name, partial=True
-        )
-        path = self._contact_path(mailbox, contact_id)
-        resp = await self.request("PATCH", path, mailbox=mailbox, body=body)
-        return Contact.model_validate(resp.json())
-
-    async def delete_contact(self, mailbox: str, contact_id: str) -> None:
-        await self.request("DELETE", self._contact_path(mailbox, contact_id), mailbox=mailbox)
-
-    # --- events ---------------------------------------------------------------------------------
-    def _event_path(self, mailbox: str, event_id: str | None = None) -> str:
-        rb = self._user(mailbox).events
-        return self._path(rb.by_event_id(event_id) if event_id else rb)
-
-    async def get_event(self, mailbox: str, event_id: str) -> Event:
-        path = f"{self._event_path(mailbox, event_id)}?$expand={quote(payloads.ext_expand())}"
-        resp = await self.request(
-            "GET", path, mailbox=mailbox, prefer=(IMMUTABLE_IDS, UTC_TIMEZONE)
-        )
-        return Event.model_validate(resp.json())
-
-    async def create_event(
-        self,
-        mailbox: str,
-        event: Event,
-        *,
-        workbooks_id: str | int,
-        transaction_id: str | None = None,
-    ) -> Event:
-        """Create without attendees, so no invitation is ever sent."""
-        body = payloads.event_body(
-            event,
-            workbooks_id=workbooks_id,
-            category=self.settings.category_name,
-            partial=False,
-            transaction_id=transaction_id,
-        )
-        resp = await self.request("POST", self._event_path(mailbox), mailbox=mailbox, body=body)
-        return Event.model_validate(resp.json())
-
-    async def update_event(
-        self,
-        mailbox: str,
-        event_id: str,
-        changes: Event,
-        *,
-        workbooks_id: str | int | None = None,
-    ) -> Event:
-        body = payloads.event_body(
-            changes, workbooks_id=workbooks_id, category=self.settings.category_name, partial=True
-        )
-        path = self._event_path(mailbox, event_id)
-        resp = await self.request("PATCH", path, mailbox=mailbox, body=body)
-        return Event.model_validate(resp.json())
-
-    async def delete_event(self, mailbox: str, event_id: str) -> None:
-        # DELETE on an event the mailbox organises sends no cancellation when it has no
-        # attendees, and we never write attendees.
-        await self.request("DELETE", self._event_path(mailbox, event_id), mailbox=mailbox)
-
-    # --- To Do ----------------------------------------------------------------------------------
-    def _task_path(self, mailbox: str, list_id: str, task_id: str | None = None) -> str:
-        rb = self._user(mailbox).todo.lists.by_todo_task_list_id(list_id).tasks
-        return self._path(rb.by_todo_task_id(task_id) if task_id else rb)
-
-    async def get_task(self, mailbox: str, list_id: str, task_id: str) -> TodoTask:
-        path = f"{self._task_path(mailbox, list_id, task_id)}?$expand=linkedResources"
-        resp = await self.request("GET", path, mailbox=mailbox)
-        return TodoTask.model_validate(resp.json())
-
-    async def create_task(
-        self,
-        mailbox: str,
-        list_id: str,
-        task: TodoTask,
-        *,
-        workbooks_id: str | int,
-        display_name: str,
-        web_url: str | None = None,
-    ) -> TodoTask:
-        """Create a task carrying `linkedResources[{applicationName: Workbooks, externalId}]`."""
-        body = payloads.task_body(task, category=self.settings.category_name, partial=False)
-        body["linkedResources"] = [
-            payloads.linked_resource(workbooks_id, display_name=display_name, web_url=web_url)
-        ]
-        path = self._task_path(mailbox, list_id)
-        resp = await self.request("POST", path, mailbox=mailbox, body=body)
-        return TodoTask.model_validate(resp.json())
-
-    async def update_task(
-        self, mailbox: str, list_id: str, task_id: str, changes: TodoTask
-    ) -> TodoTask:
-        body = payloads.task_body(changes, category=self.settings.category_name, partial=True)
-        path = self._task_path(mailbox, list_id, task_id)
-        resp = await self.request("PATCH", path, mailbox=mailbox, body=body)
-        return TodoTask.model_validate(resp.json())
-
-    async def delete_task(self, mailbox: str, list_id: str, task_id: str) -> None:
-        await self.request("DELETE", self._task_path(mailbox, list_id, task_id), mailbox=mailbox)
-
-    # --- categories -----------------------------------------------------------------------------
-    async def ensure_category(self, mailbox: str, name: str, color: str = "preset0") -> None:
-        """Create `name` in the master category list unless it exists (graph.md §4.6)."""
-        path = self._path(self._user(mailbox).outlook.master_categories)
-        resp = await self.request("GET", path, mailbox=mailbox)
-        names = {str(c.get("displayName", "")).lower() for c in resp.json().get("value", [])}
-        if name.lower() not in names:
-            body = {"displayName": name, "color": color}
-            await self.request("POST", path, mailbox=mailbox, body=body)
 
     # --- subscriptions (raw JSON; the manager in sync.graph.subscriptions owns the policy) ------
     async def create_subscription(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -519,19 +301,9 @@ class GraphClient:
         resp = await self.request("PATCH", path, body={"expirationDateTime": iso_utc(expires)})
         return parse_iso(resp.json()["expirationDateTime"])
 
-    async def reauthorize_subscription(self, subscription_id: str) -> None:
-        rb = self.service.subscriptions.by_subscription_id(subscription_id)
-        await self.request("POST", f"{self._path(rb)}/reauthorize")
-
     async def delete_subscription(self, subscription_id: str) -> None:
         path = self._path(self.service.subscriptions.by_subscription_id(subscription_id))
         await self.request("DELETE", path)
-
-    async def list_subscriptions(self) -> list[dict[str, Any]]:
-        """Rate-limited hard by Graph (graph.md §1.4): for diagnostics, never for polling."""
-        resp = await self.request("GET", self._path(self.service.subscriptions))
-        value: list[dict[str, Any]] = resp.json().get("value", [])
-        return value
 
 
 def _may_retry(method: str, failure: RetryLater) -> bool:

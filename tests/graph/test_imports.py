@@ -22,7 +22,6 @@ CLIENT_LIBS = ["msgraph", "httpx", "aiohttp", "azure", "kiota_http"]
     [
         ("sync.core.graph_models", CLIENT_LIBS),
         ("sync.core.subscriptions", CLIENT_LIBS),
-        ("sync.graph.payloads", CLIENT_LIBS),
         ("sync.graph.errors", CLIENT_LIBS),
         ("devkit.sandbox.graph", ["msgraph", "kiota_http", "sync.graph"]),
         ("sync.graph.subscriptions", ["msgraph"]),  # the SDK loads only when a client is built

@@ -342,9 +342,9 @@ async def test_team_queues_count_and_the_scope_refresh_sees_watching(sides: Side
 async def test_new_shared_contacts_become_people_chunk_by_chunk_during_the_round(
     sides: Sides, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sync.engine.outlook_side import OutlookSide
+    from sync.graph.items import Contacts
 
-    monkeypatch.setattr(OutlookSide, "page_size", 2)  # 7 contacts come in 4 delta pages
+    monkeypatch.setattr(Contacts, "page_size", 2)  # 7 contacts come in 4 delta pages
     monkeypatch.setattr(twoway, "CREATE_CHUNK", 3)
     oids = [
         sides.outlook_create("contact", {"displayName": f"Shared {n}", "categories": [CATEGORY]})
