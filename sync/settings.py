@@ -313,10 +313,6 @@ class GraphSettings(_Checked):
         le=600,
         description="Longest Retry-After the worker sits out; longer waits re-queue the job.",
     )
-    category_name: str = Field(
-        default="Workbooks",
-        description="Default Outlook category that marks items shared with Workbooks.",
-    )
 
     @field_validator("base_url", "authority_host")
     @classmethod

@@ -29,7 +29,7 @@ from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 
 from sync.core.errors import InvalidRequest, RetryLater
 from sync.core.graph_models import DeltaPage, Message, page_from_payload
-from sync.graph import errors
+from sync.graph import errors, paths
 from sync.graph.auth import build_credential
 from sync.graph.limiter import MailboxLimiter, RetryPolicy
 from sync.settings import GraphSettings
@@ -251,18 +251,6 @@ class GraphClient:
         )
         return resp
 
-    def _user(self, mailbox: str) -> Any:
-        return self.service.users.by_user_id(mailbox)
-
-    @staticmethod
-    def _path(builder: Any, query: Any = None) -> str:
-        """Relative URL of an SDK request builder (its `{+baseurl}` is left empty)."""
-        from kiota_abstractions.base_request_configuration import RequestConfiguration
-
-        config = RequestConfiguration(query_parameters=query) if query is not None else None
-        url: str = builder.to_get_request_information(config).url
-        return url
-
     # --- delta rounds ---------------------------------------------------------------------------
     def delta(
         self, mailbox: str, start: str, prefer: tuple[str, ...], parse: Callable[[Raw], P]
@@ -274,35 +262,24 @@ class GraphClient:
         self, mailbox: str, delta_link: str | None = None, *, page_size: int = 50
     ) -> DeltaReader[DeltaPage[Message]]:
         """Delta over Sent Items (`mailFolders/sentitems/messages/delta`)."""
-        start = delta_link or self._messages_start(mailbox, "sentitems")
+        start = delta_link or paths.folder_delta_path(mailbox, "sentitems", MESSAGE_FIELDS)
         return self.delta(mailbox, start, delta_prefer(page_size), message_page)
 
-    def _messages_start(self, mailbox: str, folder: str) -> str:
-        from msgraph.generated.users.item.mail_folders.item.messages.delta.delta_request_builder import (
-            DeltaRequestBuilder,
-        )
-
-        rb = self._user(mailbox).mail_folders.by_mail_folder_id(folder).messages.delta
-        query = DeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters(
-            select=MESSAGE_FIELDS.split(",")
-        )
-        return self._path(rb, query)
-
-    # --- subscriptions (raw JSON; the manager in sync.graph.subscriptions owns the policy) ------
+    # --- subscriptions (raw JSON; the manager in sync.engine.subscriptions owns the policy) -----
     async def create_subscription(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST /subscriptions with `Prefer: IdType="ImmutableId"` so notifications carry
         immutable ids (graph.md §1.11)."""
-        resp = await self.request("POST", self._path(self.service.subscriptions), body=body)
+        resp = await self.request("POST", paths.SUBSCRIPTIONS, body=body)
         data: dict[str, Any] = resp.json()
         return data
 
     async def renew_subscription(self, subscription_id: str, expires: datetime) -> datetime:
-        path = self._path(self.service.subscriptions.by_subscription_id(subscription_id))
+        path = paths.subscription_path(subscription_id)
         resp = await self.request("PATCH", path, body={"expirationDateTime": iso_utc(expires)})
         return parse_iso(resp.json()["expirationDateTime"])
 
     async def delete_subscription(self, subscription_id: str) -> None:
-        path = self._path(self.service.subscriptions.by_subscription_id(subscription_id))
+        path = paths.subscription_path(subscription_id)
         await self.request("DELETE", path)
 
 

@@ -17,7 +17,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
 from sync.core.errors import NotFound
 from sync.core.graph_models import WORKBOOKS_ID_PROPERTY
@@ -31,13 +30,9 @@ from sync.graph.client import (
     iso_utc,
     raw_page,
 )
+from sync.graph.paths import segment, user_path
 
 EXPAND_STAMP = f"singleValueExtendedProperties($filter=id eq '{WORKBOOKS_ID_PROPERTY}')"
-
-
-def user_path(mailbox: str) -> str:
-    """The path of one mailbox's resources (``mailbox``: its UPN or object id)."""
-    return f"/users/{quote(mailbox)}"
 
 
 class OutlookItems(ABC):
@@ -69,7 +64,7 @@ class OutlookItems(ABC):
         return self.client.delta(self.mailbox, link or self.delta_start(), prefer, raw_page)
 
     def item_path(self, outlook_id: str) -> str:
-        return f"{self.collection()}/{quote(outlook_id, safe='')}"
+        return f"{self.collection()}/{segment(outlook_id)}"
 
     def stamped_id(self, item: Mapping[str, Any]) -> int | None:
         return contacts.stamped_id(item)
@@ -175,7 +170,7 @@ class TodoTasks(OutlookItems):
         self.list_id = list_id
 
     def collection(self) -> str:
-        return f"{self.base}/todo/lists/{quote(self.list_id, safe='')}/tasks"
+        return f"{self.base}/todo/lists/{segment(self.list_id)}/tasks"
 
     def delta_start(self) -> str:
         return f"{self.collection()}/delta?$expand={self.expand_stamp}"

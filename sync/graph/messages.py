@@ -9,21 +9,16 @@ the client passed in carries it.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
 from sync.core.errors import NotFound
 from sync.core.graph_models import Message
+from sync.graph.paths import message_path
 
 if TYPE_CHECKING:
     from sync.graph.client import GraphClient
 
 Body = tuple[str, str]  # (content, content type: "text" or "html")
 NO_BODY: Body = ("", "text")
-
-
-def message_path(mailbox: str, message_id: str) -> str:
-    """``/users/{mailbox}/messages/{id}``; immutable ids may hold ``/`` and ``=``: encode all."""
-    return f"/users/{quote(mailbox, safe='@')}/messages/{quote(message_id, safe='')}"
 
 
 async def read_message(graph: GraphClient, mailbox: str, message_id: str) -> Message | None:

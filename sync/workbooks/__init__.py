@@ -3,7 +3,7 @@
 from .client import LoginInfo, WorkbooksClient
 from .config import ClientConfig, WorkbooksIdentity
 from .emails import EmailLink
-from .queries import AddressMatch, my_people, resolve_addresses
+from .queries import AddressMatch, resolve_addresses
 from .reads import Watermark, changed_since, iter_records
 from .wire import Cond, all_of, any_of
 from .writes import WriteOp, WriteResult, write_batch
@@ -23,7 +23,6 @@ __all__ = [
     "any_of",
     "changed_since",
     "iter_records",
-    "my_people",
     "resolve_addresses",
     "write_batch",
 ]

@@ -1,67 +1,17 @@
-"""Domain queries the sync needs: *My People* and email-address resolution (workbooks-api.md
-§2.8, §4.3, §4.4).  Email records and their links: ``sync.workbooks.emails``."""
+"""Email-address resolution: which People, Sales Leads and Contact Details hold an address
+(workbooks-api.md §4.1, §4.3, §4.4).  Email records and their links: ``sync.workbooks.emails``."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
 
 from sync.core.email_linking import LEAD, PERSON
-from sync.core.errors import InvalidRequest
 
-from . import errors
 from .client import WorkbooksClient
 from .reads import Record, iter_records
-from .wire import Cond, Filter, all_of, any_of, chunked, in_list
-
-PERSON_QUEUE = "Private::Crm::PersonQueue"
-Criterion = tuple[str, str, str]  # (field, operator, value) as a user configures it
-
-
-# ---------------------------------------------------------------- My People
-
-
-async def person_queue_id(client: WorkbooksClient) -> int:
-    """The user's own Person queue, from login ``my_queues`` (``_fast_login=false``)."""
-    login = await client.ensure_login()
-    queue = login.my_queues.get(PERSON_QUEUE)
-    if queue is None:  # [INF] §8 q7: fall back to the queue list's user column
-        async for row in iter_records(
-            client, "crm/person_queues", ["user_id"], Cond("user_id", "eq", str(login.user_id))
-        ):
-            return int(row["id"])
-        raise InvalidRequest("no personal Person queue for this user", source=errors.SOURCE)
-    return queue
-
-
-def user_criteria(
-    criteria: Sequence[Criterion], match: Literal["and", "or"] = "and"
-) -> Filter | None:
-    conds = [Cond(f, op, value) for f, op, value in criteria]
-    return all_of(*conds) if match == "and" else any_of(*conds)
-
-
-def my_people_filter(
-    queue_id: int, criteria: Sequence[Criterion] = (), match: Literal["and", "or"] = "and"
-) -> Filter | None:
-    """(assigned to my queue OR watched by me) AND the user's own criteria (§2.8)."""
-    mine = any_of(Cond("assigned_to", "eq", str(queue_id)), Cond("watched", "true"))
-    return all_of(mine, user_criteria(criteria, match))
-
-
-async def my_people(
-    client: WorkbooksClient,
-    columns: Sequence[str],
-    criteria: Sequence[Criterion] = (),
-    match: Literal["and", "or"] = "and",
-) -> AsyncIterator[Record]:
-    """Every current record of the user's *My People* set, narrowed by their criteria."""
-    where = my_people_filter(await person_queue_id(client), criteria, match)
-    async for row in iter_records(client, "crm/people", columns, where):
-        yield row
-
+from .wire import Cond, Filter, any_of, chunked, in_list
 
 # ---------------------------------------------------------------- address resolution
 

@@ -27,8 +27,6 @@ def fast_config(**overrides: Any) -> SandboxConfig:
         validation_timeout_seconds=0.5,
         notify_retry_seconds=0.05,
         concurrency_retry_after=1,
-        # test_client's To Do test assumes a mailbox without lists; real ones have "Tasks".
-        seed_default_todo_list=False,
     )
     for key, value in overrides.items():
         setattr(cfg, key, value)

@@ -85,7 +85,7 @@ async def test_sent_items_paging_removals_and_delta_link(sandbox, mailbox, graph
     for _, _, headers in delta_calls:
         prefer = headers.get("Prefer", "")
         assert 'IdType="ImmutableId"' in prefer and "odata.maxpagesize=5" in prefer
-    assert "delta()" in delta_calls[0][1]  # the SDK's path form
+    assert "/mailFolders/sentitems/messages/delta?$select=id," in delta_calls[0][1]
 
     sb = sandbox.sandbox
     cont = sb.state.container(mailbox, "message", "sentitems")
@@ -221,9 +221,25 @@ async def test_event_write_never_sends_attendees(sandbox, mailbox, graph) -> Non
 
 
 async def test_todo_list_task_linked_resource_and_delta(sandbox, mailbox, graph) -> None:
-    list_id = await default_todo_list(graph, UPN)  # the mailbox has none: "Tasks" is made
-    assert await default_todo_list(graph, UPN) == list_id  # and found, not made twice
-    assert [c.display_name for c in mailbox.containers.values() if c.kind == "task"] == ["Tasks"]
+    state = sandbox.sandbox.state
+
+    def task_lists() -> list[tuple[str, str, str]]:
+        return [
+            (c.key.split(":", 1)[1], c.display_name, c.wellknown)
+            for c in mailbox.containers.values()
+            if c.kind == "task"
+        ]
+
+    ((seeded, name, wellknown),) = task_lists()  # every real mailbox has its "Tasks"
+    assert (name, wellknown) == ("Tasks", "defaultList")
+    groceries = state.add_container(mailbox, "task", "Groceries").key.split(":", 1)[1]
+    assert await default_todo_list(graph, UPN) == seeded  # the default, whatever else exists
+    del mailbox.containers[f"task:{seeded}"]  # without a default list: the first one there
+    assert await default_todo_list(graph, UPN) == groceries
+    del mailbox.containers[f"task:{groceries}"]  # without any list: "Tasks" is made, once
+    list_id = await default_todo_list(graph, UPN)
+    assert await default_todo_list(graph, UPN) == list_id
+    assert [n for _, n, _ in task_lists()] == ["Tasks"]
     tasks = TodoTasks(graph, UPN, CATEGORY, list_id)
     body = activities.task_to_graph({"title": "Call Bo", "status": "not_started"}, "UTC")
     created = await tasks.create(body, 12, "Task 12")

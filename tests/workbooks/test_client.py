@@ -27,9 +27,11 @@ from sync.workbooks import (
     WorkbooksClient,
     WorkbooksIdentity,
     WriteOp,
+    all_of,
+    any_of,
     changed_since,
     iter_records,
-    my_people,
+    records,
     resolve_addresses,
     write_batch,
 )
@@ -322,7 +324,7 @@ async def test_refused_chunk_marks_every_object(sandbox):
         await write_batch(wb, "crm/people", [WriteOp.delete(1, 0), WriteOp.delete(1, 0)])
 
 
-async def test_my_people_assigned_or_watched_with_criteria(client, sandbox):
+async def test_mine_or_watched_scope_with_criteria(client, sandbox):
     state = sandbox.state
     mine = seed(
         state,
@@ -342,18 +344,20 @@ async def test_my_people_assigned_or_watched_with_criteria(client, sandbox):
         user_id=29199,
     )
     set_watched(state, 29198, "crm/people", theirs[1]["id"])
-    everyone = [r["name"] async for r in my_people(client, ["name"])]
-    assert everyone == ["Mine CEO", "Mine Dev", "Bob's watched"]
-    ceos = [
-        r["name"] async for r in my_people(client, ["name"], [("person_job_title", "eq", "ceo")])
-    ]
+    queues = await records.my_queues(client, records.PEOPLE, [])
+    scope = records.mine_or_watched(queues)
+
+    async def names(*criteria: Cond, mode: str = "and") -> list[str]:
+        narrowed = all_of(*criteria) if mode == "and" else any_of(*criteria)
+        where = all_of(scope, narrowed) if criteria else scope
+        return [r["name"] async for r in iter_records(client, "crm/people", ["name"], where)]
+
+    assert await names() == ["Mine CEO", "Mine Dev", "Bob's watched"]
+    ceos = await names(Cond("person_job_title", "eq", "ceo"))
     assert ceos == ["Mine CEO", "Bob's watched"]
-    either = [
-        r["name"]
-        async for r in my_people(
-            client, ["name"], [("person_job_title", "eq", "Dev"), ("name", "bg", "Bob")], "or"
-        )
-    ]
+    either = await names(
+        Cond("person_job_title", "eq", "Dev"), Cond("name", "bg", "Bob"), mode="or"
+    )
     assert either == ["Mine Dev", "Bob's watched"]
     assert mine[0]["id"] < theirs[0]["id"]
 

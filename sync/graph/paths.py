@@ -1,0 +1,34 @@
+"""Every Graph path the service sends, built one way.
+
+Mailbox and item ids are percent-encoded whole: immutable ids hold ``/``, ``+`` and ``=``, and
+a UPN holds ``@`` (Graph accepts it encoded, as the SDK's URI templates send it).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+SUBSCRIPTIONS = "/subscriptions"
+
+
+def segment(value: str) -> str:
+    """One path segment, with every reserved character encoded."""
+    return quote(value, safe="")
+
+
+def user_path(mailbox: str) -> str:
+    """The path of one mailbox's resources (``mailbox``: its UPN or object id)."""
+    return f"/users/{segment(mailbox)}"
+
+
+def message_path(mailbox: str, message_id: str) -> str:
+    return f"{user_path(mailbox)}/messages/{segment(message_id)}"
+
+
+def folder_delta_path(mailbox: str, folder: str, select: str) -> str:
+    """A new delta round over one mail folder's messages (well-known name or id)."""
+    return f"{user_path(mailbox)}/mailFolders/{segment(folder)}/messages/delta?$select={select}"
+
+
+def subscription_path(subscription_id: str) -> str:
+    return f"{SUBSCRIPTIONS}/{segment(subscription_id)}"
