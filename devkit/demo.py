@@ -287,6 +287,9 @@ async def run() -> int:
                     # One user, a handful of changes: no bursts to absorb, so keep the
                     # webhook's memory of pending streams (and the re-read after it) short.
                     "SYNC_WEBHOOK_MEMO_SECONDS": "0.2",
+                    # The story is told by the demo's own lines; the service's per-run log
+                    # lines (INFO in production) would bury them.
+                    "SYNC_LOG_LEVEL": os.environ.get("SYNC_LOG_LEVEL", "WARNING"),
                     WORKBOOKS_KEY_ENV: "ann-api-key",
                 }
             )
