@@ -188,6 +188,16 @@ async def test_email_status_picklist_in_metadata_entries_and_writes(http, status
             read_pairs(["value"], [("picklist_id", "eq", str(picklist["picklist_id"]))]),
         )
         assert [r["value"] for r in body["data"]] == statuses
+        # The picklist's own path serves the same values (and the documented ``query``).
+        path, pid = f"{picklist['path']}.api", str(picklist["picklist_id"])
+        _, body, _ = await wire.php(path, "GET", [("picklist_id", pid)])
+        assert body["data"] == [{"value": v} for v in statuses]
+        _, body, _ = await wire.php(path, "GET", [("picklist_id", pid), ("query", "se")])
+        assert body["data"] == [{"value": "SEND"}, {"value": "SENT"}]
+        status_code, _, _ = await wire.php(
+            "picklist_data/Private_Crm_Person/id/name.api", "GET", []
+        )
+        assert status_code == 404
         _, body, _ = await wire.php(
             "email/emails.api", "PUT", create({"subject": "S", "status": "FILED"})
         )

@@ -131,6 +131,21 @@ async def test_write_naming_an_unknown_attribute_fails_per_object(http):
         assert len(sandbox.state.tables["crm/people"]) == 1
 
 
+async def test_write_with_an_unknown_working_set_filter_fails_whole(http):
+    async with strict_sandbox(http) as (sandbox, wire):
+        [p] = seed(sandbox.state, "crm/people", [{"name": "Ann"}])
+        pairs = [
+            ("_ff[]", "ident"),
+            ("_ft[]", "eq"),
+            ("_fc[]", str(p["id"])),
+            *batch(("PUT", p["id"], 0, {"name": "Ann B"}))[4:],  # no id filter of its own
+        ]
+        status, body, _ = await wire.php("crm/people.api", "PUT", pairs)
+        assert status == 200
+        assert refused(body) == ("ident", "_ff[]")
+        assert sandbox.state.tables["crm/people"][p["id"]]["name"] == "Ann"
+
+
 async def test_strict_write_ignores_columns_that_are_not_writable(http):
     """Known but read-only columns (``object_ref``, ``main_location_id``) are not errors, and
     change nothing; ``render_with_*`` are create-only."""

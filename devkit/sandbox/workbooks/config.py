@@ -125,7 +125,7 @@ class SandboxConfig(BaseModel):
     # --- webhooks (§4.11)
     webhooks_allowed: bool = True  # False: the key may not manage triggers
     webhook_timeout_seconds: float = 10.0
-    webhook_max_attempts: int = 8
+    webhook_max_attempts: int = Field(default=8, ge=1)
     webhook_backoff_seconds: float = 1.0  # doubles per attempt
     webhook_backoff_max_seconds: float = 60.0
     # --- faults and background jobs

@@ -96,9 +96,10 @@ def set_clock(
     return state.clock.now()
 
 
-def configure(state: SandboxState, changes: dict[str, Any]) -> dict[str, Any]:
-    """Change the behaviour of a running sandbox (``config.RUNTIME_FIELDS``)."""
-    config = state.configure(changes)
+def configure(state: SandboxState, changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Change the behaviour of a running sandbox (``config.RUNTIME_FIELDS``); without
+    changes, just the current values."""
+    config = state.configure(changes) if changes else state.config
     return config.model_dump(include=set(RUNTIME_FIELDS))
 
 
@@ -194,7 +195,7 @@ def add_control_routes(app: web.Application, state: SandboxState) -> None:
 
     async def config(request: web.Request) -> web.Response:
         if request.method == "GET":
-            return web.json_response(configure(state, {}))
+            return web.json_response(configure(state))
         try:
             current = configure(state, await body(request))
         except ValueError as exc:  # pydantic's ValidationError is a ValueError

@@ -10,8 +10,8 @@ from typing import Any
 
 from .params import WireParams
 from .reads import refuse
-from .store import ReadContext
-from .types import Association, Field, Picklist, RecordType, Schema
+from .store import ReadContext, SandboxState
+from .types import PICKLIST_ENTRIES_PATH, Association, Field, Picklist, RecordType, Schema
 
 # The keys of one type's hash, in the README's order.
 METADATA_COLUMNS = (
@@ -30,6 +30,8 @@ METADATA_COLUMNS = (
     "fields",
     "associations",
 )
+# Where a picklist's values are read: class / value field / display field (README "Metadata").
+PICKLIST_PATH = "picklist_data/Private_PicklistEntry/value/value"
 WRITE_ACTIONS = ("index", "show", "new", "create", "edit", "update", "destroy")
 READ_ACTIONS = ("index", "show")
 
@@ -59,7 +61,7 @@ def field_entry(column: Field, picklists: dict[str, Picklist]) -> dict[str, Any]
             "value_field": "value",
             "name": picklist.name,
             "picklist_id": picklist.picklist_id,
-            "path": "picklist_data/Private_PicklistEntry/id/value",
+            "path": PICKLIST_PATH,
             "return_fields": [],
             "find_method": None,
             "unrestricted": not picklist.restricted,
@@ -122,4 +124,31 @@ def metadata_types(schema: Schema, params: WireParams, ctx: ReadContext) -> dict
             continue
         entry = type_entry(schema, rtype, index)
         data.append({c: entry.get(c) for c in columns})
+    return {"success": True, "data": data, "total": len(data)}
+
+
+def picklist_data(state: SandboxState, path: str, params: WireParams) -> dict[str, Any] | None:
+    """``picklist_data/Private_PicklistEntry/<value field>/<display field>`` with
+    ``picklist_id`` (comma-separated for several) and the documented ``query``: a left-most,
+    case-insensitive match on the display field.  None for any other class or field."""
+    parts = path.split("/")
+    entries = state.schema.types[PICKLIST_ENTRIES_PATH]
+    if len(parts) != 4 or parts[1] != "Private_PicklistEntry":
+        return None
+    value_field, display_field = parts[2], parts[3]
+    if not (entries.knows(value_field) and entries.knows(display_field)):
+        return None
+    wanted = {p.strip() for p in (params.get("picklist_id") or "").split(",") if p.strip()}
+    query = (params.get("query") or "").lower()
+    rows = sorted(
+        (
+            r
+            for r in state.tables[PICKLIST_ENTRIES_PATH].values()
+            if not r.get("is_deleted")
+            and (not wanted or str(r.get("picklist_id")) in wanted)
+            and str(r.get(display_field) or "").lower().startswith(query)
+        ),
+        key=lambda r: (r.get("picklist_id") or 0, r.get("display_order") or 0, r["id"]),
+    )
+    data = [{value_field: r.get(value_field), display_field: r.get(display_field)} for r in rows]
     return {"success": True, "data": data, "total": len(data)}

@@ -47,9 +47,7 @@ def wire_array(values: list[Any]) -> str:
 # ---------------------------------------------------------------- validation
 
 
-def validate(
-    state: SandboxState, rtype: RecordType, given: dict[str, str], creating: bool
-) -> dict[str, list[str]]:
+def validate(state: SandboxState, rtype: RecordType, given: dict[str, str]) -> dict[str, list[str]]:
     """Per-object errors of the values an object sets (an empty dict when it may be saved)."""
     errors: dict[str, list[str]] = {}
     for name, picklist in state.schema.restricted_columns(rtype).items():

@@ -18,7 +18,7 @@ from aiohttp import web
 from .config import SandboxConfig, SimUser
 from .control import add_control_routes
 from .filters import AttributeFailure, FilterError
-from .metadata import metadata_types
+from .metadata import metadata_types, picklist_data
 from .params import WireParams, json_pairs, parse_bool, parse_form
 from .reads import read
 from .store import ReadContext, SandboxState, Session
@@ -337,10 +337,19 @@ async def _serve(
         user, setting("_json_output_datetime_format"), strict, check_filterable=mode != "never"
     )
     try:
-        if endpoint == "metadata/types":
+        if endpoint == "metadata/types" or endpoint.startswith("picklist_data/"):
             if verb != "GET":
                 return reply({"success": False, "failures": [f"{verb} not allowed"]}, 405, session)
-            return reply(metadata_types(state.schema, params, ctx), session=session)
+            if endpoint == "metadata/types":
+                return reply(metadata_types(state.schema, params, ctx), session=session)
+            values = picklist_data(state, endpoint, params)
+            if values is None:
+                return reply(
+                    {"success": False, "failures": [f"No route matches /{endpoint}.api"]},
+                    404,
+                    session,
+                )
+            return reply(values, session=session)
         rtype = state.schema.served(endpoint)
         if rtype is None:
             return reply(

@@ -575,9 +575,9 @@ def _sales_leads(config: SandboxConfig) -> RecordType:
         _columns(
             _common(config, queue=True),
             [
-                Field("lead_source_type", "picklist_data"),
-                Field("sales_lead_status_type", "picklist_data"),  # [OBS] the status field
-                Field("sales_lead_rating_type", "picklist_data"),
+                Field("lead_source_type"),
+                Field("sales_lead_status_type"),  # [OBS] the status field
+                Field("sales_lead_rating_type"),
                 Field("comment", "text"),
                 Field("record_state", createable=False, updateable=False),
             ],
@@ -905,7 +905,7 @@ def _views(config: SandboxConfig, parts: list[RecordType]) -> dict[str, RecordTy
             "queue",
             _columns(
                 _common(config, queue=False),
-                [Field("queue_type", "picklist_data"), Field("user_id", "integer")],
+                [Field("queue_type"), Field("user_id", "integer")],
             ),
             writable=False,
             human_name=qclass.rsplit("::", 1)[-1],

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 
-from .types import TRIGGERS_BY_ENDPOINT, WEBHOOK_PATH, RecordType
+from .types import TRIGGERS_BY_ENDPOINT, TRIGGERS_BY_ID, WEBHOOK_PATH, RecordType
 
 if TYPE_CHECKING:
     from .store import Record, SandboxState
@@ -136,9 +136,7 @@ class WebhookHub:
         state = self.state
         owner = state.user_by_id(subscription.get("created_by")) or state.config.users[0]
         ctx = ReadContext(owner)
-        trigger = next(
-            t for t in TRIGGERS_BY_ENDPOINT.values() if t.trigger_id == subscription["trigger_id"]
-        )
+        trigger = TRIGGERS_BY_ID[subscription["trigger_id"]]
         rtype = state.types[trigger.endpoint]
         payload = [{trigger.resource: state.output_row(rtype, r, ctx, None)} for r in records]
         body = orjson.dumps(payload)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from . import records
 from .filters import parse_filters
 from .params import WireParams, parse_bool
-from .reads import id_candidates, matching_rows
+from .reads import check_names, id_candidates, matching_rows
 from .store import ReadContext, Record, SandboxState
 from .types import BOOLEAN_FIELDS, INTEGER_FIELDS, LINKED_IDS, LINKED_TYPES, RecordType
 from .values import parse_var_date_time
@@ -139,6 +139,8 @@ def working_set(
     filters = parse_filters(params)
     if not filters:
         return set()
+    if ctx.strict or ctx.check_filterable:  # the working set's filters are checked too
+        check_names(rtype, filters, None, [], ctx)
     pinned = id_candidates(filters, params.get("_fm"))
     table = state.tables[rtype.endpoint]
     rows = (
@@ -342,7 +344,7 @@ def _create(
     missing = [n for n in rtype.required if given.get(n, NULL_VALUE) in _BLANK]
     if missing:
         return {"id": 0, "lock_version": 0}, {n: ["can't be blank"] for n in missing}
-    invalid = records.validate(state, rtype, given, creating=True)
+    invalid = records.validate(state, rtype, given)
     if invalid:
         return {"id": 0, "lock_version": 0}, invalid
     links = _link_arrays(state, rtype, given)
@@ -425,7 +427,7 @@ def _update(
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:
     given = _given(obj.values, rtype, wctx, creating=False)
     missing = [n for n in rtype.required if n in given and given[n] in _BLANK]
-    invalid = records.validate(state, rtype, given, creating=False)
+    invalid = records.validate(state, rtype, given)
     if missing or invalid:
         return {"id": record["id"], "lock_version": record["lock_version"]}, {
             **{n: ["can't be blank"] for n in missing},
