@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from devkit.sandbox.workbooks.control import seed, webhook_faults
+from tests.support.local import free_port
 
 from .sandbox_support import batch, create, read_pairs, receiver, strict_sandbox
 
@@ -212,7 +213,7 @@ async def test_timeouts_and_refused_connections_are_retried_then_given_up(http):
     config = {**FAST, "webhook_timeout_seconds": 0.2, "webhook_max_attempts": 3}
     async with receiver(delay=1.0) as hook, strict_sandbox(http, **config) as (sandbox, wire):
         await subscribe(wire, hook.url)
-        await subscribe(wire, "http://127.0.0.1:9/nothing-listens-here")
+        await subscribe(wire, f"http://127.0.0.1:{free_port()}/nothing-listens-here")
         await wire.php("crm/people.api", "PUT", create({"name": "Ann"}))
         await sandbox.state.webhooks.idle()
         slow, refused = sandbox.state.webhooks.deliveries
