@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .config import RUNTIME_FIELDS
 from .params import wire_text
 from .store import ReadContext, SandboxState
 from .values import parse_instant
@@ -28,18 +29,21 @@ def seed(
     rtype = state.types[endpoint]
     wctx = _context(state, user_id)
     created = []
-    for values in records:
-        obj = ObjectRequest("POST", "0", "0", {k: wire_text(v) for k, v in values.items()})
-        affected, errors = _create(state, rtype, obj, wctx, Journal())
-        if errors:
-            raise ValueError(f"cannot seed {endpoint}: {errors}")
-        created.append(
-            {
-                "id": affected["id"],
-                "lock_version": affected["lock_version"],
-                "object_ref": affected.get("object_ref"),
-            }
-        )
+    try:
+        for values in records:
+            obj = ObjectRequest("POST", "0", "0", {k: wire_text(v) for k, v in values.items()})
+            affected, errors = _create(state, rtype, obj, wctx, Journal())
+            if errors:
+                raise ValueError(f"cannot seed {endpoint}: {errors}")
+            created.append(
+                {
+                    "id": affected["id"],
+                    "lock_version": affected["lock_version"],
+                    "object_ref": affected.get("object_ref"),
+                }
+            )
+    finally:  # a seeded record is a record created in Workbooks: its triggers fire
+        state.webhooks.records_created(wctx.created)
     return created
 
 
@@ -90,6 +94,29 @@ def set_clock(
     if advance_seconds:
         state.clock.advance(advance_seconds)
     return state.clock.now()
+
+
+def configure(state: SandboxState, changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Change the behaviour of a running sandbox (``config.RUNTIME_FIELDS``); without
+    changes, just the current values."""
+    config = state.configure(changes) if changes else state.config
+    return config.model_dump(include=set(RUNTIME_FIELDS))
+
+
+def webhook_faults(
+    state: SandboxState,
+    duplicate: bool | None = None,
+    reorder_next: int | None = None,
+    delay_ms: float | None = None,
+) -> None:
+    """Deliver every webhook twice, hold the next n and send them newest first, delay them."""
+    faults = state.faults
+    if duplicate is not None:
+        faults.webhook_duplicate = duplicate
+    if reorder_next is not None:
+        faults.webhook_reorder_next = reorder_next
+    if delay_ms is not None:
+        faults.webhook_delay_ms = delay_ms
 
 
 def expire_sessions(state: SandboxState) -> int:
@@ -166,6 +193,28 @@ def add_control_routes(app: web.Application, state: SandboxState) -> None:
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(dict(state.stats))
 
+    async def config(request: web.Request) -> web.Response:
+        if request.method == "GET":
+            return web.json_response(configure(state))
+        try:
+            current = configure(state, await body(request))
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        return web.json_response({"ok": True, "config": current})
+
+    async def deliveries(request: web.Request) -> web.Response:
+        return web.json_response([d.describe() for d in state.webhooks.deliveries])
+
+    async def webhook_fault_route(request: web.Request) -> web.Response:
+        data = await body(request)
+        webhook_faults(
+            state,
+            None if "duplicate" not in data else bool(data["duplicate"]),
+            None if "reorder_next" not in data else int(data["reorder_next"]),
+            None if "delay_ms" not in data else float(data["delay_ms"]),
+        )
+        return web.json_response({"ok": True})
+
     routes = [
         ("POST", "reset", reset),
         ("POST", "seed", seed_route),
@@ -179,6 +228,10 @@ def add_control_routes(app: web.Application, state: SandboxState) -> None:
         ("POST", "latency", latency),
         ("POST", "fail", fail),
         ("GET", "stats", stats),
+        ("GET", "config", config),
+        ("POST", "config", config),
+        ("GET", "webhook_deliveries", deliveries),
+        ("POST", "webhook_faults", webhook_fault_route),
     ]
     for method, name, handler in routes:
         app.router.add_route(method, f"/_sim/{name}", handler)

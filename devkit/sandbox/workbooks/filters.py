@@ -19,6 +19,12 @@ class FilterError(ValueError):
     """The request's filters cannot be understood (answered 406 [INF])."""
 
 
+class AttributeFailure(ValueError):
+    """A request names an attribute the type does not have (strict attribute checking), or
+    filters on one that cannot be filtered: answered as an application failure, HTTP 200 with
+    ``success: false`` and the text in ``failures`` (§1.7, the shape of a real read failure)."""
+
+
 @dataclass(frozen=True)
 class Filter:
     field: str

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
-from .filters import Filter, Predicate, compile_fm, parse_filters, split_in_list
+from .filters import AttributeFailure, Filter, Predicate, compile_fm, parse_filters, split_in_list
 from .params import WireParams, attribute_name
 from .store import ReadContext, Record, SandboxState
 from .types import RecordType
@@ -105,6 +106,45 @@ def page_bounds(state: SandboxState, params: WireParams, endpoint: str) -> tuple
     return start, limit
 
 
+def reference() -> str:
+    """A support reference like the ones real failures end with (``606963-3797496-40596``)."""
+    return "-".join(str(secrets.randbelow(10**n)).zfill(n) for n in (6, 7, 5))
+
+
+def refuse(text: str) -> AttributeFailure:
+    return AttributeFailure(f"{text} Reference: {reference()}")
+
+
+def check_names(
+    rtype: RecordType,
+    filters: list[Filter],
+    columns: list[str] | None,
+    sorts: list[str],
+    ctx: ReadContext,
+) -> None:
+    """Strict attribute checking of a read (§1.5, §3.8) [INF text]: every selected column,
+    filter field and sort field must be an attribute of the type; and a filter must be on a
+    filterable one (``is_filterable`` in metadata/types)."""
+    if ctx.strict:
+        for where, names in (
+            ("_select_columns[]", columns or []),
+            ("_ff[]", [f.field for f in filters]),
+            ("_sort", sorts),
+        ):
+            for name in names:
+                if not rtype.knows(name):
+                    raise refuse(
+                        f"The attribute '{name}' given in {where} is not recognised "
+                        f"for {rtype.class_name}."
+                    )
+    if ctx.check_filterable:
+        for flt in filters:
+            if rtype.knows(flt.field) and not rtype.filterable(flt.field):
+                raise refuse(
+                    f"The attribute '{flt.field}' of {rtype.class_name} cannot be used in a filter."
+                )
+
+
 def read(
     state: SandboxState,
     endpoint: str,
@@ -114,6 +154,10 @@ def read(
 ) -> dict[str, Any]:
     """The whole read: ``{"success": true, "data": [...], "total": N}``."""
     filters = parse_filters(params)
+    columns = [attribute_name(c)[0] for c in params.getlist("_select_columns")] or None
+    rtype = state.schema.served(endpoint)
+    if rtype is not None and (ctx.strict or ctx.check_filterable):
+        check_names(rtype, filters, columns, [n for n, _ in _sort_keys(params)], ctx)
     include_deleted = any(f.field == "is_deleted" for f in filters)
     found = matching_rows(
         state, rows, filters, params.get("_fm"), ctx, include_deleted=include_deleted
@@ -121,7 +165,6 @@ def read(
     found = sort_rows(state, found, params, ctx)
     start, limit = page_bounds(state, params, endpoint)
     page = found[start : start + limit]
-    columns = [attribute_name(c)[0] for c in params.getlist("_select_columns")] or None
     data = [state.output_row(rtype, record, ctx, columns) for rtype, record in page]
     skip_total = params.flag("__skip_total_rows") or params.flag("_skip_total_rows")
     return {"success": True, "data": data, "total": len(data) if skip_total else len(found)}

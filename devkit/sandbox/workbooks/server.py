@@ -17,11 +17,11 @@ from aiohttp import web
 
 from .config import SandboxConfig, SimUser
 from .control import add_control_routes
-from .filters import FilterError
+from .filters import AttributeFailure, FilterError
+from .metadata import metadata_types, picklist_data
 from .params import WireParams, json_pairs, parse_bool, parse_form
 from .reads import read
 from .store import ReadContext, SandboxState, Session
-from .types import ACTIVITY_UNION, QUEUE_ENDPOINTS, RecordType
 from .writes import WriteContext, handle_write
 
 STATE_KEY = web.AppKey("workbooks_state", SandboxState)
@@ -46,6 +46,7 @@ def create_app(config: SandboxConfig | None = None) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[STATE_KEY] = SandboxState(config)
     app[TURN_KEY] = asyncio.Lock()
+    app.on_cleanup.append(_close_webhooks)
     if config.sim_controls:
         add_control_routes(app, app[STATE_KEY])
     app.router.add_route("*", "/_delay", _delay)
@@ -99,6 +100,10 @@ async def read_params(request: web.Request) -> WireParams:
     return WireParams(pairs)
 
 
+async def _close_webhooks(app: web.Application) -> None:
+    await app[STATE_KEY].webhooks.close()
+
+
 async def _delay(request: web.Request) -> web.StreamResponse:
     """The configurable 'delaying URL': wait, then send the client back where it came from."""
     await asyncio.sleep(float(request.query.get("ms", "100")) / 1000)
@@ -108,6 +113,7 @@ async def _delay(request: web.Request) -> web.StreamResponse:
 async def _dispatch(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     state.tick()
+    state.webhooks.kick()
     path = request.path.lstrip("/")
     try:
         params = await read_params(request)
@@ -247,8 +253,9 @@ def _authenticate(
             )
         return user, None
     session = state.live_session(request.cookies.get(COOKIE))
-    if session is None:  # [INF] a dead session is sent to the login page
-        raise _Denied(redirect("/login"))
+    if session is None:  # [INF] a dead session is sent to the login page (configurable)
+        location = state.config.dead_session_location
+        raise _Denied(redirect(request.path_qs if location == "same" else location))
     if verb != "GET" and params.get("_authenticity_token") != session.token:
         raise _Denied(
             reply(
@@ -322,20 +329,44 @@ async def _serve(
         value = params.get(name)
         return value if value is not None else defaults.get(name)
 
-    ctx = ReadContext(user, setting("_json_output_datetime_format"))
+    mode = state.config.attribute_checking
+    strict = mode == "always" or (
+        mode == "flag" and parse_bool(setting("_strict_attribute_checking") or "")
+    )
+    ctx = ReadContext(
+        user, setting("_json_output_datetime_format"), strict, check_filterable=mode != "never"
+    )
     try:
-        if endpoint in QUEUE_ENDPOINTS or endpoint in (ACTIVITY_UNION, "metadata/types"):
+        if endpoint == "metadata/types" or endpoint.startswith("picklist_data/"):
             if verb != "GET":
                 return reply({"success": False, "failures": [f"{verb} not allowed"]}, 405, session)
-            return reply(_read_only(state, endpoint, params, ctx), session=session)
-        rtype = state.types.get(endpoint)
+            if endpoint == "metadata/types":
+                return reply(metadata_types(state.schema, params, ctx), session=session)
+            values = picklist_data(state, endpoint, params)
+            if values is None:
+                return reply(
+                    {"success": False, "failures": [f"No route matches /{endpoint}.api"]},
+                    404,
+                    session,
+                )
+            return reply(values, session=session)
+        rtype = state.schema.served(endpoint)
         if rtype is None:
             return reply(
                 {"success": False, "failures": [f"No route matches /{endpoint}.api"]}, 404, session
             )
+        if not state.schema.permitted(rtype):  # [INF] §1.7: 404 is "not found, or access denied"
+            return reply(
+                {
+                    "success": False,
+                    "failures": [f"Access denied: you may not use {rtype.human_plural}"],
+                },
+                404,
+                session,
+            )
         if verb == "GET":
             return reply(read(state, endpoint, state.rows(endpoint), params, ctx), session=session)
-        if verb != "PUT":
+        if verb != "PUT" or not rtype.writable:
             return reply(
                 {
                     "success": False,
@@ -353,24 +384,11 @@ async def _serve(
             ctx,
             application,
             parse_bool(setting("_per_object_transactions") or ""),
-            parse_bool(setting("_strict_attribute_checking") or ""),
+            strict,
+            "store" if mode == "never" else "drop",
         )
         return reply(await handle_write(state, rtype, params, wctx), session=session)
     except FilterError as exc:  # [INF] status for unusable filters
         return reply({"success": False, "failures": [str(exc)]}, 406, session)
-
-
-def _read_only(
-    state: SandboxState, endpoint: str, params: WireParams, ctx: ReadContext
-) -> dict[str, Any]:
-    if endpoint == "metadata/types":
-        data = [
-            {"class_name": t.class_name, "controller_path": t.endpoint, "fields": sorted(t.fields)}
-            for t in state.types.values()
-        ]
-        return {"success": True, "data": data, "total": len(data)}
-    if endpoint == ACTIVITY_UNION:
-        return read(state, endpoint, state.rows(endpoint), params, ctx)
-    qclass = QUEUE_ENDPOINTS[endpoint]
-    qtype = RecordType(endpoint, qclass, "queue", frozenset({"name", "queue_type", "user_id"}))
-    return read(state, endpoint, [(qtype, r) for r in state.queues[qclass]], params, ctx)
+    except AttributeFailure as exc:
+        return reply({"success": False, "failures": [str(exc)]}, session=session)

@@ -15,19 +15,37 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from .config import SandboxConfig, SimUser
+from . import records
+from .config import RUNTIME_FIELDS, SandboxConfig, SimUser
 from .types import (
     ACTIVITY_PARTS,
     ACTIVITY_UNION,
+    EMAIL,
+    LINKED_IDS,
+    LINKED_TYPES,
     LOCATION_FIELDS,
+    PICKLIST_ENTRIES_PATH,
+    PICKLISTS_PATH,
     QUEUE_ENDPOINTS,
     RecordType,
-    build_types,
+    Schema,
+    build_schema,
 )
 from .values import VarDateTime, format_date, format_datetime
+from .webhooks import WebhookHub
 
 Record = dict[str, Any]
 _PLAIN = frozenset({str, int, bool, type(None)})  # JSON-ready as stored
+# ``owner[person_name]`` -> (the record's user-id attribute, the user's attribute)
+_USER_COLUMNS = {
+    f"{relation}[{attr}]": (key, attr)
+    for relation, key in (
+        ("owner", "owner_id"),
+        ("updated_by_user", "updated_by"),
+        ("created_by_user", "created_by"),
+    )
+    for attr in ("person_name", "login_name")
+}
 
 
 class SimClock:
@@ -79,14 +97,19 @@ class Faults:
     fail_next: list[int] = field(default_factory=list)
     force_conflicts: int = 0
     latency_ms: float = 0.0
+    webhook_duplicate: bool = False  # every delivery is sent twice
+    webhook_reorder_next: int = 0  # hold the next n deliveries, then send them newest first
+    webhook_delay_ms: float = 0.0  # wait before the first attempt of each delivery
 
 
 @dataclass
 class ReadContext:
-    """Who is asking and how values must be formatted."""
+    """Who is asking, how values must be formatted, and how attribute names are checked."""
 
     user: SimUser
     datetime_format: str | None = None
+    strict: bool = False  # unknown attribute names are errors (_strict_attribute_checking)
+    check_filterable: bool = False  # filters on non-filterable fields are errors
 
 
 class SandboxState:
@@ -94,12 +117,15 @@ class SandboxState:
 
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
-        self.types: dict[str, RecordType] = build_types(config.email_link_path)
+        self.schema: Schema = build_schema(config)
+        self.types: dict[str, RecordType] = self.schema.types
         self.clock = SimClock()
+        self.webhooks = WebhookHub(self)
         self.reset()
 
     def reset(self) -> None:
-        self.tables: dict[str, dict[int, Record]] = {e: {} for e in self.types}
+        self.tables: dict[str, dict[int, Record]] = {}
+        self._ensure_tables()
         self.sequences: Counter[str] = Counter()
         self.sessions: dict[str, Session] = {}
         self.watched: set[tuple[int, str, int]] = set()
@@ -112,6 +138,66 @@ class SandboxState:
         self.buckets: dict[str, tuple[float, float]] = {}  # credential -> (tokens, stamp)
         self.queues = self._build_queues()
         self._my_queues: dict[int, dict[str, int]] = {}
+        self.webhooks.reset()
+        self._seed_picklists()
+
+    def _ensure_tables(self) -> None:
+        """A table per writable type, and the email-link table whatever the strategy (links
+        written through the email itself land there too)."""
+        for endpoint in [*self.types, self.schema.link_type.endpoint]:
+            self.tables.setdefault(endpoint, {})
+
+    def configure(self, changes: dict[str, Any]) -> SandboxConfig:
+        """Change behaviour on a running sandbox (``RUNTIME_FIELDS`` only); records stay."""
+        refused = sorted(set(changes) - RUNTIME_FIELDS)
+        if refused:
+            raise ValueError(f"not changeable at run time: {', '.join(refused)}")
+        self.config = SandboxConfig.model_validate({**self.config.model_dump(), **changes})
+        self.schema = build_schema(self.config)
+        self.types = self.schema.types
+        self._ensure_tables()
+        self._seed_picklists()
+        return self.config
+
+    def _seed_picklists(self) -> None:
+        """The picklists of the schema as ``admin/picklists`` / ``admin/picklist_entries``
+        rows, rebuilt whenever the configuration changes."""
+        now = self.clock.now()
+        lists, entries = self.tables[PICKLISTS_PATH], self.tables[PICKLIST_ENTRIES_PATH]
+        lists.clear()
+        entries.clear()
+        base = {"lock_version": 0, "is_deleted": False, "created_at": now, "updated_at": now}
+        entry_id = 0
+        for picklist in self.schema.picklists.values():
+            lists[picklist.picklist_id] = {
+                "id": picklist.picklist_id,
+                **base,
+                "type": "Private::Picklist",
+                "name": picklist.name,
+                "descriptor": picklist.name,
+            }
+            for order, value in enumerate(picklist.values):
+                entry_id += 1
+                entries[entry_id] = {
+                    "id": entry_id,
+                    **base,
+                    "type": "Private::PicklistEntry",
+                    "picklist_id": picklist.picklist_id,
+                    "value": value,
+                    "display_order": order + 1,
+                    "descriptor": value,
+                }
+        self.sequences["picklist"] = len(lists)
+        self.sequences["picklist_entry"] = entry_id
+
+    def picklist_values(self, name: str) -> set[str]:
+        """The live entries of a picklist (clients may add entries through the API)."""
+        picklist = self.schema.picklists[name]
+        return {
+            str(e["value"])
+            for e in self.tables[PICKLIST_ENTRIES_PATH].values()
+            if e.get("picklist_id") == picklist.picklist_id and not e.get("is_deleted")
+        }
 
     # ------------------------------------------------------------ users and queues
 
@@ -197,6 +283,10 @@ class SandboxState:
 
     def rows(self, endpoint: str) -> list[tuple[RecordType, Record]]:
         """Every stored row of an endpoint (the activities union merges tasks and meetings)."""
+        qclass = QUEUE_ENDPOINTS.get(endpoint)
+        if qclass is not None:
+            view = self.schema.views[endpoint]
+            return [(view, r) for r in self.queues[qclass]]
         parts = ACTIVITY_PARTS if endpoint == ACTIVITY_UNION else (endpoint,)
         result = [(self.types[p], r) for p in parts for r in self.tables[p].values()]
         if len(parts) > 1:
@@ -234,16 +324,14 @@ class SandboxState:
                 return value.when.date() if isinstance(value, VarDateTime) else None
             if name == f"{base}_datetime":
                 return value.when if isinstance(value, VarDateTime) else None
-        users = {
-            "owner[person_name]": "owner_id",
-            "updated_by_user[person_name]": "updated_by",
-            "created_by_user[person_name]": "created_by",
-        }
-        if name in users:
-            user = self.user_by_id(record.get(users[name]))
-            return None if user is None else user.person_name
+        user_column = _USER_COLUMNS.get(name)
+        if user_column is not None:
+            user = self.user_by_id(record.get(user_column[0]))
+            return None if user is None else getattr(user, user_column[1])
         if name in ("party[type]", "party[id]", "party[name]"):
             return self._party(record, name)
+        if name in (LINKED_TYPES, LINKED_IDS) and rtype.class_name == EMAIL:
+            return records.linked_value(self, record, name)
         return None
 
     def _party(self, record: Record, name: str) -> Any:
@@ -316,6 +404,9 @@ class SandboxState:
             if base in record:
                 for name in (f"{base}_date", f"{base}_datetime"):
                     out[name] = self.wire_value(self._derived(rtype, record, name), ctx)
+        if LINKED_IDS in rtype.columns:  # email links written through the email (strategy)
+            for name in (LINKED_TYPES, LINKED_IDS):
+                out[name] = records.linked_value(self, record, name)
         return out
 
     def all_columns(self, rtype: RecordType, record: Record) -> list[str]:
@@ -380,10 +471,11 @@ class SandboxState:
 
     def dump(self) -> dict[str, Any]:
         ctx = ReadContext(self.config.users[0])
+        link_type = self.schema.link_type
         return {
             "now": format_datetime(self.clock.now()),
             "tables": {
-                e: [self.output_row(self.types[e], r, ctx, None) for r in t.values()]
+                e: [self.output_row(self.types.get(e, link_type), r, ctx, None) for r in t.values()]
                 for e, t in self.tables.items()
             },
             "watched": sorted(list(w) for w in self.watched),

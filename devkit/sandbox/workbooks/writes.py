@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
+from . import records
 from .filters import parse_filters
 from .params import WireParams, parse_bool
-from .reads import id_candidates, matching_rows
+from .reads import check_names, id_candidates, matching_rows
 from .store import ReadContext, Record, SandboxState
-from .types import BOOLEAN_FIELDS, INTEGER_FIELDS, RecordType
+from .types import BOOLEAN_FIELDS, INTEGER_FIELDS, LINKED_IDS, LINKED_TYPES, RecordType
 from .values import parse_var_date_time
 
 STALE_TEXT = "This record cannot be saved since it has already been updated elsewhere."
-NOT_FOUND_TEXT = "The record could not be found or you do not have access to it."  # [INF]
 NO_VALUE, NULL_VALUE = ":no_value:", ":null_value:"
+UNKNOWN_TEXT = "is not a recognised attribute"  # [INF] the per-object strict-checking error
+LINK_ARRAYS = frozenset({LINKED_TYPES, LINKED_IDS})
 _BLANK = frozenset({NULL_VALUE, ""})  # what a required field may not be set to
 # Objects of a batch processed between two pauses (see ``handle_write``): a 100-object batch
 # takes milliseconds, and a request arriving meanwhile would otherwise start its latency only
@@ -67,6 +68,10 @@ class WriteContext:
     application: str
     per_object: bool
     strict: bool
+    # Without strict checking, what happens to attribute names the type does not have: the
+    # real service does not recognise them ("drop"); seeds and the lax mode keep them ("store").
+    unknown: Literal["store", "drop"] = "store"
+    created: list[tuple[RecordType, Record]] = field(default_factory=list)  # committed creates
 
 
 @dataclass
@@ -134,6 +139,8 @@ def working_set(
     filters = parse_filters(params)
     if not filters:
         return set()
+    if ctx.strict or ctx.check_filterable:  # the working set's filters are checked too
+        check_names(rtype, filters, None, [], ctx)
     pinned = id_candidates(filters, params.get("_fm"))
     table = state.tables[rtype.endpoint]
     rows = (
@@ -193,26 +200,36 @@ async def handle_write(
         return {"success": False, "failures": [str(exc)], "errors": {}}
     allowed = working_set(state, rtype, params, wctx.ctx)
     # Every object names the same columns, so the strict check is done once per column.
-    unknown = _unknown_names(rtype, objects[0].values, wctx) if objects else []
+    names = objects[0].values if objects else {}
+    unknown = _unknown_names(rtype, names, wctx)
+    if not wctx.strict and wctx.unknown == "drop":
+        ignored = [n for n in names if not rtype.knows(n)]
+        for obj in objects:
+            for name in ignored:
+                del obj.values[name]
     journal = Journal()  # the object's own (emptied after each), or the whole batch's
     outcomes: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for index, obj in enumerate(objects):
         if index and index % PAUSE_EVERY == 0:
             await asyncio.sleep(0)
+        created = len(wctx.created)
         affected, errors = _one(state, rtype, obj, allowed, wctx, journal, unknown)
         if wctx.per_object:
             if errors:
                 journal.rollback(state)
+                del wctx.created[created:]
             else:
                 journal.entries.clear()
         outcomes.append((affected, errors))
     failed = [errors for _, errors in outcomes if errors]
     if failed and not wctx.per_object:
         journal.rollback(state)
+        wctx.created.clear()
         outcomes = [
             (_unchanged(state, rtype, obj), errors)
             for obj, (_, errors) in zip(objects, outcomes, strict=True)
         ]
+    state.webhooks.records_created(wctx.created)
     return _response(outcomes)
 
 
@@ -263,7 +280,9 @@ def _int(text: str) -> int:
 
 def _unknown_names(rtype: RecordType, values: dict[str, str], wctx: WriteContext) -> list[str]:
     """Names refused by strict attribute checking, in request order."""
-    return [n for n in values if wctx.strict and n not in READ_ONLY and not rtype.knows(n)]
+    if not wctx.strict:
+        return []
+    return [n for n in values if n not in READ_ONLY and not rtype.knows(n)]
 
 
 def _one(
@@ -279,7 +298,7 @@ def _one(
     if unknown is None:
         unknown = _unknown_names(rtype, obj.values, wctx)
     if unknown:
-        return {"id": _int(obj.id_text)}, {n: ["is not a recognised attribute"] for n in unknown}
+        return {"id": _int(obj.id_text)}, {n: [UNKNOWN_TEXT] for n in unknown}
     if obj.method in ("POST", "CREATE"):
         return _create(state, rtype, obj, wctx, journal)
     if obj.method not in ("PUT", "UPDATE", "DELETE"):
@@ -287,7 +306,9 @@ def _one(
     record_id = _int(obj.id_text)
     record = state.find(rtype.endpoint, record_id)
     if record is None or record.get("is_deleted") or record_id not in allowed:
-        return {"id": record_id, "lock_version": _int(obj.lock_text)}, {"id": [NOT_FOUND_TEXT]}
+        return {"id": record_id, "lock_version": _int(obj.lock_text)}, {
+            "id": [not_found_text(state, rtype, record_id)]
+        }
     if _stale(state, record, obj):
         return {"id": record_id, "lock_version": record["lock_version"]}, {
             "lock_version": [STALE_TEXT]
@@ -299,6 +320,12 @@ def _one(
         )
         return {"id": record_id, "lock_version": record["lock_version"]}, {}
     return _update(state, rtype, record, obj, wctx, journal)
+
+
+def not_found_text(state: SandboxState, rtype: RecordType, record_id: int) -> str:
+    """The configured not-found sentence [INF] §8 q3, e.g. Rails' "Couldn't find ..."."""
+    template = state.config.not_found_text
+    return template.replace("{class_name}", rtype.class_name).replace("{id}", str(record_id))
 
 
 def _stale(state: SandboxState, record: Record, obj: ObjectRequest) -> bool:
@@ -313,10 +340,14 @@ def _create(
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:
     if obj.id_text.strip() != "0" or obj.lock_text.strip() != "0":
         return {"id": _int(obj.id_text)}, {"id": ["must be 0 (and lock_version 0) to create"]}
-    given = _given(obj.values)
+    given = _given(obj.values, rtype, wctx, creating=True)
     missing = [n for n in rtype.required if given.get(n, NULL_VALUE) in _BLANK]
     if missing:
         return {"id": 0, "lock_version": 0}, {n: ["can't be blank"] for n in missing}
+    invalid = records.validate(state, rtype, given)
+    if invalid:
+        return {"id": 0, "lock_version": 0}, invalid
+    links = _link_arrays(state, rtype, given)
     now, user_id, endpoint = state.clock.now(), wctx.ctx.user.user_id, rtype.endpoint
     record_id = state.next_id(rtype.sequence)
     record: Record = {
@@ -340,20 +371,40 @@ def _create(
     state.tables[endpoint][record_id] = record
     _register_party(state, rtype, record)
     _apply(state, rtype, record, given, journal)
-    _after_create(state, rtype, record, wctx, journal)
+    extra = records.after_create(state, rtype, record, links, journal)
+    wctx.created.append((rtype, record))
     # Values set from wire text are JSON-ready, but var_date_times; and the only private key
     # is ``_send_due``, unless a request without strict attribute checking names one.
     fresh = wctx.strict and not rtype.var_dates and "_send_due" not in record
-    return state.output_row(rtype, record, wctx.ctx, None, fresh=fresh), {}
+    affected = state.output_row(rtype, record, wctx.ctx, None, fresh=fresh)
+    affected.update(extra)
+    return affected, {}
 
 
-def _given(values: dict[str, str]) -> dict[str, str]:
-    """The values an object really sets: neither ``:no_value:`` nor read-only."""
+def _given(
+    values: dict[str, str], rtype: RecordType, wctx: WriteContext, *, creating: bool
+) -> dict[str, str]:
+    """The values an object really sets: neither ``:no_value:`` nor read-only.  Under checking
+    (strict, or the real service's unflagged mode) a column the schema marks as not createable
+    (or not updateable) is ignored too, as a read-only attribute is."""
+    checking = wctx.strict or wctx.unknown == "drop"
     given = {}
     for name, text in values.items():
-        if text != NO_VALUE and name not in READ_ONLY:
-            given[name] = text
+        if text == NO_VALUE or name in READ_ONLY:
+            continue
+        if checking:
+            column = rtype.columns.get(name)
+            if column is not None and not (column.createable if creating else column.updateable):
+                continue
+        given[name] = text
     return given
+
+
+def _link_arrays(state: SandboxState, rtype: RecordType, given: dict[str, str]) -> dict[str, str]:
+    """Strategy ``association``: the link arrays are written to link rows, not stored."""
+    if rtype.endpoint != records.EMAILS or state.config.email_link_strategy != "association":
+        return {}
+    return {name: given.pop(name) for name in list(given) if name in LINK_ARRAYS}
 
 
 def _register_party(state: SandboxState, rtype: RecordType, record: Record) -> None:
@@ -366,35 +417,6 @@ def _register_party(state: SandboxState, rtype: RecordType, record: Record) -> N
             state.party_owner[record[key]] = (rtype.class_name, record["id"])
 
 
-def _after_create(
-    state: SandboxState, rtype: RecordType, record: Record, wctx: WriteContext, journal: Journal
-) -> None:
-    """Type-specific side effects: email sending and the render_with_resource link."""
-    if rtype.endpoint != "email/emails":
-        return
-    if record.get("status") == "SEND":
-        record["_send_due"] = state.clock.now() + _seconds(state.config.email_send_delay_seconds)
-    if record.get("render_with_resource_type") and record.get("render_with_resource_id"):
-        link_type = state.types[state.config.email_link_path]
-        link_id = state.next_id(link_type.sequence)
-        journal.touch(state, link_type.endpoint, link_id)
-        state.tables[link_type.endpoint][link_id] = {
-            "id": link_id,
-            "lock_version": 0,
-            "type": link_type.class_name,
-            "created_at": record["created_at"],
-            "updated_at": record["created_at"],
-            "is_deleted": False,
-            "email_id": record["id"],
-            "resource_type": record["render_with_resource_type"],
-            "resource_id": record["render_with_resource_id"],
-        }
-
-
-def _seconds(value: float) -> timedelta:
-    return timedelta(seconds=value)
-
-
 def _update(
     state: SandboxState,
     rtype: RecordType,
@@ -403,14 +425,18 @@ def _update(
     wctx: WriteContext,
     journal: Journal,
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    given = _given(obj.values)
+    given = _given(obj.values, rtype, wctx, creating=False)
     missing = [n for n in rtype.required if n in given and given[n] in _BLANK]
-    if missing:
+    invalid = records.validate(state, rtype, given)
+    if missing or invalid:
         return {"id": record["id"], "lock_version": record["lock_version"]}, {
-            n: ["can't be blank"] for n in missing
+            **{n: ["can't be blank"] for n in missing},
+            **invalid,
         }
+    links = _link_arrays(state, rtype, given)
     journal.touch(state, rtype.endpoint, record["id"])
     changed = _apply(state, rtype, record, given, journal)
+    changed += records.after_update(state, rtype, record, changed, links, journal)
     affected: dict[str, Any] = {"id": record["id"]}
     if changed:
         record["lock_version"] += 1
