@@ -23,10 +23,11 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from abc import abstractmethod
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import httpx
 from azure.core.credentials import AccessToken
@@ -65,7 +66,25 @@ class ManagedIdentityAssertion:
         await self._identity.close()
 
 
-class FederatedCredential(AsyncTokenCredential):
+class _Credential(AsyncTokenCredential):
+    """An async credential that closes what it owns when used as a context manager."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        await self.close()
+
+
+class FederatedCredential(_Credential):
     """The app registration signed in with azure-identity's `ClientAssertionCredential`, whose
     assertion is the managed identity's token. `ClientAssertionCredential` calls its assertion
     function synchronously, so the (async) identity token is fetched first and handed over."""
@@ -103,19 +122,8 @@ class FederatedCredential(AsyncTokenCredential):
         await self._inner.close()
         await self._assertion.close()
 
-    async def __aenter__(self) -> FederatedCredential:
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_value: BaseException | None = None,
-        traceback: TracebackType | None = None,
-    ) -> None:
-        await self.close()
-
-
-class ClientCredentialsToken(AsyncTokenCredential):
+class ClientCredentialsToken(_Credential):
     """OAuth2 client-credentials grant against `{authority}/{tenant}/oauth2/v2.0/token`, with a
     client secret or, when `assertion` is given, a client assertion (federated credential)."""
 
@@ -177,17 +185,6 @@ class ClientCredentialsToken(AsyncTokenCredential):
         close = getattr(self._assertion, "close", None)
         if close is not None:
             await close()
-
-    async def __aenter__(self) -> ClientCredentialsToken:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_value: BaseException | None = None,
-        traceback: TracebackType | None = None,
-    ) -> None:
-        await self.close()
 
 
 def build_credential(settings: GraphSettings) -> AsyncTokenCredential:
