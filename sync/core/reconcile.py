@@ -79,10 +79,13 @@ class OutlookItem:
 @dataclass(frozen=True)
 class OutlookRemoval:
     """An ``@removed`` delta entry.  ``deleted`` False: the item still exists but left the
-    delta's view (e.g. an event moved out of the calendar window), so it is only unlinked."""
+    delta's view (e.g. an event moved out of the calendar window), so it is only unlinked.
+    ``delete_record``: the Workbooks record only stood for this item and goes with it whatever
+    ``outlook_delete`` says (a deleted series' upcoming meeting the service created)."""
 
     outlook_id: str
     deleted: bool = True
+    delete_record: bool = False
 
 
 @dataclass(frozen=True)
@@ -231,7 +234,7 @@ class _Planner:
         self.done_workbooks.add(link.workbooks_id)
         record = records.get(link.workbooks_id)
         really = gone.deleted and not (record is not None and record.deleted)
-        if really and self.policy.outlook_delete == "delete":
+        if really and (self.policy.outlook_delete == "delete" or gone.delete_record):
             self.add(
                 link,
                 ActionKind.DELETE_WORKBOOKS,

@@ -55,10 +55,18 @@ class MailboxPolicy(BaseModel):
     scope_refresh_hours: int = Field(default=24, ge=0, le=24 * 365)
     calendar_past_days: int = Field(default=30, ge=0, le=3650)
     calendar_future_days: int = Field(default=365, ge=1, le=3650)
+    # A recurring Outlook series: one Workbooks meeting for its next occurrence ("next"), or
+    # not synced ("skip").  Never one meeting per occurrence (docs/two-way-sync.md).
+    recurring_events: Literal["next", "skip"] = "next"
     internal_domains: list[str] = Field(default_factory=list)
     blocklist: list[str] = Field(default_factory=list)
     retro_lookback_days: int = Field(default=90, ge=1, le=3650)
     time_zone: str = Field(default="UTC", max_length=64)
+
+    @field_validator("recurring_events", mode="before")
+    @classmethod
+    def _recurring(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("internal_domains", "blocklist")
     @classmethod

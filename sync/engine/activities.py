@@ -6,6 +6,11 @@ the stream is re-baselined: a new calendarView round, and a full read of the in-
 meetings, so meetings that entered the window are created and the ones that left it unlinked
 (never deleted: the window is not a scope).  Event writes never carry attendees, so the
 service never sends invitations.
+
+A recurring series is one pair, keyed by its master, standing for its next occurrence
+(``recurring_events = "next"``, the default) or not synced (``"skip"``): ``Events`` folds the
+round's series rows, ``sync.engine.series.SeriesSide`` moves linked series on as time passes.
+``now`` is kept in the cursor (``series_at``) so each passed occurrence is looked at once.
 """
 
 from __future__ import annotations
@@ -17,11 +22,12 @@ from typing import Any
 from sync.core.jobs import Stream
 from sync.core.mapping import activities as act
 from sync.engine.clients import graph_client
-from sync.engine.outlook_side import OutlookMapping
+from sync.engine.outlook_side import OutlookMapping, OutlookSide
 from sync.engine.registry import RunContext, register
+from sync.engine.series import SeriesSide
 from sync.engine.twoway import Spec, calendar_window, full_round, run_two_way
 from sync.engine.workbooks_side import WorkbooksMapping
-from sync.graph.items import Events, TodoTasks, default_todo_list
+from sync.graph.items import Events, OutlookItems, TodoTasks, default_todo_list
 from sync.workbooks import records
 
 TASKS = Spec(
@@ -73,19 +79,41 @@ async def sync_events(ctx: RunContext) -> None:
 
 
 async def run_events(ctx: RunContext, *, now: datetime | None = None) -> None:
-    """One calendar run; ``now`` (default: the clock) places the window."""
+    """One calendar run; ``now`` (default: the clock) places the window and each recurring
+    series on its next occurrence."""
     policy = ctx.mailbox.policy
+    now = now or datetime.now(UTC)
     cursor = await ctx.services.store.cursors.get(ctx.mailbox.id, Stream.EVENTS)
-    window = calendar_window(
-        now or datetime.now(UTC), policy.calendar_past_days, policy.calendar_future_days
-    )
+    window = calendar_window(now, policy.calendar_past_days, policy.calendar_future_days)
     moved = (cursor.window_start, cursor.window_end) != window
     full = full_round(cursor, ctx.job.kind) or moved
     lo, hi = window
-    spec = replace(MEETINGS, in_window=lambda f: act.in_window(f, policy.time_zone, lo, hi))
-    items = Events(graph_client(ctx.services), ctx.mailbox.graph_id, policy.category, window)
-    extra: dict[str, Any] = {"window_start": lo, "window_end": hi}
+    items = Events(
+        graph_client(ctx.services),
+        ctx.mailbox.graph_id,
+        policy.category,
+        window,
+        now=now,
+        recurring=policy.recurring_events,
+    )
+    since = _moment(cursor.extra.get("series_at"))
+
+    def side(_: OutlookItems, mapping: OutlookMapping, tz: str, c: RunContext) -> OutlookSide:
+        return SeriesSide(items, mapping, tz, c, now=now, since=since)
+
+    spec = replace(
+        MEETINGS, in_window=lambda f: act.in_window(f, policy.time_zone, lo, hi), side=side
+    )
+    extra: dict[str, Any] = {"window_start": lo, "window_end": hi, "series_at": now.isoformat()}
     if moved and cursor.window_start is not None:
         ctx.count("window_rebaselined")
         extra["rebaseline_workbooks"] = True
     await run_two_way(ctx, spec, items, cursor, full, extra_cursor=extra)
+
+
+def _moment(value: Any) -> datetime | None:
+    """A time kept in the cursor (ISO text); None when absent or unreadable."""
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None

@@ -128,6 +128,11 @@ class OutlookSide:
         present = into.items.keys() | unshared
         into.removed = [r for r in dict.fromkeys(into.removed) if r not in present]
         into.unshared = len(unshared)
+        await self.after_round(link is None, links, into)
+
+    async def after_round(self, full: bool, links: LinkIndex, into: OutlookRound) -> None:
+        """A stream's own step once its round is read (``full``: a new round); the calendar
+        moves linked series on to their next occurrence here (``sync.engine.series``)."""
 
     def to_item(self, oid: str, entry: Mapping[str, Any], shared: bool) -> OutlookItem:
         return OutlookItem(

@@ -92,6 +92,8 @@ class Spec:
     workbooks: WorkbooksMapping
     outlook: OutlookMapping
     in_window: Callable[[Mapping[str, Any]], bool] | None = None
+    # Builds the stream's Outlook side (the calendar's own one folds recurring series).
+    side: Callable[[OutlookItems, OutlookMapping, str, RunContext], OutlookSide] = OutlookSide
 
     @property
     def workbooks_type(self) -> str:
@@ -160,7 +162,7 @@ async def run_two_way(
         spec,
         cursor,
         full,
-        OutlookSide(items, spec.outlook, policy.time_zone, ctx),
+        spec.side(items, spec.outlook, policy.time_zone, ctx),
         WorkbooksSide(wb, spec.workbooks, policy, spec.in_window, ctx),
         links,
         extra_cursor=dict(extra_cursor or {}),

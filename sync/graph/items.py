@@ -8,20 +8,30 @@ limiter, retries, error translation) and every delta round through its one pager
 stamped on them (graph.md §4.4-4.5): contacts and events carry it as a single-value extended
 property, which their delta cannot return (a GET with ``$expand`` reads it); a To Do task
 carries it as a ``linkedResource``, which the task delta expands.
+
+Recurring events (``Events``): calendarView delta returns a series as its master, bare
+occurrence stubs and full exceptions (graph.md §2.4 "Series"); the events reader folds each
+series into one row keyed by its master (``sync.core.series``), reading a master the round did
+not carry with one GET (kept for the run), and ``Events.current`` reads a linked series again
+(master + ``instances``) when the occurrence it stands for has passed.  A series is never
+rewritten or deleted from here: time and recurrence changes are dropped from an update of a
+series item, and deleting one is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sync.core.errors import NotFound
+from sync.core import series
+from sync.core.errors import InvalidRequest, NotFound
 from sync.core.graph_models import WORKBOOKS_ID_PROPERTY
 from sync.core.mapping import activities, contacts
 from sync.graph.client import (
+    IMMUTABLE_IDS,
     UTC_TIMEZONE,
     DeltaReader,
     GraphClient,
@@ -30,6 +40,7 @@ from sync.graph.client import (
     iso_utc,
     raw_page,
 )
+from sync.graph.errors import SOURCE
 from sync.graph.paths import segment, user_path
 
 EXPAND_STAMP = f"singleValueExtendedProperties($filter=id eq '{WORKBOOKS_ID_PROPERTY}')"
@@ -134,10 +145,17 @@ class Contacts(OutlookItems):
 class Events(OutlookItems):
     """The primary calendar, read through calendarView delta over a fixed window (graph.md
     §2.4).  Events are written without attendees (the field map never sends them), so
-    Exchange never sends an invitation or a cancellation on our behalf."""
+    Exchange never sends an invitation or a cancellation on our behalf.
+
+    ``now`` (default: the clock) places each series on its next occurrence; ``recurring`` is
+    the mailbox's ``recurring_events`` policy.  ``kinds`` remembers the ``type`` of every event
+    id seen this run (a series master's pair must never be rewritten), ``masters`` every master
+    read with a GET."""
 
     prefer_extra = (UTC_TIMEZONE,)
     removed_may_exist = True  # an event that left the window is reported removed too
+    get_prefer = (IMMUTABLE_IDS, UTC_TIMEZONE)  # single reads: times in UTC, as the delta's
+    near = timedelta(days=7)  # the first ``instances`` read looks this far ahead
 
     def __init__(
         self,
@@ -145,9 +163,17 @@ class Events(OutlookItems):
         mailbox: str,
         category: str,
         window: tuple[datetime, datetime],
+        *,
+        now: datetime | None = None,
+        recurring: series.Policy = "next",
     ) -> None:
         super().__init__(client, mailbox, category)
-        self.window = window
+        self.window, self.now, self.recurring = window, now, recurring
+        self.kinds: dict[str, str] = {}
+        self.masters: dict[str, Raw | None] = {}
+
+    def clock(self) -> datetime:
+        return self.now or datetime.now(UTC)
 
     def collection(self) -> str:
         return f"{self.base}/events"
@@ -157,6 +183,132 @@ class Events(OutlookItems):
         return (
             f"{self.base}/calendarView/delta?startDateTime={iso_utc(lo)}&endDateTime={iso_utc(hi)}"
         )
+
+    # --- reading series ------------------------------------------------------------------
+    def delta(self, link: str | None) -> DeltaReader[Raw]:
+        prefer = delta_prefer(self.page_size, *self.prefer_extra)
+        return SeriesDelta(self, link or self.delta_start(), prefer)
+
+    async def fold(self, rows: series.SeriesFold) -> list[Raw]:
+        """The round's series as one row each (masters it did not carry read here)."""
+        masters: dict[str, Raw | None] = {}
+        if self.recurring == "next":
+            for master_id in rows.missing_masters():
+                masters[master_id] = await self.master(master_id)
+        self.kinds.update(rows.kinds())
+        return list(rows.rows(self.clock(), masters, self.recurring))
+
+    async def master(self, master_id: str) -> Raw | None:
+        """A series master (None when it is gone), read once per run."""
+        if master_id not in self.masters:
+            try:
+                resp = await self.client.request(
+                    "GET", self.item_path(master_id), mailbox=self.mailbox, prefer=self.get_prefer
+                )
+            except NotFound:
+                self.masters[master_id] = None
+            else:
+                self.masters[master_id] = resp.json()
+        return self.masters[master_id]
+
+    async def instances(self, master_id: str, lo: datetime, hi: datetime) -> list[Raw]:
+        """A master's occurrences and exceptions overlapping [lo, hi), every page."""
+        url: str | None = (
+            f"{self.item_path(master_id)}/instances"
+            f"?startDateTime={iso_utc(lo)}&endDateTime={iso_utc(hi)}"
+        )
+        found: list[Raw] = []
+        while url:
+            resp = await self.client.request(
+                "GET", url, mailbox=self.mailbox, prefer=self.get_prefer
+            )
+            page = resp.json()
+            found += page.get("value", [])
+            url = page.get("@odata.nextLink")
+        return found
+
+    async def current(self, master_id: str, now: datetime) -> Raw | None:
+        """A linked series read again at ``now`` (its tracked occurrence has passed): its
+        master and the occurrence it stands for now, folded as the delta reader folds it.
+        Reads the next week first, then the rest of the window; when nothing is left ahead,
+        the past part for the last occurrence.  None when it is gone or no longer a series."""
+        master = await self.master(master_id)
+        if master is None or master.get("type") != series.MASTER:
+            return None
+        self.kinds[master_id] = series.MASTER
+        lo, hi = self.window
+        start = max(lo, now)
+        soon = min(hi, start + self.near)
+        for a, b in ((start, soon), (soon, hi), (lo, start + timedelta(seconds=1))):
+            if a >= b:
+                continue
+            found = [series.instance_of(r) for r in await self.instances(master_id, a, b)]
+            known = [i for i in found if i is not None]
+            if any(i.end > now for i in known) or b <= start + timedelta(seconds=1):
+                return series.fold_series(master, known, now) if known else None
+        return None
+
+    async def kind(self, outlook_id: str) -> str:
+        """An event's ``type``: known from this run's reads, else one GET."""
+        if outlook_id not in self.kinds:
+            resp = await self.client.request(
+                "GET", f"{self.item_path(outlook_id)}?$select=type", mailbox=self.mailbox
+            )
+            self.kinds[outlook_id] = str(resp.json().get("type") or "singleInstance")
+        return self.kinds[outlook_id]
+
+    # --- writing: never a series' pattern or times ----------------------------------------
+    async def update(self, outlook_id: str, body: Mapping[str, Any]) -> Raw:
+        """A PATCH, minus the start, end, all-day flag and recurrence when the item is part of
+        a series (moving a master moves every occurrence and drops its exceptions); nothing
+        is sent when nothing is left."""
+        out = dict(body)
+        if any(k in out for k in SERIES_LOCKED) and await self.kind(outlook_id) in (
+            series.SERIES_TYPES
+        ):
+            out = {k: v for k, v in out.items() if k not in SERIES_LOCKED}
+        if not out:
+            return {}
+        return await super().update(outlook_id, out)
+
+    async def delete(self, outlook_id: str) -> None:
+        """Delete a single event.  A series is refused: deleting it would cancel every
+        occurrence for its attendees too."""
+        try:
+            kind = await self.kind(outlook_id)
+        except NotFound:
+            return  # already gone is what we wanted
+        if kind in series.SERIES_TYPES:
+            raise InvalidRequest(
+                f"event {outlook_id} is a recurring series; the service never deletes one",
+                source=SOURCE,
+            )
+        await super().delete(outlook_id)
+
+
+# What a PATCH of a series item must not carry (graph.md §2.4; docs/two-way-sync.md).
+SERIES_LOCKED = ("start", "end", "isAllDay", "recurrence")
+
+
+class SeriesDelta(DeltaReader[Raw]):
+    """A calendarView delta round with every recurring series folded into one row keyed by
+    its master (``sync.core.series``).  Pages hand out single events and removals as Graph
+    sent them; one last page, after the round, the folded series (a series is complete only
+    then: its rows are held in compact form until the round ends)."""
+
+    def __init__(self, events: Events, start_url: str, prefer: tuple[str, ...]) -> None:
+        super().__init__(events.client, events.mailbox, start_url, prefer, raw_page)
+        self.events = events
+
+    async def _pages(self) -> AsyncIterator[Raw]:
+        rows = series.SeriesFold()
+        async for page in super()._pages():
+            rest = [entry for entry in page.get("value", []) if not rows.add(entry)]
+            for entry in rest:
+                if "@removed" not in entry and entry.get("id"):
+                    self.events.kinds[str(entry["id"])] = str(entry.get("type") or "")
+            yield {**page, "value": rest}
+        yield {"value": await self.events.fold(rows)}
 
 
 class TodoTasks(OutlookItems):

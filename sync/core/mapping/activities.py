@@ -20,6 +20,12 @@ Tasks and phone calls (``activity/tasks``; a phone call is a Task whose ``activi
 | all_day           | all_day                       | isAllDay                             |
 | start             | start                         | start                                |
 | end               | finish (all-day: last day)    | end (all-day: day after, exclusive)  |
+| recurrence        | description's last line       | recurrence (in words; never written) |
+
+A recurring series is one pair, keyed by its master (``sync.core.series``): its fields are those
+of the occurrence it stands for, and ``recurrence`` describes the pattern ("" for a single
+event).  Workbooks has no recurrence field, so it is kept as the description's last line,
+after ``series.NOTE_PREFIX``.  Nothing is ever written to a series from Workbooks.
 
 Times: timed values are canonical UTC instants; all-day values and To Do due dates are
 canonical dates.  To Do due dates are dates (the To Do UI has no due time), read in the
@@ -32,6 +38,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from sync.core import series
 from sync.core.graph_models import WORKBOOKS_APPLICATION_NAME
 from sync.core.mapping import times
 from sync.core.mapping.text import clean, html_to_text, text_to_html
@@ -45,7 +52,9 @@ DEFAULT_TASK_ACTIVITY_TYPE = "To-do"
 DEFAULT_MEETING_LENGTH = timedelta(hours=1)
 
 TASK_FIELDS = ("title", "notes", "status", "importance", "due", "completed")
-EVENT_FIELDS = ("subject", "body", "location", "all_day", "start", "end")
+EVENT_FIELDS = ("subject", "body", "location", "all_day", "start", "end", "recurrence")
+# What a Graph write may carry for a single event (``recurrence`` is never written).
+EVENT_WRITABLE = ("subject", "body", "location", "all_day", "start", "end")
 
 TASK_COLUMNS = (
     "name",
@@ -255,13 +264,15 @@ def event_from_workbooks(row: Mapping[str, Any], tz: str) -> Fields:
     all_day = _flag(row.get("all_day"))
     start = times.parse_var_date_time(row.get("start"), tz)
     finish = times.parse_var_date_time(row.get("finish"), tz)
+    body, recurrence = series.split_note(html_to_text(row.get("description")))
     fields: Fields = {
         "subject": _text(row.get("name")),
-        "body": html_to_text(row.get("description")),
+        "body": body,
         "location": _text(row.get("location")),
         "all_day": all_day,
         "start": "",
         "end": "",
+        "recurrence": recurrence,
     }
     if start is None:
         return fields
@@ -283,13 +294,15 @@ def event_from_workbooks(row: Mapping[str, Any], tz: str) -> Fields:
 def event_to_workbooks(
     fields: Mapping[str, Any], tz: str, changed: Iterable[str] | None = None
 ) -> Fields:
-    """Canonical event fields -> Workbooks meeting columns."""
+    """Canonical event fields -> Workbooks meeting columns (the description carries the
+    recurrence line of a series-backed meeting)."""
     wanted = set(EVENT_FIELDS if changed is None else changed)
     row: Fields = {}
     if "subject" in wanted:
         row["name"] = _text(fields.get("subject")) or "(no subject)"
-    if "body" in wanted:
-        row["description"] = text_to_html(fields.get("body"))
+    if wanted & {"body", "recurrence"}:
+        text = series.with_note(clean(fields.get("body")), _text(fields.get("recurrence")))
+        row["description"] = text_to_html(text)
     if "location" in wanted:
         row["location"] = _text(fields.get("location"))
     if wanted & {"all_day", "start", "end"}:
@@ -316,8 +329,12 @@ def _workbooks_times(fields: Mapping[str, Any], tz: str) -> Fields:
 
 
 def event_from_graph(event: Mapping[str, Any], tz: str) -> Fields:
-    """A Graph event (wire JSON) -> canonical event fields."""
+    """A Graph event (wire JSON) -> canonical event fields.  A series arrives folded
+    (``sync.core.series``): the master's row with its tracked occurrence's times."""
     all_day = bool(event.get("isAllDay"))
+    recurrence = series.describe(event.get("recurrence"))
+    if not recurrence and event.get("type") == series.MASTER:
+        recurrence = "Repeats."
     location = (event.get("location") or {}).get("displayName")
     if all_day:
         start = times.graph_to_date(event.get("start"), tz)
@@ -332,6 +349,7 @@ def event_from_graph(event: Mapping[str, Any], tz: str) -> Fields:
         "all_day": all_day,
         "start": start,
         "end": end,
+        "recurrence": recurrence,
     }
 
 
@@ -339,8 +357,13 @@ def event_to_graph(
     fields: Mapping[str, Any], tz: str, changed: Iterable[str] | None = None
 ) -> Fields:
     """Canonical event fields -> Graph event JSON.  Never carries ``attendees``: the service
-    must never send invitations, so it only writes the organiser's own calendar item."""
-    wanted = set(EVENT_FIELDS if changed is None else changed)
+    must never send invitations, so it only writes the organiser's own calendar item.  Never
+    carries ``recurrence``, and an update of a series-backed pair is empty: a Workbooks change
+    must not rewrite a series (its pattern, its times, or a body that may hold the meeting's
+    online-join details) nor send its attendees an update."""
+    if changed is not None and series.is_series(fields):
+        return {}
+    wanted = set(EVENT_WRITABLE if changed is None else changed)
     body: Fields = {}
     if "subject" in wanted:
         body["subject"] = _text(fields.get("subject"))
