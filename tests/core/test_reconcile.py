@@ -211,13 +211,21 @@ def test_deleted_in_workbooks(created: bool, expected: ActionKind) -> None:
     assert kinds(p) == [expected]
 
 
-@pytest.mark.parametrize(
-    ("created", "expected"), [(True, ActionKind.DELETE_OUTLOOK), (False, ActionKind.UNLINK)]
-)
-def test_leaving_scope_never_deletes_in_workbooks(created: bool, expected: ActionKind) -> None:
-    p = run([link(1, created=created)], records=[record(1, in_scope=False)])
-    assert kinds(p) == [expected]
+def test_leaving_scope_removes_the_service_created_item_never_the_record() -> None:
+    p = run([link(1, created=True)], records=[record(1, in_scope=False)])
+    assert kinds(p) == [ActionKind.DELETE_OUTLOOK]
     assert p.actions[0].reason == "left the Workbooks scope"
+
+
+def test_an_item_the_user_shared_stays_linked_out_of_scope_and_keeps_syncing() -> None:
+    # The user's share is the pair's scope: leaving My People neither unlinks nor deletes it.
+    p = run([link(1)], records=[record(1, in_scope=False)])
+    assert p.actions == () and p.skipped == {"unchanged": 1}
+    p = run([link(1)], records=[record(1, in_scope=False, lock=2, email="new@x.test")])
+    (a,) = p.actions
+    assert a.kind == ActionKind.UPDATE and a.to_outlook == {"email"}
+    # deleted in Workbooks still ends it
+    assert kinds(run([link(1)], records=[record(1, deleted=True)])) == [ActionKind.UNLINK]
 
 
 @pytest.mark.parametrize(
