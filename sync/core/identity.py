@@ -127,5 +127,5 @@ def _merge_slots(workbooks: Fields, outlook: Fields, slots: Sequence[str]) -> di
         elif spare:
             out[slot] = spare.pop(0)
         else:
-            out[slot] = current if current is not None else outlook.get(slot, "")
+            out[slot] = current if current is not None else outlook.get(slot)
     return out

@@ -37,7 +37,7 @@ No I/O and no clock: the engine fetches, this module decides, the engine applies
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -454,6 +454,7 @@ class _Planner:
         flow to Outlook (in a two-way run) rather than being guessed as Outlook edits.  The
         user shared it, so the record's scope does not matter; a deleted record gets nothing."""
         if record is not None and record.deleted:
+            self.done_workbooks.add(wid)
             self.skip("stamped_record_deleted")
             return
         self.hold(wid, item.outlook_id)
@@ -682,10 +683,15 @@ def plan(
     if direction == Direction.BOTH:
         for record in records.values():
             planner.record(record)
+    # A removal whose record another item of this plan took up is not one to remember.
+    actions = [
+        replace(a, remember=None) if a.remember and a.workbooks_id in planner.holders else a
+        for a in planner.actions
+    ]
     base = len(links) if linked is None else linked
-    stop = None if force else brake(planner.actions, base, policy)
+    stop = None if force else brake(actions, base, policy)
     return Plan(
-        tuple(planner.actions),
+        tuple(actions),
         tuple(planner.conflicts),
         stop,
         dict(planner.skipped),

@@ -145,20 +145,13 @@ class Outcome:
     stale: list[Action] = field(default_factory=list)
     saving: asyncio.Future[None] | None = None  # the links save running in the background
     index: LinkIndex | None = None  # the run's links, kept up to date as links are made
-    remember: list[Removal] = field(default_factory=list)  # the user's removals to record
-    forget: list[Removal] = field(default_factory=list)  # removals a new link or a delete ended
+    # Removals to record (True) or forget (False), by record; the later event wins.
+    removals: dict[int, tuple[bool, Removal]] = field(default_factory=dict)
     issues: list[IdentityIssue] = field(default_factory=list)  # ambiguous / duplicate items
     cleared: list[str] = field(default_factory=list)  # items whose recorded issue is over
 
     def pending(self) -> bool:
-        return bool(
-            self.links
-            or self.removed
-            or self.remember
-            or self.forget
-            or self.issues
-            or self.cleared
-        )
+        return bool(self.links or self.removed or self.removals or self.issues or self.cleared)
 
 
 def direction_for(kind: JobKind) -> Direction:
@@ -279,10 +272,18 @@ class TwoWayRun:
         await self.advance(view.delta_link, mark)
 
     def forget_stale_removals(self, outcome: Outcome) -> None:
-        """A removal whose record is linked again (a run stopped between storing the new link
-        and forgetting the removal) no longer holds."""
-        for wid in [w for w in self.removals if w in self.links.by_workbooks]:
-            outcome.forget.append(self.removals.pop(wid))
+        """A removal whose record was linked again after it (a run stopped between storing
+        the new link and forgetting the removal) no longer holds.  One recorded after its
+        link (stopped before the link was deleted) does: the replayed delta ends the link."""
+        for wid, removal in list(self.removals.items()):
+            link = self.links.by_workbooks.get(wid)
+            if link is not None and link.updated_at > removal.removed_at:
+                self.forget(wid, outcome)
+
+    def forget(self, workbooks_id: int, outcome: Outcome) -> None:
+        removal = self.removals.pop(workbooks_id, None)
+        if removal is not None:
+            outcome.removals[workbooks_id] = (False, removal)
 
     def drop_gone_issues(self, view: OutlookRound, outcome: Outcome) -> None:
         """Issues of items that are gone: deleted, or (after a full round) not returned."""
@@ -465,8 +466,7 @@ class TwoWayRun:
                 self.ctx.messages.append(describe_issue(issue, self.spec.outlook.title))
         outcome.cleared += the_plan.cleared
         for wid in the_plan.forget:
-            if wid in self.removals:
-                outcome.forget.append(self.removals.pop(wid))
+            self.forget(wid, outcome)
 
     def issue(self, issue: Issue) -> IdentityIssue:
         known = self.issues.get(issue.outlook_id)
@@ -574,8 +574,7 @@ class TwoWayRun:
             updated_at=utcnow(),
         )
         outcome.links.append(link)
-        if wid in self.removals:  # the user shared an item for the record again
-            outcome.forget.append(self.removals.pop(wid))
+        self.forget(wid, outcome)  # the record has an item again: the user shared one
         if a.previous is None and a.kind != ActionKind.CREATE_OUTLOOK and outcome.index is not None:
             # Made from an Outlook item while the round is still read: a later page may show
             # the item again, and the Workbooks read will return the record; both must find
@@ -595,7 +594,7 @@ class TwoWayRun:
             how=how,
         )
         self.removals[link.workbooks_id] = removal
-        outcome.remember.append(removal)
+        outcome.removals[link.workbooks_id] = (True, removal)
         self.ctx.count("removals_remembered")
 
     async def write_outlook(
@@ -631,13 +630,12 @@ class TwoWayRun:
         taken = Outcome(
             links=outcome.links,
             removed=outcome.removed,
-            remember=outcome.remember,
-            forget=outcome.forget,
+            removals=outcome.removals,
             issues=outcome.issues,
             cleared=outcome.cleared,
         )
-        outcome.links, outcome.removed, outcome.remember = [], [], []
-        outcome.forget, outcome.issues, outcome.cleared = [], [], []
+        outcome.links, outcome.removed, outcome.removals = [], [], {}
+        outcome.issues, outcome.cleared = [], []
         save = self.persist(taken)
         if background:
             outcome.saving = asyncio.ensure_future(save)
@@ -649,7 +647,9 @@ class TwoWayRun:
         after the new links are stored: a run stopped in between never loses a removal."""
         store = self.ctx.services.store
         mailbox, stream = self.mailbox.id, self.ctx.job.stream
-        await store.identity.save(mailbox, stream, removals=done.remember, issues=done.issues)
+        remember = [r for keep, r in done.removals.values() if keep]
+        forget = [r for keep, r in done.removals.values() if not keep]
+        await store.identity.save(mailbox, stream, removals=remember, issues=done.issues)
         if done.links or done.removed:
             await store.links.put_many(done.links, removed=done.removed)
         linked = {link.outlook_id for link in done.links}
@@ -657,7 +657,7 @@ class TwoWayRun:
             o for o in dict.fromkeys(done.cleared) if o not in {i.outlook_id for i in done.issues}
         ]
         cleared += [o for o in linked if o in self.issues and o not in cleared]
-        await store.identity.drop(mailbox, stream, removals=done.forget, issues=cleared)
+        await store.identity.drop(mailbox, stream, removals=forget, issues=cleared)
 
     async def advance(self, delta_link: str, mark: Watermark | None) -> None:
         extra = {k: v for k, v in self.extra_cursor.items() if k != "rebaseline_workbooks"}
