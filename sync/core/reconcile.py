@@ -21,12 +21,15 @@ No I/O and no clock: the engine fetches, this module decides, the engine applies
   three-way merge writes only what moved; an item whose fields equal the snapshot writes nothing.
 * **Deletes.**  Deleted in Workbooks -> the Outlook item is deleted if the service created it,
   otherwise unlinked.  Deleted in Outlook -> unlinked (and remembered under ``unlink``), or
-  the Workbooks record deleted when ``outlook_delete == "delete"``.  Leaving the Workbooks scope
+  the Workbooks record deleted when ``outlook_delete == "delete"`` and the record is in the
+  user's scope (otherwise unlinked and remembered).  Leaving the Workbooks scope
   removes the Outlook item if the service created it and never deletes in Workbooks; an item
   the user shared stays linked (the user's share is its scope).  Leaving the calendar window
   only unlinks (the window is not a scope).
 * **Direction.**  ``OUTLOOK_TO_WORKBOOKS`` (notification and push jobs) never writes Outlook
-  fields; it may still stamp the Workbooks id on an Outlook item it just got a record for.
+  fields; it may still stamp the Workbooks id on an Outlook item it just got a record for or
+  linked to one.  A pair it links (first link, re-match) is *unsettled*: the next two-way run
+  is given its record and writes Workbooks' values into Outlook.
   Workbooks records given to a one-way run (re-read after a stale write) are merged for the
   pairs whose Outlook item changed; their own changes wait for the next two-way run.
 * **Brake.**  If the planned deletes and updates touch more than ``mass_change_share`` of the
@@ -148,10 +151,13 @@ class Action:
 
     @property
     def touches_existing(self) -> bool:
-        """Deletes and field changes of already linked items (what the brake counts)."""
+        """Deletes and field changes of already linked items (what the brake counts).  Giving
+        Outlook Workbooks' values for a pair a one-way run just linked (unsettled) completes
+        that first link: it is not a change to an established pair."""
         if self.kind in (ActionKind.DELETE_OUTLOOK, ActionKind.DELETE_WORKBOOKS):
             return True
-        return self.kind == ActionKind.UPDATE and self.previous is not None
+        previous = self.previous
+        return self.kind == ActionKind.UPDATE and previous is not None and not previous.unsettled
 
     @property
     def writes(self) -> bool:
@@ -306,17 +312,23 @@ class _Planner:
         self.release(link)
         record = records.get(link.workbooks_id)
         really = gone.deleted and not (record is not None and record.deleted)
-        if really and self.policy.outlook_delete == "delete":
+        policy = self.policy.outlook_delete
+        # ``delete`` deletes only a record in the user's scope: an item the user shared and
+        # linked to a colleague's record is theirs to delete, the record is not.
+        mine = record is None or record.in_scope
+        if really and policy == "delete" and mine:
             self.add(
                 link,
                 ActionKind.DELETE_WORKBOOKS,
                 "deleted in Outlook",
                 lock_version=record.lock_version if record else link.workbooks_lock_version,
             )
+        elif really and policy != "restore":
+            why = "deleted in Outlook" + ("" if mine else " (record kept: not in your scope)")
+            self.add(link, ActionKind.UNLINK, why, remember="deleted")
         else:
             why = "deleted in Outlook" if gone.deleted else "left the Outlook view"
-            remember = really and self.policy.outlook_delete == "unlink"
-            self.add(link, ActionKind.UNLINK, why, remember="deleted" if remember else None)
+            self.add(link, ActionKind.UNLINK, why)
 
     def item(self, item: OutlookItem, records: Mapping[int, WorkbooksRecord]) -> None:
         self.seen.add(item.outlook_id)

@@ -250,6 +250,7 @@ class TwoWayRun:
             removals = await self.outlook.removals(view.removed, self.links, deletes=checks)
             if self.full:
                 removals += self.outlook.unseen(self.links, view.seen(), self.spec.in_window)
+            records += await self.records_to_delete(removals, records)
             self.drop_gone_issues(view, outcome)
             self.note_held(len(items) + len(removals) + len(records))
             force = self.ctx.job.args.get("force") == "1"
@@ -307,6 +308,21 @@ class TwoWayRun:
         if self.direction == Direction.BOTH:
             want |= {w for w, link in self.links.by_workbooks.items() if link.unsettled}
         return await self.workbooks.fetch(want - have, self.links)
+
+    async def records_to_delete(
+        self, removals: Sequence[OutlookRemoval], records: Sequence[WorkbooksRecord]
+    ) -> list[WorkbooksRecord]:
+        """Under ``outlook_delete = delete``, the records of items deleted in Outlook, read
+        now: only one still in the user's scope is deleted (the planner decides)."""
+        if self.mailbox.policy.outlook_delete != "delete":
+            return []
+        have = {r.workbooks_id for r in records}
+        ids = {
+            self.links.by_outlook[r.outlook_id].workbooks_id
+            for r in removals
+            if r.deleted and r.outlook_id in self.links.by_outlook
+        }
+        return await self.workbooks.fetch(ids - have, self.links)
 
     def note_held(self, n: int) -> None:
         """The most items this run held in memory at once (reported, and benchmarked)."""

@@ -425,6 +425,14 @@ def test_a_push_links_but_leaves_outlook_alone_until_a_two_way_run() -> None:
     assert c.kind == ActionKind.LINK and not c.unsettled and not c.writes
 
 
+def test_settling_first_links_is_not_a_mass_change() -> None:
+    pairs = [link(n, name="Outlook name").model_copy(update={"unsettled": True}) for n in range(20)]
+    p = run(pairs, records=[record(n, name="Workbooks name") for n in range(20)])
+    assert not p.stopped and p.count(ActionKind.UPDATE) == 20
+    settled = [pair.model_copy(update={"unsettled": False}) for pair in pairs]
+    assert run(settled, records=[record(n, name="Workbooks name") for n in range(20)]).stopped
+
+
 def test_several_records_with_the_address_are_ambiguous_and_nothing_is_written() -> None:
     p = matched([], [item("new")], {"new": [cand(5), cand(6)]})
     assert p.actions == () and p.skipped == {"ambiguous": 1}
@@ -512,6 +520,20 @@ def test_a_delete_in_outlook_is_remembered_only_under_unlink(
     p = run([link(1)], removals=[OutlookRemoval("o1")], outlook_delete=switch, direction=PUSH)
     (a,) = p.actions
     assert a.kind == expected and a.remember == remember
+
+
+def test_delete_never_deletes_a_record_outside_the_users_scope() -> None:
+    p = run(
+        [link(1)],
+        removals=[OutlookRemoval("o1")],
+        records=[record(1, in_scope=False)],
+        outlook_delete="delete",
+        direction=PUSH,
+    )
+    (a,) = p.actions
+    assert (
+        a.kind == ActionKind.UNLINK and a.remember == "deleted" and "not in your scope" in a.reason
+    )
 
 
 def test_leaving_the_view_and_deleted_records_are_not_the_users_removals() -> None:

@@ -300,6 +300,18 @@ async def test_policy_restore_mirrors_my_people_and_delete_deletes(sides: Sides)
     assert not sides.wb_record(PEOPLE, keep).get("is_deleted")
 
 
+async def test_delete_policy_never_deletes_a_colleagues_person(sides: Sides) -> None:
+    await sides.world.set_policy(UPN, outlook_delete="delete")
+    theirs = person(sides, "Lalo Salamanca", "lalo@cust.test", assigned_to=BOB_QUEUE)
+    oid = own_contact(sides, "Lalo", "lalo@cust.test")
+    await sides.run(Stream.CONTACTS, JobKind.PUSH)  # linked to the colleague's Person
+    sides.outlook_delete("contact", oid)
+    run = await sides.run(Stream.CONTACTS, JobKind.PUSH)
+    assert "workbooks_delete" not in run.counts and run.counts.get("unlink") == 1, run.counts
+    assert not sides.wb_record(PEOPLE, theirs).get("is_deleted")
+    assert [r["workbooks_id"] for r in (await items_of(sides))["removed"]] == [theirs]
+
+
 async def test_removing_the_category_unlinks_and_adding_it_again_relinks(sides: Sides) -> None:
     pid = person(sides, "Gus Fring", "gus@pollos.test")
     await sides.run(Stream.CONTACTS)
