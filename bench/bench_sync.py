@@ -12,6 +12,11 @@
    one read page per 100 records plus the closing short page, one delta page per empty stream,
    the login, and To Do's list lookup/creation), wall time, peak RSS, and the most items a run
    held in memory at once (``held_max``: new records are created chunk by chunk as they are read).
+3. With ``--outlook-contacts N``: the first reconciliation of a mailbox holding N shared Outlook
+   contacts (each with its own address) that Workbooks does not know: every contact is looked
+   up (its stamp, the record an interrupted run may have created from it, and People holding
+   its addresses) before a Person is created for it.  Prints the Graph and Workbooks calls by
+   kind; no target, it shows how the lookups grow with N.
 
 The sandboxes run in this process, so peak RSS includes their copy of every item; the Graph
 sandbox's per-mailbox throttle (10,000 requests / 10 min, as Graph's) is raised for part 2,
@@ -236,6 +241,59 @@ async def initial_sync(
         }
 
 
+def seed_outlook_contacts(world: World, n: int) -> None:
+    sb = world.graph.sandbox
+    box = sb.state.mailbox(UPN)
+    folder = next(c for c in box.containers.values() if c.kind == "contact")
+    for i in range(n):
+        sb.create_item(
+            box,
+            folder,
+            {
+                "givenName": "Own",
+                "surname": str(i),
+                "displayName": f"Own {i}",
+                "emailAddresses": [{"address": f"own{i}@mine.example"}],
+                "categories": ["Workbooks"],
+            },
+        )
+
+
+def graph_kinds(world: World) -> dict[str, int]:
+    kinds: dict[str, int] = {}
+    for method, path, _ in world.graph.sandbox.requests:
+        kind = "delta" if "/delta" in path else ("stamp read" if method == "GET" else method)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
+async def outlook_initial(connection: str, contacts: int, latency_ms: float) -> dict[str, Any]:
+    from devkit.sandbox.graph import SandboxConfig as GraphConfig
+    from devkit.sandbox.workbooks import SandboxConfig as WorkbooksConfig
+
+    gcfg = GraphConfig(controls=True, throttle_requests=10**9, latency_seconds=latency_ms / 1000)
+    wcfg = WorkbooksConfig(sim_controls=True, concurrency_cap=None, latency_ms=latency_ms)
+    async with world_running(connection, graph_config=gcfg, workbooks_config=wcfg) as world:
+        await world.add_mailbox(UPN)
+        seed_outlook_contacts(world, contacts)
+        reset(world)
+        started = time.perf_counter()
+        run = await world.run(UPN, Stream.CONTACTS, JobKind.RECONCILE)
+        elapsed = time.perf_counter() - started
+        if run.status != "ok":
+            raise RuntimeError(f"contacts: {run.status} {run.message}")
+        return {
+            "contacts": contacts,
+            "created": run.counts.get("workbooks_create", 0),
+            "graph_calls": graph_calls(world),
+            "graph_kinds": graph_kinds(world),
+            "workbooks_calls": wb_calls(world),
+            "workbooks_kinds": dict(sorted(world.workbooks_calls().items())),
+            "seconds": round(elapsed, 1),
+            "held_max": run.counts.get("held_max", 0),
+        }
+
+
 async def main(args: argparse.Namespace) -> int:
     ok = True
     with running_azurite() as (connection, _):
@@ -270,6 +328,15 @@ async def main(args: argparse.Namespace) -> int:
                 f"held at once by a run "
                 f"-> {'OK' if good else 'OVER TARGET'}"
             )
+        if args.outlook_contacts:
+            r = await outlook_initial(connection, args.outlook_contacts, args.latency_ms)
+            print(
+                f"initial sync, {r['contacts']} shared Outlook contacts unknown to Workbooks, "
+                f"{args.latency_ms:.0f} ms latency: created {r['created']} People; graph "
+                f"{r['graph_calls']} calls {r['graph_kinds']}; workbooks "
+                f"{r['workbooks_calls']} calls {r['workbooks_kinds']}; {r['seconds']} s; "
+                f"at most {r['held_max']} items held at once"
+            )
     return 0 if ok else 1
 
 
@@ -280,4 +347,5 @@ if __name__ == "__main__":
     parser.add_argument("--activities", type=int, default=5_000)
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--skip-initial", action="store_true")
+    parser.add_argument("--outlook-contacts", type=int, default=0)
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -1,4 +1,5 @@
-"""``python -m sync``: mailbox registry, status, manual sync, poison queue, explain and attach.
+"""``python -m sync``: mailbox registry, status, manual sync, poison queue, explain and attach,
+and the two-way items that need a person (``items``).
 
 The local Functions host and the demo are development tooling: ``python -m devkit``.
 
@@ -54,9 +55,26 @@ def _parser() -> argparse.ArgumentParser:
 
     sy = sub.add_parser("sync", help="queue a manual sync and follow its progress")
     sy.add_argument("mailbox")
-    sy.add_argument("--kind", choices=["push", "full", "resync"], default="full")
+    sy.add_argument(
+        "--kind",
+        choices=["push", "full", "resync"],
+        default="full",
+        help="push: Outlook -> Workbooks only; full: both ways; resync: both, from scratch",
+    )
+    sy.add_argument(
+        "--restore-removed",
+        action="store_true",
+        help="with --kind resync: put back the items the user removed from Outlook",
+    )
     sy.add_argument("--no-wait", action="store_true")
     sy.add_argument("--timeout", type=float, default=600.0)
+
+    it = sub.add_parser(
+        "items", help="two-way items needing a person: ambiguous, duplicate, removed by the user"
+    )
+    it.add_argument("mailbox")
+    it.add_argument("--stream", choices=["contacts", "events", "todo"], default=None)
+    it.add_argument("--json", action="store_true")
 
     po = sub.add_parser("poison", help="inspect or drain the poison queue")
     po.add_argument("action", choices=["list", "requeue", "purge"])
@@ -195,6 +213,13 @@ async def _status(args: argparse.Namespace, services: Any) -> int:
             flag = " RESYNC" if s["resync_requested"] else ""
             err = f"  last error: {s['last_error']}" if s["last_error"] else ""
             print(f"  {s['stream']:14} last ok {s['last_success_at'] or '-'}{flag}{err}")
+        for stream, n in mb["two_way_items"].items():
+            if any(n.values()):
+                print(
+                    f"  {stream:14} {n['ambiguous']} ambiguous, {n['duplicate']} duplicate "
+                    f"(not linked, nothing created), {n['removed']} removed by the user; "
+                    f"see 'python -m sync items {mb['id']}'"
+                )
         for r in mb["recent_runs"]:
             print(
                 f"  run {r['started_at'][:19]} {r['stream']:10} {r['kind']:9} {r['status']:8} {r['counts']} {r['message'][:80]}"
@@ -205,11 +230,15 @@ async def _status(args: argparse.Namespace, services: Any) -> int:
 async def _sync(args: argparse.Namespace, services: Any) -> int:
     from sync.engine.runner import request_manual
 
+    if args.restore_removed and args.kind != "resync":
+        print("error: --restore-removed goes with --kind resync", file=sys.stderr)
+        return 2
     mailbox = await services.store.mailboxes.get(args.mailbox)
     if mailbox is None:
         print(f"error: {args.mailbox} is not registered", file=sys.stderr)
         return 1
-    status = await request_manual(services, mailbox.id, args.kind)
+    extra = {"restore_removed": "1"} if args.restore_removed else None
+    status = await request_manual(services, mailbox.id, args.kind, extra)
     print(f"queued {args.kind} sync for {mailbox.id}: job {status.job_id}")
     if args.no_wait:
         return 0
@@ -240,6 +269,23 @@ async def _follow(services: Any, job_id: str, timeout: float) -> int:
         await asyncio.sleep(0.5)
     print("\nstill running; check later with 'python -m sync status'")
     return 3
+
+
+async def _items(args: argparse.Namespace, services: Any) -> int:
+    from sync.core.errors import NotFound
+    from sync.status import render_items, two_way_items
+
+    try:
+        report = await two_way_items(services, args.mailbox, args.stream)
+    except NotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        for line in render_items(report):
+            print(line)
+    return 0
 
 
 async def _poison(args: argparse.Namespace, services: Any) -> int:
@@ -285,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "status": _status,
         "sync": _sync,
         "poison": _poison,
+        "items": _items,
         "explain": email_cli.run,
         "attach": email_cli.run,
     }

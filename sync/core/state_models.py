@@ -31,13 +31,20 @@ class FilterRule(BaseModel):
     value: str = Field(default="", max_length=1000)
 
 
+# What deleting a linked item in Outlook does (docs/two-way-sync.md, "Removals"):
+# ``unlink`` keeps the Workbooks record and remembers that the user removed it, so no later run
+# puts it back; ``restore`` unlinks without remembering (Outlook mirrors My People: the item
+# comes back at the next full read); ``delete`` deletes the Workbooks record too.
+OutlookDelete = Literal["unlink", "restore", "delete"]
+
+
 class MailboxPolicy(BaseModel):
     """Per-mailbox behaviour. Defaults follow the Workbooks Outlook Connector."""
 
     email_policy: Literal["shared", "auto"] = "shared"
     category: str = Field(default="Workbooks", min_length=1, max_length=255)
     create_from_outlook: bool = True
-    outlook_delete: Literal["unlink", "delete"] = "unlink"
+    outlook_delete: OutlookDelete = "unlink"
     conflict_policy: Literal["latest", "workbooks", "outlook"] = "latest"
     mass_change_share: float = Field(default=0.2, gt=0, le=1)
     mass_change_min_items: int = Field(default=10, ge=0)
@@ -174,7 +181,67 @@ class Link(BaseModel):
     outlook_change_key: str = ""
     snapshot: dict[str, Any] = Field(default_factory=dict)
     created_by_service: bool = False
+    # Linked by a one-way run that could not write Workbooks' values into Outlook yet (the
+    # snapshot holds Outlook's): the next two-way run re-reads the record and settles the pair.
+    unsettled: bool = False
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+MAX_CANDIDATES = 20  # candidates kept on an ambiguous item (enough to act on, bounded in state)
+
+
+class MatchCandidate(BaseModel):
+    """A Workbooks record an Outlook item's address belongs to."""
+
+    model_config = ConfigDict(frozen=True)
+
+    workbooks_type: str
+    workbooks_id: int
+    name: str = ""
+    in_scope: bool = False  # in the user's scope (My People and filters) when looked up
+    address: str = ""  # the item's address that matched
+    via: str = ""  # the Workbooks field it matched, e.g. "main_location[email]"
+
+
+class IdentityIssue(BaseModel):
+    """A shared Outlook item the service neither linked nor created anything for.
+
+    ``ambiguous``: its addresses belong to several records (``candidates``); ``duplicate``: the
+    record it stands for is already linked to another item of the mailbox
+    (``linked_outlook_id``), found by our stamp, by the record's creation reference or by
+    address (``matched_by``)."""
+
+    mailbox: str
+    stream: str
+    outlook_id: str
+    kind: Literal["ambiguous", "duplicate"]
+    title: str = ""
+    addresses: list[str] = Field(default_factory=list)
+    candidates: list[MatchCandidate] = Field(default_factory=list, max_length=MAX_CANDIDATES)
+    workbooks_type: str = ""
+    workbooks_id: int | None = None
+    linked_outlook_id: str = ""
+    matched_by: Literal["stamp", "reference", "email"] = "email"
+    first_seen: datetime = Field(default_factory=utcnow)
+    last_seen: datetime = Field(default_factory=utcnow)
+
+
+RemovalHow = Literal["deleted", "unshared"]
+
+
+class Removal(BaseModel):
+    """A linked item the user removed from Outlook (deleted, or unshared): its record is kept
+    in Workbooks and no run puts it back into this mailbox until the user shares an item for
+    it again or an operator restores removed items (resync with ``restore_removed``)."""
+
+    mailbox: str
+    stream: str
+    workbooks_type: str
+    workbooks_id: int
+    outlook_id: str = ""
+    title: str = ""
+    how: RemovalHow = "deleted"
+    removed_at: datetime = Field(default_factory=utcnow)
 
 
 class EmailRecord(BaseModel):

@@ -18,6 +18,10 @@ PEOPLE = Spec(
         columns=contacts.READ_COLUMNS,
         read=lambda row, _tz: contacts.from_workbooks(row),
         write=lambda f, _tz, changed: contacts.to_workbooks(f, changed),
+        # Match before create: a newly shared contact is linked to the Person holding its
+        # addresses (main or Contact Details emails) instead of becoming a second Person.
+        slots=contacts.EMAILS,
+        name=lambda f: str(f.get("display_name") or contacts.default_display_name(f)),
     ),
     outlook=OutlookMapping(
         read=lambda item, _tz: contacts.from_graph(item),

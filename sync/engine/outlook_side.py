@@ -87,12 +87,15 @@ class OutlookSide:
         into: OutlookRound,
         chunk: int,
         note: Callable[[int], None],
+        watch: Set[str] = frozenset(),
     ) -> AsyncGenerator[dict[str, OutlookItem]]:
         """Read one delta round from ``link`` (None: a new round) into ``into``, page by page;
         yield the new shared items each time ``chunk`` of them have gathered after a page, and
         the rest at the end.  ``note`` gets the number of items held after every page.  The
         links are looked up as each page is read, so an item the caller linked in the meantime
-        is paired, not created twice, when a later page shows it again."""
+        is paired, not created twice, when a later page shows it again.  Items in ``watch``
+        (unlinked, with a recorded identity issue) are kept like linked ones when unshared, so
+        the plan can clear their issue."""
         reader = self.items.delta(link)
         unshared: set[str] = set()
         category = self.items.category
@@ -109,7 +112,7 @@ class OutlookSide:
                     continue
                 shared = is_shared(entry, category)
                 linked = oid in links.by_outlook
-                if not shared and not linked:
+                if not shared and not linked and oid not in watch:
                     unshared.add(oid)
                     continue
                 item = self.to_item(oid, entry, shared)
@@ -157,7 +160,8 @@ class OutlookSide:
     ) -> list[OutlookRemoval]:
         """A removal of a linked item is a delete unless the item still exists (an event that
         left the calendarView window is reported removed too; graph.md §2.4).  Checked only
-        when ``deletes`` (the policy deletes in Workbooks), the one case where it matters."""
+        when ``deletes`` (the policy deletes in Workbooks, or remembers the user's deletes),
+        where it matters."""
         linked = [oid for oid in removed if oid in links.by_outlook]
         if not deletes or not self.items.removed_may_exist:
             return [OutlookRemoval(oid) for oid in linked]
@@ -191,12 +195,29 @@ class OutlookSide:
         return str(created["id"]), str(created.get("changeKey") or "")
 
     async def stamp(
-        self, outlook_id: str, workbooks_id: int, fields: Mapping[str, Any], categories: list[str]
+        self,
+        outlook_id: str,
+        workbooks_id: int,
+        fields: Mapping[str, Any],
+        categories: list[str],
+        changed: Set[str] = frozenset(),
     ) -> str:
-        """Put the id of the record just created from this item on it."""
+        """Put the id of the record just created from this item, or just linked to it, on it;
+        with ``changed`` also write those fields (a first link: one PATCH where the stamp is
+        a property, the stamp then the update where it is a linkedResource)."""
         title = self.mapping.title(fields)
+        if changed and not self.items.stamp_in_delta:
+            body = {**self.mapping.write(fields, self.tz, changed), "categories": categories}
+            stamped = await self.items.update(
+                outlook_id, self.items.stamped_body(body, workbooks_id, title)
+            )
+            self.ctx.count("outlook_stamp")
+            self.ctx.count("outlook_update")
+            return str(stamped.get("changeKey") or "")
         stamped = await self.items.stamp(outlook_id, workbooks_id, title, categories)
         self.ctx.count("outlook_stamp")
+        if changed:
+            return await self.update(outlook_id, fields, changed)
         return str(stamped.get("changeKey") or "")
 
     async def update(self, outlook_id: str, fields: Mapping[str, Any], changed: Set[str]) -> str:

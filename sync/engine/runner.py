@@ -65,9 +65,24 @@ async def fan_out(services: Services, kind: JobKind, reason: str) -> int:
     return sent
 
 
-async def request_manual(services: Services, mailbox: str, mode: str) -> JobStatus:
-    """Queue an operator-requested sync and create its progress record."""
-    job = Job(mailbox=mailbox, stream=Stream.ALL, kind=JobKind.MANUAL, mode=mode, reason="manual")
+# What each manual mode runs per stream: a push is one-way like the 2-hour timer; a full sync
+# is a two-way reconciliation; a resync re-reads both sides from scratch.
+MANUAL_KINDS = {"push": JobKind.PUSH, "full": JobKind.MANUAL, "resync": JobKind.RESYNC}
+
+
+async def request_manual(
+    services: Services, mailbox: str, mode: str, args: dict[str, str] | None = None
+) -> JobStatus:
+    """Queue an operator-requested sync and create its progress record.  ``args`` travel
+    with each stream's job (``restore_removed``: a resync brings back removed items)."""
+    job = Job(
+        mailbox=mailbox,
+        stream=Stream.ALL,
+        kind=JobKind.MANUAL,
+        mode=mode,
+        reason="manual",
+        args=dict(args or {}),
+    )
     status = JobStatus(job_id=job.job_id, mailbox=job.mailbox, kind=mode)
     await services.store.jobs.put(status)
     await services.queue.send(job)
@@ -76,7 +91,7 @@ async def request_manual(services: Services, mailbox: str, mode: str) -> JobStat
 
 async def _expand_manual(services: Services, job: Job) -> None:
     streams = streams_for(JobKind.MANUAL, job.mode)
-    kind = JobKind.RESYNC if job.mode == "resync" else JobKind.MANUAL
+    kind = MANUAL_KINDS.get(job.mode or "", JobKind.MANUAL)
     if job.mode == "resync":
         for stream in streams:
             await services.store.cursors.request_resync(job.mailbox, stream, "manual resync")
@@ -93,10 +108,9 @@ async def _expand_manual(services: Services, job: Job) -> None:
 
 
 async def _progress(services: Services, job: Job, run: RunRecord) -> None:
-    if (
-        job.kind not in (JobKind.MANUAL, JobKind.RESYNC)
-        or await services.store.jobs.get(job.job_id) is None
-    ):
+    # Manual jobs carry their mode (a manual push runs as PUSH); timer jobs have none.
+    manual = job.mode is not None or job.kind in (JobKind.MANUAL, JobKind.RESYNC)
+    if not manual or await services.store.jobs.get(job.job_id) is None:
         return
 
     def bump(s: JobStatus) -> JobStatus:

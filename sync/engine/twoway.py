@@ -7,23 +7,28 @@ The Outlook side (``outlook_side``) reads one delta round and the Workbooks side
 1. **Outlook, streamed.**  New shared items (no link, no stamp) come out a chunk at a time
    while the round is read.  Those that already own a record (a stamp the delta cannot carry,
    fetched per item for contacts and events, or a record whose ``created_through_reference``
-   names them, left by a run that died before linking) are kept for the final plan; the rest
-   are planned and applied at once: a Workbooks record each, the item stamped, the link made
+   names them, left by a run that died before linking) are kept for the final plan.  The rest
+   are looked up by address (contacts: the records holding their emails, one resolution per
+   chunk), then planned and applied at once: linked to the one record found, reported as
+   ambiguous or duplicate, or given a new Workbooks record; the item stamped, the link made
    and added to the run's link index, so a later page showing the item again pairs it.
 2. **Workbooks, streamed** (two-way jobs only).  Records nothing can pair with (not linked,
    not stamped on an item of this round) are planned and applied a chunk at a time: an Outlook
    item each when in scope.
 3. **The final chunk**: what needs both sides or the mass-change brake's totals: changed
    linked pairs, stamped unlinked items, removals (a full round also treats linked items it
-   did not return as removed), and linked records a full Workbooks read did not return.  The
-   brake is decided on it, over the run's changes to linked items (the chunks before it only
-   create).  Records whose write hit a stale ``lock_version`` are re-read, planned again and
-   written once more.
+   did not return as removed), and linked records a full Workbooks read did not return; with
+   the records of stamped unlinked items and of pairs a one-way run left unsettled, read by id
+   when the changes did not include them.  The brake is decided on it, over the run's changes
+   to linked items (the chunks before it only create or link new items).  Records whose write
+   hit a stale ``lock_version`` are re-read, planned again and written once more.
 
 Every chunk goes the same way: ``plan`` (``sync.core.reconcile``, pure) -> apply (one
 Workbooks batch, then the Graph writes in waves, each action's link kept only if all its writes
 succeeded) -> links saved (in the background while the next wave runs, and always before the
-run ends, also when it fails).  Cursors advance last, and only when nothing needs replaying.
+run ends, also when it fails), with the identity state of the stream: removals the user made
+(remembered before their link goes, forgotten after a new link is stored) and items left
+ambiguous or duplicate.  Cursors advance last, and only when nothing needs replaying.
 
 Order of durability (design-examples §3.2): writes first, then the links that record them,
 and only then the cursors.  A run killed anywhere repeats the same delta next time; every step
@@ -36,7 +41,8 @@ is idempotent because
 * items equal to their snapshot write nothing.
 
 Direction: notification and push jobs write Outlook -> Workbooks only (Workbooks changes are
-not read, so the Workbooks cursor stays put); reconcile, manual and resync jobs read both.
+not read, so the Workbooks cursor stays put); reconcile, manual (full) and resync jobs read
+both.  A resync with ``restore_removed`` first forgets the stream's removals.
 """
 
 from __future__ import annotations
@@ -49,11 +55,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sync.core.errors import InvalidRequest, NotFound
+from sync.core.identity import Candidate
 from sync.core.jobs import JobKind
 from sync.core.reconcile import (
     Action,
     ActionKind,
     Direction,
+    Identity,
+    Issue,
     LinkIndex,
     OutlookItem,
     OutlookRemoval,
@@ -62,7 +71,17 @@ from sync.core.reconcile import (
     WorkbooksRecord,
     plan,
 )
-from sync.core.state_models import Cursor, Link, Mailbox, utcnow
+from sync.core.state_models import (
+    MAX_CANDIDATES,
+    Cursor,
+    IdentityIssue,
+    Link,
+    Mailbox,
+    MatchCandidate,
+    Removal,
+    RemovalHow,
+    utcnow,
+)
 from sync.engine.clients import workbooks_client
 from sync.engine.outlook_side import GRAPH_WAVE, OutlookMapping, OutlookRound, OutlookSide, run_wave
 from sync.engine.registry import RunContext
@@ -99,6 +118,10 @@ class Spec:
     def workbooks_type(self) -> str:
         return self.workbooks.record.type_name
 
+    @property
+    def slots(self) -> tuple[str, ...]:
+        return self.workbooks.slots
+
 
 @dataclass(frozen=True)
 class Chunk:
@@ -109,6 +132,7 @@ class Chunk:
     removals: Sequence[OutlookRemoval] = ()
     records: Sequence[WorkbooksRecord] = ()
     categories: Mapping[str, list[str]] = field(default_factory=dict)  # of items we may stamp
+    matches: Mapping[str, Sequence[Candidate]] = field(default_factory=dict)  # by address
     force: bool = False
     again: bool = False
 
@@ -123,6 +147,13 @@ class Outcome:
     stale: list[Action] = field(default_factory=list)
     saving: asyncio.Future[None] | None = None  # the links save running in the background
     index: LinkIndex | None = None  # the run's links, kept up to date as links are made
+    # Removals to record (True) or forget (False), by record; the later event wins.
+    removals: dict[int, tuple[bool, Removal]] = field(default_factory=dict)
+    issues: list[IdentityIssue] = field(default_factory=list)  # ambiguous / duplicate items
+    cleared: list[str] = field(default_factory=list)  # items whose recorded issue is over
+
+    def pending(self) -> bool:
+        return bool(self.links or self.removed or self.removals or self.issues or self.cleared)
 
 
 def direction_for(kind: JobKind) -> Direction:
@@ -153,8 +184,14 @@ async def run_two_way(
 ) -> None:
     """Run a two-way stream once: its links, both sides, then ``TwoWayRun.execute``.
     ``items``: where the stream's Outlook items live; ``full``: a new Outlook delta round."""
-    store = ctx.services.store.links
-    links = LinkIndex([link async for link in store.list(ctx.mailbox.id, ctx.job.stream)])
+    store = ctx.services.store
+    mailbox, stream = ctx.mailbox.id, ctx.job.stream
+    if ctx.job.kind == JobKind.RESYNC and ctx.job.args.get("restore_removed") == "1":
+        # An operator asked for the items the user removed to come back (docs/two-way-sync.md).
+        ctx.count("removals_restored", await store.identity.clear_removals(mailbox, stream))
+    links = LinkIndex([link async for link in store.links.list(mailbox, stream)])
+    removals = {r.workbooks_id: r for r in await store.identity.removals(mailbox, stream)}
+    issues = {i.outlook_id: i for i in await store.identity.issues(mailbox, stream)}
     policy = ctx.mailbox.policy
     wb = await workbooks_client(ctx.services, ctx.mailbox)
     run = TwoWayRun(
@@ -166,6 +203,8 @@ async def run_two_way(
         WorkbooksSide(wb, spec.workbooks, policy, spec.in_window, ctx),
         links,
         extra_cursor=dict(extra_cursor or {}),
+        removals=removals,
+        issues=issues,
     )
     await run.execute()
 
@@ -180,6 +219,8 @@ class TwoWayRun:
     workbooks: WorkbooksSide
     links: LinkIndex  # the stream's links, kept up to date as the run makes links
     extra_cursor: dict[str, Any] = field(default_factory=dict)
+    removals: dict[int, Removal] = field(default_factory=dict)  # by record, kept up to date
+    issues: dict[str, IdentityIssue] = field(default_factory=dict)  # by Outlook id, as loaded
     linked: int = field(init=False)  # the brake's base: the items linked before this run
 
     def __post_init__(self) -> None:
@@ -196,6 +237,7 @@ class TwoWayRun:
     async def execute(self) -> None:
         """Stream both sides, settle each chunk, then the rest; save links; advance cursors."""
         outcome = Outcome(index=self.links)
+        self.forget_stale_removals(outcome)
         try:
             view = await self.read_outlook(outcome)
             records: list[WorkbooksRecord] = []
@@ -203,10 +245,15 @@ class TwoWayRun:
             if self.direction == Direction.BOTH:
                 records, mark = await self.read_workbooks(view, outcome)
             items = list(view.items.values())
-            deletes = self.mailbox.policy.outlook_delete == "delete"
-            removals = await self.outlook.removals(view.removed, self.links, deletes=deletes)
+            records += await self.missing_records(items, records)
+            # A deleted item can only be told from one that left the view (an event out of
+            # the window) by asking; worth it where a delete is remembered or deletes a record.
+            checks = self.mailbox.policy.outlook_delete != "restore"
+            removals = await self.outlook.removals(view.removed, self.links, deletes=checks)
             if self.full:
                 removals += self.outlook.unseen(self.links, view.seen(), self.spec.in_window)
+            records += await self.records_to_delete(removals, records)
+            self.drop_gone_issues(view, outcome)
             self.note_held(len(items) + len(removals) + len(records))
             force = self.ctx.job.args.get("force") == "1"
             final = Chunk(items, removals, records, view.categories, force=force)
@@ -227,6 +274,58 @@ class TwoWayRun:
             return
         await self.advance(view.delta_link, mark)
 
+    def forget_stale_removals(self, outcome: Outcome) -> None:
+        """A removal whose record was linked again after it (a run stopped between storing
+        the new link and forgetting the removal) no longer holds.  One recorded after its
+        link (stopped before the link was deleted) does: the replayed delta ends the link."""
+        for wid, removal in list(self.removals.items()):
+            link = self.links.by_workbooks.get(wid)
+            if link is not None and link.updated_at > removal.removed_at:
+                self.forget(wid, outcome)
+
+    def forget(self, workbooks_id: int, outcome: Outcome) -> None:
+        removal = self.removals.pop(workbooks_id, None)
+        if removal is not None:
+            outcome.removals[workbooks_id] = (False, removal)
+
+    def drop_gone_issues(self, view: OutlookRound, outcome: Outcome) -> None:
+        """Issues of items that are gone: deleted, or (after a full round) not returned."""
+        for oid in self.issues:
+            if oid in view.removed or (self.full and oid not in view.seen()):
+                outcome.cleared.append(oid)
+
+    async def missing_records(
+        self, items: Sequence[OutlookItem], records: Sequence[WorkbooksRecord]
+    ) -> list[WorkbooksRecord]:
+        """Records the final plan needs that the Workbooks changes did not bring: those named
+        by stamped unlinked items (linked again only if the record still exists), and in a
+        two-way run those of pairs a one-way run linked without giving Outlook Workbooks'
+        values (``Link.unsettled``)."""
+        have = {r.workbooks_id for r in records}
+        want = {
+            i.stamped_id
+            for i in items
+            if i.stamped_id is not None and i.outlook_id not in self.links.by_outlook and i.shared
+        }
+        if self.direction == Direction.BOTH:
+            want |= {w for w, link in self.links.by_workbooks.items() if link.unsettled}
+        return await self.workbooks.fetch(want - have, self.links)
+
+    async def records_to_delete(
+        self, removals: Sequence[OutlookRemoval], records: Sequence[WorkbooksRecord]
+    ) -> list[WorkbooksRecord]:
+        """Under ``outlook_delete = delete``, the records of items deleted in Outlook, read
+        now: only one still in the user's scope is deleted (the planner decides)."""
+        if self.mailbox.policy.outlook_delete != "delete":
+            return []
+        have = {r.workbooks_id for r in records}
+        ids = {
+            self.links.by_outlook[r.outlook_id].workbooks_id
+            for r in removals
+            if r.deleted and r.outlook_id in self.links.by_outlook
+        }
+        return await self.workbooks.fetch(ids - have, self.links)
+
     def note_held(self, n: int) -> None:
         """The most items this run held in memory at once (reported, and benchmarked)."""
         self.ctx.counts["held_max"] = max(self.ctx.counts.get("held_max", 0), n)
@@ -236,7 +335,8 @@ class TwoWayRun:
         """One delta round; its new shared items become Workbooks records a chunk at a time."""
         view = OutlookRound()
         link = None if self.full else self.cursor.delta_link
-        chunks = self.outlook.read(link, self.links, view, CREATE_CHUNK, self.note_held)
+        watch = frozenset(self.issues)
+        chunks = self.outlook.read(link, self.links, view, CREATE_CHUNK, self.note_held, watch)
         async with aclosing(chunks):
             async for new in chunks:
                 await self.create_in_workbooks(new, view, outcome)
@@ -250,15 +350,19 @@ class TwoWayRun:
     ) -> None:
         """Shared items with neither link nor stamp: those that turn out to own a record (a
         stamp the delta could not carry, or a record created from them by a run that died
-        before linking) are held for the final plan; the rest become Workbooks records now."""
-        owners = await self.outlook.fetch_stamps(list(new))
-        owners.update(await self.workbooks.created_from([o for o in new if o not in owners]))
-        for oid, wid in owners.items():
+        before linking) are held for the final plan; the rest are looked up by address and
+        linked, reported, or given new Workbooks records now."""
+        stamped = await self.outlook.fetch_stamps(list(new))
+        for oid, wid in stamped.items():
             view.items[oid] = replace(new.pop(oid), stamped_id=wid)
+        made = await self.workbooks.created_from(list(new))
+        for oid, wid in made.items():
+            view.items[oid] = replace(new.pop(oid), stamped_id=wid, found_by="reference")
         if not new:
             return
         self.ctx.count("create_chunks")
-        chunk = Chunk(items=list(new.values()), categories=view.categories)
+        matches = await self.workbooks.candidates(new, self.links) if self.spec.slots else {}
+        chunk = Chunk(items=list(new.values()), categories=view.categories, matches=matches)
         await self.settle(chunk, outcome)
         view.created(new)
 
@@ -343,7 +447,13 @@ class TwoWayRun:
         """Plan one chunk (pure) and apply it, unless the brake stopped it.  Every plan of the
         run is made here.  Only the final chunk (and its forced retry) holds linked items, so
         the brake, taken of the items linked before the run, sees every change or delete the
-        run would make to them; the chunks before it only create."""
+        run would make to them; the chunks before it only create or link new items."""
+        ident = Identity(
+            matches=chunk.matches,
+            slots=self.spec.slots,
+            removed=frozenset(self.removals),
+            issues=frozenset(self.issues),
+        )
         the_plan = plan(
             outlook_items=chunk.items,
             outlook_removals=chunk.removals,
@@ -354,14 +464,56 @@ class TwoWayRun:
             workbooks_type=self.spec.workbooks_type,
             force=chunk.force,
             linked=self.linked,
+            ident=ident,
         )
         if chunk.again:
             self.record_conflicts(the_plan)
         else:
             self.record_plan(the_plan)
+        self.record_identity(the_plan, outcome)
         if the_plan.brake is None:
             await self.apply(the_plan, chunk.categories, outcome)
         return the_plan
+
+    def record_identity(self, the_plan: Plan, outcome: Outcome) -> None:
+        """Items left ambiguous or duplicate, issues that are over, removals of deleted
+        records: kept with the links (what the run wrote does not change them)."""
+        for issue in the_plan.issues:
+            outcome.issues.append(self.issue(issue))
+            if len(outcome.issues) <= 5:
+                self.ctx.messages.append(describe_issue(issue, self.spec.outlook.title))
+        outcome.cleared += the_plan.cleared
+        for wid in the_plan.forget:
+            self.forget(wid, outcome)
+
+    def issue(self, issue: Issue) -> IdentityIssue:
+        known = self.issues.get(issue.outlook_id)
+        now = utcnow()
+        return IdentityIssue(
+            mailbox=self.mailbox.id,
+            stream=self.ctx.job.stream,
+            outlook_id=issue.outlook_id,
+            kind=issue.kind,
+            title=self.spec.outlook.title(issue.fields),
+            addresses=list(_addresses(issue.fields, self.spec.slots)),
+            candidates=[
+                MatchCandidate(
+                    workbooks_type=c.workbooks_type,
+                    workbooks_id=c.workbooks_id,
+                    name=c.name,
+                    in_scope=c.in_scope,
+                    address=c.address,
+                    via=c.via,
+                )
+                for c in issue.candidates[:MAX_CANDIDATES]
+            ],
+            workbooks_type=issue.workbooks_type,
+            workbooks_id=issue.workbooks_id,
+            linked_outlook_id=issue.linked_outlook_id,
+            matched_by=issue.matched_by,
+            first_seen=known.first_seen if known is not None else now,
+            last_seen=now,
+        )
 
     def record_plan(self, the_plan: Plan) -> None:
         for kind in ActionKind:
@@ -415,9 +567,13 @@ class TwoWayRun:
             self.ctx.messages.append(f"{a.kind} {a.outlook_id or a.workbooks_id}: {exc}")
             if a.previous is not None and isinstance(exc, NotFound):
                 outcome.removed.append(a.previous)  # the Outlook item is gone: unlink
+                if self.mailbox.policy.outlook_delete == "unlink":
+                    self.remember(a.previous, "deleted", outcome)  # the user deleted it
             return
         if a.kind in REMOVALS:
             if a.previous is not None:
+                if a.remember is not None:
+                    self.remember(a.previous, a.remember, outcome)
                 outcome.removed.append(a.previous)
             return
         if a.previous is not None and a.previous.outlook_id != outlook_id:
@@ -432,13 +588,32 @@ class TwoWayRun:
             outlook_change_key=change_key,
             snapshot=dict(a.fields),
             created_by_service=a.created_by_service,
+            unsettled=a.unsettled,
             updated_at=utcnow(),
         )
         outcome.links.append(link)
-        if a.kind == ActionKind.CREATE_WORKBOOKS and outcome.index is not None:
-            # Made while the Outlook round is still read: a later page may show the item
-            # again, and the Workbooks read will return the record; both must find the pair.
+        self.forget(wid, outcome)  # the record has an item again: the user shared one
+        if a.previous is None and a.kind != ActionKind.CREATE_OUTLOOK and outcome.index is not None:
+            # Made from an Outlook item while the round is still read: a later page may show
+            # the item again, and the Workbooks read will return the record; both must find
+            # the pair.  (Items created in Outlook are not added: a full Workbooks read is
+            # still running and would take them for linked records it did not return.)
             outcome.index.add(link)
+
+    def remember(self, link: Link, how: RemovalHow, outcome: Outcome) -> None:
+        """The user removed this pair's item from Outlook: no run may put it back."""
+        removal = Removal(
+            mailbox=self.mailbox.id,
+            stream=self.ctx.job.stream,
+            workbooks_type=link.workbooks_type,
+            workbooks_id=link.workbooks_id,
+            outlook_id=link.outlook_id,
+            title=self.spec.outlook.title(link.snapshot),
+            how=how,
+        )
+        self.removals[link.workbooks_id] = removal
+        outcome.removals[link.workbooks_id] = (True, removal)
+        self.ctx.count("removals_remembered")
 
     async def write_outlook(
         self, a: Action, workbooks_id: int, categories: Mapping[str, list[str]]
@@ -451,9 +626,9 @@ class TwoWayRun:
             pass  # unlinking, or deleting in Workbooks, leaves the Outlook item alone
         elif a.kind == ActionKind.CREATE_OUTLOOK:
             outlook_id, change_key = await self.outlook.create(a.fields, workbooks_id)
-        elif a.kind == ActionKind.CREATE_WORKBOOKS:
+        elif a.stamp_outlook:  # a record created from the item, or an existing one just linked
             cats = list(categories.get(outlook_id) or [])
-            stamp = await self.outlook.stamp(outlook_id, workbooks_id, a.fields, cats)
+            stamp = await self.outlook.stamp(outlook_id, workbooks_id, a.fields, cats, a.to_outlook)
             change_key = stamp or change_key
         elif a.to_outlook:
             update = await self.outlook.update(outlook_id, a.fields, a.to_outlook)
@@ -462,21 +637,45 @@ class TwoWayRun:
 
     # --- persist -------------------------------------------------------------------------
     async def save_links(self, outcome: Outcome, *, background: bool = False) -> None:
-        """Store the links collected so far.  During the Graph writes this runs in the
-        background (one save at a time), so table writes overlap the next wave and a run that
-        dies keeps what it finished."""
+        """Store the links collected so far, with the identity changes.  During the Graph
+        writes this runs in the background (one save at a time), so table writes overlap the
+        next wave and a run that dies keeps what it finished."""
         if outcome.saving is not None:
             task, outcome.saving = outcome.saving, None
             await task
-        links, removed = outcome.links, outcome.removed
-        outcome.links, outcome.removed = [], []
-        if not links and not removed:
+        if not outcome.pending():
             return
-        save = self.ctx.services.store.links.put_many(links, removed=removed)
+        taken = Outcome(
+            links=outcome.links,
+            removed=outcome.removed,
+            removals=outcome.removals,
+            issues=outcome.issues,
+            cleared=outcome.cleared,
+        )
+        outcome.links, outcome.removed, outcome.removals = [], [], {}
+        outcome.issues, outcome.cleared = [], []
+        save = self.persist(taken)
         if background:
             outcome.saving = asyncio.ensure_future(save)
         else:
             await save
+
+    async def persist(self, done: Outcome) -> None:
+        """Removals are recorded before the links they end are deleted, and forgotten only
+        after the new links are stored: a run stopped in between never loses a removal."""
+        store = self.ctx.services.store
+        mailbox, stream = self.mailbox.id, self.ctx.job.stream
+        remember = [r for keep, r in done.removals.values() if keep]
+        forget = [r for keep, r in done.removals.values() if not keep]
+        await store.identity.save(mailbox, stream, removals=remember, issues=done.issues)
+        if done.links or done.removed:
+            await store.links.put_many(done.links, removed=done.removed)
+        linked = {link.outlook_id for link in done.links}
+        cleared = [
+            o for o in dict.fromkeys(done.cleared) if o not in {i.outlook_id for i in done.issues}
+        ]
+        cleared += [o for o in linked if o in self.issues and o not in cleared]
+        await store.identity.drop(mailbox, stream, removals=forget, issues=cleared)
 
     async def advance(self, delta_link: str, mark: Watermark | None) -> None:
         extra = {k: v for k, v in self.extra_cursor.items() if k != "rebaseline_workbooks"}
@@ -501,6 +700,22 @@ class TwoWayRun:
             return c.model_copy(update=update)
 
         await self.ctx.save_cursor(self.ctx.job.stream, change)
+
+
+def _addresses(fields: Mapping[str, Any], slots: Sequence[str]) -> list[str]:
+    return [str(fields.get(s) or "").strip() for s in slots if str(fields.get(s) or "").strip()]
+
+
+def describe_issue(issue: Issue, title: Callable[[Mapping[str, Any]], str]) -> str:
+    """One line for the run's message."""
+    name = title(issue.fields) or issue.outlook_id
+    if issue.kind == "ambiguous":
+        ids = ", ".join(str(c.workbooks_id) for c in issue.candidates)
+        return f"ambiguous: '{name}' matches several records ({ids}); nothing linked or created"
+    return (
+        f"duplicate: '{name}' stands for record {issue.workbooks_id or '(new)'}, already held "
+        f"by Outlook item {issue.linked_outlook_id}; nothing linked or created"
+    )
 
 
 def compact(mark: Watermark) -> Watermark:

@@ -4,6 +4,8 @@ Reading decides each record's scope on its row (``sync.core.mapping.scope``) and
 chunk at a time while the read goes on, the records no Outlook item can pair with (not linked,
 not stamped on an item of this round): those are new or out of scope whatever else happens,
 so the run can create their Outlook items at once.  The others are kept for the final plan.
+Before a newly shared Outlook item becomes a record, ``candidates`` looks up the records that
+already hold its addresses (one resolution pass per chunk of items), read with their scope.
 Writing is one batch per plan.  The queries and endpoints are in ``sync.workbooks.records``.
 """
 
@@ -13,9 +15,11 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from typing import Any
 
+from sync.core import identity
 from sync.core.errors import Conflict, NotFound, RetryLater
+from sync.core.identity import Candidate
 from sync.core.mapping.scope import activity_in_scope, is_deleted, person_in_scope, scope_columns
-from sync.core.reconcile import Action, ActionKind, LinkIndex, WorkbooksRecord
+from sync.core.reconcile import Action, ActionKind, LinkIndex, OutlookItem, WorkbooksRecord
 from sync.core.state_models import MailboxPolicy
 from sync.engine.registry import RunContext
 from sync.workbooks import WorkbooksClient, WriteOp, records
@@ -36,6 +40,10 @@ class WorkbooksMapping:
     read: Callable[[Mapping[str, Any], str], Fields]  # row, time zone -> fields
     write: Callable[[Mapping[str, Any], str, Iterable[str] | None], Fields]  # -> row
     create_defaults: Mapping[str, Any] = field(default_factory=dict)
+    # Fields holding the addresses a new shared item is matched by before a record is created
+    # (contacts: their three emails); empty: no address matching (activities).
+    slots: tuple[str, ...] = ()
+    name: Callable[[Mapping[str, Any]], str] = lambda f: ""  # a record's name for reports
 
 
 @dataclass
@@ -129,26 +137,34 @@ class WorkbooksSide:
             yield free
         self.ctx.count("workbooks_changes", read)
         if full:
-            into.held += self.out_of_scope(links, returned)
+            into.held += await self.out_of_scope(links, returned)
 
-    def out_of_scope(self, links: LinkIndex, returned: set[int]) -> list[WorkbooksRecord]:
+    async def out_of_scope(self, links: LinkIndex, returned: set[int]) -> list[WorkbooksRecord]:
         """After a full scoped read, a linked record it did not return has left the scope
-        without its ``updated_at`` moving (unwatched, [INF]) or been deleted: the planner
-        removes the Outlook item the service created and unlinks the rest, under the brake."""
-        gone = [
-            WorkbooksRecord(
-                wid,
-                link.workbooks_type,
-                link.workbooks_lock_version,
-                dict(link.snapshot),
-                in_scope=False,
+        without its ``updated_at`` moving (unwatched, [INF]) or been deleted.  For an item the
+        service created that is all the planner needs (it removes the item, under the brake);
+        an item the user shared stays linked out of scope, so its record is read by id to
+        tell a record out of scope (merged as usual) from one deleted (unlinked)."""
+        gone: list[WorkbooksRecord] = []
+        shared: list[int] = []
+        for wid, link in links.by_workbooks.items():
+            if wid in returned or link.workbooks_type != self.record.type_name:
+                continue
+            if not link.created_by_service:
+                shared.append(wid)
+                continue
+            gone.append(
+                WorkbooksRecord(
+                    wid,
+                    link.workbooks_type,
+                    link.workbooks_lock_version,
+                    dict(link.snapshot),
+                    in_scope=False,
+                )
             )
-            for wid, link in links.by_workbooks.items()
-            if wid not in returned and link.workbooks_type == self.record.type_name
-        ]
-        if gone:
-            self.ctx.count("workbooks_unseen", len(gone))
-        return gone
+        if gone or shared:
+            self.ctx.count("workbooks_unseen", len(gone) + len(shared))
+        return gone + await self.fetch(shared, links)
 
     async def reread(self, ids: Sequence[int], links: LinkIndex) -> list[WorkbooksRecord]:
         """These records as they are now (those deleted meanwhile are missing)."""
@@ -159,6 +175,51 @@ class WorkbooksSide:
             self.to_record(row, queues, rules, mode, links)
             async for row in records.by_ids(self.client, self.record, ids, columns)
         ]
+
+    async def fetch(self, ids: Iterable[int], links: LinkIndex) -> list[WorkbooksRecord]:
+        """These records as they are now; one that no longer exists comes back deleted."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return []
+        found = {r.workbooks_id: r for r in await self.reread(wanted, links)}
+        return [
+            found.get(wid) or WorkbooksRecord(wid, self.record.type_name, 0, {}, deleted=True)
+            for wid in wanted
+        ]
+
+    async def candidates(
+        self, items: Mapping[str, OutlookItem], links: LinkIndex
+    ) -> dict[str, list[Candidate]]:
+        """Outlook id -> the records holding one of the item's addresses (``mapping.slots``),
+        read with their scope: one address resolution for all the items, then their records
+        by id (deleted ones drop out).  Only this record type counts (a Person for a contact,
+        not a Sales Lead)."""
+        wanted = {oid: identity.addresses(i.fields, self.mapping.slots) for oid, i in items.items()}
+        addresses = sorted({a for found in wanted.values() for a in found})
+        if not addresses:
+            return {oid: [] for oid in items}
+        found = await records.by_addresses(self.client, self.record, addresses)
+        self.ctx.count("identity_lookups", len(addresses))
+        ids = {m.record_id for matches in found.values() for m in matches}
+        rows = {r.workbooks_id: r for r in await self.fetch(ids, links) if not r.deleted}
+        out: dict[str, list[Candidate]] = {}
+        for oid, mine in wanted.items():
+            out[oid] = [
+                Candidate(
+                    m.record_id,
+                    self.record.type_name,
+                    rows[m.record_id].lock_version,
+                    rows[m.record_id].fields,
+                    rows[m.record_id].in_scope,
+                    address,
+                    m.field,
+                    self.mapping.name(rows[m.record_id].fields),
+                )
+                for address in mine
+                for m in found.get(address, [])
+                if m.record_id in rows
+            ]
+        return out
 
     async def created_from(self, outlook_ids: Sequence[str]) -> dict[str, int]:
         """Records a run that died before linking created from these Outlook items."""

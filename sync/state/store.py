@@ -10,6 +10,8 @@ subscriptions  key(subscription id)        "sub"
 cursors        key(mailbox)                stream
 dirty          key(mailbox)                stream
 links          key(mailbox)|stream         "o:"+key(outlook id)  and  "w:"+type:id
+               (same partition)            "x:r:"+type:id: a record the user removed from Outlook
+                                           "x:i:"+key(outlook id): an ambiguous/duplicate item
 emails         key(mailbox)                key(message immutable id)
 pending        key(address)                key(mailbox)|key(message id)
 runs           key(mailbox)                inverted time + job id (newest first)
@@ -19,7 +21,10 @@ jobs           "job"                       job id
 Read-modify-write goes through ``_cas``: read, change, ``update_entity`` with the ETag and
 ``IfNotModified``; on ``ResourceModifiedError`` (HTTP 412) re-read and retry a bounded number of
 times.  A link is written as two rows in one partition (one per direction) inside one
-transaction, so a lookup from either side never sees half a link.
+transaction, so a lookup from either side never sees half a link.  The identity rows of a
+(mailbox, stream) (``IdentityStore``: removals remembered, items left ambiguous or duplicate)
+live in the links' partition, after the links in key order, so one range query reads them all
+and a run loads them with the links.
 """
 
 from __future__ import annotations
@@ -42,11 +47,13 @@ from sync.core.keys import address_key, encode_key, normalise_address
 from sync.core.state_models import (
     Cursor,
     EmailRecord,
+    IdentityIssue,
     JobStatus,
     Lease,
     Link,
     Mailbox,
     PendingAddress,
+    Removal,
     RunRecord,
     SubscriptionRecord,
     utcnow,
@@ -580,6 +587,104 @@ class LinkStore:
         return len([1 async for _ in self.list(mailbox, stream)])
 
 
+# ----------------------------------------------------------------------------------- identity
+
+_REMOVAL, _ISSUE = "x:r:", "x:i:"
+
+
+def _removal_key(workbooks_type: str, workbooks_id: int) -> str:
+    return _REMOVAL + encode_key(f"{workbooks_type}:{workbooks_id}")
+
+
+def _issue_key(outlook_id: str) -> str:
+    return _ISSUE + encode_key(outlook_id)
+
+
+class IdentityStore:
+    """What a (mailbox, stream) remembers beyond its links: records the user removed from
+    Outlook (so no run puts them back) and shared items left unlinked as ambiguous or
+    duplicate (for status and ``items``).  Rows in the links' partition (see the layout)."""
+
+    def __init__(self, table: _Table) -> None:
+        self._t = table
+
+    async def _rows(self, mailbox: str, stream: str, prefix: str) -> AsyncIterator[dict[str, Any]]:
+        flt = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
+        hi = prefix[:-1] + ";"  # ';' sorts right after ':'
+        params = {"pk": _link_pk(mailbox, stream), "lo": prefix, "hi": hi}
+        async for row in self._t.query(flt, params):
+            yield row
+
+    async def removals(self, mailbox: str, stream: str) -> list[Removal]:
+        return [
+            Removal.model_validate(unpack_json("data", r))
+            async for r in self._rows(mailbox, stream, _REMOVAL)
+        ]
+
+    async def issues(self, mailbox: str, stream: str) -> list[IdentityIssue]:
+        return [
+            IdentityIssue.model_validate(unpack_json("data", r))
+            async for r in self._rows(mailbox, stream, _ISSUE)
+        ]
+
+    async def counts(self, mailbox: str, stream: str) -> dict[str, int]:
+        """{"ambiguous", "duplicate", "removed"} for status, without unpacking the rows."""
+        out = {"ambiguous": 0, "duplicate": 0, "removed": 0}
+        async for row in self._rows(mailbox, stream, "x:"):
+            kind = str(row.get("kind") or "")
+            if kind in out:
+                out[kind] += 1
+        return out
+
+    async def save(
+        self,
+        mailbox: str,
+        stream: str,
+        *,
+        removals: list[Removal] | None = None,
+        issues: list[IdentityIssue] | None = None,
+    ) -> None:
+        """Record removals and issues (replacing any with the same key), in transactions."""
+        pk = _link_pk(mailbox, stream)
+        ops: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        for removal in removals or []:
+            rk = _removal_key(removal.workbooks_type, removal.workbooks_id)
+            ops[rk] = ("upsert", self._row(pk, rk, "removed", removal.model_dump(mode="json")))
+        for issue in issues or []:
+            rk = _issue_key(issue.outlook_id)
+            ops[rk] = ("upsert", self._row(pk, rk, issue.kind, issue.model_dump(mode="json")))
+        if ops:
+            await self._t.transact(list(ops.values()))
+
+    @staticmethod
+    def _row(pk: str, rk: str, kind: str, data: Any) -> dict[str, Any]:
+        row: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk, "data_kind": "identity"}
+        row["kind"] = kind
+        row.update(pack_json("data", data))
+        return row
+
+    async def drop(
+        self,
+        mailbox: str,
+        stream: str,
+        *,
+        removals: list[Removal] | None = None,
+        issues: list[str] | None = None,
+    ) -> None:
+        """Forget these removals and the issues of these Outlook ids (missing rows are fine)."""
+        pk = _link_pk(mailbox, stream)
+        keys = [_removal_key(r.workbooks_type, r.workbooks_id) for r in removals or []]
+        keys += [_issue_key(oid) for oid in issues or []]
+        for rk in dict.fromkeys(keys):
+            await self._t.delete(pk, rk)
+
+    async def clear_removals(self, mailbox: str, stream: str) -> int:
+        """Forget every removal of the stream (an operator restores removed items)."""
+        gone = await self.removals(mailbox, stream)
+        await self.drop(mailbox, stream, removals=gone)
+        return len(gone)
+
+
 # ------------------------------------------------------------------------------------- emails
 
 
@@ -737,6 +842,7 @@ class StateStore:
         self.cursors = CursorStore(t["cursors"])
         self.dirty = DirtyMarkers(t["dirty"])
         self.links = LinkStore(t["links"])
+        self.identity = IdentityStore(t["links"])
         self.emails = EmailStore(t["emails"])
         self.pending = PendingIndex(t["pending"])
         self.runs = RunLog(t["runs"])

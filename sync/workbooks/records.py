@@ -6,7 +6,9 @@ included, limited server-side to "assigned to one of my queues, or watched" when
 watermark yet (a first or full read); records again by id (after a stale ``lock_version``); and
 records by ``created_through_reference``, where a record created from an Outlook item names that
 item, so a run that died before it stored the link finds the record instead of creating a
-second one.  It writes one batch per plan.
+second one; and records by email address (``by_addresses``, the email linker's resolution), so
+a newly shared item is matched to the record that already holds its address before anything is
+created.  It writes one batch per plan.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sync.core.mapping.activities import MEETING_TYPE, TASK_TYPE
 from sync.core.mapping.contacts import PERSON_TYPE
 
 from .client import WorkbooksClient
+from .queries import AddressMatch, resolve_addresses
 from .reads import Record, Watermark, changed_since, iter_records
 from .wire import Cond, Filter, any_of, chunked, in_list
 from .writes import WriteOp, WriteResult, write_batch
@@ -106,6 +109,18 @@ async def created_from(
             if ref.startswith(REF_PREFIX):
                 found[ref[len(REF_PREFIX) :]] = int(row["id"])
     return found
+
+
+async def by_addresses(
+    client: WorkbooksClient, record: RecordType, addresses: Sequence[str]
+) -> dict[str, list[AddressMatch]]:
+    """Address (lower-cased) -> the records of this type holding it as a main email or a
+    Contact Details email; one resolution pass for all of them (three reads per IN-list)."""
+    found = await resolve_addresses(client, addresses)
+    return {
+        address: [m for m in matches if m.record_type == record.type_name]
+        for address, matches in found.items()
+    }
 
 
 async def write(

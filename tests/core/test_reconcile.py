@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
+from sync.core.identity import Candidate
 from sync.core.reconcile import (
     ActionKind,
     Direction,
+    Identity,
     LinkIndex,
     OutlookItem,
     OutlookRemoval,
@@ -211,13 +213,21 @@ def test_deleted_in_workbooks(created: bool, expected: ActionKind) -> None:
     assert kinds(p) == [expected]
 
 
-@pytest.mark.parametrize(
-    ("created", "expected"), [(True, ActionKind.DELETE_OUTLOOK), (False, ActionKind.UNLINK)]
-)
-def test_leaving_scope_never_deletes_in_workbooks(created: bool, expected: ActionKind) -> None:
-    p = run([link(1, created=created)], records=[record(1, in_scope=False)])
-    assert kinds(p) == [expected]
+def test_leaving_scope_removes_the_service_created_item_never_the_record() -> None:
+    p = run([link(1, created=True)], records=[record(1, in_scope=False)])
+    assert kinds(p) == [ActionKind.DELETE_OUTLOOK]
     assert p.actions[0].reason == "left the Workbooks scope"
+
+
+def test_an_item_the_user_shared_stays_linked_out_of_scope_and_keeps_syncing() -> None:
+    # The user's share is the pair's scope: leaving My People neither unlinks nor deletes it.
+    p = run([link(1)], records=[record(1, in_scope=False)])
+    assert p.actions == () and p.skipped == {"unchanged": 1}
+    p = run([link(1)], records=[record(1, in_scope=False, lock=2, email="new@x.test")])
+    (a,) = p.actions
+    assert a.kind == ActionKind.UPDATE and a.to_outlook == {"email"}
+    # deleted in Workbooks still ends it
+    assert kinds(run([link(1)], records=[record(1, deleted=True)])) == [ActionKind.UNLINK]
 
 
 @pytest.mark.parametrize(
@@ -353,3 +363,236 @@ def test_policy_from_mailbox() -> None:
         0.5,
     )
     assert sp.create_from_outlook and sp.mass_change_min_items == 10
+
+
+# ------------------------------------------------------------------ identity before creation
+
+EMAILS = ("email", "email2", "email3")
+
+
+def cand(n: int, *, mine: bool = True, lock: int = 3, **f: str) -> Candidate:
+    return Candidate(n, PERSON, lock, fields(**f), mine, f.get("email", "ann@x.test"), "main")
+
+
+def matched(
+    links: list[Link],
+    items: Sequence[OutlookItem],
+    matches: dict[str, list[Candidate]],
+    *,
+    direction: Direction = BOTH,
+    removed: frozenset[int] = frozenset(),
+    issues: frozenset[str] = frozenset(),
+    **policy: Any,
+) -> Plan:
+    return plan(
+        outlook_items=items,
+        links=LinkIndex(links),
+        policy=SyncPolicy(**policy),
+        direction=direction,
+        workbooks_type=PERSON,
+        ident=Identity(matches=matches, slots=EMAILS, removed=removed, issues=issues),
+    )
+
+
+def test_a_shared_item_whose_address_one_record_holds_is_linked_not_created() -> None:
+    new = item("new", name="Walt", email="ann@x.test", job_title="Chemist")
+    found = cand(5, name="Walter White", email="ann@x.test")
+    p = matched([], [new], {"new": [found]})
+    (a,) = p.actions
+    assert a.kind == ActionKind.UPDATE and a.workbooks_id == 5 and a.outlook_id == "new"
+    assert a.stamp_outlook and not a.created_by_service and a.lock_version == 3
+    assert a.fields["display_name"] == "Walter White"  # Workbooks' value stands
+    assert a.to_workbooks == {"job_title"} and a.to_outlook == {"display_name"}
+    assert p.count(ActionKind.CREATE_WORKBOOKS) == 0 and p.issues == ()
+
+
+def test_a_push_links_but_leaves_outlook_alone_until_a_two_way_run() -> None:
+    new = item("new", name="Walt", job_title="Chemist")
+    p = matched([], [new], {"new": [cand(5, name="Walter White")]}, direction=PUSH)
+    (a,) = p.actions
+    assert a.to_outlook == frozenset() and a.to_workbooks == {"job_title"} and a.stamp_outlook
+    assert a.unsettled and a.fields["display_name"] == "Walt"  # what Outlook still holds
+    # the next two-way run reads the record and settles the pair
+    pair = link(5, name="Walt", job_title="Chemist").model_copy(
+        update={"unsettled": True, "outlook_id": "new", "workbooks_lock_version": 4}
+    )
+    p = run([pair], records=[record(5, lock=4, name="Walter White", job_title="Chemist")])
+    (b,) = p.actions
+    assert b.kind == ActionKind.UPDATE and b.to_outlook == {"display_name"} and not b.unsettled
+    # nothing else to write: the pair is still rewritten once, settled
+    p = run([pair], records=[record(5, lock=4, name="Walt", job_title="Chemist")])
+    (c,) = p.actions
+    assert c.kind == ActionKind.LINK and not c.unsettled and not c.writes
+
+
+def test_settling_first_links_is_not_a_mass_change() -> None:
+    pairs = [link(n, name="Outlook name").model_copy(update={"unsettled": True}) for n in range(20)]
+    p = run(pairs, records=[record(n, name="Workbooks name") for n in range(20)])
+    assert not p.stopped and p.count(ActionKind.UPDATE) == 20
+    settled = [pair.model_copy(update={"unsettled": False}) for pair in pairs]
+    assert run(settled, records=[record(n, name="Workbooks name") for n in range(20)]).stopped
+
+
+def test_several_records_with_the_address_are_ambiguous_and_nothing_is_written() -> None:
+    p = matched([], [item("new")], {"new": [cand(5), cand(6)]})
+    assert p.actions == () and p.skipped == {"ambiguous": 1}
+    (issue,) = p.issues
+    assert issue.kind == "ambiguous" and [c.workbooks_id for c in issue.candidates] == [5, 6]
+
+
+def test_one_record_in_scope_wins_over_others_elsewhere() -> None:
+    p = matched([], [item("new")], {"new": [cand(5, mine=False), cand(6), cand(7, mine=False)]})
+    (a,) = p.actions
+    assert a.workbooks_id == 6 and p.issues == ()
+
+
+def test_a_record_out_of_scope_is_linked_when_it_is_the_only_one() -> None:
+    p = matched([], [item("new")], {"new": [cand(5, mine=False)]})
+    (a,) = p.actions
+    assert a.workbooks_id == 5 and a.kind == ActionKind.LINK and a.stamp_outlook
+
+
+def test_no_record_or_no_address_creates() -> None:
+    p = matched([], [item("new")], {"new": []})
+    assert kinds(p) == [ActionKind.CREATE_WORKBOOKS]
+    p = matched([], [item("bare", email="")], {"bare": []})
+    assert kinds(p) == [ActionKind.CREATE_WORKBOOKS] and "no address" in p.actions[0].reason
+
+
+def test_a_second_item_for_a_linked_record_is_a_duplicate_by_address() -> None:
+    # "Walter": the service created o5 for Person 5; the user shares their own copy
+    p = matched([link(5, created=True)], [item("walter2")], {"walter2": [cand(5)]})
+    assert p.actions == () and p.skipped == {"duplicate_email": 1}
+    (issue,) = p.issues
+    assert (issue.kind, issue.workbooks_id, issue.linked_outlook_id) == ("duplicate", 5, "o5")
+
+
+def test_two_new_items_with_one_address_create_one_record() -> None:
+    p = matched([], [item("a"), item("b")], {"a": [], "b": []})
+    assert kinds(p) == [ActionKind.CREATE_WORKBOOKS] and p.actions[0].outlook_id == "a"
+    (issue,) = p.issues
+    assert issue.outlook_id == "b" and issue.linked_outlook_id == "a"
+    assert issue.workbooks_id is None
+
+
+def test_two_new_items_matching_one_record_link_once() -> None:
+    p = matched([], [item("a"), item("b")], {"a": [cand(5)], "b": [cand(5)]})
+    assert [a.outlook_id for a in p.actions] == ["a"]
+    assert [(i.outlook_id, i.linked_outlook_id) for i in p.issues] == [("b", "a")]
+
+
+def test_a_copy_with_our_stamp_is_reported_with_the_item_that_holds_the_record() -> None:
+    p = run([link(1)], items=[item("copy", stamp=1)])
+    (issue,) = p.issues
+    assert (issue.kind, issue.matched_by, issue.linked_outlook_id) == ("duplicate", "stamp", "o1")
+    found = OutlookItem("copy2", fields(), stamped_id=1, found_by="reference")
+    p = run([link(1)], items=[found])
+    assert p.skipped == {"duplicate_reference": 1} and p.issues[0].matched_by == "reference"
+
+
+def test_the_linked_item_keeps_its_record_whatever_the_delta_order() -> None:
+    p = run([link(1)], items=[item("copy", stamp=1), item(1, stamp=1, name="new")])
+    assert [a.outlook_id for a in p.actions] == ["o1"]
+    assert [i.outlook_id for i in p.issues] == ["copy"]
+
+
+def test_deleting_the_linked_item_frees_the_record_for_the_users_copy() -> None:
+    p = run([link(1)], items=[item("copy", stamp=1)], removals=[OutlookRemoval("o1")])
+    assert kinds(p) == [ActionKind.UNLINK, ActionKind.LINK]
+    assert p.actions[1].outlook_id == "copy" and p.issues == ()
+    assert p.actions[0].remember is None  # the record is in Outlook again: nothing to keep out
+
+
+# ------------------------------------------------------------------ removals remembered
+
+
+@pytest.mark.parametrize(
+    ("switch", "expected", "remember"),
+    [
+        ("unlink", ActionKind.UNLINK, "deleted"),
+        ("restore", ActionKind.UNLINK, None),
+        ("delete", ActionKind.DELETE_WORKBOOKS, None),
+    ],
+)
+def test_a_delete_in_outlook_is_remembered_only_under_unlink(
+    switch: str, expected: ActionKind, remember: str | None
+) -> None:
+    p = run([link(1)], removals=[OutlookRemoval("o1")], outlook_delete=switch, direction=PUSH)
+    (a,) = p.actions
+    assert a.kind == expected and a.remember == remember
+
+
+def test_delete_never_deletes_a_record_outside_the_users_scope() -> None:
+    p = run(
+        [link(1)],
+        removals=[OutlookRemoval("o1")],
+        records=[record(1, in_scope=False)],
+        outlook_delete="delete",
+        direction=PUSH,
+    )
+    (a,) = p.actions
+    assert (
+        a.kind == ActionKind.UNLINK and a.remember == "deleted" and "not in your scope" in a.reason
+    )
+
+
+def test_leaving_the_view_and_deleted_records_are_not_the_users_removals() -> None:
+    p = run([link(1)], removals=[OutlookRemoval("o1", deleted=False)])
+    assert p.actions[0].remember is None
+    p = run([link(1)], removals=[OutlookRemoval("o1")], records=[record(1, deleted=True)])
+    assert p.actions[0].remember is None
+
+
+@pytest.mark.parametrize("switch", ["unlink", "restore", "delete"])
+def test_unsharing_unlinks_and_is_remembered_under_every_policy(switch: str) -> None:
+    p = run([link(1, created=True)], items=[item(1, shared=False)], outlook_delete=switch)
+    (a,) = p.actions
+    assert a.kind == ActionKind.UNLINK and a.remember == "unshared" and not a.writes
+
+
+def test_a_removed_record_gets_no_new_outlook_item() -> None:
+    p = plan(
+        workbooks_records=[record(1), record(2), record(3, deleted=True)],
+        links=LinkIndex([]),
+        policy=SyncPolicy(),
+        direction=BOTH,
+        workbooks_type=PERSON,
+        ident=Identity(removed=frozenset({1, 3})),
+    )
+    assert [(a.kind, a.workbooks_id) for a in p.actions] == [(ActionKind.CREATE_OUTLOOK, 2)]
+    assert p.skipped == {"removed_by_user": 1, "out_of_scope": 1}
+    assert p.forget == (3,)  # deleted in Workbooks: nothing left to keep out
+
+
+def test_sharing_the_item_again_links_the_removed_record() -> None:
+    p = plan(
+        outlook_items=[item("again", stamp=1)],
+        workbooks_records=[record(1)],
+        links=LinkIndex([]),
+        policy=SyncPolicy(),
+        direction=BOTH,
+        workbooks_type=PERSON,
+        ident=Identity(removed=frozenset({1})),
+    )
+    assert kinds(p) == [ActionKind.LINK] and p.actions[0].outlook_id == "again"
+
+
+def test_a_stamped_item_whose_record_is_gone_gets_nothing() -> None:
+    p = run([], items=[item("x", stamp=1)], records=[record(1, deleted=True)])
+    assert p.actions == () and p.skipped == {"stamped_record_deleted": 1}
+    # out of scope is not gone: the user shared it
+    p = run([], items=[item("x", stamp=1)], records=[record(1, in_scope=False)])
+    assert kinds(p) == [ActionKind.LINK]
+
+
+def test_issues_no_longer_holding_are_cleared() -> None:
+    known = frozenset({"amb", "dup", "other"})
+    p = matched(
+        [link(1)],
+        [item("amb"), item("dup", shared=False)],
+        {"amb": [cand(5)]},
+        issues=known,
+    )
+    assert set(p.cleared) == {"amb", "dup"}  # linked now / unshared; "other" was not seen
+    p = matched([], [item("amb")], {"amb": [cand(5), cand(6)]}, issues=known)
+    assert p.cleared == () and len(p.issues) == 1

@@ -39,6 +39,7 @@ def test_http_routes_and_auth_levels(indexed: dict[str, dict[str, Any]]) -> None
         "manual_sync": ("sync/{mailbox}", ("POST",), "FUNCTION"),
         "manual_sync_status": ("sync/jobs/{job_id}", ("GET",), "FUNCTION"),
         "status": ("status", ("GET",), "FUNCTION"),
+        "two_way_items": ("items/{mailbox}", ("GET",), "FUNCTION"),
         "email_explain": ("emails/{mailbox}/{message}", ("GET",), "FUNCTION"),
         "email_attach": ("emails/{mailbox}/attach", ("POST",), "FUNCTION"),
     }

@@ -24,7 +24,7 @@ def writes(counts: dict[str, int]) -> dict[str, int]:
         k: v
         for k, v in counts.items()
         if k.startswith(("outlook_", "workbooks_"))
-        and k not in ("outlook_changes", "workbooks_changes", "outlook_unseen")
+        and k not in ("outlook_changes", "workbooks_changes", "outlook_unseen", "workbooks_unseen")
     }
 
 

@@ -203,11 +203,15 @@ async def test_leaving_scope_removes_only_service_created_and_never_deletes_in_w
         sides.wb_edit(PEOPLE, int(pid), {"person_job_title": "touched"})
     run = await sides.run(Stream.CONTACTS)
     left = sides.outlook_items("contact")
-    assert oid in left  # the user's own contact stays (only unlinked)
+    assert oid in left  # the user's own contact stays
     assert run.counts.get("outlook_delete") == 1  # the service-created one is removed
     assert not sides.wb_record(PEOPLE, other).get("is_deleted")
     assert not sides.wb_record(PEOPLE, mine).get("is_deleted")
-    assert [link.workbooks_id for link in await sides.links(Stream.CONTACTS)] == [mine]
+    # The user shared Jo Kay: the share is its scope, so it stays linked and keeps syncing.
+    (jo,) = [r["id"] for r in sides.wb_rows(PEOPLE) if r.get("name") == "Jo Kay"]
+    linked = {link.workbooks_id for link in await sides.links(Stream.CONTACTS)}
+    assert linked == {mine, int(jo)}
+    assert left[oid]["jobTitle"] == "touched"
 
 
 async def test_mass_change_brake_stops_before_writing(sides: Sides) -> None:
