@@ -16,7 +16,7 @@ from typing import Any
 
 from sync.core.jobs import Stream
 from sync.core.mapping import activities as act
-from sync.engine.clients import graph_client
+from sync.engine.clients import graph_client, mailbox_time_zone
 from sync.engine.outlook_side import OutlookMapping
 from sync.engine.registry import RunContext, register
 from sync.engine.twoway import Spec, calendar_window, full_round, run_two_way
@@ -82,7 +82,8 @@ async def run_events(ctx: RunContext, *, now: datetime | None = None) -> None:
     moved = (cursor.window_start, cursor.window_end) != window
     full = full_round(cursor, ctx.job.kind) or moved
     lo, hi = window
-    spec = replace(MEETINGS, in_window=lambda f: act.in_window(f, policy.time_zone, lo, hi))
+    tz = await mailbox_time_zone(ctx.services, ctx.mailbox)
+    spec = replace(MEETINGS, in_window=lambda f: act.in_window(f, tz, lo, hi))
     items = Events(graph_client(ctx.services), ctx.mailbox.graph_id, policy.category, window)
     extra: dict[str, Any] = {"window_start": lo, "window_end": hi}
     if moved and cursor.window_start is not None:

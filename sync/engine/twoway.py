@@ -63,7 +63,7 @@ from sync.core.reconcile import (
     plan,
 )
 from sync.core.state_models import Cursor, Link, Mailbox, utcnow
-from sync.engine.clients import workbooks_client
+from sync.engine.clients import mailbox_time_zone, workbooks_client
 from sync.engine.outlook_side import GRAPH_WAVE, OutlookMapping, OutlookRound, OutlookSide, run_wave
 from sync.engine.registry import RunContext
 from sync.engine.workbooks_side import (
@@ -155,13 +155,14 @@ async def run_two_way(
     links = LinkIndex([link async for link in store.list(ctx.mailbox.id, ctx.job.stream)])
     policy = ctx.mailbox.policy
     wb = await workbooks_client(ctx.services, ctx.mailbox)
+    tz = await mailbox_time_zone(ctx.services, ctx.mailbox)
     run = TwoWayRun(
         ctx,
         spec,
         cursor,
         full,
-        OutlookSide(items, spec.outlook, policy.time_zone, ctx),
-        WorkbooksSide(wb, spec.workbooks, policy, spec.in_window, ctx),
+        OutlookSide(items, spec.outlook, tz, ctx),
+        WorkbooksSide(wb, spec.workbooks, policy, spec.in_window, ctx, tz),
         links,
         extra_cursor=dict(extra_cursor or {}),
     )
