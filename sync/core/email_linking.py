@@ -510,9 +510,16 @@ def record_for(
 
 
 def note_unlinked(expl: dict[str, Any], unlinked: Mapping[str, str]) -> dict[str, Any]:
-    """``expl`` with the records the email could not be linked to on this tenant, and why."""
+    """``expl`` with the records the email could not be linked to on this tenant, and why
+    (added to those an earlier run explained)."""
     if unlinked:
-        expl["not_linked"] = [{"record": k, "reason": unlinked[k]} for k in sorted(unlinked)]
+        known = {
+            n["record"]: n["reason"]
+            for n in expl.get("not_linked", [])
+            if isinstance(n, dict) and "record" in n
+        }
+        known.update(unlinked)
+        expl["not_linked"] = [{"record": k, "reason": known[k]} for k in sorted(known)]
     return expl
 
 

@@ -108,7 +108,8 @@ class EmailWork:
     # 'Type:id' -> why this tenant cannot link the email there (never retried as such)
     unlinked: dict[str, str] = field(default_factory=dict)
     disabled: bool = False  # email linking is off on this tenant: nothing was created
-    removed: bool = False  # created, no link could be written, so deleted again
+    removed: bool = False  # created, no link could be written, so deleted again (created
+    # stays true: the run did create it)
     lock_version: int = 0  # of an email created by this call
 
     def fail(self, error: SyncError, text: str) -> None:
@@ -153,11 +154,9 @@ async def ensure_linked(
     if not linker.enabled:
         for w in works:
             if w.missing:
+                why = f"email linking is disabled for this tenant: {linker.reason}"
                 w.disabled = True
-                w.fail(
-                    InvalidRequest(linker.reason, source="workbooks"),
-                    f"email linking is disabled for this tenant: {linker.reason}",
-                )
+                w.fail(InvalidRequest(why, source="workbooks"), why)
     else:
         for w in works:
             for ref in w.missing:
@@ -298,7 +297,7 @@ async def _no_orphans(
     for w, res in zip(orphans, results, strict=True):
         if res.ok or isinstance(res.error, NotFound):
             log.warning("email %s had no link and was removed: %s", w.email_id, w.failure)
-            w.email_id, w.created, w.removed = None, False, True
+            w.email_id, w.removed = None, True
             w.failure = f"{w.failure}; the email was removed from Workbooks"[:500]
         elif not _retryable(res.error):
             w.failure = f"{w.failure}; the unlinked email could not be removed: {res.error}"[:500]

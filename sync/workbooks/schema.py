@@ -410,7 +410,7 @@ class Metadata:
         if column in rtype.fields:
             return rtype.fields[column]
         head, _, rest = column.partition("[")
-        if not rest.endswith("]"):
+        if not rest.endswith("]") or self.lists_related(rtype, head):
             return None
         assoc = rtype.associations.get(head)
         if assoc is None:
@@ -427,11 +427,18 @@ class Metadata:
             unknown = unknown or found == "unknown"
         return "unknown" if unknown else None
 
+    @staticmethod
+    def lists_related(rtype: TypeMeta, head: str) -> bool:
+        """Whether the type lists ``head[...]`` columns as fields itself: then that listing is
+        the whole truth (a lead's ``person_lead_party`` exposes only some Person columns)."""
+        prefix = f"{head}["
+        return any(name.startswith(prefix) for name in rtype.fields)
+
     def missing_classes(self, rtype: TypeMeta, column: str) -> set[str]:
         """Classes whose metadata would settle an "unknown" ``column``."""
         head, _, rest = column.partition("[")
         assoc = rtype.associations.get(head) if rest.endswith("]") else None
-        if assoc is None or column in rtype.fields:
+        if assoc is None or column in rtype.fields or self.lists_related(rtype, head):
             return set()
         out: set[str] = set()
         for class_name in assoc.class_names:
@@ -936,7 +943,8 @@ def _leads(
         tenant.checks.append(Check(name, "fail", text, fix))
         tenant.note("sales_leads", f"Sales Leads are not matched by address: {text}; {fix}")
     elif missing:
-        text = f"leads matched by {', '.join(usable)} only: {', '.join(missing)} do(es) not exist"
+        verb = "does" if len(missing) == 1 else "do"
+        text = f"leads matched by {', '.join(usable)} only: {', '.join(missing)} {verb} not exist"
         tenant.checks.append(
             Check(name, "warn", text, "remove it from WORKBOOKS_LEAD_EMAIL_FIELDS")
         )
@@ -988,7 +996,7 @@ def _optional_notes(
             Check(name, "ok" if meta else "warn", f"meeting location is {column!r}")
         )
     else:
-        offer = ", ".join(_candidates(meta, rtype, "location")) if meta and rtype else ""
+        offer = ", ".join(_location_candidates(rtype)) if meta and rtype else ""
         configured = meetings.rename.get("location", "location")
         text = "meeting location is not synced: " + (
             f"activity/meetings has no {configured!r} column" if configured else "switched off"
@@ -1014,6 +1022,21 @@ def _optional_notes(
         )
     elif people.failure is None:
         tenant.checks.append(Check("workbooks.employer_name", "ok", "company <-> employer_name"))
+
+
+LOCATION_WORDS = ("location", "venue", "place", "room", "where", "address")
+
+
+def _location_candidates(rtype: TypeMeta) -> list[str]:
+    """The meeting's own text columns that could hold a location."""
+    return sorted(
+        name
+        for name, f in rtype.fields.items()
+        if "[" not in name
+        and f.datatype in ("string", "text")
+        and f.writable
+        and any(word in name for word in LOCATION_WORDS)
+    )
 
 
 def _picklist_values(
