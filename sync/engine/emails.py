@@ -13,7 +13,10 @@ One run of the SENT stream (notification, 2-hour push, 30-minute reconcile or re
    created, then create the rest in one batch; so a crash between "created in Workbooks" and
    "recorded here" is healed by finding the email instead of creating it again;
 4. then write the missing links in one batch (links of emails that existed before this run are
-   read back first, so a crash after writing links never doubles them);
+   read back first, so a crash after writing links never doubles them), the tenant's way
+   (``sync.workbooks.emails.email_linker``: where links travel with the create, steps 3 and 4
+   are one; with no way to link, no email is created at all and the message stays pending; an
+   email this run created that ends with no link is deleted again, never left unlinked);
 5. persist the final records and pending addresses, and only then advance the cursor to the
    batch's next link (or the round's delta link).
 

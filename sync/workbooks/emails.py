@@ -30,9 +30,10 @@ from sync.core.mapping.scope import is_deleted
 
 from . import schema
 from .client import WorkbooksClient
+from .metadata import LinkStrategy
 from .queries import resolve_addresses
 from .reads import iter_records
-from .schema import LinkStrategy, Tenant, tenant_schema
+from .tenant import Tenant, tenant_schema
 from .wire import Cond, chunked, in_list
 from .writes import WriteOp, WriteResult, write_batch
 

@@ -13,7 +13,7 @@ from sync.core.errors import InvalidRequest, NotFound
 from . import schema
 from .client import WorkbooksClient
 from .reads import Record, iter_records
-from .schema import Tenant, tenant_schema
+from .tenant import Tenant, tenant_schema
 from .wire import Cond, Filter, any_of, chunked, in_list
 
 # ---------------------------------------------------------------- address resolution

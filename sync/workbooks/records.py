@@ -17,7 +17,7 @@ from typing import Any
 
 from sync.core.errors import InvalidRequest
 
-from . import schema
+from . import schema, tenant
 from .client import WorkbooksClient
 from .reads import Record, Watermark, changed_since, iter_records
 from .wire import Cond, Filter, any_of, chunked, in_list
@@ -62,7 +62,7 @@ class TenantColumns:
     rows read back and written out are named, and what is not synced (and why)."""
 
     record: RecordType
-    state: schema.TypeState
+    state: tenant.TypeState
     watched: bool  # ``watched`` may scope a read (else it is not even selected)
     activity_type: str  # the verified activity_type of new activities
     notes: tuple[str, ...]
@@ -111,14 +111,14 @@ class TenantColumns:
 
 async def tenant_columns(client: WorkbooksClient, record: RecordType) -> TenantColumns:
     """The record type's columns on this tenant; ``SchemaMismatch`` if it cannot be synced."""
-    tenant = await schema.tenant_schema(client)
-    state = tenant.require(record.decl.key)
+    found = await tenant.tenant_schema(client)
+    state = found.require(record.decl.key)
     return TenantColumns(
         record,
         state,
-        tenant.watched.get(record.decl.key, True),
-        tenant.task_activity_type,
-        tuple(tenant.notes_for(record.decl.key)),
+        found.watched.get(record.decl.key, True),
+        found.task_activity_type,
+        tuple(found.notes_for(record.decl.key)),
     )
 
 

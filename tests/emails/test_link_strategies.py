@@ -19,7 +19,7 @@ from sync.core.errors import InvalidRequest
 from sync.core.jobs import JobKind, Stream
 from sync.engine.clients import workbooks_client
 from sync.engine.emails import attach_message, explain
-from sync.workbooks.schema import verify
+from sync.workbooks.tenant import verify
 from tests.support.world import World, world_running
 
 from .conftest import ANN

@@ -44,7 +44,7 @@ from sync.workbooks.emails import (
     links_of,
     record_exists,
 )
-from sync.workbooks.schema import tenant_schema
+from sync.workbooks.tenant import tenant_schema
 from sync.workbooks.writes import LOOKAHEAD_CHUNKS, batch_params
 
 from .conftest import ANN_KEY, FAST

@@ -21,6 +21,7 @@ from sync.core.mapping import contacts
 from sync.core.mapping.scope import scope_columns
 from sync.core.state_models import MailboxPolicy
 from sync.workbooks import ClientConfig, WorkbooksClient, WorkbooksIdentity, WriteOp, records
+from sync.workbooks.metadata import AssocMeta, FieldMeta, Metadata, TypeMeta, choose_link
 from sync.workbooks.schema import (
     DECLARED,
     EMAILS,
@@ -28,18 +29,10 @@ from sync.workbooks.schema import (
     PEOPLE,
     SALES_LEADS,
     TASKS,
-    AssocMeta,
     Check,
-    FieldMeta,
-    Metadata,
     SchemaMismatch,
-    TypeMeta,
-    choose_link,
-    read_metadata,
-    resolve,
-    tenant_schema,
-    verify,
 )
+from sync.workbooks.tenant import read_metadata, resolve, tenant_schema, verify
 
 from .conftest import ANN_KEY, FAST
 
@@ -86,7 +79,7 @@ def test_unconfirmed_points_are_marked() -> None:
 
 
 @asynccontextmanager
-async def tenant(
+async def on_tenant(
     sandbox_config: dict[str, Any] | None = None, **client_config: Any
 ) -> AsyncIterator[WorkbooksClient]:
     config = SandboxConfig(sim_controls=True, **(sandbox_config or {}))
@@ -101,7 +94,7 @@ def by_name(checks: list[Check]) -> dict[str, Check]:
 
 
 async def test_default_sandbox_meets_every_declaration_and_is_read_once() -> None:
-    async with tenant() as wb:
+    async with on_tenant() as wb:
         checks = by_name(await verify(wb))
         bad = {n: c.message for n, c in checks.items() if c.status != "ok"}
         # DRAFT is the only stored status the default picklist has: a warning, with the fix
@@ -110,6 +103,12 @@ async def test_default_sandbox_meets_every_declaration_and_is_read_once() -> Non
             "user could send one again from Workbooks"
         }
         assert checks["workbooks.email_status"].fix
+        assert checks["workbooks.login"].as_dict() == {
+            "name": "workbooks.login",
+            "status": "ok",
+            "message": "logged in as Ann Example",
+            "fix": "",
+        }
         assert checks["workbooks.time_zone"].message.startswith("the user's zone is Europe/London")
         wb.calls.clear()
         found = await tenant_schema(wb)
@@ -119,7 +118,7 @@ async def test_default_sandbox_meets_every_declaration_and_is_read_once() -> Non
 
 
 async def test_metadata_costs_a_few_requests_once() -> None:
-    async with tenant() as wb:
+    async with on_tenant() as wb:
         await wb.ensure_login()
         await tenant_schema(wb)
         await tenant_schema(wb)
@@ -260,7 +259,7 @@ ALTERNATIVES = [
 async def test_each_alternative_is_found_and_named(
     sandbox: dict[str, Any], settings: dict[str, Any], name: str, status: str, message: str
 ) -> None:
-    async with tenant(sandbox, **settings) as wb:
+    async with on_tenant(sandbox, **settings) as wb:
         check = by_name(await verify(wb))[name]
         assert (check.status, check.message[: len(message)]) == (status, message), check
         if status != "ok":
@@ -291,13 +290,13 @@ async def test_each_alternative_is_found_and_named(
 async def test_fixes_list_what_the_tenant_offers(
     sandbox: dict[str, Any], settings: dict[str, Any], fix: str
 ) -> None:
-    async with tenant(sandbox, **settings) as wb:
+    async with on_tenant(sandbox, **settings) as wb:
         fixes = [c.fix for c in await verify(wb) if c.status != "ok"]
         assert any(f.startswith(fix) for f in fixes), fixes
 
 
 async def test_renamed_meeting_location_reads_and_writes_the_tenant_column() -> None:
-    async with tenant({"meeting_location_field": "venue"}, meeting_location_field="venue") as wb:
+    async with on_tenant({"meeting_location_field": "venue"}, meeting_location_field="venue") as wb:
         cols = await records.tenant_columns(wb, records.MEETINGS)
         assert "venue" in cols.select(act.MEETING_COLUMNS)
         assert "location" not in cols.select(act.MEETING_COLUMNS)
@@ -313,7 +312,7 @@ async def test_renamed_meeting_location_reads_and_writes_the_tenant_column() -> 
 
 
 async def test_a_column_the_tenant_lacks_is_neither_read_nor_written() -> None:
-    async with tenant({"meeting_location_field": None}) as wb:
+    async with on_tenant({"meeting_location_field": None}) as wb:
         cols = await records.tenant_columns(wb, records.MEETINGS)
         assert "location" not in cols.select(act.MEETING_COLUMNS)
         assert cols.unsynced == {"location": "activity/meetings has no 'location' column"}
@@ -331,7 +330,7 @@ async def test_a_column_the_tenant_lacks_is_neither_read_nor_written() -> None:
 
 
 async def test_without_a_usable_strategy_the_email_check_fails_with_the_reason() -> None:
-    async with tenant({"email_link_strategy": "none"}) as wb:
+    async with on_tenant({"email_link_strategy": "none"}) as wb:
         found = await tenant_schema(wb)
         assert not found.link.enabled
         assert found.notes_for("emails") == [
@@ -411,7 +410,7 @@ def test_a_required_column_missing_makes_the_type_unusable_with_a_named_fix() ->
 
 
 async def test_a_restricted_picklist_refuses_an_unknown_task_type() -> None:
-    async with tenant() as wb:
+    async with on_tenant() as wb:
         meta = await read_metadata(wb)
     task = meta.by_class["Private::Activity::Task"]
     field = task.fields["activity_type"]
@@ -427,7 +426,7 @@ async def test_a_restricted_picklist_refuses_an_unknown_task_type() -> None:
 
 
 async def test_link_strategy_choice_follows_the_setting() -> None:
-    async with tenant({"email_link_strategy": "association"}) as wb:
+    async with on_tenant({"email_link_strategy": "association"}) as wb:
         meta = await read_metadata(wb)
     email = meta.by_class["Private::Email::Email"]
     assert choose_link(meta, email, "auto", "x")[0].kind == "association"
@@ -442,7 +441,7 @@ async def test_a_refused_lead_lookup_leaves_people_matching_alone() -> None:
     """Without readable metadata the configured lead fields are used as they are; a tenant
     that refuses one of them refuses only the lead lookup, which is noted."""
     from devkit.sandbox.workbooks.control import seed
-    from sync.workbooks import resolve_addresses, schema
+    from sync.workbooks import resolve_addresses, tenant
 
     org_only = {"lead_email_fields": ["org_lead_party[main_location[email]]"]}
     async with running_sandbox(SandboxConfig(sim_controls=True, **org_only)) as sb:
@@ -450,7 +449,7 @@ async def test_a_refused_lead_lookup_leaves_people_matching_alone() -> None:
         async with WorkbooksClient(identity, FAST) as wb:
             await wb.ensure_login()
             unverified = resolve(None, wb.config, None, "test: unreadable")
-            schema._CACHE[wb] = (time.monotonic(), unverified)  # as if the metadata were unreadable
+            tenant._CACHE[wb] = (time.monotonic(), unverified)  # as if the metadata were unreadable
             [pat] = seed(
                 sb.state, "crm/people", [{"name": "Pat", "main_location[email]": "p@x.com"}]
             )
