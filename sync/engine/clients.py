@@ -22,6 +22,7 @@ from sync.secrets import secret_provider
 if TYPE_CHECKING:
     from sync.graph.client import GraphClient
     from sync.workbooks.client import WorkbooksClient
+    from sync.workbooks.schema import Check
 
 log = logging.getLogger(__name__)
 ZONE_TTL_SECONDS = 3600.0  # a zone derived from Outlook is read again after this long
@@ -92,3 +93,24 @@ async def mailbox_time_zone(services: Services, mailbox: Mailbox) -> str:
         log.info("no time zone known for %s: using %s", mailbox.id, DEFAULT_ZONE)
     services.cache.time_zones[mailbox.id] = (time.monotonic(), zone)
     return zone
+
+
+async def workbooks_checks(services: Services, mailbox: Mailbox) -> list[Check]:
+    """The Workbooks checks for one mailbox (``doctor``): login, the user's zone, every schema
+    declaration and the email-link strategy (``sync.workbooks.tenant.verify``), then the zone
+    the mailbox syncs in.  A key that cannot be resolved is a failing check, not an error."""
+    from sync.secrets import SecretError
+    from sync.workbooks.schema import Check
+    from sync.workbooks.tenant import verify
+
+    try:
+        client = await workbooks_client(services, mailbox)
+    except SecretError as exc:
+        fix = f"check the secret behind {mailbox.api_key_ref}"
+        return [Check("workbooks.api_key", "fail", f"the API key cannot be read: {exc}", fix)]
+    checks = await verify(client)
+    if all(c.status != "fail" for c in checks if c.name == "workbooks.login"):
+        zone = await mailbox_time_zone(services, mailbox)
+        source = "the mailbox policy" if mailbox.policy.time_zone else "derived"
+        checks.append(Check("mailbox.time_zone", "ok", f"{mailbox.id} syncs in {zone} ({source})"))
+    return checks

@@ -165,6 +165,7 @@ class WorkbooksSide:
 
     async def reread(self, ids: Sequence[int], links: LinkIndex) -> list[WorkbooksRecord]:
         """These records as they are now (those deleted meanwhile are missing)."""
+        await self._tenant_columns()
         rules, mode = self.rules()
         queues = await self.queues()
         columns = [*self.columns(rules), "updated_at"]

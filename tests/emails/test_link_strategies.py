@@ -17,9 +17,8 @@ from devkit.sandbox.workbooks.control import configure
 from sync.core.email_linking import CASE, RecordRef
 from sync.core.errors import InvalidRequest
 from sync.core.jobs import JobKind, Stream
-from sync.engine.clients import workbooks_client
+from sync.engine.clients import workbooks_checks
 from sync.engine.emails import attach_message, explain
-from sync.workbooks.tenant import verify
 from tests.support.world import World, world_running
 
 from .conftest import ANN
@@ -63,10 +62,11 @@ async def test_no_mechanism_creates_no_email_fails_the_check_and_says_why(
         with pytest.raises(InvalidRequest, match="email linking is disabled"):
             await attach_message(w.services, mailbox, mid, RecordRef(CASE, case_id))
         assert w.emails() == []
-        client = await workbooks_client(w.services, mailbox)
-        checks = {c.name: c for c in await verify(client)}
+        checks = {c.name: c for c in await workbooks_checks(w.services, mailbox)}
         assert checks["workbooks.email_link_strategy"].status == "fail"
         assert checks["workbooks.email_link_strategy"].fix
+        assert checks["workbooks.login"].status == "ok"
+        assert checks["mailbox.time_zone"].message == f"{ANN} syncs in Europe/London (derived)"
 
 
 async def test_a_link_endpoint_that_goes_away_leaves_no_unlinked_email(

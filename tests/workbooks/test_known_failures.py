@@ -316,3 +316,21 @@ def test_a_policy_zone_must_be_a_real_zone() -> None:
     assert MailboxPolicy(time_zone="").time_zone is None
     with pytest.raises(ValidationError, match="not an IANA time zone"):
         MailboxPolicy(time_zone="Mars/Olympus")
+
+
+async def test_workbooks_checks_name_a_key_that_cannot_be_used(azurite_connection: str) -> None:
+    from sync.engine.clients import workbooks_checks
+
+    async with world_with(azurite_connection) as w:
+        mailbox = await w.services.store.mailboxes.get(ANN)
+        assert mailbox is not None
+        unreadable = mailbox.model_copy(update={"api_key_ref": "env:WB_KEY_NOT_SET_ANYWHERE"})
+        [check] = await workbooks_checks(w.services, unreadable)
+        assert (check.name, check.status) == ("workbooks.api_key", "fail")
+        assert "WB_KEY_NOT_SET_ANYWHERE" in check.fix
+        wrong = await w.add_mailbox("bob@example.com", api_key="wrong-key")
+        checks = await workbooks_checks(w.services, wrong)
+        assert [(c.name, c.status) for c in checks] == [("workbooks.login", "fail")]
+        good = {c.name: c.status for c in await workbooks_checks(w.services, mailbox)}
+        assert good["workbooks.login"] == "ok" and good["mailbox.time_zone"] == "ok"
+        assert "fail" not in good.values()
