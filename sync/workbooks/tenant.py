@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from sync.core.errors import InvalidRequest, NotFound, ReauthRequired
+from sync.core.errors import InvalidRequest, NotFound, ReauthRequired, RetryLater
 
 from . import errors
 from .metadata import (
@@ -600,6 +600,10 @@ async def load_tenant(client: WorkbooksClient) -> Tenant:
         meta = await read_metadata(client)
     except (NotFound, InvalidRequest, ReauthRequired) as exc:
         return resolve(None, client.config, None, str(exc))
+    if not any(d.class_name in meta.by_class or meta.by_path(d.endpoint) for d in DECLARED):
+        # An answer that names none of our types says nothing about them (a key that may not
+        # read the metadata of any), not that every one is missing.
+        return resolve(None, client.config, None, "it lists none of the declared types")
     values: dict[int, list[str]] = {}
     for picklist in picklists_needed(meta):
         try:
@@ -692,15 +696,12 @@ async def verify(client: WorkbooksClient) -> list[Check]:
     zone, every declaration and the email-link strategy (``doctor`` shows them)."""
     try:
         login = await client.ensure_login()
+    except RetryLater as exc:
+        fix = f"check that {client.identity.base_url} is the tenant's URL, then try again"
+        return [Check("workbooks.login", "fail", f"Workbooks did not answer: {exc}", fix)]
     except (ReauthRequired, InvalidRequest, NotFound) as exc:
-        return [
-            Check(
-                "workbooks.login",
-                "fail",
-                f"login failed: {exc}",
-                "check the API key and its licence",
-            )
-        ]
+        fix = "check the API key and that its user is licensed for the API"
+        return [Check("workbooks.login", "fail", f"login failed: {exc}", fix)]
     checks = [Check("workbooks.login", "ok", f"logged in as {login.person_name or login.user_id}")]
     zone = iana_zone(login.time_zone)
     if zone:
@@ -717,5 +718,11 @@ async def verify(client: WorkbooksClient) -> list[Check]:
             )
         )
     forget(client)
-    tenant = await tenant_schema(client)
+    try:
+        tenant = await tenant_schema(client)
+    except RetryLater as exc:
+        failed = Check(
+            "workbooks.metadata", "fail", f"metadata/types did not answer: {exc}", "try again"
+        )
+        return [*checks, failed]
     return checks + list(tenant.checks)

@@ -459,3 +459,13 @@ async def test_a_refused_lead_lookup_leaves_people_matching_alone() -> None:
             ]
             [note] = unverified.notes_for("sales_leads")
             assert note.startswith("Sales Leads are not matched by address:")
+
+
+async def test_an_unreachable_service_is_a_failing_login_check() -> None:
+    from tests.support.local import free_port
+
+    identity = WorkbooksIdentity(f"http://127.0.0.1:{free_port()}", SecretStr(ANN_KEY))
+    async with WorkbooksClient(identity, FAST) as wb:
+        [check] = await verify(wb)
+    assert (check.name, check.status) == ("workbooks.login", "fail")
+    assert check.message.startswith("Workbooks did not answer") and "127.0.0.1" in check.fix
