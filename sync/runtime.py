@@ -37,6 +37,8 @@ class Caches:
     # One Workbooks client per credential, by identity fingerprint; and each mailbox's one.
     workbooks: dict[str, WorkbooksClient] = field(default_factory=dict)
     workbooks_by_mailbox: dict[str, str] = field(default_factory=dict)
+    # Mailbox zones read from Outlook settings: mailbox -> (monotonic time read, IANA zone).
+    time_zones: dict[str, tuple[float, str]] = field(default_factory=dict)
     # The webhook's subscription lookups: id -> (monotonic time read, record).
     subscriptions: dict[str, tuple[float, SubscriptionRecord]] = field(default_factory=dict)
     # The webhook's memory of live markers, and its marker checks in flight (single flight).

@@ -338,7 +338,42 @@ class WorkbooksSettings(_Checked):
     )
     email_link_path: str = Field(
         default="email/email_links",
-        description="[INF] Endpoint that links an email to a record; confirm with metadata/types.",
+        description="[INF] Endpoint of the email link type when metadata/types cannot be read "
+        "(otherwise the tenant's metadata names it).",
+    )
+    email_link_strategy: Literal["auto", "link_type", "association", "render_with", "none"] = Field(
+        default="auto",
+        description="[INF] How an email is tied to a record: auto (chosen from the tenant's "
+        "metadata/types), link_type, association, render_with, or none (email linking off).",
+    )
+    email_status: str = Field(
+        default="auto",
+        min_length=1,
+        max_length=40,
+        description="[INF] Status of the emails the service stores; auto: a stored, non-sending "
+        "status the tenant's picklist has (e.g. FILED), else DRAFT. Never SEND.",
+    )
+    lead_email_fields: str = Field(
+        default="person_lead_party[main_location[email]],org_lead_party[main_location[email]]",
+        description="[INF] Comma-separated Sales Lead columns that hold a lead's email address; "
+        "checked against metadata/types.",
+    )
+    meeting_location_field: str = Field(
+        default="location",
+        max_length=100,
+        description="[INF] Meeting column holding the location; empty: locations are not synced.",
+    )
+    task_activity_type: str = Field(
+        default="To-do",
+        min_length=1,
+        max_length=100,
+        description="[INF] activity_type of tasks created from Outlook; checked against the "
+        "tenant's picklist.",
+    )
+    watched_filter: bool = Field(
+        default=True,
+        description="[INF] Include records the user watches in My People/activities where the "
+        "tenant lets 'watched' be filtered on; false: assigned records only.",
     )
     batch_size: int = Field(default=100, ge=1, le=100, description="Objects per write request.")
     page_size: int = Field(default=100, ge=1, le=100, description="Rows per read page.")
@@ -355,6 +390,35 @@ class WorkbooksSettings(_Checked):
     throttle_max_attempts: int = Field(
         default=8, ge=1, le=20, description="Replays of a throttled (302) request before giving up."
     )
+
+    @field_validator("email_status")
+    @classmethod
+    def _stored_status(cls, value: str) -> str:
+        value = value.strip().upper()
+        if value == "AUTO":
+            return "auto"
+        if value == "SEND":
+            raise ValueError(
+                "SEND would make Workbooks send the message again; use a stored status"
+            )
+        return value
+
+    @field_validator("lead_email_fields")
+    @classmethod
+    def _lead_fields(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",")]
+        for name in names:
+            if not re.fullmatch(r"[a-z0-9_]+(\[[a-z0-9_]+)*\]*", name) or name.count(
+                "["
+            ) != name.count("]"):
+                raise ValueError(
+                    f"expected column names like org_lead_party[main_location[email]], not {name!r}"
+                )
+        return ",".join(names)
+
+    @property
+    def lead_email_columns(self) -> tuple[str, ...]:
+        return tuple(n for n in self.lead_email_fields.split(",") if n)
 
 
 @dataclass(frozen=True)

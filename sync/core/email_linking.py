@@ -486,9 +486,11 @@ def record_for(
     now: datetime,
     state: RecordState | None = None,
     error: str = "",
+    unlinked: Mapping[str, str] | None = None,
 ) -> EmailRecord:
-    """The EmailRecord to persist after the plan was (partly) applied."""
-    expl = dict(plan.explanation)
+    """The EmailRecord to persist after the plan was (partly) applied.  ``unlinked``: records
+    the tenant's link mechanism cannot tie the email to, and why."""
+    expl = note_unlinked(dict(plan.explanation), unlinked or {})
     expl["linked"] = sorted(set(linked))
     if error:
         expl["error"] = error
@@ -505,6 +507,20 @@ def record_for(
         sent_at=message.sent_date_time,
         processed_at=now,
     )
+
+
+def note_unlinked(expl: dict[str, Any], unlinked: Mapping[str, str]) -> dict[str, Any]:
+    """``expl`` with the records the email could not be linked to on this tenant, and why
+    (added to those an earlier run explained)."""
+    if unlinked:
+        known = {
+            n["record"]: n["reason"]
+            for n in expl.get("not_linked", [])
+            if isinstance(n, dict) and "record" in n
+        }
+        known.update(unlinked)
+        expl["not_linked"] = [{"record": k, "reason": known[k]} for k in sorted(known)]
+    return expl
 
 
 def pending_entries(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -68,7 +69,20 @@ class MailboxPolicy(BaseModel):
     internal_domains: list[str] = Field(default_factory=list)
     blocklist: list[str] = Field(default_factory=list)
     retro_lookback_days: int = Field(default=90, ge=1, le=3650)
-    time_zone: str = Field(default="UTC", max_length=64)
+    # None: the mailbox's zone is derived: the Workbooks user's zone (reported at login), else
+    # the mailbox's Outlook setting, else UTC (``sync.engine.clients.mailbox_time_zone``).
+    time_zone: str | None = Field(default=None, max_length=64)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        try:
+            ZoneInfo(value.strip())
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone, e.g. Europe/London") from None
+        return value.strip()
 
     @field_validator("recurring_events", mode="before")
     @classmethod

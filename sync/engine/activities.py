@@ -21,7 +21,7 @@ from typing import Any
 
 from sync.core.jobs import Stream
 from sync.core.mapping import activities as act
-from sync.engine.clients import graph_client
+from sync.engine.clients import graph_client, mailbox_time_zone
 from sync.engine.outlook_side import OutlookMapping, OutlookSide
 from sync.engine.registry import RunContext, register
 from sync.engine.series import SeriesSide
@@ -88,6 +88,7 @@ async def run_events(ctx: RunContext, *, now: datetime | None = None) -> None:
     moved = (cursor.window_start, cursor.window_end) != window
     full = full_round(cursor, ctx.job.kind) or moved
     lo, hi = window
+    tz = await mailbox_time_zone(ctx.services, ctx.mailbox)
     items = Events(
         graph_client(ctx.services),
         ctx.mailbox.graph_id,
@@ -101,9 +102,7 @@ async def run_events(ctx: RunContext, *, now: datetime | None = None) -> None:
     def side(_: OutlookItems, mapping: OutlookMapping, tz: str, c: RunContext) -> OutlookSide:
         return SeriesSide(items, mapping, tz, c, now=now, since=since)
 
-    spec = replace(
-        MEETINGS, in_window=lambda f: act.in_window(f, policy.time_zone, lo, hi), side=side
-    )
+    spec = replace(MEETINGS, in_window=lambda f: act.in_window(f, tz, lo, hi), side=side)
     extra: dict[str, Any] = {"window_start": lo, "window_end": hi, "series_at": now.isoformat()}
     if moved and cursor.window_start is not None:
         ctx.count("window_rebaselined")

@@ -9,6 +9,8 @@ The Graph SDK is imported here lazily, never on the webhook path.
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
@@ -20,6 +22,11 @@ from sync.secrets import secret_provider
 if TYPE_CHECKING:
     from sync.graph.client import GraphClient
     from sync.workbooks.client import WorkbooksClient
+    from sync.workbooks.schema import Check
+
+log = logging.getLogger(__name__)
+ZONE_TTL_SECONDS = 3600.0  # a zone derived from Outlook is read again after this long
+DEFAULT_ZONE = "UTC"
 
 
 def graph_client(services: Services) -> GraphClient:
@@ -62,3 +69,48 @@ async def workbooks_client(services: Services, mailbox: Mailbox) -> WorkbooksCli
         clients[fingerprint] = client
         services.closers.append(client.close)
     return client
+
+
+async def mailbox_time_zone(services: Services, mailbox: Mailbox) -> str:
+    """The mailbox's zone (IANA): the policy's when it sets one; else the Workbooks user's zone
+    as login.api reports it; else the mailbox's Outlook setting (``mailboxSettings``); else UTC.
+    Workbooks first: naive Workbooks times are read in that zone (workbooks-api.md §2.5)."""
+    if mailbox.policy.time_zone:
+        return mailbox.policy.time_zone
+    from sync.workbooks.timezones import iana_zone
+
+    login = await (await workbooks_client(services, mailbox)).ensure_login()
+    zone = iana_zone(login.time_zone)
+    if zone:
+        return zone
+    cached = services.cache.time_zones.get(mailbox.id)
+    if cached is not None and time.monotonic() - cached[0] < ZONE_TTL_SECONDS:
+        return cached[1]
+    from sync.graph.mailbox import outlook_time_zone
+
+    zone = await outlook_time_zone(graph_client(services), mailbox.graph_id) or DEFAULT_ZONE
+    if zone == DEFAULT_ZONE:
+        log.info("no time zone known for %s: using %s", mailbox.id, DEFAULT_ZONE)
+    services.cache.time_zones[mailbox.id] = (time.monotonic(), zone)
+    return zone
+
+
+async def workbooks_checks(services: Services, mailbox: Mailbox) -> list[Check]:
+    """The Workbooks checks for one mailbox (``doctor``): login, the user's zone, every schema
+    declaration and the email-link strategy (``sync.workbooks.tenant.verify``), then the zone
+    the mailbox syncs in.  A key that cannot be resolved is a failing check, not an error."""
+    from sync.secrets import SecretError
+    from sync.workbooks.schema import Check
+    from sync.workbooks.tenant import verify
+
+    try:
+        client = await workbooks_client(services, mailbox)
+    except SecretError as exc:
+        fix = f"check the secret behind {mailbox.api_key_ref}"
+        return [Check("workbooks.api_key", "fail", f"the API key cannot be read: {exc}", fix)]
+    checks = await verify(client)
+    if all(c.status != "fail" for c in checks if c.name == "workbooks.login"):
+        zone = await mailbox_time_zone(services, mailbox)
+        source = "the mailbox policy" if mailbox.policy.time_zone else "derived"
+        checks.append(Check("mailbox.time_zone", "ok", f"{mailbox.id} syncs in {zone} ({source})"))
+    return checks

@@ -13,7 +13,10 @@ One run of the SENT stream (notification, 2-hour push, 30-minute reconcile or re
    created, then create the rest in one batch; so a crash between "created in Workbooks" and
    "recorded here" is healed by finding the email instead of creating it again;
 4. then write the missing links in one batch (links of emails that existed before this run are
-   read back first, so a crash after writing links never doubles them);
+   read back first, so a crash after writing links never doubles them), the tenant's way
+   (``sync.workbooks.emails.email_linker``: where links travel with the create, steps 3 and 4
+   are one; with no way to link, no email is created at all and the message stays pending; an
+   email this run created that ends with no link is deleted again, never left unlinked);
 5. persist the final records and pending addresses, and only then advance the cursor to the
    batch's next link (or the round's delta link).
 
@@ -25,6 +28,7 @@ email per message and one link per (email, record).  Throttling and outages surf
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -57,12 +61,14 @@ from sync.engine.registry import RunContext, register
 from sync.graph.messages import Body, carried_body, message_body, read_message
 from sync.workbooks.emails import (
     EmailLink,
-    create_emails,
+    EmailLinker,
+    NewEmail,
+    email_linker,
     emails_by_reference,
-    link_emails,
-    links_of,
     record_exists,
+    remove_emails,
     resolve_matches,
+    schema_notes,
 )
 from sync.workbooks.writes import WriteResult
 
@@ -102,13 +108,19 @@ class EmailWork:
     written: int = 0  # links added by this call
     error: SyncError | None = None  # why it is not complete (throttling etc. raise instead)
     failure: str = ""  # the same, as the EmailRecord explains it
+    # 'Type:id' -> why this tenant cannot link the email there (never retried as such)
+    unlinked: dict[str, str] = field(default_factory=dict)
+    disabled: bool = False  # email linking is off on this tenant: nothing was created
+    removed: bool = False  # created, no link could be written, so deleted again (created
+    # stays true: the run did create it)
+    lock_version: int = 0  # of an email created by this call
 
     def fail(self, error: SyncError, text: str) -> None:
         self.error, self.failure = error, text[:500]
 
     @property
     def missing(self) -> list[RecordRef]:
-        return [ref for ref in self.links if ref.key not in self.linked]
+        return [r for r in self.links if r.key not in self.linked and r.key not in self.unlinked]
 
 
 SaveProgress = Callable[[Sequence[EmailWork]], Awaitable[None]]
@@ -123,22 +135,40 @@ async def ensure_linked(
     save_progress: SaveProgress | None = None,
     on_step: Step | None = None,
 ) -> None:
-    """Make each email exist in Workbooks, once, and carry its links, once, in batches:
+    """Make each email exist in Workbooks, once, and carry its links, once, in batches, the
+    way this tenant links emails (``sync.workbooks.emails.email_linker``):
 
+    0. with no usable mechanism, nothing is created: each work is ``disabled``, with the
+       reason; links to record types the mechanism cannot reach go to ``unlinked``;
     1. emails with no id: one read finds those created earlier by ``created_through_reference``
        (a crash between "created" and "recorded"; another copy of the same message);
-    2. the rest are created in one batch (``read_body`` gives each body; None: the body the
-       message was read with);
+    2. the rest are created in one batch, carrying the links the mechanism writes with the
+       email itself (``read_body`` gives each body; None: the body the message was read with);
     3. emails that existed before this call and still miss a link: their links are read back
        (a crash after writing links never doubles them);
-    4. the missing links are written in one batch.
+    4. the missing links are written in one batch; a refused one is tried once more.
 
-    Throttling, outages and conflicts (a concurrent writer: creates and links carry no
-    lock_version) raise ``RetryLater`` once ``save_progress`` has been given the works that
-    step changed; any other failure stays on its work (``error``) and the others go on."""
-    await _ensure_emails(client, works, policy, read_body, save_progress)
+    No orphans: an email this call created that ends with no link at all is deleted again
+    (``removed``), with the reason in ``failure``.  Throttling, outages and conflicts (a
+    concurrent writer: creates and links carry no lock_version) raise ``RetryLater`` once
+    ``save_progress`` has been given the works that step changed: those emails are kept, to be
+    linked by the next run.  Any other failure stays on its work (``error``)."""
+    linker = await email_linker(client)
+    if not linker.enabled:
+        for w in works:
+            if w.missing:
+                why = f"email linking is disabled for this tenant: {linker.reason}"
+                w.disabled = True
+                w.fail(InvalidRequest(why, source="workbooks"), why)
+    else:
+        for w in works:
+            for ref in w.missing:
+                if why := linker.unusable(ref):
+                    w.unlinked[ref.key] = why
+        await _ensure_emails(client, linker, works, policy, read_body, save_progress)
     await _step(on_step, "write_email")
-    await _ensure_links(client, works, save_progress)
+    if linker.enabled:
+        await _ensure_links(client, linker, works, save_progress)
     await _step(on_step, "write_links")
 
 
@@ -149,12 +179,19 @@ async def _step(on_step: Step | None, name: str) -> None:
 
 async def _ensure_emails(
     client: WorkbooksClient,
+    linker: EmailLinker,
     works: Sequence[EmailWork],
     policy: MailboxPolicy,
     read_body: BodyReader | None,
     save_progress: SaveProgress | None,
 ) -> None:
-    creates = [(w, m) for w in works if w.email_id is None and (m := w.message) is not None]
+    creates = [
+        (w, m) for w in works if w.email_id is None and (m := w.message) is not None and w.missing
+    ]
+    for w in works:
+        if w.email_id is None and not w.missing and w.unlinked and not w.linked:
+            why = "; ".join(sorted(set(w.unlinked.values())))
+            w.fail(InvalidRequest(why, source="workbooks"), f"no email created: {why}")
     if not creates:
         return
     refs = [email_reference(m.internet_message_id or "", m.id) for _, m in creates]
@@ -168,58 +205,106 @@ async def _ensure_emails(
     if not todo:
         return
     bodies = await asyncio.gather(*(_body(read_body, m) for _, m in todo))
-    fields = [
-        email_fields(m, policy, body or (m.body_preview or ""), ctype)
-        for (_, m), (body, ctype) in zip(todo, bodies, strict=True)
+    emails = [
+        NewEmail(email_fields(m, policy, body or (m.body_preview or ""), ctype), w.missing)
+        for (w, m), (body, ctype) in zip(todo, bodies, strict=True)
     ]
-    results = await create_emails(client, fields)
-    for (w, _), res in zip(todo, results, strict=True):
+    created = await linker.create(client, emails)
+    for (w, _), made in zip(todo, created, strict=True):
+        res = made.result
         if res.ok and res.id is not None:
             w.email_id, w.created = res.id, True
+            w.lock_version = res.lock_version or 0
+            w.linked |= {ref.key for ref in made.linked}
+            w.written += len(made.linked)
         elif not _retryable(res.error):
             detail = res.error or res.errors
             w.fail(
                 res.error or InvalidRequest(f"create: {res.errors}"),
                 f"email create failed: {detail}",
             )
-    await _raise_retry(results, [w for w, _ in todo], save_progress)
+    await _raise_retry([c.result for c in created], [w for w, _ in todo], save_progress)
 
 
 async def _body(read_body: BodyReader | None, message: Message) -> Body:
     return carried_body(message) if read_body is None else await read_body(message)
 
 
+ONLY_AT_CREATION = "this tenant links an email only when it is created (render_with)"
+
+
 async def _ensure_links(
     client: WorkbooksClient,
+    linker: EmailLinker,
     works: Sequence[EmailWork],
     save_progress: SaveProgress | None,
 ) -> None:
     todo = [w for w in works if w.email_id is not None and w.missing]
     earlier = [w.email_id for w in todo if w.email_id is not None and not w.created]
-    present = await links_of(client, earlier) if earlier else set()
+    present = await linker.present(client, earlier) if earlier else set()
     wanted: list[tuple[EmailWork, RecordRef]] = []
     for w in todo:
         for ref in w.missing:
             if (w.email_id, ref.key) in present:
                 w.linked.add(ref.key)
+            elif not linker.later:
+                w.unlinked[ref.key] = ONLY_AT_CREATION
             else:
                 wanted.append((w, ref))
-    if not wanted:
-        return
-    results = await link_emails(
-        client, [EmailLink(w.email_id or 0, ref.record_type, ref.record_id) for w, ref in wanted]
-    )
-    for (w, ref), res in zip(wanted, results, strict=True):
-        if res.ok:
-            w.linked.add(ref.key)
-            w.written += 1
-        elif not _retryable(res.error):
-            what = f"link to {ref.key} failed"
-            w.fail(
-                res.error or InvalidRequest(f"{what}: {res.errors}"),
-                f"{what}: {res.error or res.errors}",
-            )
+    results: list[WriteResult] = []
+    for attempt in range(2):  # a refused link is tried once more before it counts as failed
+        if not wanted or not linker.enabled:
+            break
+        results = await linker.add(
+            client, [EmailLink(w.email_id or 0, r.record_type, r.record_id) for w, r in wanted]
+        )
+        again: list[tuple[EmailWork, RecordRef]] = []
+        for (w, ref), res in zip(wanted, results, strict=True):
+            if res.ok:
+                w.linked.add(ref.key)
+                w.written += 1
+            elif _retryable(res.error):
+                w.failure = f"links not written yet ({res.error}); the next run writes them"
+            elif attempt == 0:
+                again.append((w, ref))
+            else:
+                what = f"link to {ref.key} failed"
+                w.fail(
+                    res.error or InvalidRequest(f"{what}: {res.errors}"),
+                    f"{what}: {res.error or res.errors}",
+                )
+        wanted = again
+        if _first_retry(r.error for r in results) is not None:
+            break  # the whole job is retried; the refused ones with it
+    if not linker.enabled:  # the mechanism went away under us (its endpoint is gone)
+        for w in todo:
+            for ref in w.missing:
+                w.fail(
+                    InvalidRequest(linker.reason, source="workbooks"),
+                    f"link to {ref.key} failed: {linker.reason}",
+                )
+    await _no_orphans(client, works, save_progress)
     await _raise_retry(results, works, save_progress)
+
+
+async def _no_orphans(
+    client: WorkbooksClient, works: Sequence[EmailWork], save_progress: SaveProgress | None
+) -> None:
+    """Delete the emails this call created that carry no link and will not get one."""
+    orphans = [
+        w for w in works if w.created and w.email_id and not w.linked and w.error is not None
+    ]
+    if not orphans:
+        return
+    results = await remove_emails(client, [(w.email_id or 0, w.lock_version) for w in orphans])
+    for w, res in zip(orphans, results, strict=True):
+        if res.ok or isinstance(res.error, NotFound):
+            log.warning("email %s had no link and was removed: %s", w.email_id, w.failure)
+            w.email_id, w.removed = None, True
+            w.failure = f"{w.failure}; the email was removed from Workbooks"[:500]
+        elif not _retryable(res.error):
+            w.failure = f"{w.failure}; the unlinked email could not be removed: {res.error}"[:500]
+    await _raise_retry(results, orphans, save_progress)
 
 
 async def _raise_retry(
@@ -340,6 +425,7 @@ def _record(run: _Run, it: _Sent, *, state: RecordState | None = None) -> EmailR
         now=utcnow(),
         state=state,
         error=it.work.failure,
+        unlinked=it.work.unlinked,
     )
 
 
@@ -359,10 +445,16 @@ async def _persist(run: _Run, items: Sequence[_Sent], *, final: bool = True) -> 
             if work.email_id is not None:
                 records.append(_record(run, it, state="pending"))
             continue
-        complete = work.email_id is not None and all(t.key in work.linked for t in it.plan.targets)
+        targets = it.plan.targets
+        settled = all(t.key in work.linked or t.key in work.unlinked for t in targets)
+        complete = (
+            work.email_id is not None and settled and any(t.key in work.linked for t in targets)
+        )
         state: RecordState | None
-        if not it.plan.targets:
+        if not targets:
             state = None
+        elif work.disabled:
+            state = "pending"  # email linking is off on this tenant: kept, with the reason
         elif complete:
             state = "linked"
         else:
@@ -420,6 +512,9 @@ def _tally(ctx: RunContext, works: Sequence[EmailWork]) -> None:
         ("emails_recovered", sum(w.recovered for w in works)),
         ("emails_created", sum(w.created for w in works)),
         ("links_created", sum(w.written for w in works)),
+        ("emails_removed", sum(w.removed for w in works)),
+        ("linking_disabled", sum(w.disabled for w in works)),
+        ("links_unavailable", sum(len(w.unlinked) for w in works)),
     ):
         if n:
             ctx.count(name, n)
@@ -468,10 +563,22 @@ async def process_sent(ctx: RunContext, *, on_step: Step | None = None) -> None:
     start = None if _fresh_round(ctx.job, cursor) else cursor.delta_link
     client = await workbooks_client(ctx.services, ctx.mailbox)
     run = _Run(ctx, graph_client(ctx.services), client, on_step)
-    for rounds in range(1, MAX_ROUNDS + 1):
-        start = await _round(run, start)
-        if not await ctx.read_again(rounds, MAX_ROUNDS):
-            return
+    try:
+        for rounds in range(1, MAX_ROUNDS + 1):
+            start = await _round(run, start)
+            if not await ctx.read_again(rounds, MAX_ROUNDS):
+                return
+    finally:
+        await _status_notes(ctx, client)
+
+
+async def _status_notes(ctx: RunContext, client: WorkbooksClient) -> None:
+    """What the tenant's schema leaves out (linking disabled, lookups left out) goes into the
+    run's messages, so it shows in the status."""
+    with contextlib.suppress(SyncError):  # the run's own error, if any, is the one to report
+        for note in await schema_notes(client):
+            if note not in ctx.messages:
+                ctx.messages.append(note)
 
 
 register(Stream.SENT)(process_sent)  # not as a decorator: that would hide ``on_step`` from mypy
@@ -525,6 +632,8 @@ async def attach_message(
     email_id = record.workbooks_email_id if record else None
     work = EmailWork(message, [ref], email_id, set(record.linked) if record else set())
     await ensure_linked(client, [work], policy=mailbox.policy)
+    if ref.key in work.unlinked:
+        raise InvalidRequest(f"cannot link to {ref.key}: {work.unlinked[ref.key]}")
     if work.error is not None or work.email_id is None:
         raise work.error or InvalidRequest("the email could not be created")
     now = utcnow()

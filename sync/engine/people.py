@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from sync.core.email_linking import RetroAction, plan_retro, retro_explanation
+from sync.core.email_linking import RetroAction, note_unlinked, plan_retro, retro_explanation
 from sync.core.errors import ResyncRequired
 from sync.core.graph_models import Message
 from sync.core.jobs import Stream
@@ -29,7 +29,7 @@ from sync.engine.clients import graph_client, workbooks_client
 from sync.engine.emails import EmailWork, ensure_linked
 from sync.engine.registry import RunContext, register
 from sync.graph.messages import read_message
-from sync.workbooks.emails import address_sources, resolve_matches
+from sync.workbooks.emails import address_sources, resolve_matches, schema_notes
 from sync.workbooks.reads import Watermark, changed_since
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ async def process_people(ctx: RunContext) -> None:
     """Read Workbooks changes since the watermarks and link earlier shared emails."""
     client = await workbooks_client(ctx.services, ctx.mailbox)
     cursor = await ctx.services.store.cursors.get(ctx.mailbox.id, Stream.PEOPLE)
-    sources = address_sources(client.config)
+    sources = await address_sources(client)
     start = Watermark(
         utcnow().replace(microsecond=0) - timedelta(days=ctx.mailbox.policy.retro_lookback_days)
     )
@@ -93,6 +93,8 @@ async def process_people(ctx: RunContext) -> None:
                 marks[endpoint] = mark
         await link_addresses(ctx, client, addresses)
         await _save(ctx, marks)
+    for note in await schema_notes(client):
+        ctx.messages.append(note)
 
 
 async def link_addresses(
@@ -157,12 +159,15 @@ async def _apply(
         if work.error is not None or work.email_id is None:
             ctx.count("retro_failed")  # entries stay pending; the window ends them
             continue
+        # Records this tenant cannot add to an existing email (render_with) are explained,
+        # and their entries settled: retrying could never link them.
+        expl = note_unlinked(retro_explanation(record, action, work.linked, now), work.unlinked)
         updated = record.model_copy(
             update={
                 "state": "linked",
                 "workbooks_email_id": work.email_id,
                 "linked": sorted(work.linked),
-                "explanation": retro_explanation(record, action, work.linked, now),
+                "explanation": expl,
                 "processed_at": now,
             }
         )

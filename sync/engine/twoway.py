@@ -82,7 +82,7 @@ from sync.core.state_models import (
     RemovalHow,
     utcnow,
 )
-from sync.engine.clients import workbooks_client
+from sync.engine.clients import mailbox_time_zone, workbooks_client
 from sync.engine.outlook_side import GRAPH_WAVE, OutlookMapping, OutlookRound, OutlookSide, run_wave
 from sync.engine.registry import RunContext
 from sync.engine.workbooks_side import (
@@ -194,13 +194,14 @@ async def run_two_way(
     issues = {i.outlook_id: i for i in await store.identity.issues(mailbox, stream)}
     policy = ctx.mailbox.policy
     wb = await workbooks_client(ctx.services, ctx.mailbox)
+    tz = await mailbox_time_zone(ctx.services, ctx.mailbox)
     run = TwoWayRun(
         ctx,
         spec,
         cursor,
         full,
-        spec.side(items, spec.outlook, policy.time_zone, ctx),
-        WorkbooksSide(wb, spec.workbooks, policy, spec.in_window, ctx),
+        spec.side(items, spec.outlook, tz, ctx),
+        WorkbooksSide(wb, spec.workbooks, policy, spec.in_window, ctx, tz),
         links,
         extra_cursor=dict(extra_cursor or {}),
         removals=removals,

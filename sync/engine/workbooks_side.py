@@ -74,9 +74,21 @@ class WorkbooksSide:
         policy: MailboxPolicy,
         in_window: Callable[[Mapping[str, Any]], bool] | None,
         ctx: RunContext,  # where counts and messages go
+        time_zone: str = "UTC",  # the mailbox's zone (``sync.engine.clients.mailbox_time_zone``)
     ) -> None:
         self.client, self.mapping, self.policy = client, mapping, policy
-        self.in_window, self.ctx = in_window, ctx
+        self.in_window, self.ctx, self.time_zone = in_window, ctx, time_zone
+        # Canonical fields this tenant cannot carry (``records.TenantColumns.unsynced``).
+        self.unsynced: Mapping[str, str] = {}
+
+    async def _tenant_columns(self) -> None:
+        """What the tenant's schema leaves out of this record type: noted in the run's status,
+        and those fields are left as they are on both sides (``records.pinned``)."""
+        cols = await records.tenant_columns(self.client, self.record)
+        self.unsynced = cols.unsynced
+        for note in cols.notes:
+            if note not in self.ctx.messages:
+                self.ctx.messages.append(note)
 
     @property
     def record(self) -> RecordType:
@@ -113,6 +125,7 @@ class WorkbooksSide:
         ``into``; yield the records nothing pairs with, ``chunk`` at a time as they arrive, and
         the rest at the end.  ``note`` gets the number of records held after every row.  After
         a full read, a linked record it did not return is kept as having left the scope."""
+        await self._tenant_columns()
         rules, mode = self.rules()
         queues = await self.queues()
         returned: set[int] = set()  # linked records a full read returned
@@ -168,6 +181,7 @@ class WorkbooksSide:
 
     async def reread(self, ids: Sequence[int], links: LinkIndex) -> list[WorkbooksRecord]:
         """These records as they are now (those deleted meanwhile are missing)."""
+        await self._tenant_columns()
         rules, mode = self.rules()
         queues = await self.queues()
         columns = [*self.columns(rules), "updated_at"]
@@ -245,7 +259,12 @@ class WorkbooksSide:
             )
         else:
             in_scope = person_in_scope(row, queues, rules, mode)
-        fields = self.mapping.read(row, self.policy.time_zone)
+        link = links.by_workbooks.get(wid)
+        fields = records.pinned(
+            self.mapping.read(row, self.time_zone),
+            self.unsynced,
+            link.snapshot if link is not None else None,
+        )
         return WorkbooksRecord(
             wid,
             self.record.type_name,
@@ -292,7 +311,7 @@ class WorkbooksSide:
 
     def op(self, a: Action, queue: int | None) -> WriteOp | None:
         if a.kind == ActionKind.CREATE_WORKBOOKS:
-            row = dict(self.mapping.write(a.fields, self.policy.time_zone, None))
+            row = dict(self.mapping.write(a.fields, self.time_zone, None))
             row.update(self.mapping.create_defaults)
             row[records.REFERENCE] = records.reference_to(a.outlook_id or "")
             if queue is not None:
@@ -301,7 +320,7 @@ class WorkbooksSide:
         if a.kind == ActionKind.DELETE_WORKBOOKS and a.workbooks_id:
             return WriteOp.delete(a.workbooks_id, a.lock_version)
         if a.kind == ActionKind.UPDATE and a.to_workbooks and a.workbooks_id:
-            fields = self.mapping.write(a.fields, self.policy.time_zone, a.to_workbooks)
+            fields = self.mapping.write(a.fields, self.time_zone, a.to_workbooks)
             return WriteOp.update(a.workbooks_id, a.lock_version, fields)
         return None
 

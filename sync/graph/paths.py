@@ -21,6 +21,11 @@ def user_path(mailbox: str) -> str:
     return f"/users/{segment(mailbox)}"
 
 
+def time_zone_path(mailbox: str) -> str:
+    """The mailbox's own time zone setting (``mailboxSettings/timeZone``)."""
+    return f"{user_path(mailbox)}/mailboxSettings/timeZone"
+
+
 def message_path(mailbox: str, message_id: str) -> str:
     return f"{user_path(mailbox)}/messages/{segment(message_id)}"
 

@@ -28,7 +28,17 @@ from .wire import FormPairs
 
 log = logging.getLogger(__name__)
 COOKIE = "Workbooks-Session"
-LOGIN_PATHS = ("/", "/login", "/login.api")  # §1.8 [INF]: a dead session is sent here
+# §1.6, §1.8: a request made with a dead session is redirected (302).  [INF] Where to is not
+# documented: to the login page or the root (the bindings' logout also lands there) is taken
+# as a dead session at once.  A redirect back to the request's own URL is what throttling
+# looks like too (§8 q4); see ``WorkbooksClient.request`` for how the two are told apart.
+LOGIN_PATHS = ("/", "/login", "/login.api")
+# §1.6: ``failure_reason`` values of a 401 that mean "no live session" (documented for
+# login.api; a data request with a dead session may answer the same way).
+SESSION_REASONS = frozenset({"session_expired", "no_session", "no_session_found"})
+# After a fresh login did not stop redirects to the request's own URL (so they were
+# throttling), such redirects are throttling without another login for this long.
+PROBE_COOLDOWN_SECONDS = 60.0
 Sleep = Callable[[float], Awaitable[None]]
 _HAND_OVER_YIELDS = 2  # one for the woken request to send its headers, one for its body
 
@@ -43,6 +53,7 @@ class LoginInfo:
     database_instance_id: int | None
     session_id: str = field(repr=False)
     authenticity_token: str = field(repr=False)
+    time_zone: str = ""  # the user's zone as login.api names it, e.g. "London (GMT+00:00)"
 
 
 @dataclass
@@ -77,6 +88,7 @@ class WorkbooksClient:
         self._login: LoginInfo | None = None
         self._cookie: str | None = None
         self._generation = 0  # bumps on every successful login; de-duplicates re-logins
+        self._throttled_at = -PROBE_COOLDOWN_SECONDS  # monotonic: redirects proved throttling
         self.calls: Counter[str] = Counter()  # "VERB endpoint" -> requests sent (incl. replays)
 
     def __repr__(self) -> str:
@@ -178,6 +190,7 @@ class WorkbooksClient:
             body.get("database_instance_id"),
             session_id,
             str(body.get("authenticity_token") or ""),
+            str(body.get("timezone") or ""),
         )
 
     # ------------------------------------------------------------ requests
@@ -192,9 +205,17 @@ class WorkbooksClient:
         """Send one API call; replay it on throttling, log in again on session expiry.
 
         Returns the JSON body of a 200 answer, whatever its ``success`` (callers decide).
+
+        A dead session (§1.6) is recognised by a redirect to the login page or the root, or a
+        401 whose ``failure_reason`` says there is no session: one fresh login, then the
+        replay.  A redirect anywhere else (usually the request's own URL) is throttling, or a
+        dead session on a service that sends it back to the same URL (§8 q4): the first one a
+        request gets is answered by a fresh login and an immediate replay, unless such a login
+        proved useless within ``PROBE_COOLDOWN_SECONDS``; every later one by back-off.
         """
         what = f"{verb} {endpoint}"
         throttles = relogins = 0
+        probed = False
         while True:
             login = await self.ensure_login()
             generation = self._generation
@@ -203,17 +224,24 @@ class WorkbooksClient:
                 form.append(("_authenticity_token", login.authenticity_token))
             reply = await self._post(f"{endpoint}.api", form + params, with_cookie=True)
             self.calls[what] += 1
+            if self._dead_session(reply):
+                relogins += 1
+                if relogins > self.config.relogin_attempts:
+                    raise errors.session_rejected(what)
+                log.info("workbooks session expired; logging in again")
+                await self._relogin(generation)
+                continue
             if 300 <= reply.status < 400:
-                if urlsplit(reply.location).path in LOGIN_PATHS:
-                    relogins += 1
-                    if relogins > self.config.relogin_attempts:
-                        raise errors.session_rejected(what)
-                    log.info("workbooks session expired; logging in again")
-                    await self._relogin(generation)
-                    continue
                 throttles += 1
                 if throttles >= self.config.throttle_max_attempts:
                     raise errors.throttled(what, throttles)
+                if probed and throttles == 2:
+                    self._throttled_at = time.monotonic()  # a fresh session did not help
+                if not probed and self._may_probe():
+                    probed = True
+                    log.info("workbooks redirect to the same URL; logging in again first")
+                    await self._relogin(generation)
+                    continue
                 await self._sleep(self._backoff(throttles, reply.retry_after))
                 continue
             if reply.status != 200:
@@ -223,6 +251,16 @@ class WorkbooksClient:
             if reply.body is None:
                 raise errors.not_json(what, reply.text)
             return reply.body
+
+    def _dead_session(self, reply: _Reply) -> bool:
+        if 300 <= reply.status < 400:
+            return urlsplit(reply.location).path in LOGIN_PATHS
+        if reply.status == 401:
+            return str((reply.body or {}).get("failure_reason") or "") in SESSION_REASONS
+        return False
+
+    def _may_probe(self) -> bool:
+        return time.monotonic() - self._throttled_at >= PROBE_COOLDOWN_SECONDS
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
         if retry_after and retry_after.strip().isdigit():

@@ -48,6 +48,17 @@ class ClientConfig:
     lead_email_fields: tuple[str, ...] = field(
         default=("person_lead_party[main_location[email]]", "org_lead_party[main_location[email]]")
     )
+    # [INF] the rest of the unconfirmed points, each verified against metadata/types
+    # (``sync.workbooks.schema``): how an email is linked (auto = from the metadata), the
+    # status emails are stored with ("" = a stored status the tenant has, else DRAFT), the
+    # meeting location column ("" = none), the activity type of new tasks, and whether
+    # ``watched`` may scope a read.
+    email_link_strategy: str = "auto"
+    email_status: str = "auto"
+    meeting_location_field: str = "location"
+    task_activity_type: str = "To-do"
+    watched_filter: bool = True
+    schema_ttl_seconds: float = 3600.0  # metadata/types is read again after this long
 
     @classmethod
     def from_settings(cls, settings: WorkbooksSettings, **overrides: object) -> ClientConfig:
@@ -61,6 +72,12 @@ class ClientConfig:
             "max_concurrency": settings.max_concurrency,
             "timeout_seconds": settings.timeout_seconds,
             "throttle_max_attempts": settings.throttle_max_attempts,
+            "lead_email_fields": settings.lead_email_columns,
+            "email_link_strategy": settings.email_link_strategy,
+            "email_status": settings.email_status,
+            "meeting_location_field": settings.meeting_location_field,
+            "task_activity_type": settings.task_activity_type,
+            "watched_filter": settings.watched_filter,
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -21,7 +21,16 @@ from sync.core.errors import (
 
 SOURCE = "workbooks"
 STALE_MARKER = "updated elsewhere"  # §3.7: classify conflicts by text, case-insensitively
-NOT_FOUND_MARKERS = ("not found", "could not be found", "does not exist")
+# §8 q3: the text for a missing or hidden record is not documented.  Workbooks is a Rails
+# service, and Rails' ``find`` raises "Couldn't find <Class> with id=<n>" (and, since Rails 5,
+# "with 'id'=<n>"); the other phrasings are the generic ones.
+NOT_FOUND_MARKERS = (
+    "not found",
+    "could not be found",
+    "couldn't find",
+    "could not find",
+    "does not exist",
+)
 # 403 login reasons that clear up by themselves (§1.6)
 TRANSIENT_REASONS = frozenset({"database_archived", "database_being_migrated"})
 
@@ -50,7 +59,7 @@ def _error_texts(errors: object) -> list[str]:
 def classify_texts(texts: list[str], message: str) -> SyncError:
     """An application failure (HTTP 200, ``success:false``) by its text."""
     joined = "; ".join(texts) or message
-    lowered = joined.lower()
+    lowered = joined.lower().replace("\u2019", "'")  # a typographic apostrophe reads the same
     if STALE_MARKER in lowered:
         return Conflict(message, source=SOURCE, detail=joined)
     if any(marker in lowered for marker in NOT_FOUND_MARKERS):

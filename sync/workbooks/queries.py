@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 
 from sync.core.email_linking import LEAD, PERSON
+from sync.core.errors import InvalidRequest, NotFound
 
+from . import schema
 from .client import WorkbooksClient
 from .reads import Record, iter_records
+from .tenant import Tenant, tenant_schema
 from .wire import Cond, Filter, any_of, chunked, in_list
 
 # ---------------------------------------------------------------- address resolution
@@ -35,18 +38,26 @@ async def resolve_addresses(
     client: WorkbooksClient, addresses: Iterable[str]
 ) -> dict[str, list[AddressMatch]]:
     """Which People / Sales Leads (and Organisations) each address belongs to, and via which
-    field.  Three reads per IN-list chunk: people main emails, lead emails, Contact Details.
+    field.  Three reads per IN-list chunk: people main emails, lead emails, Contact Details;
+    each as the tenant's schema allows (``sync.workbooks.schema``).  A lead or Contact Details
+    read the tenant refuses is left out and noted (``Tenant.notes``), so it never stops the
+    People match; throttling and outages still fail the whole resolution.
     Every input address is a key (lower-cased); no match gives an empty list."""
     wanted = list(dict.fromkeys(normalise(a) for a in addresses if a and a.strip()))
     found: dict[str, list[AddressMatch]] = {a: [] for a in wanted}
+    if not wanted:
+        return found
+    tenant = await tenant_schema(client)
+    tenant.require(schema.PEOPLE.key)
     size = client.config.in_list_size
-    parts = await asyncio.gather(*(_resolve_chunk(client, list(c)) for c in chunked(wanted, size)))
+    chunks = chunked(wanted, size)
+    parts = await asyncio.gather(*(_resolve_chunk(client, tenant, list(c)) for c in chunks))
     unresolved: list[tuple[str, str, int, int]] = []
     for matches, pending in parts:
         for match in matches:
             _add(found, match)
         unresolved += pending
-    for match in await _resolve_parties(client, unresolved):
+    for match in await _resolve_parties(client, tenant, unresolved):
         _add(found, match)
     return found
 
@@ -60,34 +71,59 @@ def _add(found: dict[str, list[AddressMatch]], match: AddressMatch) -> None:
         entries.append(match)
 
 
+async def _optional(
+    tenant: Tenant, decl: schema.Decl, read: Awaitable[list[Record]]
+) -> list[Record]:
+    """An optional lookup: a refusal (wrong column, unknown endpoint) is noted, not raised."""
+    try:
+        return await read
+    except (InvalidRequest, NotFound) as exc:
+        tenant.note(decl.key, f"{decl.title} are not matched by address: {exc}")
+        return []
+
+
 async def _resolve_chunk(
-    client: WorkbooksClient, chunk: list[str]
+    client: WorkbooksClient, tenant: Tenant, chunk: list[str]
 ) -> tuple[list[AddressMatch], list[tuple[str, str, int, int]]]:
     values = in_list(chunk)
-    lead_fields = client.config.lead_email_fields
+    lead_fields = list(tenant.lead_email_fields)
+    party = ["party[type]", "party[id]"] if tenant.party_columns else []
+    details = tenant.types[schema.CONTACT_DETAILS.key]
     people, leads, locations = await asyncio.gather(
         _collect(
             client,
-            "crm/people",
+            schema.PEOPLE.endpoint,
             ["main_location[email]"],
             Cond("main_location[email]", "eq", values),
         ),
-        _collect(
-            client,
-            "crm/sales_leads",
-            list(lead_fields),
-            any_of(*(Cond(f, "eq", values) for f in lead_fields)),
-        ),
-        _collect(
-            client,
-            "crm/party_locations",
-            ["party_id", "party[type]", "party[id]", "email", "alternate_email"],
-            any_of(Cond("email", "eq", values), Cond("alternate_email", "eq", values)),
-        ),
+        _optional(
+            tenant,
+            schema.SALES_LEADS,
+            _collect(
+                client,
+                schema.SALES_LEADS.endpoint,
+                lead_fields,
+                any_of(*(Cond(f, "eq", values) for f in lead_fields)),
+            ),
+        )
+        if lead_fields
+        else _nothing(),
+        _optional(
+            tenant,
+            schema.CONTACT_DETAILS,
+            _collect(
+                client,
+                schema.CONTACT_DETAILS.endpoint,
+                ["party_id", *party, "email", "alternate_email"],
+                any_of(Cond("email", "eq", values), Cond("alternate_email", "eq", values)),
+            ),
+        )
+        if details.failure is None
+        else _nothing(),
     )
     wanted = set(chunk)
     matches = _field_matches(people, PERSON, ["main_location[email]"], wanted)
-    matches += _field_matches(leads, LEAD, list(lead_fields), wanted)
+    matches += _field_matches(leads, LEAD, lead_fields, wanted)
     pending: list[tuple[str, str, int, int]] = []
     for row in locations:
         for fname in ("email", "alternate_email"):
@@ -110,6 +146,10 @@ async def _resolve_chunk(
     return matches, pending
 
 
+async def _nothing() -> list[Record]:
+    return []
+
+
 def _field_matches(
     rows: list[Record], record_type: str, fields: list[str], wanted: set[str]
 ) -> list[AddressMatch]:
@@ -129,26 +169,35 @@ async def _collect(
 
 
 async def _resolve_parties(
-    client: WorkbooksClient, pending: list[tuple[str, str, int, int]]
+    client: WorkbooksClient, tenant: Tenant, pending: list[tuple[str, str, int, int]]
 ) -> list[AddressMatch]:
     """Fallback when Contact Details rows do not name their owner: party ids are People ids
-    (parties share one id space) or a lead's party ids."""
+    (parties share one id space) or a lead's party ids (where the tenant has those columns)."""
     if not pending:
         return []
     party_ids = sorted({p[2] for p in pending})
     owners: dict[int, tuple[str, int]] = {}
+    leads = tenant.types[schema.SALES_LEADS.key]
+    keys = [k for k in ("person_lead_party_id", "org_lead_party_id") if leads.column(k)]
     for chunk in chunked(party_ids, client.config.in_list_size):
         ids = in_list(str(i) for i in chunk)
-        for row in await _collect(client, "crm/people", [], Cond("id", "eq", ids)):
+        rows = await _collect(client, schema.PEOPLE.endpoint, [], Cond("id", "eq", ids))
+        for row in rows:
             owners[int(row["id"])] = (PERSON, int(row["id"]))
-        lead_rows = await _collect(
-            client,
-            "crm/sales_leads",
-            ["person_lead_party_id", "org_lead_party_id"],
-            any_of(Cond("person_lead_party_id", "eq", ids), Cond("org_lead_party_id", "eq", ids)),
+        if not keys or leads.failure is not None:
+            continue
+        lead_rows = await _optional(
+            tenant,
+            schema.SALES_LEADS,
+            _collect(
+                client,
+                schema.SALES_LEADS.endpoint,
+                keys,
+                any_of(*(Cond(k, "eq", ids) for k in keys)),
+            ),
         )
         for row in lead_rows:
-            for key in ("person_lead_party_id", "org_lead_party_id"):
+            for key in keys:
                 if row.get(key) is not None:
                     owners.setdefault(int(row[key]), (LEAD, int(row["id"])))
     return [

@@ -21,9 +21,11 @@ from sync.core.email_linking import (
     email_reference,
     find_references,
     needs_resolution,
+    note_unlinked,
     parse_reference,
     plan_message,
     plan_retro,
+    record_for,
     split_recipients,
 )
 from sync.core.graph_models import Message
@@ -284,3 +286,23 @@ def test_mime_copy_keeps_non_ascii_subject_and_body_readable() -> None:
     assert isinstance(payload, bytes) and payload.decode("utf-8") == "Danke schön ✓"
     assert str(make_header(decode_header(mime["Subject"]))) == "Grüße, Zoë"
     assert "quoted-printable" in str(fields["rfc822"])
+
+
+def test_records_the_tenant_cannot_link_are_explained_and_accumulate() -> None:
+    m = msg(to=["pat@cust.com"], categories=["Workbooks"], subject="CASE-5")
+    plan = plan_message(m, {"pat@cust.com": [person("pat@cust.com", 1)]}, None, SHARED, MB, now=NOW)
+    why = "this tenant links an email only when it is created (render_with)"
+    record = record_for(
+        plan,
+        m,
+        mailbox=MB,
+        email_id=7,
+        linked=[f"{PERSON}:1"],
+        now=NOW,
+        unlinked={f"{CASE}:5": why},
+    )
+    assert record.explanation["not_linked"] == [{"record": f"{CASE}:5", "reason": why}]
+    assert record.explanation["linked"] == [f"{PERSON}:1"]
+    later = note_unlinked(dict(record.explanation), {f"{LEAD}:3": "no lead link"})
+    assert [n["record"] for n in later["not_linked"]] == [f"{CASE}:5", f"{LEAD}:3"]
+    assert note_unlinked({"a": 1}, {}) == {"a": 1}  # nothing to say: nothing added

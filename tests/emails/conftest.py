@@ -17,9 +17,23 @@ from tests.support.world import World, world_running
 ANN = "ann@example.com"
 
 
+# The email-link mechanisms a tenant may have (sync.workbooks.schema.choose_link): every test
+# here runs against a Workbooks sandbox offering each, and the service finds it from the
+# sandbox's metadata/types.  ``none`` has tests of its own (test_link_strategies.py).
+STRATEGIES = ("link_type", "association", "render_with")
+
+
+@pytest.fixture(params=STRATEGIES)
+def strategy(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-async def world(azurite_connection: str) -> AsyncIterator[World]:
-    async with world_running(azurite_connection) as w:
+async def world(azurite_connection: str, strategy: str) -> AsyncIterator[World]:
+    from devkit.sandbox.workbooks import SandboxConfig
+
+    config = SandboxConfig(sim_controls=True, concurrency_cap=None, email_link_strategy=strategy)
+    async with world_running(azurite_connection, workbooks_config=config) as w:
         yield w
 
 

@@ -44,6 +44,7 @@ from sync.workbooks.emails import (
     links_of,
     record_exists,
 )
+from sync.workbooks.tenant import tenant_schema
 from sync.workbooks.writes import LOOKAHEAD_CHUNKS, batch_params
 
 from .conftest import ANN_KEY, FAST
@@ -395,6 +396,8 @@ async def test_resolve_addresses_through_every_field(client, sandbox):
     )
     lead_party = state.tables["crm/sales_leads"][lead["id"]]["person_lead_party_id"]
     seed(state, "crm/party_locations", [{"party_id": lead_party, "email": "lee.work@z.com"}])
+    await tenant_schema(client)  # read once per client (its cost: test_schema.py)
+    client.calls.clear()
     found = await resolve_addresses(
         client,
         [
@@ -431,6 +434,8 @@ async def test_resolve_addresses_call_count_scales_with_in_list_size(sandbox):
     )
     identity = WorkbooksIdentity(sandbox.base_url, SecretStr(ANN_KEY))
     async with WorkbooksClient(identity, dataclasses.replace(FAST, in_list_size=20)) as wb:
+        await tenant_schema(wb)
+        wb.calls.clear()
         found = await resolve_addresses(wb, [f"p{i}@x.com" for i in range(50)])
         assert all(len(v) == 1 for v in found.values())
         assert sum(v for k, v in wb.calls.items() if k.startswith("GET")) == 3 * 3

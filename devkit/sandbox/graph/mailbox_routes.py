@@ -76,6 +76,8 @@ class MailboxApi:
             return await self._todo(segs[2:])
         if head == "outlook" and low[1:2] == ["mastercategories"]:
             return await self._categories(segs[2:])
+        if head == "mailboxsettings":
+            return self._mailbox_settings(low[1:])
         raise GraphFailure(400, "BadRequest", f"Resource not found for the segment '{segs[0]}'.")
 
     # --- answers ------------------------------------------------------------------------------
@@ -321,6 +323,27 @@ class MailboxApi:
         return body
 
     # --- categories -----------------------------------------------------------------------
+    def _mailbox_settings(self, rest: list[str]) -> web.StreamResponse:
+        """`GET mailboxSettings` (the time zone part of it) and `GET mailboxSettings/timeZone`,
+        which Graph answers as a primitive: `{"@odata.context": ..., "value": "..."}`."""
+        if self.request.method != "GET":
+            raise GraphFailure(405, "ErrorInvalidRequest", "Only GET is served here.")
+        context = f"{self.request.url.origin()}/v1.0/$metadata#users('{self.box.upn}')"
+        if rest == ["timezone"]:
+            return web.json_response(
+                {
+                    "@odata.context": f"{context}/mailboxSettings/timeZone",
+                    "value": self.box.time_zone,
+                }
+            )
+        if rest:
+            raise GraphFailure(
+                400, "BadRequest", f"Resource not found for the segment '{rest[0]}'."
+            )
+        return web.json_response(
+            {"@odata.context": f"{context}/mailboxSettings", "timeZone": self.box.time_zone}
+        )
+
     async def _categories(self, rest: list[str]) -> web.StreamResponse:
         cats = self.box.categories
         if not rest and self.request.method == "GET":

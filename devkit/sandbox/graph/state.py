@@ -102,6 +102,7 @@ class Mailbox:
     upn: str
     containers: dict[str, Container] = field(default_factory=dict)
     categories: list[dict[str, str]] = field(default_factory=list)
+    time_zone: str = "UTC"  # mailboxSettings.timeZone: a Windows zone id or an IANA name
 
 
 @dataclass

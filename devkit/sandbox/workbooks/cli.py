@@ -95,7 +95,8 @@ def parser() -> argparse.ArgumentParser:
     schema.add_argument(
         "--dead-session-location",
         default="/login",
-        help="where a dead session is redirected; 'same' = its own URL, like throttling",
+        help="where a dead session is redirected; 'same' = its own URL, like throttling; "
+        "'401' = a 401 session_expired answer",
     )
     schema.add_argument("--webhooks-allowed", type=_on_off, default=True, metavar="on|off")
     return p

@@ -21,6 +21,8 @@ class SimUser(BaseModel):
     # Kept out of repr() and str() (pydantic's str() lists every field), so never logged.
     api_key: str = Field(repr=False)
     password: str = Field(default="password", repr=False)
+    # The user's zone as login.api reports it (§1.6 sample: a Rails zone name and its offset).
+    time_zone: str = "London (GMT+00:00)"
 
     def __repr__(self) -> str:
         return f"SimUser(user_id={self.user_id}, login_name={self.login_name!r})"
@@ -114,7 +116,8 @@ class SandboxConfig(BaseModel):
     fast_login_omits_queues: bool = True  # [BIND][INF] _fast_login defaults to true
     require_user_agent: bool = True
     # Where a request with a dead session is redirected (§1.8, §8 q4) [INF]; "same" sends it
-    # back to its own URL, which a client cannot tell from a throttling redirect.
+    # back to its own URL, which a client cannot tell from a throttling redirect; "401"
+    # answers 401 with failure_reason "session_expired" (a documented login failure reason).
     dead_session_location: str = "/login"
     # --- throttling (per credential)
     concurrency_cap: int | None = 5

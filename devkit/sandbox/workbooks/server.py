@@ -211,7 +211,7 @@ def _login_body(state: SandboxState, user: SimUser, session: Session) -> dict[st
         "default_database_id": db,
         "databases": [{"id": db, "name": "Main", "created_at": "Tue Feb 04 10:25:56 UTC 2014"}],
         "database_instance_id": state.config.database_instance_id,
-        "timezone": "London (GMT+00:00)",
+        "timezone": user.time_zone,
         "version": "SANDBOX (build 1)",
     }
 
@@ -255,6 +255,17 @@ def _authenticate(
     session = state.live_session(request.cookies.get(COOKIE))
     if session is None:  # [INF] a dead session is sent to the login page (configurable)
         location = state.config.dead_session_location
+        if location == "401":
+            raise _Denied(
+                reply(
+                    {
+                        "success": False,
+                        "failure_reason": "session_expired",
+                        "failure_message": "Your session has expired",
+                    },
+                    401,
+                )
+            )
         raise _Denied(redirect(request.path_qs if location == "same" else location))
     if verb != "GET" and params.get("_authenticity_token") != session.token:
         raise _Denied(
