@@ -4,14 +4,19 @@ Azurite is launched directly (``node_modules/.bin/azurite``, not ``npx``) so the
 process to stop.  Ports are chosen by Azurite itself (``--*Port 0``) and read back from its log,
 which avoids races between parallel runs on one machine.
 
+Data lives in memory unless a location is given: tests and benchmarks always start from nothing,
+while ``make serve`` keeps its registry, cursors and queues in ``.azurite/`` (git-ignored) across
+restarts.
+
 Command line::
 
-    python -m devkit.azurite run -- <command ...>   # start, export env, run, stop
-    python -m devkit.azurite start                  # run in the foreground until Ctrl-C
+    python -m devkit.azurite run [--location DIR] -- <command ...>   # start, export env, run, stop
+    python -m devkit.azurite start [--location DIR]                  # foreground until Ctrl-C
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import re
@@ -64,26 +69,45 @@ def azurite_binary() -> Path:
     return path
 
 
-def start(timeout: float = 30.0) -> tuple[Azurite, subprocess.Popen[str]]:
-    workdir = tempfile.mkdtemp(prefix="azurite-")
-    cmd = [
+def command(location: Path | None = None, ports: tuple[int, int, int] = (0, 0, 0)) -> list[str]:
+    """Azurite's argv: in memory, or keeping its data in ``location``; ``ports`` are the blob,
+    queue and table ports (0: Azurite picks free ones)."""
+    blob, queue, table = (str(port) for port in ports)
+    storage = ["--location", str(location)] if location is not None else ["--inMemoryPersistence"]
+    return [
         str(azurite_binary()),
-        "--inMemoryPersistence",
+        *storage,
         "--skipApiVersionCheck",
         "--disableProductStyleUrl",
         "--blobHost",
         "127.0.0.1",
         "--blobPort",
-        "0",
+        blob,
         "--queueHost",
         "127.0.0.1",
         "--queuePort",
-        "0",
+        queue,
         "--tableHost",
         "127.0.0.1",
         "--tablePort",
-        "0",
+        table,
     ]
+
+
+def start(
+    timeout: float = 30.0,
+    *,
+    location: Path | None = None,
+    ports: tuple[int, int, int] = (0, 0, 0),
+) -> tuple[Azurite, subprocess.Popen[str]]:
+    """Start Azurite; with ``location`` its data is read from and written to that directory
+    (created if missing), so a later start there finds it again."""
+    if location is not None:
+        location.mkdir(parents=True, exist_ok=True)
+        workdir = str(location)
+    else:
+        workdir = tempfile.mkdtemp(prefix="azurite-")
+    cmd = command(location, ports)
     proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
         cmd,
         cwd=workdir,
@@ -132,19 +156,44 @@ def stop(proc: subprocess.Popen[str]) -> None:
 
 
 @contextlib.contextmanager
-def running() -> Iterator[Azurite]:
-    azurite, proc = start()
+def running(location: Path | None = None) -> Iterator[Azurite]:
+    azurite, proc = start(location=location)
     try:
         yield azurite
     finally:
         stop(proc)
 
 
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m devkit azurite",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("action", choices=("run", "start"))
+    p.add_argument(
+        "--location",
+        type=Path,
+        default=None,
+        help="keep Azurite's data in this directory (default: in memory, gone at exit)",
+    )
+    return p
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"run", "start"}:
         print(__doc__, file=sys.stderr)
         return 2
-    with running() as azurite:
+    # Options go between the action and "--"; "run" without "--" takes everything as the command.
+    if "--" in argv:
+        split = argv.index("--")
+        head, cmd = argv[:split], argv[split + 1 :]
+    elif argv[0] == "run":
+        head, cmd = argv[:1], argv[1:]
+    else:
+        head, cmd = argv, []
+    args = _parser().parse_args(head)
+    with running(args.location) as azurite:
         env = dict(os.environ)
         env["AzureWebJobsStorage"] = azurite.connection_string
         env["AZURITE_CONNECTION_STRING"] = azurite.connection_string
@@ -156,9 +205,6 @@ def main(argv: list[str]) -> int:
                 while True:
                     time.sleep(3600)
             return 0
-        cmd = argv[1:]
-        if cmd and cmd[0] == "--":
-            cmd = cmd[1:]
         if not cmd:
             print("nothing to run", file=sys.stderr)
             return 2

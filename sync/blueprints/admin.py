@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 import azure.functions as func
 
-from sync.blueprints.responses import json_response, too_large
+from sync.blueprints.responses import json_response, read_body
+from sync.core.bodies import expect_object, no_unknown_fields
 from sync.core.keys import normalise_address
 from sync.engine.runner import request_manual
 from sync.runtime import get_services
@@ -16,17 +17,14 @@ bp = func.Blueprint()
 MODES = ("push", "full", "resync")
 
 
-def _mode(req: func.HttpRequest) -> str | None:
-    body = req.get_body() or b""
-    mode = req.params.get("kind")
-    if body.strip():
-        try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None
-        if not isinstance(payload, dict):
-            return None
-        mode = payload.get("kind", mode)
+def _mode(payload: Any, query: str | None) -> str | None:
+    """The body's ``kind`` (an empty body: ``?kind=``; neither: "full"); None if it is not a
+    string.  BodyError for a body that is not ``{"kind": ...}``."""
+    mode: Any = query
+    if payload is not None:
+        body = expect_object(payload)
+        no_unknown_fields(body, ("kind",))
+        mode = body.get("kind", mode)
     if mode is None or mode == "":
         return "full"
     return mode if isinstance(mode, str) else None  # {"kind": 0} is a mistake, not "full"
@@ -35,10 +33,10 @@ def _mode(req: func.HttpRequest) -> str | None:
 @bp.function_name("manual_sync")
 @bp.route(route="sync/{mailbox}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 async def manual_sync(req: func.HttpRequest) -> func.HttpResponse:
-    if (refused := too_large(req)) is not None:
-        return refused
+    mode = read_body(req, lambda body: _mode(body, req.params.get("kind")), allow_empty=True)
+    if isinstance(mode, func.HttpResponse):
+        return mode
     mailbox = normalise_address(req.route_params.get("mailbox", ""))
-    mode = _mode(req)
     if mode not in MODES:
         return json_response({"error": f"'kind' must be one of {', '.join(MODES)}"}, 400)
     services = await get_services()
