@@ -1,10 +1,12 @@
 """The queue-triggered worker: every job runs through the engine.
 
-During an outage or a storm every job fails or is re-sent the same way, so those outcomes are
-logged once a minute with a count (``sync.logs``).  A job that meets an outage (storage, Graph or
-Workbooks unreachable) is raised to the host as ``JobDeferred``, without the dozens of frames of
-the outage's own stack: the host logs the failed invocation and retries the message either way,
-and a traceback is kept for errors nobody expected.
+Each job that runs writes one line, ``job <id> <mailbox>/<stream> <kind>: <status> <counts>``
+(the failing-mailbox alert reads it; a stream re-queued with back-off writes one per retry).  A
+job that meets an outage (storage, Graph or Workbooks unreachable) writes no such line: it is
+raised to the host as ``JobDeferred``, without the dozens of frames of the outage's own stack
+(the host logs the failed invocation and retries the message either way; a traceback is kept
+for errors nobody expected), and the service logs the outage once a minute with a count
+(``sync.logs``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ bp = func.Blueprint()
 processors.load()
 log = logging.getLogger("sync.worker")
 OUTCOMES = RateLimitedLog(log)
-RESENT = "worker: jobs re-sent for later"
 DEFERRED = "worker: a service is unavailable; jobs left on the queue for the host to retry"
 
 
@@ -50,8 +51,4 @@ async def sync_worker(msg: func.QueueMessage) -> None:
             raise
         OUTCOMES.warning(DEFERRED, f"{what}: {describe(exc)}")
         raise JobDeferred(f"{what}: {describe(exc)}") from None
-    line = f"{what}: {run.status} {run.counts}"
-    if run.status == "retry":  # a busy stream or RetryLater: the runner says why
-        OUTCOMES.info(RESENT, f"{line} {run.message[:200]}")
-    else:
-        log.info("%s", line)
+    log.info("%s: %s %s", what, run.status, run.counts)

@@ -108,7 +108,7 @@ def read_json(body: bytes, content_type: str | None, limits: BodyLimits) -> Any:
     if value is None:
         # No route takes a bare null, and None is what an allowed empty body reads as.
         raise BodyError(400, "the body must be a JSON object, not null")
-    _check_tree(value, limits)
+    _check_tree(value, limits, escapes="\\u" in text)
     return value
 
 
@@ -153,34 +153,42 @@ def _constant(name: str) -> Any:
     raise BodyError(400, f"{name} is not a JSON value")
 
 
-def _check_tree(value: Any, limits: BodyLimits) -> None:
-    """Depth, string length and well-formed Unicode, walked without recursion."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
+def _check_tree(value: Any, limits: BodyLimits, escapes: bool) -> None:
+    """Depth, string length and well-formed Unicode, walked without recursion.  Only a
+    ``\\u`` escape can make a lone surrogate (the bytes were strict UTF-8), so ``escapes``
+    says whether strings need that check at all."""
+    strings: list[str] = []
+    stack: list[tuple[Any, int]] = []
+    if type(value) is dict or type(value) is list:
+        stack.append((value, 1))
+    elif type(value) is str:
+        strings.append(value)
     while stack:
         node, depth = stack.pop()
-        if isinstance(node, str):
-            _check_string(node, limits)
-        elif isinstance(node, dict | list):
-            if depth > limits.max_depth:
-                raise BodyError(400, f"JSON nested deeper than {limits.max_depth} levels")
-            if isinstance(node, dict):
-                for key, item in node.items():
-                    _check_string(key, limits)
-                    stack.append((item, depth + 1))
-            else:
-                stack.extend((item, depth + 1) for item in node)
-
-
-def _check_string(text: str, limits: BodyLimits) -> None:
-    if len(text) > limits.max_string_chars:
+        if depth > limits.max_depth:
+            raise BodyError(400, f"JSON nested deeper than {limits.max_depth} levels")
+        if type(node) is dict:
+            strings.extend(node)
+            children: Any = node.values()
+        else:
+            children = node
+        for child in children:
+            kind = type(child)
+            if kind is str:
+                strings.append(child)
+            elif kind is dict or kind is list:
+                stack.append((child, depth + 1))
+    if max(map(len, strings), default=0) > limits.max_string_chars:
         raise BodyError(
             400, f"a string in the body is longer than {limits.max_string_chars} characters"
         )
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise BodyError(400, "a string in the body is not valid Unicode") from None
+    if escapes:
+        for text in strings:
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise BodyError(400, "a string in the body is not valid Unicode") from None
 
 
 def _quote(text: str) -> str:

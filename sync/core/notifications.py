@@ -13,8 +13,9 @@ over time, so fields we do not read are left alone.
 The lookups are what an anonymous caller can make us pay for, so they are bounded: answers are
 remembered (``SubscriptionCache``: records for ``HIT_SECONDS``, misses for ``MISS_SECONDS``), and
 one request looks up at most ``MAX_LOOKUPS`` distinct subscriptions this instance does not
-remember (``plan_lookups``); items beyond that are dropped unverified and counted.  A Graph batch
-names a handful of subscriptions, and the reconciliation timer re-reads every stream anyway.
+remember, ``LOOKUP_CONCURRENCY`` at a time (``plan_lookups``); items beyond that are dropped
+unverified and counted.  A Graph batch names a handful of subscriptions, those of the last
+minutes are remembered, and the reconciliation timer re-reads every stream anyway.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", 
 MAX_ITEMS = 1000  # Graph batches far fewer; more is not a Graph request
 MAX_DEPTH = 8  # {"value": [{"resourceData": {...}}]} is 4 levels deep
 MAX_STRING_CHARS = 64 * 1024  # rich notifications carry encrypted content; ours do not
-MAX_LOOKUPS = 50  # distinct subscriptions not in memory, looked up per request
+MAX_LOOKUPS = 16  # distinct subscriptions not in memory, looked up per request: one round
 LOOKUP_CONCURRENCY = 16  # storage reads in flight per request
-HIT_SECONDS = 30.0  # subscription records change only on create/renew/delete
+# A record's mailbox, stream and clientState never change (renewal moves only its expiry), so a
+# record can be trusted for minutes; the longer it is, the fewer lookups real traffic needs.
+HIT_SECONDS = 300.0
 # Short: the record of a subscription created a moment ago may be written just after Graph's
 # first notification for it, which must not be dropped for long.
 MISS_SECONDS = 10.0
@@ -98,7 +101,9 @@ def parse_collection(payload: Any) -> list[NotificationItem]:
 def _item(raw: Any, where: str) -> NotificationItem:
     item = expect_object(raw, where.rstrip("."))
     for key, limit in _STRING_FIELDS.items():
-        optional_str(item, key, limit, where)
+        value = item.get(key)
+        if value is not None and (type(value) is not str or len(value) > limit):
+            optional_str(item, key, limit, where)  # raises, naming the field
     sub = item.get("subscriptionId")
     if not sub:
         raise BodyError(400, f"'{where}subscriptionId' is required")

@@ -4,18 +4,22 @@ spread-out times (before: every job 60 s later, all in the same second)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from azure.functions.queue import QueueMessage
 
+from sync.blueprints import worker
 from sync.core.errors import RetryLater
 from sync.core.jobs import Job, JobKind, Stream, decode_job, encode_job
 from sync.core.state_models import Mailbox, utcnow
 from sync.engine import registry, runner
 from sync.engine.registry import RunContext
+from tests.functions.helpers import user_function
 
 STREAMS = 24
 
@@ -110,6 +114,22 @@ async def test_retry_after_takes_precedence_with_a_small_spread(
     # Never before the server's time, at most 10 % after it (and 1 s of rounding up).
     assert all(29 <= d <= 34 for d in delays), delays
     assert len(set(delays)) > 1  # not all in the same second
+
+
+async def test_a_retried_job_still_writes_the_line_the_mailbox_alert_reads(
+    services: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The per-job line is a record of the run, not an error line: it stays, one per retry."""
+    services.settings.app.webhook_memo_seconds = 0
+    _failing(monkeypatch, RetryLater("Graph answered 503", source="graph"))
+    (mailbox,) = await _mailboxes(services, 1)
+    job = Job(mailbox=mailbox, stream=Stream.EVENTS, kind=JobKind.DIRTY)
+    message = QueueMessage(id="m", body=base64.b64decode(encode_job(job)), dequeue_count=1)
+    caplog.set_level(logging.INFO, "sync.worker")
+    for _ in range(3):
+        await user_function(worker.sync_worker)(message)
+    lines = [r.getMessage() for r in caplog.records if r.name == "sync.worker"]
+    assert lines == [f"job {job.job_id} {mailbox}/events dirty: retry {{}}"] * 3
 
 
 def test_the_attempt_count_travels_with_the_job() -> None:
