@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ ACCOUNT_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 _LISTEN = re.compile(r"Azurite (Blob|Queue|Table) service is successfully listening at (\S+)")
+_CLOSED = re.compile(r"Azurite (Blob|Queue|Table) service successfully closed")
+# Set once Azurite reports every service closed (its data written) or its output ends, by pid.
+_closed: dict[int, threading.Event] = {}
 
 
 class AzuriteError(RuntimeError):
@@ -133,26 +137,41 @@ def start(
 
 
 def _drain(proc: subprocess.Popen[str]) -> None:
-    import threading
+    closed = _closed[proc.pid] = threading.Event()
 
     def pump() -> None:
         assert proc.stdout is not None
-        for _ in proc.stdout:
-            pass
+        services: set[str] = set()
+        for line in proc.stdout:
+            match = _CLOSED.search(line)
+            if match:
+                services.add(match.group(1))
+                if len(services) == 3:
+                    closed.set()
+        closed.set()
 
     threading.Thread(target=pump, daemon=True, name="azurite-log").start()
 
 
-def stop(proc: subprocess.Popen[str]) -> None:
+def stop(proc: subprocess.Popen[str], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL.  After serving requests Azurite closes its services on SIGTERM
+    (writing its data when it has a location) but its process lingers, so once it has said
+    every service is closed it is not waited for any longer."""
+    closed = _closed.pop(proc.pid, None)
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if closed is not None and closed.wait(0.05):
+            break
+        if closed is None:
+            time.sleep(0.05)
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
 
 
 @contextlib.contextmanager
