@@ -61,8 +61,10 @@ lock: setup
 demo: setup
 	$(PY) -m devkit demo
 
+# Azurite keeps its data in .azurite/ (git-ignored), so the registry survives a restart; an
+# AzureWebJobsStorage from the environment or local.settings.json is used instead when set.
 serve: setup
-	$(PY) -m devkit serve
+	$(PY) -m devkit serve --azurite --azurite-location .azurite $(SERVE_ARGS)
 
 bench: setup
 	$(PY) -m devkit.azurite run -- $(PY) -m bench $(BENCH_ARGS)

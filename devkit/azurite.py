@@ -4,14 +4,19 @@ Azurite is launched directly (``node_modules/.bin/azurite``, not ``npx``) so the
 process to stop.  Ports are chosen by Azurite itself (``--*Port 0``) and read back from its log,
 which avoids races between parallel runs on one machine.
 
+Data lives in memory unless a location is given: tests and benchmarks always start from nothing,
+while ``make serve`` keeps its registry, cursors and queues in ``.azurite/`` (git-ignored) across
+restarts.
+
 Command line::
 
-    python -m devkit.azurite run -- <command ...>   # start, export env, run, stop
-    python -m devkit.azurite start                  # run in the foreground until Ctrl-C
+    python -m devkit.azurite run [--location DIR] -- <command ...>   # start, export env, run, stop
+    python -m devkit.azurite start [--location DIR]                  # foreground until Ctrl-C
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import re
@@ -20,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +38,9 @@ ACCOUNT_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 _LISTEN = re.compile(r"Azurite (Blob|Queue|Table) service is successfully listening at (\S+)")
+_CLOSED = re.compile(r"Azurite (Blob|Queue|Table) service successfully closed")
+# Set once Azurite reports every service closed (its data written) or its output ends, by pid.
+_closed: dict[int, threading.Event] = {}
 
 
 class AzuriteError(RuntimeError):
@@ -64,26 +73,45 @@ def azurite_binary() -> Path:
     return path
 
 
-def start(timeout: float = 30.0) -> tuple[Azurite, subprocess.Popen[str]]:
-    workdir = tempfile.mkdtemp(prefix="azurite-")
-    cmd = [
+def command(location: Path | None = None, ports: tuple[int, int, int] = (0, 0, 0)) -> list[str]:
+    """Azurite's argv: in memory, or keeping its data in ``location``; ``ports`` are the blob,
+    queue and table ports (0: Azurite picks free ones)."""
+    blob, queue, table = (str(port) for port in ports)
+    storage = ["--location", str(location)] if location is not None else ["--inMemoryPersistence"]
+    return [
         str(azurite_binary()),
-        "--inMemoryPersistence",
+        *storage,
         "--skipApiVersionCheck",
         "--disableProductStyleUrl",
         "--blobHost",
         "127.0.0.1",
         "--blobPort",
-        "0",
+        blob,
         "--queueHost",
         "127.0.0.1",
         "--queuePort",
-        "0",
+        queue,
         "--tableHost",
         "127.0.0.1",
         "--tablePort",
-        "0",
+        table,
     ]
+
+
+def start(
+    timeout: float = 30.0,
+    *,
+    location: Path | None = None,
+    ports: tuple[int, int, int] = (0, 0, 0),
+) -> tuple[Azurite, subprocess.Popen[str]]:
+    """Start Azurite; with ``location`` its data is read from and written to that directory
+    (created if missing), so a later start there finds it again."""
+    if location is not None:
+        location.mkdir(parents=True, exist_ok=True)
+        workdir = str(location)
+    else:
+        workdir = tempfile.mkdtemp(prefix="azurite-")
+    cmd = command(location, ports)
     proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
         cmd,
         cwd=workdir,
@@ -109,42 +137,82 @@ def start(timeout: float = 30.0) -> tuple[Azurite, subprocess.Popen[str]]:
 
 
 def _drain(proc: subprocess.Popen[str]) -> None:
-    import threading
+    closed = _closed[proc.pid] = threading.Event()
 
     def pump() -> None:
         assert proc.stdout is not None
-        for _ in proc.stdout:
-            pass
+        services: set[str] = set()
+        for line in proc.stdout:
+            match = _CLOSED.search(line)
+            if match:
+                services.add(match.group(1))
+                if len(services) == 3:
+                    closed.set()
+        closed.set()
 
     threading.Thread(target=pump, daemon=True, name="azurite-log").start()
 
 
-def stop(proc: subprocess.Popen[str]) -> None:
+def stop(proc: subprocess.Popen[str], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL.  After serving requests Azurite closes its services on SIGTERM
+    (writing its data when it has a location) but its process lingers, so once it has said
+    every service is closed it is not waited for any longer."""
+    closed = _closed.pop(proc.pid, None)
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if closed is not None and closed.wait(0.05):
+            break
+        if closed is None:
+            time.sleep(0.05)
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
 
 
 @contextlib.contextmanager
-def running() -> Iterator[Azurite]:
-    azurite, proc = start()
+def running(location: Path | None = None) -> Iterator[Azurite]:
+    azurite, proc = start(location=location)
     try:
         yield azurite
     finally:
         stop(proc)
 
 
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m devkit azurite",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("action", choices=("run", "start"))
+    p.add_argument(
+        "--location",
+        type=Path,
+        default=None,
+        help="keep Azurite's data in this directory (default: in memory, gone at exit)",
+    )
+    return p
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"run", "start"}:
         print(__doc__, file=sys.stderr)
         return 2
-    with running() as azurite:
+    # Options go between the action and "--"; "run" without "--" takes everything as the command.
+    if "--" in argv:
+        split = argv.index("--")
+        head, cmd = argv[:split], argv[split + 1 :]
+    elif argv[0] == "run":
+        head, cmd = argv[:1], argv[1:]
+    else:
+        head, cmd = argv, []
+    args = _parser().parse_args(head)
+    with running(args.location) as azurite:
         env = dict(os.environ)
         env["AzureWebJobsStorage"] = azurite.connection_string
         env["AZURITE_CONNECTION_STRING"] = azurite.connection_string
@@ -156,9 +224,6 @@ def main(argv: list[str]) -> int:
                 while True:
                     time.sleep(3600)
             return 0
-        cmd = argv[1:]
-        if cmd and cmd[0] == "--":
-            cmd = cmd[1:]
         if not cmd:
             print("nothing to run", file=sys.stderr)
             return 2

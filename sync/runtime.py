@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sync.core.state_models import SubscriptionRecord
+from sync.core.notifications import SubscriptionCache
 from sync.core.streams import MarkerMemory
 from sync.queues import JobQueue
 from sync.settings import Settings, get_settings
@@ -39,8 +39,8 @@ class Caches:
     workbooks_by_mailbox: dict[str, str] = field(default_factory=dict)
     # Mailbox zones read from Outlook settings: mailbox -> (monotonic time read, IANA zone).
     time_zones: dict[str, tuple[float, str]] = field(default_factory=dict)
-    # The webhook's subscription lookups: id -> (monotonic time read, record).
-    subscriptions: dict[str, tuple[float, SubscriptionRecord]] = field(default_factory=dict)
+    # The webhook's subscription lookups, records and misses (sync.core.notifications).
+    subscriptions: SubscriptionCache = field(default_factory=SubscriptionCache)
     # The webhook's memory of live markers, and its marker checks in flight (single flight).
     webhook_memo: MarkerMemory = field(default_factory=MarkerMemory)
     webhook_flights: dict[tuple[str, str], asyncio.Future[bool]] = field(default_factory=dict)

@@ -183,6 +183,21 @@ class AppSettings(_Checked):
         description="After this, a stream's 'job pending' marker is treated as lost and a "
         "new notification enqueues again.",
     )
+    retry_base_seconds: float = Field(
+        default=5.0,
+        ge=0.1,
+        le=300,
+        description="Back-off for a job re-queued after a 5xx, timeout or outage with no "
+        "Retry-After: its first wait is drawn from 0 to this many seconds, and the ceiling "
+        "doubles with each attempt of the job (full jitter). A Retry-After is honoured instead.",
+    )
+    retry_cap_seconds: float = Field(
+        default=90.0,
+        ge=1,
+        le=3600,
+        description="Longest back-off ceiling for a re-queued job, however many attempts; a "
+        "stream retries at most this long after an outage ends.",
+    )
     log_level: LogLevel = Field(
         default="INFO",
         description="Log level of the service's own loggers (sync.*), in Azure and locally.",
@@ -262,6 +277,8 @@ class AppSettings(_Checked):
             )
         if self.secrets_provider == "keyvault" and not self.key_vault_url:
             raise ValueError("SYNC_KEY_VAULT_URL is required when SYNC_SECRETS_PROVIDER=keyvault")
+        if self.retry_cap_seconds < self.retry_base_seconds:
+            raise ValueError("SYNC_RETRY_CAP_SECONDS must not be below SYNC_RETRY_BASE_SECONDS")
         return self
 
 

@@ -8,7 +8,13 @@ message.  Answers:
 * ``?validationToken=`` -> 200 text/plain with the decoded token (400 if it is not plain text);
 * notifications -> 202 once every valid item is queued (or already pending);
 * 5xx only when state or the queue failed, so Graph retries later;
-* 4xx for bodies Graph would never send (wrong type, malformed, too large), with no state change.
+* 4xx for bodies Graph would never send (``sync.core.bodies``: too large, not JSON, nested too
+  deep, numbers too long, wrong shapes), with no state change.
+
+Anyone can POST here, so what a request can cost is bounded (``sync.core.notifications``): its
+subscriptions are looked up concurrently, at most ``MAX_LOOKUPS`` of them not already in memory,
+and misses are remembered briefly.  Drops are logged once per request with counts, and that line
+(like the 503 line of an outage) at most once a minute with a count of the rest (``sync.logs``).
 """
 
 from __future__ import annotations
@@ -18,26 +24,31 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from sync.core.bodies import BodyError, read_json
 from sync.core.jobs import Job, JobKind, Stream
 from sync.core.notifications import (
     LIFECYCLE_EVENTS,
-    BadRequest,
+    LOOKUP_CONCURRENCY,
+    MAX_LOOKUPS,
     NotificationItem,
-    check_content_type,
+    body_limits,
     check_validation_token,
     parse_collection,
+    plan_lookups,
 )
 from sync.core.state_models import SubscriptionRecord
 from sync.core.streams import Intake, lifecycle_marker, on_notification, stream_marker
 from sync.core.subscriptions import hash_client_state
+from sync.logs import RateLimitedLog, expected_failure
 from sync.runtime import Services
 
 log = logging.getLogger("sync.webhook")
-
-CACHE_SECONDS = 30.0  # subscription records change only on create/renew/delete
+LOG = RateLimitedLog(log)
+DROPPED = "webhook: notification items dropped"
+UNAVAILABLE = "webhook: storage or queue unavailable, answering 503 so Graph retries"
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,7 @@ class IntakeStats:
     coalesced: int = 0
     dropped_unknown: int = 0
     dropped_bad_secret: int = 0
+    dropped_unverified: int = 0  # over the per-request lookup budget
     dropped_malformed: int = 0
     rejected_requests: int = 0
     failures: int = 0
@@ -72,23 +84,39 @@ class _Outcome:
     queued: int = 0
     coalesced: int = 0
     dropped: int = 0
+    unknown: int = 0
+    bad_secret: int = 0
+    unverified: int = 0
+    malformed: int = 0
     seen: set[tuple[str, str, str]] = field(default_factory=set)
 
 
-async def _subscription(services: Services, sub_id: str) -> SubscriptionRecord | None:
+async def _subscriptions(
+    services: Services, sub_ids: Iterable[str]
+) -> dict[str, SubscriptionRecord | None]:
+    """Each distinct subscription of a request: its record, or None when there is none.  Ids
+    over the lookup budget are left out (their items are dropped unverified)."""
     cache = services.cache.subscriptions
-    hit = cache.get(sub_id)
-    now = time.monotonic()
-    if hit and now - hit[0] < CACHE_SECONDS:
-        return hit[1]
-    record = await services.store.subscriptions.get(sub_id)
-    if record is not None:
-        if len(cache) > 10_000:
-            cache.clear()
-        cache[sub_id] = (now, record)
-    else:
-        cache.pop(sub_id, None)
-    return record
+    plan = plan_lookups(sub_ids, lambda sub_id: cache.lookup(sub_id, time.monotonic()))
+    found = dict(plan.known)
+    if not plan.fetch:
+        return found
+    gate = asyncio.Semaphore(LOOKUP_CONCURRENCY)
+
+    async def one(sub_id: str) -> SubscriptionRecord | None:
+        async with gate:
+            record = await services.store.subscriptions.get(sub_id)
+        cache.remember(sub_id, record, time.monotonic())
+        return record
+
+    # Every lookup finishes before the answer (no read outlives its request); the first
+    # failure then makes the answer a 503.
+    results = await asyncio.gather(*(one(s) for s in plan.fetch), return_exceptions=True)
+    for sub_id, result in zip(plan.fetch, results, strict=True):
+        if isinstance(result, BaseException):
+            raise result
+        found[sub_id] = result
+    return found
 
 
 def _secret_ok(record: SubscriptionRecord, client_state: str) -> bool:
@@ -96,16 +124,18 @@ def _secret_ok(record: SubscriptionRecord, client_state: str) -> bool:
     return hmac.compare_digest(hash_client_state(client_state), record.client_state_hash)
 
 
-async def _verified(services: Services, item: NotificationItem) -> SubscriptionRecord | None:
-    record = await _subscription(services, item.subscription_id)
+def _verified(
+    records: Mapping[str, SubscriptionRecord | None], item: NotificationItem, out: _Outcome
+) -> SubscriptionRecord | None:
+    if item.subscription_id not in records:
+        out.unverified += 1
+        return None
+    record = records[item.subscription_id]
     if record is None:
-        STATS.dropped_unknown += 1
+        out.unknown += 1
         return None
     if not item.client_state or not _secret_ok(record, item.client_state):
-        STATS.dropped_bad_secret += 1
-        log.warning(
-            "notification with wrong clientState dropped (subscription %s)", item.subscription_id
-        )
+        out.bad_secret += 1
         return None
     return record
 
@@ -116,15 +146,15 @@ def _validation(query: Mapping[str, str], services: Services) -> Reply | None:
         return None
     try:
         echoed = check_validation_token(token, services.settings.app.webhook_max_token_chars)
-    except BadRequest as exc:
+    except BodyError as exc:
         STATS.rejected_requests += 1
         return Reply(exc.status, str(exc), "text/plain")
     return Reply(200, echoed, "text/plain")
 
 
 def _parse(body: bytes, headers: Mapping[str, str], services: Services) -> list[NotificationItem]:
-    check_content_type(headers.get("content-type"))
-    return parse_collection(body, services.settings.app.webhook_max_body_bytes)
+    limits = body_limits(services.settings.app.webhook_max_body_bytes)
+    return parse_collection(read_json(body, headers.get("content-type"), limits))
 
 
 async def _mark_and_send(
@@ -207,8 +237,7 @@ async def _enqueue_lifecycle(
 ) -> None:
     event = item.lifecycle_event or ""
     if event not in LIFECYCLE_EVENTS:
-        out.dropped += 1
-        STATS.dropped_malformed += 1
+        out.malformed += 1
         return
     key = (record.subscription_id, event, "lifecycle")
     if key in out.seen:
@@ -238,34 +267,53 @@ def _summary(out: _Outcome) -> str:
     return f'{{"queued":{out.queued},"coalesced":{out.coalesced},"dropped":{out.dropped}}}'
 
 
+def _count_drops(out: _Outcome, items: int) -> None:
+    """One line per request with counts (and at most one a minute: ``LOG``)."""
+    out.dropped = out.unknown + out.bad_secret + out.unverified + out.malformed
+    STATS.dropped_unknown += out.unknown
+    STATS.dropped_bad_secret += out.bad_secret
+    STATS.dropped_unverified += out.unverified
+    STATS.dropped_malformed += out.malformed
+    if not out.dropped:
+        return
+    # A wrong clientState or a flood of ids is someone else's request: worth a warning.
+    level = logging.WARNING if out.bad_secret or out.unverified else logging.INFO
+    LOG.log(
+        level,
+        DROPPED,
+        f"{out.dropped} of {items} in one request: {out.unknown} unknown subscription, "
+        f"{out.bad_secret} wrong clientState, {out.unverified} not looked up (over "
+        f"{MAX_LOOKUPS} unknown subscriptions), {out.malformed} not a lifecycle event",
+    )
+
+
 async def _process(
     services: Services, items: list[NotificationItem], *, lifecycle_only: bool
 ) -> Reply:
     out = _Outcome()
+    STATS.received += len(items)
     try:
+        records = await _subscriptions(services, (item.subscription_id for item in items))
         for item in items:
-            STATS.received += 1
-            record = await _verified(services, item)
+            record = _verified(records, item, out)
             if record is None:
-                out.dropped += 1
                 continue
             if item.lifecycle_event:
                 await _enqueue_lifecycle(services, record, item, out)
             elif lifecycle_only:
-                out.dropped += 1
-                STATS.dropped_malformed += 1
+                out.malformed += 1
             else:
                 await _enqueue_dirty(services, record, out)
-    except Exception:
+    except Exception as exc:
         STATS.failures += 1
-        log.exception("could not persist notifications; answering 503 so Graph retries")
+        if expected_failure(exc):
+            LOG.failure(UNAVAILABLE, exc)
+        else:
+            LOG.failure("webhook: could not persist notifications, answered 503", exc)
         return Reply(503, '{"error":"temporarily unable to accept notifications"}')
     STATS.queued += out.queued
     STATS.coalesced += out.coalesced
-    if out.dropped:
-        log.info(
-            "dropped %d notification item(s) (unknown subscription or bad clientState)", out.dropped
-        )
+    _count_drops(out, len(items))
     return Reply(202, _summary(out))
 
 
@@ -283,7 +331,7 @@ async def handle(
         return validation
     try:
         items = _parse(body, headers, services)
-    except BadRequest as exc:
+    except BodyError as exc:
         STATS.rejected_requests += 1
         return Reply(exc.status, json.dumps({"error": str(exc)}))
     return await _process(services, items, lifecycle_only=lifecycle)

@@ -1,6 +1,7 @@
 """``python -m devkit serve``: run function_app.py on the local host until Ctrl-C / SIGTERM.
 
-    python -m devkit serve [--port 7071] [--no-timers] [--no-queues] [--azurite]
+    python -m devkit serve [--port 7071] [--no-timers] [--no-queues]
+                         [--azurite [--azurite-location DIR]]
                          [--app function_app] [--host-json host.json]
 
 Settings are validated first (exit code 2 with the message on a bad configuration), like
@@ -43,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start Azurite for the session when AzureWebJobsStorage is not set",
     )
+    p.add_argument(
+        "--azurite-location",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="with --azurite: keep Azurite's data in DIR across restarts (default: in memory; "
+        "'make serve' uses .azurite/)",
+    )
     return p
 
 
@@ -65,15 +74,16 @@ def load_local_settings(path: Path = Path("local.settings.json")) -> list[str]:
 
 
 @contextlib.contextmanager
-def _maybe_azurite(wanted: bool) -> Iterator[None]:
+def _maybe_azurite(wanted: bool, location: Path | None = None) -> Iterator[None]:
     if not wanted or os.environ.get("AzureWebJobsStorage"):
         yield
         return
     from devkit import azurite
 
-    with azurite.running() as az:
+    with azurite.running(location) as az:
         os.environ["AzureWebJobsStorage"] = az.connection_string
-        sys.stdout.write(f"Azurite started (pid {az.pid}).\n")
+        where = f"data in {location}" if location is not None else "data in memory"
+        sys.stdout.write(f"Azurite started (pid {az.pid}, {where}).\n")
         try:
             yield
         finally:
@@ -92,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
-    with _maybe_azurite(args.azurite):
+    with _maybe_azurite(args.azurite, args.azurite_location):
         get_settings.cache_clear()
         try:
             settings = get_settings()

@@ -3,12 +3,12 @@ need a person (ambiguous, duplicate, removed by the user).  Function-key protect
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import azure.functions as func
 
-from sync.blueprints.responses import json_response, too_large
+from sync.blueprints.responses import json_response, read_body
+from sync.core.bodies import BodyError, expect_object, no_unknown_fields
 from sync.core.errors import NotFound
 from sync.core.keys import normalise_address
 from sync.engine.runner import request_manual
@@ -19,41 +19,36 @@ bp = func.Blueprint()
 MODES = ("push", "full", "resync")
 
 
-def _body(req: func.HttpRequest) -> dict[str, Any] | None:
-    """The JSON object body ({} when empty); None when it is not one."""
-    body = req.get_body() or b""
-    if not body.strip():
-        return {}
-    try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return payload if isinstance(payload, dict) else None
-
-
-def _mode(req: func.HttpRequest, payload: dict[str, Any]) -> str | None:
-    mode = payload.get("kind", req.params.get("kind"))
+def _request(payload: Any, query: str | None) -> tuple[str | None, bool]:
+    """(the body's ``kind``, ``restore_removed``).  An empty body: ``?kind=``, and "full" when
+    neither says; ``kind`` None if it is not a string.  BodyError for a body that is not
+    ``{"kind": ..., "restore_removed": ...}``."""
+    mode: Any = query
+    restore: Any = False
+    if payload is not None:
+        body = expect_object(payload)
+        no_unknown_fields(body, ("kind", "restore_removed"))
+        mode = body.get("kind", mode)
+        restore = body.get("restore_removed", False)
+    if not isinstance(restore, bool):
+        raise BodyError(400, "'restore_removed' is true or false")
     if mode is None or mode == "":
-        return "full"
-    return mode if isinstance(mode, str) else None  # {"kind": 0} is a mistake, not "full"
+        return "full", restore
+    return (mode if isinstance(mode, str) else None), restore  # {"kind": 0} is a mistake
 
 
 @bp.function_name("manual_sync")
 @bp.route(route="sync/{mailbox}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 async def manual_sync(req: func.HttpRequest) -> func.HttpResponse:
-    if (refused := too_large(req)) is not None:
-        return refused
+    parsed = read_body(req, lambda body: _request(body, req.params.get("kind")), allow_empty=True)
+    if isinstance(parsed, func.HttpResponse):
+        return parsed
+    mode, restore = parsed
     mailbox = normalise_address(req.route_params.get("mailbox", ""))
-    payload = _body(req)
-    mode = None if payload is None else _mode(req, payload)
-    if payload is None or mode not in MODES:
+    if mode not in MODES:
         return json_response({"error": f"'kind' must be one of {', '.join(MODES)}"}, 400)
-    restore = payload.get("restore_removed", False)
-    if not isinstance(restore, bool) or (restore and mode != "resync"):
-        return json_response(
-            {"error": "'restore_removed' is true or false, and true only with kind 'resync'"},
-            400,
-        )
+    if restore and mode != "resync":
+        return json_response({"error": "'restore_removed' is true only with kind 'resync'"}, 400)
     services = await get_services()
     record = await services.store.mailboxes.get(mailbox)
     if record is None:

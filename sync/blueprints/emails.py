@@ -12,12 +12,19 @@
 
 from __future__ import annotations
 
-import json
+from typing import Any
 from urllib.parse import unquote
 
 import azure.functions as func
 
-from sync.blueprints.responses import json_response, too_large
+from sync.blueprints.responses import json_response, read_body
+from sync.core.bodies import (
+    BodyError,
+    expect_object,
+    no_unknown_fields,
+    optional_str,
+    positive_id,
+)
 from sync.core.email_linking import RecordRef, parse_reference
 from sync.core.errors import NotFound
 from sync.core.keys import normalise_address
@@ -26,33 +33,27 @@ from sync.runtime import get_services
 bp = func.Blueprint()
 
 
-def parse_attach(body: bytes) -> tuple[str, RecordRef]:
-    """(message id, record) from an attach request body; ValueError with a clear message."""
-    try:
-        payload = json.loads(body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ValueError("body must be a JSON object") from None
-    if not isinstance(payload, dict):
-        raise ValueError("body must be a JSON object")
-    message = payload.get("message_id")
+ATTACH_FIELDS = ("message_id", "record", "record_type", "record_id")
+
+
+def parse_attach(payload: Any) -> tuple[str, RecordRef]:
+    """(message id, record) from an attach request body (as ``read_json`` returned it);
+    BodyError with a clear message."""
+    body = expect_object(payload)
+    no_unknown_fields(body, ATTACH_FIELDS)
+    message = body.get("message_id")
     if not isinstance(message, str) or not message.strip() or len(message) > 1000:
-        raise ValueError("'message_id' (immutable id or internetMessageId) is required")
-    record = payload.get("record")
+        raise BodyError(400, "'message_id' (immutable id or internetMessageId) is required")
+    record = body.get("record")
     if record is not None:
-        ref = parse_reference(str(record)) if isinstance(record, str) else None
+        ref = parse_reference(record) if isinstance(record, str) else None
         if ref is None:
-            raise ValueError("'record' must be an object reference such as CASE-123 or PERS-45")
+            raise BodyError(400, "'record' must be an object reference such as CASE-123 or PERS-45")
         return message.strip(), ref
-    record_type, record_id = payload.get("record_type"), payload.get("record_id")
-    if not isinstance(record_type, str) or not record_type.startswith("Private::"):
-        raise ValueError("give 'record' (e.g. CASE-123) or 'record_type' and 'record_id'")
-    try:
-        rid = int(record_id)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError("'record_id' must be a positive integer") from None
-    if rid <= 0:
-        raise ValueError("'record_id' must be a positive integer")
-    return message.strip(), RecordRef(record_type, rid)
+    record_type = optional_str(body, "record_type", 200)
+    if record_type is None or not record_type.startswith("Private::"):
+        raise BodyError(400, "give 'record' (e.g. CASE-123) or 'record_type' and 'record_id'")
+    return message.strip(), RecordRef(record_type, positive_id(body.get("record_id"), "record_id"))
 
 
 @bp.function_name("email_explain")
@@ -76,13 +77,11 @@ async def email_attach(req: func.HttpRequest) -> func.HttpResponse:
     from sync.engine.emails import attach_job, explain
     from sync.engine.runner import run_job
 
-    if (refused := too_large(req)) is not None:
-        return refused
+    parsed = read_body(req, parse_attach)
+    if isinstance(parsed, func.HttpResponse):
+        return parsed
+    message, ref = parsed
     mailbox = normalise_address(req.route_params.get("mailbox", ""))
-    try:
-        message, ref = parse_attach(req.get_body())
-    except ValueError as exc:
-        return json_response({"error": str(exc)}, 400)
     services = await get_services()
     record = await services.store.mailboxes.get(mailbox)
     if record is None:

@@ -1,23 +1,46 @@
-"""Timers only fan out work to the queue; schedules come from app settings."""
+"""Timers only fan out work to the queue; schedules come from app settings.
+
+A timer that fires while storage is down fails, and the host logs the failed invocation; it is
+raised as ``FanOutDeferred`` without the outage's own long stack (``sync.logs``), and the next
+occurrence fans out again.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import azure.functions as func
 
 from sync.core.jobs import Job, JobKind, Stream
 from sync.engine.runner import fan_out
-from sync.runtime import get_services
+from sync.logs import RateLimitedLog, describe, expected_failure
+from sync.runtime import Services, get_services
 
 bp = func.Blueprint()
 log = logging.getLogger("sync.timers")
+OUTCOMES = RateLimitedLog(log)
+DEFERRED = "timers: storage unavailable; the next occurrence fans out again"
+
+
+class FanOutDeferred(RuntimeError):
+    """A timer met an outage."""
+
+
+async def _guarded(reason: str, work: Callable[[Services], Awaitable[object]]) -> None:
+    try:
+        await work(await get_services())
+    except Exception as exc:
+        if not expected_failure(exc):
+            raise
+        OUTCOMES.warning(DEFERRED, f"{reason}: {describe(exc)}")
+        raise FanOutDeferred(f"{reason}: {describe(exc)}") from None
 
 
 async def _fan_out(timer: func.TimerRequest, kind: JobKind, reason: str) -> None:
     if timer.past_due:
         log.info("%s timer is past due; running now", reason)
-    await fan_out(await get_services(), kind, reason)
+    await _guarded(reason, lambda services: fan_out(services, kind, reason))
 
 
 @bp.function_name("push_timer")
@@ -45,7 +68,10 @@ async def renew_timer(timer: func.TimerRequest) -> None:
 @bp.timer_trigger(schedule="%SYNC_TODO_POLL_SCHEDULE%", arg_name="timer")
 async def todo_poll_timer(timer: func.TimerRequest) -> None:
     """To Do has no app-only webhooks, so it is polled with delta."""
-    services = await get_services()
+    await _guarded("todo poll", _todo_poll)
+
+
+async def _todo_poll(services: Services) -> None:
     for mailbox in await services.store.mailboxes.list(enabled_only=True):
         await services.queue.send(
             Job(mailbox=mailbox.id, stream=Stream.TODO, kind=JobKind.PUSH, reason="todo poll")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from sync.blueprints.responses import http_response
 from sync.runtime import get_services
 from sync.webhook import Reply, handle
 
@@ -11,9 +12,8 @@ bp = func.Blueprint()
 
 
 def _response(reply: Reply) -> func.HttpResponse:
-    return func.HttpResponse(
-        reply.body, status_code=reply.status, mimetype=reply.content_type, charset="utf-8"
-    )
+    # nosniff above all for the validation-token echo: the caller chose that text/plain body.
+    return http_response(reply.body, reply.status, mimetype=reply.content_type)
 
 
 async def _intake(req: func.HttpRequest, *, lifecycle: bool) -> func.HttpResponse:

@@ -62,6 +62,13 @@ class Job(BaseModel):
     mode: str | None = Field(default=None, max_length=32, description="push | full | resync")
     args: dict[str, str] = Field(default_factory=dict, description="Small extra arguments.")
     enqueued_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    attempt: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description="Times this job was re-queued after a transient failure (RetryLater); its "
+        "back-off grows with it (sync.core.backoff). 0 for a new job.",
+    )
 
     @field_validator("mailbox")
     @classmethod

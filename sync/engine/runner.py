@@ -7,7 +7,9 @@ healthy:
 
 * a job whose stream is busy (another worker holds the lease) is re-sent with a delay rather
   than failed, so it is neither lost nor burned through the host's retry budget;
-* ``RetryLater`` (throttling, outages) re-sends the job for the moment the server named;
+* ``RetryLater`` (throttling, outages) re-sends the job for the moment the server named, or,
+  when it named none, after an exponential back-off with full jitter that grows with the job's
+  ``attempt`` (``sync.core.backoff``), so streams that failed together come back spread out;
 * ``ResyncRequired`` marks the cursor and queues a resync job;
 * ``ReauthRequired`` is recorded and stops there: only an operator can fix credentials;
 * anything else is recorded and re-raised, so the host retries with back-off and finally moves
@@ -21,24 +23,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from datetime import UTC, datetime
 
+from sync.core.backoff import Backoff
 from sync.core.errors import ReauthRequired, ResyncRequired, RetryLater
 from sync.core.jobs import Job, JobKind, Stream
 from sync.core.state_models import JobStatus, Lease, Mailbox, RunRecord, utcnow
 from sync.core.streams import StreamRun, lease_owner, renew_interval
 from sync.engine.registry import RunContext, lookup
+from sync.logs import RateLimitedLog, describe
 from sync.runtime import Services
 from sync.state.store import LeaseLost
 
 log = logging.getLogger("sync.engine")
+RETRIES = RateLimitedLog(log)  # one line per source per minute during a storm or an outage
 
 OUTLOOK_STREAMS = (Stream.SENT, Stream.CONTACTS, Stream.EVENTS, Stream.TODO)
 RECONCILE_STREAMS = (*OUTLOOK_STREAMS, Stream.PEOPLE)
 MAX_DELAY_SECONDS = 6 * 24 * 3600  # queue visibility can be at most 7 days
 LAST_ATTEMPT = 5  # host.json maxDequeueCount: after this attempt the host poisons the message
+# A server-named wait is honoured and stretched by up to this fraction, so the streams one
+# Retry-After stopped do not all return in the same second.
+RETRY_AFTER_SPREAD = 0.1
 
 
 def streams_for(kind: JobKind, mode: str | None = None) -> tuple[Stream, ...]:
@@ -130,8 +139,21 @@ async def _progress(services: Services, job: Job, run: RunRecord) -> None:
     await services.store.jobs.update(job.job_id, bump)
 
 
+def retry_backoff(services: Services) -> Backoff:
+    app = services.settings.app
+    return Backoff(app.retry_base_seconds, app.retry_cap_seconds, RETRY_AFTER_SPREAD)
+
+
+def retry_delay(services: Services, exc: RetryLater, attempt: int) -> float:
+    """Seconds until retry ``attempt`` of a job that ended in ``exc``: the server's time when
+    it named one, else the back-off for that attempt."""
+    after = (exc.retry_at - utcnow()).total_seconds() if exc.retry_at is not None else None
+    return retry_backoff(services).delay(attempt, after)
+
+
 async def _requeue(services: Services, job: Job, delay: float, reason: str) -> None:
-    seconds = int(min(max(delay, 1), MAX_DELAY_SECONDS))
+    # Whole seconds (queue visibility), rounded up so a server-named wait is never cut short.
+    seconds = int(min(max(math.ceil(delay), 1), MAX_DELAY_SECONDS))
     await services.queue.send(job.model_copy(update={"reason": reason}), delay_seconds=seconds)
 
 
@@ -157,9 +179,15 @@ async def _handle_errors(services: Services, job: Job, run: RunRecord, ctx: RunC
     try:
         await _run_processor(ctx, run)
     except RetryLater as exc:
-        delay = (exc.retry_at - utcnow()).total_seconds() if exc.retry_at else 60.0
-        run.status, run.message = "retry", f"retry in {int(delay)} s: {exc}"
-        await _requeue(services, job, delay, f"retry: {exc}"[:200])
+        attempt = job.attempt + 1
+        delay = retry_delay(services, exc, attempt)
+        run.status, run.message = "retry", f"retry {attempt} in {math.ceil(delay)} s: {exc}"
+        RETRIES.warning(
+            f"{exc.source or 'a service'} asks to retry later; jobs re-queued with back-off",
+            f"{job.mailbox}/{job.stream}: {describe(exc)}; retry {attempt} in {math.ceil(delay)} s",
+        )
+        retry = job.model_copy(update={"attempt": attempt})
+        await _requeue(services, retry, delay, f"retry: {exc}"[:200])
     except ResyncRequired as exc:
         run.status, run.message = "retry", f"resync required: {exc}"
         await services.store.cursors.request_resync(job.mailbox, job.stream, str(exc)[:500])

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from sync.core.backoff import Backoff
 from sync.core.errors import RetryLater
 from sync.graph.errors import SOURCE
 
@@ -58,6 +59,11 @@ class MailboxLimiter:
 class RetryPolicy:
     """Bounded in attempts and in wait; Retry-After wins over backoff (graph.md §3.2).
 
+    Without a Retry-After (5xx, timeouts, refused connections) the wait is exponential with
+    full jitter (``sync.core.backoff``): drawn from 0 to ``base * 2 ** (attempt - 1)``, capped,
+    so the requests of many workers that failed together do not return together.  A
+    Retry-After is waited exactly: the limiter holds the whole mailbox until then anyway.
+
     A wait longer than `max_wait_seconds` is not sat out: the RetryLater goes back to the caller
     (the job is re-queued for `retry_at`) so a worker never blocks for minutes.
     """
@@ -66,13 +72,12 @@ class RetryPolicy:
     backoff_base_seconds: float = 0.5
     backoff_cap_seconds: float = 30.0
     max_wait_seconds: float = 60.0
+    rand: Callable[[], float] = random.random
 
     def wait_seconds(self, error: RetryLater, attempt: int, now: datetime) -> float:
-        if error.retry_at is not None:
-            return max(0.0, (error.retry_at - now).total_seconds())
-        backoff: float = self.backoff_base_seconds * 2.0 ** (attempt - 1)
-        jitter: float = random.uniform(0.8, 1.2)
-        return min(self.backoff_cap_seconds, backoff) * jitter
+        after = (error.retry_at - now).total_seconds() if error.retry_at is not None else None
+        backoff = Backoff(self.backoff_base_seconds, self.backoff_cap_seconds)
+        return backoff.delay(attempt, after, self.rand)
 
     def next_wait(self, error: RetryLater, attempt: int, now: datetime) -> float | None:
         """Seconds to sleep before attempt `attempt + 1`, or None to hand the error back."""

@@ -22,6 +22,8 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import orjson
 
+from sync.core.backoff import Backoff
+
 from . import errors
 from .config import ClientConfig, WorkbooksIdentity
 from .wire import FormPairs
@@ -263,10 +265,13 @@ class WorkbooksClient:
         return time.monotonic() - self._throttled_at >= PROBE_COOLDOWN_SECONDS
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after and retry_after.strip().isdigit():
-            return float(retry_after)
-        delay = self.config.backoff_base_seconds * 2 ** (attempt - 1)
-        return float(min(self.config.backoff_max_seconds, delay))
+        """Retry-After when the server sent one; otherwise exponential with full jitter
+        (``sync.core.backoff``), so the replays of many runs throttled together spread out."""
+        text = (retry_after or "").strip()
+        # Up to six digits (11 days): a longer one is not a wait a server means.
+        after = float(text) if text.isascii() and text.isdigit() and len(text) <= 6 else None
+        backoff = Backoff(self.config.backoff_base_seconds, self.config.backoff_max_seconds)
+        return backoff.delay(attempt, after)
 
     async def _post(self, path: str, form: FormPairs, *, with_cookie: bool) -> _Reply:
         """One HTTP exchange under the in-flight cap; adopts any rotated session cookie."""

@@ -3,8 +3,10 @@ HttpRequest objects, against Azurite."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -187,3 +189,126 @@ async def test_lifecycle_endpoint_drops_unknown_events(services: Any) -> None:
     resp = await LIFECYCLE(http("POST", URL, body=body))
     assert json.loads(resp.get_body())["dropped"] == 2
     assert await drain(services) == []
+
+
+# ------------------------------------------------------------------ what a flood can cost
+
+
+class CountingLookups:
+    """Wraps the store's subscription reads (the real ones still happen) to count them and
+    the most in flight at once."""
+
+    def __init__(self, services: Any) -> None:
+        self.calls: list[str] = []
+        self.in_flight = self.most_in_flight = 0
+        self._get = services.store.subscriptions.get
+        services.store.subscriptions.get = self.get
+
+    async def get(self, sub_id: str) -> Any:
+        self.calls.append(sub_id)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            return await self._get(sub_id)
+        finally:
+            self.in_flight -= 1
+
+
+def _flood(count: int, *, prefix: str = "made-up") -> dict[str, Any]:
+    return {"value": [notification(f"{prefix}-{i}", "guess") for i in range(count)]}
+
+
+@pytest.fixture
+def webhook_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    from sync import webhook
+
+    webhook.LOG.reset()
+    caplog.set_level(logging.INFO, "sync.webhook")
+    return caplog
+
+
+async def test_unknown_id_flood_costs_a_bounded_number_of_lookups(
+    services: Any, webhook_log: pytest.LogCaptureFixture
+) -> None:
+    from sync.core.notifications import LOOKUP_CONCURRENCY, MAX_LOOKUPS
+    from sync.webhook import STATS
+
+    lookups = CountingLookups(services)
+    unverified_before = STATS.dropped_unverified
+    resp = await NOTIFY(http("POST", URL, body=_flood(1000)))
+    assert resp.status_code == 202
+    assert json.loads(resp.get_body()) == {"queued": 0, "coalesced": 0, "dropped": 1000}
+    assert len(lookups.calls) == MAX_LOOKUPS == len(set(lookups.calls))
+    assert 1 < lookups.most_in_flight <= LOOKUP_CONCURRENCY  # concurrent, and bounded
+    assert STATS.dropped_unverified - unverified_before == 1000 - MAX_LOOKUPS
+    # One line for the request, with its counts, not one per item.
+    (line,) = [r for r in webhook_log.records if r.name == "sync.webhook"]
+    assert line.levelno == logging.WARNING
+    message = line.getMessage()
+    assert f"1000 of 1000 in one request: {MAX_LOOKUPS} unknown subscription" in message
+    assert f"{1000 - MAX_LOOKUPS} not looked up (over {MAX_LOOKUPS}" in message
+    # The same body again: the misses are remembered, so the budget reaches further ids.
+    lookups.calls.clear()
+    await NOTIFY(http("POST", URL, body=_flood(1000)))
+    assert lookups.calls == [f"made-up-{i}" for i in range(MAX_LOOKUPS, 2 * MAX_LOOKUPS)]
+    # A second flood within the minute adds no line: it is counted for the summary.
+    assert len([r for r in webhook_log.records if r.name == "sync.webhook"]) == 1
+    assert await drain(services) == []
+
+
+async def test_a_known_subscription_is_verified_whatever_the_flood_around_it(
+    services: Any,
+) -> None:
+    await register(services, "ann@example.com", "sub-1", "secret-1")
+    await NOTIFY(http("POST", URL, body={"value": [notification("sub-1", "secret-1")]}))
+    assert len(await drain(services)) == 1
+    await services.store.dirty.clear("ann@example.com", "sent")
+    services.cache.webhook_memo.forget()
+    lookups = CountingLookups(services)
+    body = _flood(999)
+    body["value"].append(notification("sub-1", "secret-1"))  # last, past the lookup budget
+    resp = await NOTIFY(http("POST", URL, body=body))
+    assert json.loads(resp.get_body())["queued"] == 1  # remembered: costs no lookup
+    assert "sub-1" not in lookups.calls
+    assert [j.mailbox for j in await drain(services)] == ["ann@example.com"]
+
+
+async def test_wrong_client_states_make_one_line_per_request(
+    services: Any, webhook_log: pytest.LogCaptureFixture
+) -> None:
+    await register(services, "ann@example.com", "sub-1", "secret-1")
+    body = {"value": [notification("sub-1", f"guess-{i}") for i in range(100)]}
+    resp = await NOTIFY(http("POST", URL, body=body))
+    assert json.loads(resp.get_body())["dropped"] == 100
+    lines = [r.getMessage() for r in webhook_log.records if r.name == "sync.webhook"]
+    assert len(lines) == 1 and "100 wrong clientState" in lines[0]
+    assert await drain(services) == []
+
+
+async def test_a_subscription_created_after_a_miss_is_found_once_the_miss_expires(
+    services: Any,
+) -> None:
+    from sync.core.notifications import SubscriptionCache
+
+    services.cache.subscriptions = SubscriptionCache(miss_seconds=0.2)
+    body = {"value": [notification("sub-late", "secret-1")]}
+    assert json.loads((await NOTIFY(http("POST", URL, body=body))).get_body())["dropped"] == 1
+    await register(services, "ann@example.com", "sub-late", "secret-1")
+    # Within the miss's short memory it is still unknown ...
+    assert json.loads((await NOTIFY(http("POST", URL, body=body))).get_body())["dropped"] == 1
+    await asyncio.sleep(0.25)
+    # ... and then found.
+    assert json.loads((await NOTIFY(http("POST", URL, body=body))).get_body())["queued"] == 1
+    assert len(await drain(services)) == 1
+
+
+async def test_validation_echo_and_every_answer_say_nosniff(services: Any) -> None:
+    echo = await NOTIFY(
+        http("POST", URL, params={"validationToken": "<b>x</b>"}, content_type="text/plain")
+    )
+    assert echo.headers["X-Content-Type-Options"] == "nosniff"
+    for resp in (
+        await NOTIFY(http("POST", URL, body=b"{oops")),
+        await LIFECYCLE(http("POST", URL, body={"value": []})),
+    ):
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
