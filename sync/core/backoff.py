@@ -50,3 +50,16 @@ class Backoff:
             wait = max(0.0, retry_after)
             return wait + wait * self.after_spread * rand()
         return self.ceiling(attempt) * rand()
+
+
+MAX_RETRY_AFTER_DIGITS = 7  # 9,999,999 s is past any wait a job honours (queues hold 7 days)
+
+
+def retry_after_seconds(value: str | None) -> int | None:
+    """A Retry-After header's delta-seconds, or None when it is not one: ASCII digits only, and
+    no more than ``MAX_RETRY_AFTER_DIGITS`` of them, so a hostile 5,000-digit header is
+    ignored rather than turned into an int the size of the header."""
+    text = (value or "").strip()
+    if not text or not text.isascii() or not text.isdigit() or len(text) > MAX_RETRY_AFTER_DIGITS:
+        return None
+    return int(text)

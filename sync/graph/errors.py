@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
+from sync.core.backoff import retry_after_seconds
 from sync.core.errors import (
     Conflict,
     InvalidRequest,
@@ -52,8 +53,11 @@ def parse_retry_after(value: str | None, now: datetime) -> datetime | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return now + timedelta(seconds=int(value))
+    seconds = retry_after_seconds(value)
+    if seconds is not None:
+        return now + timedelta(seconds=seconds)
+    if value.isdigit() or len(value) > 64:  # too many digits, or no HTTP date at all
+        return None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import orjson
 
-from sync.core.backoff import Backoff
+from sync.core.backoff import Backoff, retry_after_seconds
 
 from . import errors
 from .config import ClientConfig, WorkbooksIdentity
@@ -267,9 +267,8 @@ class WorkbooksClient:
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
         """Retry-After when the server sent one; otherwise exponential with full jitter
         (``sync.core.backoff``), so the replays of many runs throttled together spread out."""
-        text = (retry_after or "").strip()
-        # Up to six digits (11 days): a longer one is not a wait a server means.
-        after = float(text) if text.isascii() and text.isdigit() and len(text) <= 6 else None
+        seconds = retry_after_seconds(retry_after)
+        after = None if seconds is None else float(seconds)
         backoff = Backoff(self.config.backoff_base_seconds, self.config.backoff_max_seconds)
         return backoff.delay(attempt, after)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sync.core.backoff import retry_after_seconds
 from sync.core.errors import (
     Conflict,
     InvalidRequest,
@@ -116,6 +117,5 @@ def transport(what: str, exc: BaseException) -> RetryLater:
 
 
 def _retry_at(header: str | None) -> datetime | None:
-    if header and header.strip().isdigit():
-        return datetime.now(UTC) + timedelta(seconds=int(header))
-    return None
+    seconds = retry_after_seconds(header)
+    return None if seconds is None else datetime.now(UTC) + timedelta(seconds=seconds)

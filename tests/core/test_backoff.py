@@ -61,3 +61,27 @@ def test_retry_after_takes_precedence_and_is_never_shortened() -> None:
 def test_negative_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="must not be negative"):
         Backoff(-1, 10)
+
+
+def test_retry_after_reads_only_plausible_delta_seconds() -> None:
+    from sync.core.backoff import retry_after_seconds
+
+    assert retry_after_seconds("120") == 120
+    assert retry_after_seconds(" 7 ") == 7
+    assert retry_after_seconds("9" * 5000) is None  # hostile: never an int of 5,000 digits
+    assert retry_after_seconds("1e9") is None
+    assert retry_after_seconds("١٢") is None  # non-ASCII digits
+    assert retry_after_seconds("") is None and retry_after_seconds(None) is None
+
+
+def test_graph_and_workbooks_ignore_a_hostile_retry_after() -> None:
+    from datetime import UTC, datetime
+
+    from sync.graph.errors import parse_retry_after
+    from sync.workbooks.errors import _retry_at
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert parse_retry_after("9" * 5000, now) is None
+    assert parse_retry_after("x" * 5000, now) is None
+    assert parse_retry_after("30", now) == datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC)
+    assert _retry_at("9" * 5000) is None
