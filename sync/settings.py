@@ -44,6 +44,10 @@ class SettingsError(Exception):
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+# Live Graph refuses a mail, contact or event subscription that expires more than 10,070
+# minutes ahead ("Subscription expiration can only be 10070 minutes in the future."), though
+# its docs say 10,080 (graph.md §1.3).  sync.core.subscriptions.MAX_LIFETIME is the same.
+MAX_SUBSCRIPTION_MINUTES = 10_070
 KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
 
 
@@ -311,9 +315,8 @@ class GraphSettings(_Checked):
     subscription_minutes: int = Field(
         default=8640,
         ge=45,
-        le=10_080,
-        description="Requested subscription lifetime in minutes (Graph maximum for mail, "
-        "contacts and events: 10,080).",
+        description="Requested subscription lifetime in minutes, 45 to 10,070: live Graph "
+        "refuses more than 10,070 for mail, contacts and events (its docs say 10,080).",
     )
     renew_margin_hours: int = Field(
         default=48,
@@ -337,6 +340,26 @@ class GraphSettings(_Checked):
         if not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("expected an absolute http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("subscription_minutes", mode="after")
+    @classmethod
+    def _lifetime(cls, value: int) -> int:
+        if value > MAX_SUBSCRIPTION_MINUTES:
+            raise ValueError(
+                f"at most {MAX_SUBSCRIPTION_MINUTES}: live Graph refuses a mail, contact or "
+                "event subscription that expires further ahead (its docs say 10,080)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _renewal(self) -> GraphSettings:
+        # A margin as long as the lifetime would renew every subscription at every sweep.
+        if self.renew_margin_hours * 60 >= self.subscription_minutes:
+            raise ValueError(
+                f"GRAPH_RENEW_MARGIN_HOURS ({self.renew_margin_hours} h) must be shorter than "
+                f"GRAPH_SUBSCRIPTION_MINUTES ({self.subscription_minutes} min)"
+            )
+        return self
 
 
 class WorkbooksSettings(_Checked):

@@ -6,6 +6,7 @@ Layout (physical table = ``SYNC_TABLE_PREFIX`` + logical name, see ``sync.state.
 table          PartitionKey                RowKey
 =============  ==========================  ==========================================
 mailboxes      "mailbox"                   key(mailbox)
+               "doctor"                    key(mailbox): its last doctor report
 subscriptions  key(subscription id)        "sub"
 cursors        key(mailbox)                stream
 dirty          key(mailbox)                stream
@@ -43,6 +44,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
+from sync.core.doctor import DoctorReport
 from sync.core.keys import address_key, encode_key, normalise_address
 from sync.core.state_models import (
     Cursor,
@@ -272,6 +274,44 @@ class MailboxRegistry:
 
         row = await self._t.cas(self.PK, key, change)
         return Mailbox.model_validate_json(row["data"]) if row else None
+
+
+class DoctorResults:
+    """The last ``doctor`` report of each mailbox (``python -m sync status`` shows it): rows in
+    the mailboxes table under their own partition, so the registry's partition holds only
+    mailboxes and one query reads every mailbox's report."""
+
+    PK = "doctor"
+
+    def __init__(self, table: _Table) -> None:
+        self._t = table
+
+    async def put(self, report: DoctorReport) -> None:
+        row: dict[str, Any] = {
+            "PartitionKey": self.PK,
+            "RowKey": encode_key(report.mailbox),
+            "mailbox": report.mailbox,
+            "status": report.status,
+        }
+        row.update(pack_json("data", report.as_dict()))
+        await self._t.upsert(row)
+
+    async def get(self, mailbox_id: str) -> DoctorReport | None:
+        key = _mailbox_key(mailbox_id)
+        row = await self._t.get(self.PK, key) if key else None
+        return DoctorReport.from_dict(unpack_json("data", row)) if row else None
+
+    async def all(self) -> dict[str, DoctorReport]:
+        out = {}
+        async for row in self._t.partition(self.PK):
+            report = DoctorReport.from_dict(unpack_json("data", row))
+            out[report.mailbox] = report
+        return out
+
+    async def delete(self, mailbox_id: str) -> None:
+        key = _mailbox_key(mailbox_id)
+        if key is not None:
+            await self._t.delete(self.PK, key)
 
 
 # ------------------------------------------------------------------------------ subscriptions
@@ -838,6 +878,7 @@ class StateStore:
         self.prefix = prefix
         t = {name: _Table(service.get_table_client(f"{prefix}{name}")) for name in TABLES}
         self.mailboxes = MailboxRegistry(t["mailboxes"])
+        self.doctor = DoctorResults(t["mailboxes"])
         self.subscriptions = SubscriptionStore(t["subscriptions"])
         self.cursors = CursorStore(t["cursors"])
         self.dirty = DirtyMarkers(t["dirty"])
