@@ -23,12 +23,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime
 
 from sync.core import doctor
 from sync.core.checks import Check
 from sync.core.doctor import DoctorReport, Probe
+from sync.core.errors import SyncError
 from sync.core.state_models import Mailbox
 from sync.engine.clients import graph_client, workbooks_checks, workbooks_client
 from sync.runtime import Services
@@ -63,9 +64,20 @@ async def diagnose(
     key = await _api_key(services, mailbox)
     secrets.append(key)
     workbooks, graph = await asyncio.gather(
-        _workbooks(services, mailbox, key), _graph(services, mailbox, now)
+        _section("workbooks", _workbooks(services, mailbox, key)),
+        _section("graph", _graph(services, mailbox, now)),
     )
     return DoctorReport(mailbox.id, now, (*secrets, *workbooks, *graph))
+
+
+async def _section(name: str, checks: Awaitable[list[Check]]) -> list[Check]:
+    """A section's checks; one that stops on an error it did not expect (Graph unreachable
+    while deriving the zone, a Workbooks outage mid-way) is a failing check, never a crash."""
+    try:
+        return await checks
+    except SyncError as exc:
+        log.warning("doctor: the %s checks stopped: %s", name, exc)
+        return [Check(f"{name}.checks", "fail", f"the {name} checks stopped: {exc}", "try again")]
 
 
 async def run_doctor(services: Services, mailbox: Mailbox) -> DoctorReport:

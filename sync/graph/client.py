@@ -148,7 +148,7 @@ class DeltaReader(Generic[P]):
         """Where the round reads again after a lost nextLink (None: nowhere, resync)."""
         if self._restart is None:
             return None
-        return self._restart or self._initial
+        return self._restart or self._initial or None  # a new round needs its first request
 
     async def _pages(self) -> AsyncIterator[P]:
         url, seen = self._start, set[str]()

@@ -308,11 +308,6 @@ class DoctorResults:
             out[report.mailbox] = report
         return out
 
-    async def delete(self, mailbox_id: str) -> None:
-        key = _mailbox_key(mailbox_id)
-        if key is not None:
-            await self._t.delete(self.PK, key)
-
 
 # ------------------------------------------------------------------------------ subscriptions
 

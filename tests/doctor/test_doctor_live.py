@@ -324,3 +324,27 @@ async def test_an_unreachable_webhook_fails_the_handshake(world: World) -> None:
     world.services.settings.app.public_base_url = f"http://127.0.0.1:{_closed_port()}"
     check = (await _checks(world, mailbox))["graph.webhook_handshake"]
     assert check.status == "fail" and "validation" in check.message.lower()
+
+
+async def test_a_section_that_stops_is_a_failing_check_not_a_crash(world: World) -> None:
+    # Workbooks names no zone, so the mailbox's zone is read from Outlook, and Graph is down
+    # for that read (503 after every retry).
+    world.workbooks.state.config.users[0].time_zone = ""
+    mailbox = await world.add_mailbox(UPN)
+    world.graph.sandbox.faults.append(Fault(status=503, count=50, path="/mailboxSettings"))
+    checks = await _checks(world, mailbox)
+    assert checks["workbooks.checks"].status == "fail"
+    assert "the workbooks checks stopped" in checks["workbooks.checks"].message
+    assert checks["graph.token"].status == "ok"  # the Graph section still ran
+
+
+async def test_an_unknown_workbooks_zone_warns_and_outlook_decides(world: World) -> None:
+    world.workbooks.state.config.users[0].time_zone = "Atlantis (GMT+13:37)"
+    world.graph.sandbox.state.add_mailbox(UPN).time_zone = "W. Europe Standard Time"
+    mailbox = await world.add_mailbox(UPN)
+    checks = await _checks(world, mailbox)
+    assert checks["workbooks.time_zone"].status == "warn"
+    assert (
+        "'Atlantis (GMT+13:37)' is not a known zone name" in checks["workbooks.time_zone"].message
+    )
+    assert checks["mailbox.time_zone"].message.endswith("syncs in Europe/Berlin (derived)")

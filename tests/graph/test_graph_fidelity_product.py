@@ -267,3 +267,19 @@ async def test_the_longest_lifetime_we_ask_is_accepted_and_one_more_day_is_not(
     assert created.expires_at > now + timedelta(minutes=10_060)
     with pytest.raises(InvalidRequest, match="10070 minutes in the future"):
         await create_subscription(graph, expires_at=now + timedelta(minutes=10_080), **kwargs)
+
+
+async def test_a_first_round_link_without_its_start_needs_a_resync(
+    sandbox: SandboxHandle, mailbox: Mailbox, graph: GraphClient
+) -> None:
+    seed(sandbox, mailbox, "contact", "contacts", 12)
+    items = Contacts(graph, UPN, "Workbooks")
+    items.page_size = 5
+    page = await anext(aiter(items.delta(None)))
+    stored = page["@odata.nextLink"]
+    assert split_resume(stored)[1] == ""  # a first round: restart means a new round
+    sandbox.sandbox.state.stale_next_links()
+    reader = graph.delta(UPN, stored, ("odata.maxpagesize=5",), lambda p: p)  # no ``initial``
+    with pytest.raises(ResyncRequired):
+        await anext(aiter(reader))
+    assert reader.restarts == 0
