@@ -138,6 +138,19 @@ class AppSettings(_Checked):
         default="0 */5 * * * *",
         description="NCRONTAB of the To Do poll (Graph has no app-only To Do webhooks).",
     )
+    sweep_schedule: str = Field(
+        default="*/30 * * * * *",
+        description="NCRONTAB of the sweeper, which re-sends a job for every stream whose run "
+        "was cut (its lease expired with the owner still named: a worker died or could not "
+        "release) or whose job marker is older than SYNC_SWEEP_AFTER_SECONDS.",
+    )
+    sweep_after_seconds: int = Field(
+        default=60,
+        ge=10,
+        le=3600,
+        description="A job marker older than this on a stream nobody runs means its job was "
+        "lost; the sweeper re-sends it (at most once per this many seconds per stream).",
+    )
     webhook_max_body_bytes: int = Field(
         default=1_048_576,
         ge=1024,
@@ -151,12 +164,13 @@ class AppSettings(_Checked):
         description="Longest validationToken echoed back; longer tokens get 400.",
     )
     webhook_memo_seconds: float = Field(
-        default=2.0,
+        default=1.0,
         ge=0,
         le=30,
-        description="How long a webhook instance remembers that a stream already has a job "
-        "pending, answering repeats from memory; each notification-triggered run re-reads the "
-        "delta this long after it starts, so nothing is missed. 0 turns the memory off.",
+        description="How long a webhook instance answers repeats for a stream from memory "
+        "once it found the stream's job pending (a burst); the run that takes that job's "
+        "marker queues a follow-up read for when this window has passed, so nothing is "
+        "missed. 0 turns the memory off.",
     )
     public_base_url: str | None = Field(
         default=None,
@@ -174,11 +188,12 @@ class AppSettings(_Checked):
         "SYNC_SECRETS_PROVIDER=keyvault.",
     )
     lease_seconds: int = Field(
-        default=300,
-        ge=30,
+        default=60,
+        ge=15,
         le=3600,
-        description="How long a worker owns a stream without renewing; a dead owner's lease "
-        "expires after this.",
+        description="How long a worker owns a stream without renewing (a live run renews "
+        "every third of it); a dead owner's lease expires this long after its last renewal, "
+        "and the sweeper then runs the stream again.",
     )
     dirty_marker_ttl_seconds: int = Field(
         default=600,
@@ -212,7 +227,13 @@ class AppSettings(_Checked):
         "azure-core's per-request HTTP logging, msal, httpx, aiohttp). INFO logs every request.",
     )
 
-    @field_validator("push_schedule", "reconcile_schedule", "renew_schedule", "todo_poll_schedule")
+    @field_validator(
+        "push_schedule",
+        "reconcile_schedule",
+        "renew_schedule",
+        "todo_poll_schedule",
+        "sweep_schedule",
+    )
     @classmethod
     def _schedule(cls, value: str) -> str:
         return _check_ncrontab(value)
@@ -283,6 +304,9 @@ class AppSettings(_Checked):
             raise ValueError("SYNC_KEY_VAULT_URL is required when SYNC_SECRETS_PROVIDER=keyvault")
         if self.retry_cap_seconds < self.retry_base_seconds:
             raise ValueError("SYNC_RETRY_CAP_SECONDS must not be below SYNC_RETRY_BASE_SECONDS")
+        if self.sweep_after_seconds <= self.webhook_memo_seconds:
+            # A follow-up job's marker is set up to the memory window before the job is due.
+            raise ValueError("SYNC_SWEEP_AFTER_SECONDS must be above SYNC_WEBHOOK_MEMO_SECONDS")
         return self
 
 

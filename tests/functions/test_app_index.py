@@ -65,6 +65,7 @@ def test_schedules_come_from_app_settings_with_the_documented_defaults(
         "reconcile_timer": "%SYNC_RECONCILE_SCHEDULE%",
         "renew_timer": "%SYNC_RENEW_SCHEDULE%",
         "todo_poll_timer": "%SYNC_TODO_POLL_SCHEDULE%",
+        "sweep_timer": "%SYNC_SWEEP_SCHEDULE%",
     }
     defaults = AppSettings.model_fields
     push = croniter(defaults["push_schedule"].default, second_at_beginning=True)
@@ -73,6 +74,10 @@ def test_schedules_come_from_app_settings_with_the_documented_defaults(
     rec = croniter(defaults["reconcile_schedule"].default, second_at_beginning=True)
     first, second = rec.get_next(float), rec.get_next(float)
     assert second - first == 30 * 60
+    # A dead worker's streams run again within the lease plus one sweep: 2 minutes at most.
+    sweeper = croniter(defaults["sweep_schedule"].default, second_at_beginning=True)
+    first, second = sweeper.get_next(float), sweeper.get_next(float)
+    assert second - first + defaults["lease_seconds"].default <= 120
 
 
 def test_schedules_are_overridable_and_validated(monkeypatch: pytest.MonkeyPatch) -> None:
