@@ -151,6 +151,11 @@ async def _serve(args: argparse.Namespace) -> int:
             f"  {name}: {why}" for name, why in host.indexed.skipped.items()
         )
     sys.stdout.write(f"Local Functions host on {host.base_url}\n\nFunctions:\n{lines}{skipped}\n\n")
+    if host.dev_sign_in is not None:
+        sys.stdout.write(
+            f"Sync Center console: {host.base_url}/api/console "
+            "(development sign-in; in Azure, Entra ID)\n\n"
+        )
     sys.stdout.write("Press Ctrl+C to stop.\n")
     sys.stdout.flush()
     try:

@@ -40,6 +40,7 @@ from multidict import CIMultiDict
 
 from devkit.host.appsettings import resolve
 from devkit.host.config import HostConfig
+from devkit.host.devauth import DevSignIn, strip_principal
 from devkit.host.functions import (
     HTTP_TRIGGER,
     QUEUE_TRIGGER,
@@ -123,6 +124,7 @@ class LocalHost:
         timers: bool = True,
         queues: bool = True,
         environ: Mapping[str, str] | None = None,
+        dev_sign_in: bool = True,
     ) -> None:
         self.module_path = module
         self.config = HostConfig.load(host_json, environ=environ)
@@ -142,6 +144,10 @@ class LocalHost:
         self._runner: web.AppRunner | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._started = False
+        # The console's sign-in, played by the host as App Service Authentication does in Azure.
+        self.dev_sign_in: DevSignIn | None = None
+        if dev_sign_in:
+            self.dev_sign_in = DevSignIn(self.env.get("GRAPH_TENANT_ID", ""), self.env)
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -224,6 +230,8 @@ class LocalHost:
         )
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="func")
         try:
+            if self.dev_sign_in is not None:
+                self.dev_sign_in.activate()
             await self._start_http()
             self._started = True
             if self.queues_enabled:
@@ -259,6 +267,8 @@ class LocalHost:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+        if self.dev_sign_in is not None:
+            self.dev_sign_in.deactivate()
         self._started = False
 
     async def drain(self, timeout: float = 30.0) -> None:
@@ -389,6 +399,8 @@ class LocalHost:
 
     async def _start_http(self) -> None:
         app = web.Application(client_max_size=MAX_REQUEST_BODY)
+        if self.dev_sign_in is not None:
+            app.router.add_routes(self.dev_sign_in.routes())
         for fn, route, methods in self.routes:
             for variant in route.variants:
                 handler = self._http_handler(fn, route, variant)
@@ -415,10 +427,14 @@ class LocalHost:
             if not self._authorized(level, request):
                 return web.Response(status=401)
             body = await request.read()
+            # As App Service Authentication does: a client never supplies its own identity.
+            headers = strip_principal(request.headers.items())
+            if self.dev_sign_in is not None:
+                headers += self.dev_sign_in.principal_headers(request)
             req = func.HttpRequest(
                 method=request.method,
                 url=str(request.url),
-                headers=_joined(request.headers.items()),
+                headers=_joined(headers),
                 params=_joined(request.query.items(), sep=","),
                 route_params=route_params,
                 body=body,
