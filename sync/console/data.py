@@ -121,7 +121,9 @@ class Reads:
         pairs = sorted(set(problems))
         if 3 + 2 * len(pairs) <= MAX_FILTER_COMPARISONS:
             for i, (mailbox, stream) in enumerate(pairs):
-                parts.append(f"(PartitionKey eq @p{i} and RowKey eq @s{i})")
+                parts.append(
+                    f"( PartitionKey eq @p{i} and RowKey eq @s{i} )"
+                )  # the SDK wants spaces
                 params[f"p{i}"], params[f"s{i}"] = encode_key(mailbox), stream
         else:  # many failing streams: every mailbox's row of each such stream
             for i, stream in enumerate(sorted({s for _, s in pairs})):

@@ -75,8 +75,8 @@ NOTICES = {
     "removed": "Mailbox removed.",
     "attached": "Attached. The email is linked to the record.",
     "attach-queued": "The mailbox is busy syncing: the attachment is queued and happens shortly.",
-    "requeued": "Poison messages moved back to the jobs queue.",
-    "purged": "Poison queue purged.",
+    "requeued": "Moved {n} message(s) from the poison queue back to the jobs queue.",
+    "purged": "Purged {n} message(s) from the poison queue.",
     "limits": "Self-service limits saved.",
 }
 
@@ -116,8 +116,9 @@ class Ctx:
     def render(self, template: str, code: int = 200, **context: Any) -> func.HttpResponse:
         done = self.param("done", limit=40)
         notice = NOTICES.get(done, "")
-        if done in ("requeued", "purged") and self.param("n").isdigit():
-            notice = f"{notice} ({int(self.param('n'))} message(s))"
+        if "{n}" in notice:  # a count, and only a count, comes from the address
+            count = self.param("n", limit=9)
+            notice = notice.replace("{n}", str(int(count)) if count.isdigit() else "some")
         body = render(
             template,
             viewer=self.viewer,
