@@ -146,7 +146,7 @@ async def test_health_at_a_glance_with_filters_and_paging(
 
     async def badge(upn: str) -> str:
         row = page.get_by_role("row").filter(has=page.get_by_role("link", name=upn, exact=True))
-        return await row.locator(".badge").inner_text()
+        return str(await row.locator(".badge").inner_text())
 
     await page.get_by_label("Search").fill(names["failing"])
     await page.get_by_role("button", name="Filter").click()
