@@ -151,7 +151,9 @@ def read_form(req: func.HttpRequest) -> Form:
         raise FormError(415, "expected a form (application/x-www-form-urlencoded)")
     try:
         text = body.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        pairs = parse_qsl(
+            text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS, errors="strict"
+        )
     except (UnicodeDecodeError, ValueError) as exc:
         raise FormError(400, f"the form cannot be read: {exc}") from None
     form = Form()

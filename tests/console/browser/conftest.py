@@ -84,7 +84,9 @@ class ConsoleWorld:
         await self.host.drain(timeout=60)
 
 
-@pytest.fixture(scope="session")
+# Module-scoped, not session-scoped: the world patches the environment (the sandboxes' Graph
+# tenant, table prefix, queue) for as long as it runs, and that must end before other tests.
+@pytest.fixture(scope="module")
 async def console_world(azurite_connection: str) -> AsyncIterator[ConsoleWorld]:
     from devkit.host.localhost import LocalHost
 
