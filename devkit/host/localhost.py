@@ -123,6 +123,7 @@ class LocalHost:
         bind: str = "127.0.0.1",
         timers: bool = True,
         queues: bool = True,
+        http: bool = True,
         environ: Mapping[str, str] | None = None,
         dev_sign_in: bool = True,
     ) -> None:
@@ -132,6 +133,7 @@ class LocalHost:
         self.bind = bind
         self.timers_enabled = timers
         self.queues_enabled = queues
+        self.http_enabled = http
         self._environ = environ
         self.indexed: IndexedApp | None = None
         self.routes: list[tuple[LoadedFunction, ConvertedRoute, list[str]]] = []
@@ -146,7 +148,7 @@ class LocalHost:
         self._started = False
         # The console's sign-in, played by the host as App Service Authentication does in Azure.
         self.dev_sign_in: DevSignIn | None = None
-        if dev_sign_in:
+        if dev_sign_in and http:  # the sign-in is a page: nothing to offer without HTTP
             self.dev_sign_in = DevSignIn(self.env.get("GRAPH_TENANT_ID", ""), self.env)
 
     # -- loading -----------------------------------------------------------------------------
@@ -195,7 +197,7 @@ class LocalHost:
     def describe(self) -> list[str]:
         """Core Tools-style listing of the functions and how they are triggered."""
         lines: list[str] = []
-        for fn, route, methods in self.routes:
+        for fn, route, methods in self.routes if self.http_enabled else []:
             verbs = ",".join(methods) if methods else "ALL"
             prefix = f"/{self.config.route_prefix}" if self.config.route_prefix else ""
             url = f"{self.base_url if self._started else ''}{prefix}/{route.template.strip('/')}"
@@ -232,7 +234,8 @@ class LocalHost:
         try:
             if self.dev_sign_in is not None:
                 self.dev_sign_in.activate()
-            await self._start_http()
+            if self.http_enabled:
+                await self._start_http()
             self._started = True
             if self.queues_enabled:
                 await self._start_queues()

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sync.core.checks import Check
 from sync.core.email_linking import RecordRef
 from sync.core.errors import (
     InvalidRequest,
@@ -24,7 +25,6 @@ from sync.core.errors import (
 )
 from sync.core.state_models import JobStatus, Mailbox, MailboxPolicy, utcnow
 from sync.runtime import Services
-from sync.workbooks.schema import Check
 
 log = logging.getLogger("sync.console")
 NEW_MAILBOX_REASON = "new: run the checks, then enable"

@@ -42,6 +42,12 @@ def test_http_routes_and_auth_levels(indexed: dict[str, dict[str, Any]]) -> None
         "two_way_items": ("items/{mailbox}", ("GET",), "FUNCTION"),
         "email_explain": ("emails/{mailbox}/{message}", ("GET",), "FUNCTION"),
         "email_attach": ("emails/{mailbox}/attach", ("POST",), "FUNCTION"),
+        "doctor": ("doctor/{mailbox}", ("GET",), "FUNCTION"),
+        # The console signs people in itself (App Service Authentication in front, the
+        # principal header checked on every route: sync/console/auth.py), so no function key.
+        "console_page": ("console/{*path}", ("GET",), "ANONYMOUS"),
+        "console_action": ("console/{*path}", ("POST",), "ANONYMOUS"),
+        "console_static": ("console/static/{name}", ("GET",), "ANONYMOUS"),
     }
 
 
@@ -64,6 +70,7 @@ def test_schedules_come_from_app_settings_with_the_documented_defaults(
         "reconcile_timer": "%SYNC_RECONCILE_SCHEDULE%",
         "renew_timer": "%SYNC_RENEW_SCHEDULE%",
         "todo_poll_timer": "%SYNC_TODO_POLL_SCHEDULE%",
+        "sweep_timer": "%SYNC_SWEEP_SCHEDULE%",
     }
     defaults = AppSettings.model_fields
     push = croniter(defaults["push_schedule"].default, second_at_beginning=True)
@@ -72,6 +79,10 @@ def test_schedules_come_from_app_settings_with_the_documented_defaults(
     rec = croniter(defaults["reconcile_schedule"].default, second_at_beginning=True)
     first, second = rec.get_next(float), rec.get_next(float)
     assert second - first == 30 * 60
+    # A dead worker's streams run again within the lease plus one sweep: 2 minutes at most.
+    sweeper = croniter(defaults["sweep_schedule"].default, second_at_beginning=True)
+    first, second = sweeper.get_next(float), sweeper.get_next(float)
+    assert second - first + defaults["lease_seconds"].default <= 120
 
 
 def test_schedules_are_overridable_and_validated(monkeypatch: pytest.MonkeyPatch) -> None:
