@@ -2,10 +2,8 @@
 so a mailbox enabled from the browser behaves exactly like one enabled with
 ``python -m sync mailboxes enable``.
 
-``live_checks`` is the one place the console asks whether a mailbox can sync.  Until the
-``doctor`` lands it runs what exists: the Workbooks checks (``workbooks_checks``: key, login,
-schema, email-link strategy, time zone) and one Graph read of the mailbox; swap its body for
-the doctor's checks and every page follows.
+``live_checks`` is the one place the console asks whether a mailbox can sync: it runs the
+``doctor`` (sync.engine.doctor) and records its report.
 """
 
 from __future__ import annotations
@@ -14,13 +12,11 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sync.core.checks import Check
+from sync.core.doctor import DoctorReport
 from sync.core.email_linking import RecordRef
 from sync.core.errors import (
     InvalidRequest,
     NotFound,
-    ReauthRequired,
-    RetryLater,
     SyncError,
 )
 from sync.core.state_models import JobStatus, Mailbox, MailboxPolicy, utcnow
@@ -33,59 +29,19 @@ NEW_MAILBOX_REASON = "new: run the checks, then enable"
 # ------------------------------------------------------------------------ live checks
 
 
-async def graph_check(services: Services, mailbox: Mailbox) -> Check:
-    """One Graph read of the mailbox (its Outlook settings): proves the app's token, its
-    permission on this mailbox (application access policy / RBAC) and that the mailbox
-    exists."""
-    from sync.engine.clients import graph_client
-    from sync.graph.paths import time_zone_path
+async def live_checks(services: Services, mailbox: Mailbox) -> DoctorReport:
+    """Can this mailbox sync?  The ``doctor`` (``python -m sync doctor``), recorded as the
+    mailbox's last report so the mailbox page and ``status`` show it."""
+    from sync.engine.doctor import run_doctor
 
-    name = "graph.mailbox"
-    try:
-        graph = graph_client(services)
-        await graph.request("GET", time_zone_path(mailbox.graph_id), mailbox=mailbox.graph_id)
-    except NotFound:
-        return Check(
-            name,
-            "fail",
-            f"Graph has no mailbox {mailbox.graph_id}",
-            "check the address, or register the mailbox with its Graph user id",
-        )
-    except ReauthRequired as exc:
-        return Check(
-            name,
-            "fail",
-            f"Graph refused to read the mailbox: {exc}",
-            "grant admin consent, and add the user to the group the application access "
-            "policy is scoped to (docs/app-registration.md); a new policy can take an hour",
-        )
-    except RetryLater as exc:
-        return Check(name, "warn", f"Graph is busy or unreachable: {exc}", "try again shortly")
-    except SyncError as exc:
-        return Check(name, "fail", f"Graph read failed: {exc}", "see docs/app-registration.md")
-    return Check(name, "ok", f"Graph reads mailbox {mailbox.graph_id}")
+    return await run_doctor(services, mailbox)
 
 
-async def live_checks(services: Services, mailbox: Mailbox) -> list[Check]:
-    """Can this mailbox sync?  Workbooks first (its key and schema), then Graph."""
-    from sync.engine.clients import workbooks_checks
-
-    try:
-        checks = list(await workbooks_checks(services, mailbox))
-    except RetryLater as exc:
-        checks = [
-            Check(
-                "workbooks", "warn", f"Workbooks is busy or unreachable: {exc}", "try again shortly"
-            )
-        ]
-    except SyncError as exc:
-        checks = [Check("workbooks", "fail", f"Workbooks check failed: {exc}", "")]
-    checks.append(await graph_check(services, mailbox))
-    return checks
-
-
-def passed(checks: list[Check]) -> bool:
-    return all(c.status != "fail" for c in checks)
+def may_enable(report: DoctorReport) -> bool:
+    """As ``mailboxes add`` decides: an essential failure (no key, no login, no token, a
+    permission or the mailbox out of reach) means the mailbox cannot sync at all; any other
+    failure stops one feature and is shown, not refused."""
+    return not report.essential_failures
 
 
 # ------------------------------------------------------------------------ registry

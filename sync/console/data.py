@@ -33,6 +33,7 @@ from typing import Any
 
 from azure.data.tables.aio import TableClient
 
+from sync.core.doctor import DoctorReport
 from sync.core.keys import encode_key, normalise_address
 from sync.core.state_models import EmailRecord, JobStatus, Mailbox, RunRecord, utcnow
 from sync.runtime import Services
@@ -388,6 +389,7 @@ class Detail:
     subscriptions: int
     items: dict[str, dict[str, int]]
     conflicts: list[Conflict]
+    doctor: DoctorReport | None = None  # the last live checks
     queries: int = 0
 
 
@@ -401,14 +403,15 @@ async def mailbox_detail(
     now = now or utcnow()
     reads = Reads(services)
     stale = stale_after(services.settings.app.reconcile_schedule)
-    cursor_rows, recent, jobs, subs, items = await asyncio.gather(
+    cursor_rows, recent, jobs, subs, items, doctor = await asyncio.gather(
         reads.mailbox_cursors(mailbox.id),
         reads.runs(mailbox.id, limit=runs),
         reads.recent_jobs(now - JOB_WINDOW),
         services.store.subscriptions.list_for_mailbox(mailbox.id),
         identity_counts(services, mailbox.id),
+        services.store.doctor.get(mailbox.id),
     )
-    reads.queries += 4  # subscriptions (1) and identity counts (3)
+    reads.queries += 5  # subscriptions (1), identity counts (3), the last doctor report (1)
     problems = [r for r in recent if now - r.started_at <= PROBLEM_WINDOW]
     streams = _streams(mailbox.id, cursor_rows, problems, now, stale)
     mine = [j for j in jobs if j.mailbox == mailbox.id]
@@ -421,5 +424,6 @@ async def mailbox_detail(
         subscriptions=len(subs),
         items=items,
         conflicts=conflicts_in(recent),
+        doctor=doctor,
         queries=reads.queries,
     )

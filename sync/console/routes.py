@@ -27,6 +27,7 @@ import azure.functions as func
 from azure.core.exceptions import AzureError
 from pydantic import ValidationError
 
+from sync.core.doctor import ESSENTIAL
 from sync.core.email_linking import RecordRef, parse_reference
 from sync.core.errors import InvalidRequest, NotFound, ReauthRequired, RetryLater, SyncError
 from sync.core.keys import normalise_address
@@ -554,11 +555,13 @@ async def _checks_page(ctx: Ctx, *, want_enable: bool) -> func.HttpResponse:
     if ctx.mailbox is None:
         return ctx.message(404, "No such mailbox", f"{ctx.args.get('mb')} is not registered.")
     force = want_enable and ctx.form.get("force") == "1"
-    checks = [] if force else await actions.live_checks(ctx.services, ctx.mb)
-    ok = actions.passed(checks)
+    report = None if force else await actions.live_checks(ctx.services, ctx.mb)
+    allowed = report is None or actions.may_enable(report)
     lines: list[str] = []
     job = None
-    if want_enable and (ok or force):
+    if want_enable and allowed:
+        if force:
+            log.warning("console: %s enabled %s without its checks", ctx.viewer.name, ctx.mb.id)
         outcome = await actions.enable(ctx.services, ctx.mb.id)
         lines, job = outcome.lines, outcome.job
         ctx.mailbox = outcome.mailbox or ctx.mailbox
@@ -566,9 +569,11 @@ async def _checks_page(ctx: Ctx, *, want_enable: bool) -> func.HttpResponse:
         "checks.html",
         nav="mailboxes",
         mb=ctx.mb,
-        checks=checks,
-        ok=ok,
-        failed=sum(c.status == "fail" for c in checks),
+        report=report,
+        checks=report.checks if report else (),
+        essential=ESSENTIAL,
+        allowed=allowed,
+        failed=len(report.failures) if report else 0,
         wanted_enable=want_enable,
         enabled=want_enable and ctx.mb.enabled,
         lines=lines,

@@ -85,16 +85,57 @@ async def test_failing_checks_refuse_to_enable_until_the_admin_insists(
     page = await admin_page(new_page, world)
     await page.goto(f"{world.console}/mailboxes/{upn}")
     await page.get_by_role("button", name="Check and enable").click()
-    await expect(page.get_by_role("status")).to_contain_text("the mailbox was not enabled")
+    await expect(page.get_by_role("status")).to_contain_text(
+        "1 of them essential: the mailbox cannot sync and was not enabled"
+    )
     failed = page.locator("tr.c-fail")
-    await expect(failed.first).to_contain_text("workbooks")
+    await expect(failed).to_have_count(1)
+    await expect(failed).to_contain_text("workbooks.login (essential)")
     mailbox = await world.world.services.store.mailboxes.get(upn)
     assert mailbox is not None and not mailbox.enabled
+    # The doctor's report is recorded: the mailbox page shows it.
+    report = await world.world.services.store.doctor.get(upn)
+    assert report is not None and [c.name for c in report.essential_failures] == ["workbooks.login"]
 
     await page.get_by_role("button", name="Enable anyway").click()
     await expect(page.get_by_text(f"enabled {upn}")).to_be_visible()
     mailbox = await world.world.services.store.mailboxes.get(upn)
     assert mailbox is not None and mailbox.enabled
+    await world.settle()
+
+
+async def test_a_failing_feature_is_shown_and_does_not_stop_enabling(
+    console_world: ConsoleWorld, new_page: Any
+) -> None:
+    """Only an essential failure refuses (as ``mailboxes add`` decides); one that stops a
+    single stream is shown with its fix and the mailbox is enabled."""
+    from devkit.sandbox.graph.service import Fault
+
+    world = console_world
+    upn = unique("notodo")
+    await world.register(upn, enabled=False)
+    fault = Fault(status=403, count=5, path=f"/users/{upn}/todo/lists", code="ErrorAccessDenied")
+    world.world.graph.sandbox.faults.append(fault)
+    try:
+        page = await admin_page(new_page, world)
+        await page.goto(f"{world.console}/mailboxes/{upn}")
+        await page.get_by_role("button", name="Check and enable").click()
+        await expect(page.get_by_role("status")).to_contain_text(
+            "1 check failed, none essential: the mailbox is enabled"
+        )
+    finally:
+        world.world.graph.sandbox.faults.remove(fault)
+    failed = page.locator("tr.c-fail")
+    await expect(failed).to_have_count(1)
+    await expect(failed).to_contain_text("graph.stream.todo")
+    await expect(failed).not_to_contain_text("essential")
+    mailbox = await world.world.services.store.mailboxes.get(upn)
+    assert mailbox is not None and mailbox.enabled
+
+    await page.get_by_role("link", name=upn).click()
+    checks = page.get_by_role("region", name="Live checks")
+    await expect(checks).to_contain_text(re.compile(r"Last run .*: 1 fail, \d+ warn"))
+    await expect(checks).to_contain_text("graph.stream.todo")
     await world.settle()
 
 
