@@ -4,7 +4,8 @@ Azurite (the same world as the demo).
 
 Playwright's own browser download is not used: the tests launch the system Chromium
 (``SYNC_CHROMIUM``, else ``chromium`` on the PATH).  Without it they are skipped with the
-command that installs it; ``make test`` installs it first when it can (Makefile, ``chromium``).
+command that installs it, except in CI: ``.ci/run`` installs Chromium when it is missing and
+sets ``SYNC_BROWSER_TESTS=required``, which turns the skip into a failure.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 from tests.support.local import free_port, patched_environ
 from tests.support.world import World, world_running
 
+REQUIRED = "SYNC_BROWSER_TESTS"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -104,10 +106,13 @@ async def console_world(azurite_connection: str) -> AsyncIterator[ConsoleWorld]:
 async def browser() -> AsyncIterator[Any]:
     path = chromium_path()
     if path is None:
-        pytest.skip(
+        why = (
             "Chromium is not installed: the console's browser tests need it "
             "(apt-get install -y chromium, or set SYNC_CHROMIUM to its path)"
         )
+        if os.environ.get(REQUIRED) == "required":  # CI (.ci/run): never skip silently
+            pytest.fail(why)
+        pytest.skip(why)
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
