@@ -799,17 +799,17 @@ output SYNC_CONSOLE_REDIRECT_URI string = 'https://${functionApp.properties.defa
 
 // ---------------------------------------------------------------------------------------------
 // Console sign-in: the paths App Service Authentication lets through without one (consoleAuth;
-// Bicep declarations may come in any order).  Everything else needs a sign-in:
-// Graph's webhooks (each notification carries its subscription's clientState), the Workbooks
-// webhook route (signed deliveries), and the operator API, which keeps its function keys
-// because scripts cannot sign in interactively.  tests/console/test_infra_auth.py checks that
-// every route of the app except the console's is listed here.
+// Bicep declarations may come in any order): Graph's webhooks (each notification carries its
+// subscription's clientState) and the operator API, which keeps its function keys because
+// scripts cannot sign in interactively.  Everything else, the console, needs a sign-in.
+// tests/console/test_infra_auth.py checks that every route of the app except the console's is
+// listed here, and nothing more.
 var anonymousPaths = [
   '/api/graph/notifications'
   '/api/graph/lifecycle'
-  '/api/workbooks/*'
   '/api/sync/*'
   '/api/status'
   '/api/items/*'
   '/api/emails/*'
+  '/api/doctor/*'
 ]
