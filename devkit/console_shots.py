@@ -14,9 +14,12 @@ import shutil
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-VIEWPORT = {"width": 1280, "height": 860}
+if TYPE_CHECKING:
+    from playwright.async_api import ViewportSize
+
+VIEWPORT: ViewportSize = {"width": 1280, "height": 860}
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 ADMIN = "admin@contoso.example"
 # Other mailboxes of the tenant, to show health at a glance: name -> health.

@@ -2,19 +2,22 @@
 number of mailboxes.
 
 ``/api/status`` reads three queries per mailbox, one after another; a list of 1,000 mailboxes
-that way is 3,000 round trips.  The list page instead reads, whatever the number of mailboxes:
+that way is 3,000 round trips.  The list page instead reads, whatever the number of mailboxes,
+side by side:
 
-1. every mailbox row (one partition);
+1. every mailbox's registry row, only the columns the list shows (id, enabled, the reason it
+   is paused, the Workbooks user), not each whole record;
 2. the runs that failed or were stopped in the last day, across mailboxes (few: a healthy
    tenant has none);
 3. the manual sync jobs touched in the last day (their progress);
-4. cursor rows that matter for health: each mailbox's sent-items stream (which every sync
-   runs), streams whose last success is older than two reconciliation intervals, streams a
-   worker holds now, and the streams of the failed runs (to tell a failure from a later
-   success) - one filtered query over the small cursors table;
+4. cursor rows that matter for health, only their timestamp columns: each mailbox's
+   sent-items stream (which every sync runs); streams whose last success is older than two
+   reconciliation intervals or that a worker holds now; and, after 2, the streams of the
+   failed runs (to tell a failure from a later success), seven (mailbox, stream) pairs per
+   query and at most four queries, else every mailbox's row of those streams in one;
 5. the queue depth and 6. the poison queue depth;
-7. after filtering and paging, the cursor rows of the mailboxes on the page: one PartitionKey
-   range (mailboxes sort by key, so a page is one range).
+7. after filtering and paging, the cursor rows of the mailboxes on the page: their partitions,
+   fifteen to a query (two queries for a page of 25), side by side.
 
 The reads go straight to the state tables (``StateStore.service``, prefix and table names, the
 rows' own encoding), read-only; every write goes through the engine and the store.
@@ -53,7 +56,24 @@ from .health import (
 PROBLEM_WINDOW = timedelta(hours=24)
 JOB_WINDOW = timedelta(hours=24)
 MAX_FILTER_COMPARISONS = 15  # Azure Table Storage's limit per $filter
+PAIRS_PER_QUERY = MAX_FILTER_COMPARISONS // 2  # (PartitionKey eq and RowKey eq) per pair
+MAX_PAIR_QUERIES = 4  # beyond 28 failing streams, one query by stream name instead
 CURSOR_COLUMNS = ["PartitionKey", "RowKey", "last_success_at", "lease_until", "resync_requested"]
+LIST_COLUMNS = ["RowKey", "mailbox", "enabled", "disabled_reason", "workbooks_user"]
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A mailbox as the list shows it: the registry row's own columns, not the whole record."""
+
+    id: str
+    enabled: bool
+    disabled_reason: str = ""
+    workbooks_user: str = ""
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 class Reads:
@@ -113,29 +133,86 @@ class Reads:
         )
         return [JobStatus.model_validate_json(r["data"]) for r in rows]
 
-    async def health_cursors(
-        self, now: datetime, stale: datetime, problems: Iterable[tuple[str, str]]
-    ) -> list[dict[str, Any]]:
-        """Cursor rows for health (see the module docstring, item 4)."""
-        parts = ["RowKey eq @sent", "last_success_at lt @stale", "lease_until gt @now"]
-        params: dict[str, Any] = {"sent": SENT, "stale": stale, "now": now}
-        pairs = sorted(set(problems))
-        if 3 + 2 * len(pairs) <= MAX_FILTER_COMPARISONS:
-            for i, (mailbox, stream) in enumerate(pairs):
-                parts.append(
-                    f"( PartitionKey eq @p{i} and RowKey eq @s{i} )"
-                )  # the SDK wants spaces
-                params[f"p{i}"], params[f"s{i}"] = encode_key(mailbox), stream
-        else:  # many failing streams: every mailbox's row of each such stream
-            for i, stream in enumerate(sorted({s for _, s in pairs})):
-                parts.append(f"RowKey eq @s{i}")
-                params[f"s{i}"] = stream
-        return await self.rows("cursors", " or ".join(parts), params, select=CURSOR_COLUMNS)
+    async def listed(self) -> list[Listed]:
+        """Every mailbox, the list's columns only, in key order.  A row written before those
+        columns existed is read whole (one point read; its next write adds them)."""
+        rows = await self.rows("mailboxes", "PartitionKey eq 'mailbox'", select=LIST_COLUMNS)
+        old = [r for r in rows if r.get("workbooks_user") is None]
+        full = {}
+        if old:
+            store = self.services.store.mailboxes
+            found = await asyncio.gather(*(store.get(str(r["mailbox"])) for r in old))
+            self.queries += len(old)
+            full = {m.id: m for m in found if m is not None}
+        out = []
+        for row in sorted(rows, key=lambda r: str(r["RowKey"])):
+            name = str(row["mailbox"])
+            record = full.get(name)
+            if record is not None:
+                out.append(
+                    Listed(name, record.enabled, record.disabled_reason, record.workbooks_user)
+                )
+            elif row.get("workbooks_user") is not None:
+                out.append(
+                    Listed(
+                        name,
+                        bool(row.get("enabled")),
+                        str(row.get("disabled_reason") or ""),
+                        str(row.get("workbooks_user") or ""),
+                    )
+                )
+        return out
 
-    async def cursor_range(self, first: Mailbox, last: Mailbox) -> list[dict[str, Any]]:
-        flt = "PartitionKey ge @lo and PartitionKey le @hi"
-        params = {"lo": encode_key(first.id), "hi": encode_key(last.id)}
-        return await self.rows("cursors", flt, params, select=CURSOR_COLUMNS)
+    async def health_cursors(self, now: datetime, stale: datetime) -> list[dict[str, Any]]:
+        """Cursor rows for health that do not depend on the failed runs (module docstring,
+        item 4): every sent-items row, and the overdue or held rows of any stream."""
+        sent, other = await asyncio.gather(
+            self.rows("cursors", "RowKey eq @sent", {"sent": SENT}, select=CURSOR_COLUMNS),
+            self.rows(
+                "cursors",
+                "last_success_at lt @stale or lease_until gt @now",
+                {"stale": stale, "now": now},
+                select=CURSOR_COLUMNS,
+            ),
+        )
+        return [*sent, *other]
+
+    async def problem_cursors(self, problems: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+        """The cursor rows of the streams with a failed or stopped run."""
+        pairs = sorted(set(problems))
+        if not pairs:
+            return []
+        groups = _chunks(pairs, PAIRS_PER_QUERY)
+        if len(groups) > MAX_PAIR_QUERIES:  # many failing streams: those streams of everyone
+            streams = sorted({s for _, s in pairs})[:MAX_FILTER_COMPARISONS]
+            flt = " or ".join(f"RowKey eq @s{i}" for i in range(len(streams)))
+            params = {f"s{i}": s for i, s in enumerate(streams)}
+            return await self.rows("cursors", flt, params, select=CURSOR_COLUMNS)
+
+        async def group(chunk: list[tuple[str, str]]) -> list[dict[str, Any]]:
+            # the SDK wants the spaces inside the brackets
+            flt = " or ".join(
+                f"( PartitionKey eq @p{i} and RowKey eq @s{i} )" for i in range(len(chunk))
+            )
+            params: dict[str, Any] = {}
+            for i, (mailbox, stream) in enumerate(chunk):
+                params[f"p{i}"], params[f"s{i}"] = encode_key(mailbox), stream
+            return await self.rows("cursors", flt, params, select=CURSOR_COLUMNS)
+
+        found = await asyncio.gather(*(group(chunk) for chunk in groups))
+        return [row for rows in found for row in rows]
+
+    async def page_cursors(self, mailboxes: list[str]) -> list[dict[str, Any]]:
+        """Every cursor row of these mailboxes: their partitions, fifteen to a query."""
+
+        async def group(chunk: list[str]) -> list[dict[str, Any]]:
+            flt = " or ".join(f"PartitionKey eq @p{i}" for i in range(len(chunk)))
+            params = {f"p{i}": encode_key(m) for i, m in enumerate(chunk)}
+            return await self.rows("cursors", flt, params, select=CURSOR_COLUMNS)
+
+        chunks = _chunks(sorted(set(mailboxes)), MAX_FILTER_COMPARISONS)
+        found = await asyncio.gather(*(group(chunk) for chunk in chunks))
+        return [row for rows in found for row in rows]
 
     async def mailbox_cursors(self, mailbox: str) -> list[dict[str, Any]]:
         flt = "PartitionKey eq @pk"
@@ -183,7 +260,7 @@ def _dt(value: Any) -> datetime | None:
 
 @dataclass
 class MailboxRow:
-    mailbox: Mailbox
+    mailbox: Mailbox | Listed
     streams: dict[str, StreamState]
     job: JobStatus | None
     health: Health = Health.OK
@@ -261,7 +338,8 @@ def _by_mailbox(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str
 
 
 async def list_snapshot(services: Services, *, now: datetime | None = None) -> Snapshot:
-    """Every mailbox with its health, in six queries (the seventh is ``fill_page``)."""
+    """Every mailbox with its health, in a number of queries that does not grow with the
+    number of mailboxes (the module docstring; ``fill_page`` completes one page)."""
     now = now or utcnow()
     reads = Reads(services)
     stale = stale_after(services.settings.app.reconcile_schedule)
@@ -269,15 +347,16 @@ async def list_snapshot(services: Services, *, now: datetime | None = None) -> S
     async def problems_then_cursors() -> tuple[list[RunRecord], list[dict[str, Any]]]:
         problems = await reads.problem_runs(now - PROBLEM_WINDOW)
         pairs = [(r.mailbox, r.stream) for r in problems]
-        return problems, await reads.health_cursors(now, now - stale, pairs)
+        return problems, await reads.problem_cursors(pairs)
 
-    mailboxes, (problems, cursors), jobs, (depth, poison) = await asyncio.gather(
-        reads.mailboxes(),
+    mailboxes, (problems, failing), cursors, jobs, (depth, poison) = await asyncio.gather(
+        reads.listed(),
         problems_then_cursors(),
+        reads.health_cursors(now, now - stale),
         reads.recent_jobs(now - JOB_WINDOW),
         reads.queue_depths(),
     )
-    cursors_of = _by_mailbox(cursors)
+    cursors_of = _by_mailbox(_unique([*cursors, *failing]))
     runs_of: dict[str, list[RunRecord]] = {}
     for run in problems:
         runs_of.setdefault(run.mailbox, []).append(run)
@@ -293,13 +372,20 @@ async def list_snapshot(services: Services, *, now: datetime | None = None) -> S
     return Snapshot(rows, depth, poison, now, stale, problems, reads)
 
 
+def _unique(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Cursor rows once each (a stream can be both overdue and failing)."""
+    seen: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for row in rows:
+        seen[(str(row["PartitionKey"]), str(row["RowKey"]))] = row
+    return list(seen.values())
+
+
 async def fill_page(services: Services, snapshot: Snapshot, page: list[MailboxRow]) -> None:
-    """Complete the streams of the mailboxes on one page (one range query)."""
+    """Complete the streams of the mailboxes on one page (their cursor partitions)."""
     if not page:
         return
     reads = snapshot.reads or Reads(services)
-    ordered = sorted(page, key=lambda r: encode_key(r.mailbox.id))
-    cursors_of = _by_mailbox(await reads.cursor_range(ordered[0].mailbox, ordered[-1].mailbox))
+    cursors_of = _by_mailbox(await reads.page_cursors([r.mailbox.id for r in page]))
     runs_of: dict[str, list[RunRecord]] = {}
     for run in snapshot.problems:
         runs_of.setdefault(run.mailbox, []).append(run)

@@ -22,10 +22,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
 from croniter import croniter
 
-from sync.core.state_models import JobStatus, Mailbox, RunRecord
+from sync.core.state_models import JobStatus, RunRecord
 
 SENT = "sent"
 # Streams whose successful runs set the cursor's last success (sync.engine.emails, .twoway).
@@ -130,7 +131,14 @@ def stream_state(
     )
 
 
-def classify(mailbox: Mailbox, streams: Mapping[str, StreamState]) -> Health:
+class Registered(Protocol):
+    """What health needs of a mailbox: the full record or the list's few columns."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+
+def classify(mailbox: Registered, streams: Mapping[str, StreamState]) -> Health:
     if not mailbox.enabled:
         return Health.PAUSED
     if any(s.failing for s in streams.values()):

@@ -7,6 +7,8 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from azure.data.tables import UpdateMode
+
 from sync.console.data import (
     Reads,
     conflicts_in,
@@ -16,9 +18,11 @@ from sync.console.data import (
     select,
 )
 from sync.console.health import Health
+from sync.core.keys import encode_key
 from sync.core.state_models import JobStatus, Mailbox, RunRecord, utcnow
 
-LIST_QUERIES = 6  # mailboxes, problem runs, health cursors, jobs, queue depth, poison depth
+# mailboxes, problem runs, sent cursors, overdue or held cursors, jobs, queue depth, poison depth
+LIST_QUERIES = 7
 
 
 async def _mailboxes(services: Any, n: int, tag: str) -> list[str]:
@@ -33,13 +37,9 @@ async def _mailboxes(services: Any, n: int, tag: str) -> list[str]:
     return ids
 
 
-async def test_the_list_costs_the_same_queries_for_few_or_many_mailboxes(services: Any) -> None:
-    await _mailboxes(services, 3, "few")
-    few = await list_snapshot(services)
-    assert few.reads is not None and few.reads.queries == LIST_QUERIES
-    ids = await _mailboxes(services, 40, "many")
-    for upn in ids[:12]:  # failures across many mailboxes and two streams
-        for stream in ("contacts", "events"):
+async def _fail(services: Any, upns: list[str], streams: tuple[str, ...]) -> None:
+    for upn in upns:
+        for stream in streams:
             await services.store.runs.put(
                 RunRecord(
                     mailbox=upn,
@@ -50,13 +50,61 @@ async def test_the_list_costs_the_same_queries_for_few_or_many_mailboxes(service
                     message="boom",
                 )
             )
+
+
+async def test_the_list_costs_the_same_queries_for_few_or_many_mailboxes(services: Any) -> None:
+    await _mailboxes(services, 3, "few")
+    few = await list_snapshot(services)
+    assert few.reads is not None and few.reads.queries == LIST_QUERIES
+    ids = await _mailboxes(services, 40, "many")
     many = await list_snapshot(services)
     assert many.reads is not None and many.reads.queries == LIST_QUERIES
     assert len(many.rows) == 43
-    assert sum(r.health is Health.FAILING for r in many.rows) == 12
-    page = select(many)[:25]
-    await fill_page(services, many, page)
-    assert many.reads.queries == LIST_QUERIES + 1  # one range query for the whole page
+
+    # Failed streams add the queries for their cursor rows: seven pairs a query...
+    await _fail(services, ids[:12], ("contacts", "events"))  # 24 pairs: 4 queries
+    failing = await list_snapshot(services)
+    assert failing.reads is not None and failing.reads.queries == LIST_QUERIES + 4
+    assert sum(r.health is Health.FAILING for r in failing.rows) == 12
+    page = select(failing)[:25]
+    await fill_page(services, failing, page)
+    assert failing.reads.queries == LIST_QUERIES + 4 + 2  # 25 partitions, 15 to a query
+    assert all({"sent", "contacts", "events"} <= set(r.streams) for r in page[:12])
+
+    # ...and, past four such queries, one query by stream name, however many fail.
+    await _fail(services, ids[12:40], ("contacts", "events"))  # 80 pairs
+    everyone = await list_snapshot(services)
+    assert everyone.reads is not None and everyone.reads.queries == LIST_QUERIES + 1
+    assert sum(r.health is Health.FAILING for r in everyone.rows) == 40
+
+
+async def test_a_row_written_before_the_list_columns_is_read_whole(services: Any) -> None:
+    [upn] = await _mailboxes(services, 1, "old")
+    paused = Mailbox(
+        id=upn,
+        workbooks_url="https://wb.example",
+        api_key_ref="env:K",
+        enabled=False,
+        disabled_reason="on leave",
+        workbooks_user="ann.w",
+    )
+    row = {
+        "PartitionKey": "mailbox",
+        "RowKey": encode_key(upn),
+        "mailbox": upn,
+        "enabled": False,
+        "data": paused.model_dump_json(),
+    }
+    reads = Reads(services)
+    await reads.table("mailboxes").upsert_entity(row, mode=UpdateMode.REPLACE)
+    (listed,) = [m for m in await reads.listed() if m.id == upn]
+    assert (listed.enabled, listed.disabled_reason, listed.workbooks_user) == (
+        False,
+        "on leave",
+        "ann.w",
+    )
+    snapshot = await list_snapshot(services)
+    assert [r.mailbox.id for r in select(snapshot, text="ann.w")] == [upn]
 
 
 async def test_health_comes_from_the_stored_cursors_and_runs(services: Any) -> None:
@@ -127,7 +175,7 @@ async def test_health_comes_from_the_stored_cursors_and_runs(services: Any) -> N
         assert detail.row.health is health[names[key]], key
 
 
-async def test_the_page_range_completes_every_stream_of_its_mailboxes(services: Any) -> None:
+async def test_the_page_completes_every_stream_of_its_mailboxes(services: Any) -> None:
     ids = await _mailboxes(services, 5, "range")
     for upn in ids:
         for stream in ("contacts", "events", "todo"):
