@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
 
 import aiohttp  # noqa: E402
 
-from bench.rig import percentile, rig_running  # noqa: E402
+from bench.rig import cpu_seconds, percentile, rig_running  # noqa: E402
 from tests.support.local import running_azurite  # noqa: E402
 
 TARGET_MS = 300.0
@@ -54,6 +54,8 @@ class Figures:
     times_ms: list[float]
     status: int
     size: int
+    host_cpu_ms: float = float("nan")  # the host's CPU time per measured request
+    storage_cpu_ms: float = float("nan")  # Azurite's CPU time per measured request
 
     @property
     def worst(self) -> float:
@@ -65,6 +67,7 @@ class Figures:
         mark = "ok" if self.worst <= TARGET_MS else "SLOW"
         return (
             f"  {self.page:44} p50 {p50:6.1f}  p95 {p95:6.1f}  max {self.worst:6.1f} ms"
+            f"  cpu {self.host_cpu_ms:5.1f} + storage {self.storage_cpu_ms:5.1f} ms"
             f"  (first {self.cold_ms:6.1f} ms, {self.size / 1024:5.1f} KiB, {self.status})  {mark}"
         )
 
@@ -86,9 +89,9 @@ async def seed(services: Any, upns: list[str], focus: str) -> str:
     store = services.store
     now = utcnow()
     n = len(upns)
-    failing = set(upns[7 : n : 50])  # 2 %
-    paused = set(upns[11 : n : 33])  # 3 %
-    never = set(upns[13 : n : 100])  # 1 %
+    failing = set(upns[7:n:50])  # 2 %
+    paused = set(upns[11:n:33])  # 3 %
+    never = set(upns[13:n:100])  # 1 %
     ok_at = now - timedelta(minutes=10)
 
     async def cursors(upn: str) -> None:
@@ -160,7 +163,22 @@ async def sign_in(base: str, name: str, *, admin: bool) -> aiohttp.ClientSession
     return session
 
 
-async def measure(session: aiohttp.ClientSession, base: str, page: str, n: int) -> Figures:
+@dataclass
+class Clocks:
+    """CPU clocks of the host and of Azurite: on a shared machine, wall time includes waiting
+    for a core; the CPU each request costs does not."""
+
+    host: Any
+    azurite_pid: int | None  # None: an Azurite started elsewhere (AZURITE_CONNECTION_STRING)
+
+    def read(self) -> tuple[float, float]:
+        storage = cpu_seconds(self.azurite_pid) if self.azurite_pid else float("nan")
+        return self.host.cpu(), storage
+
+
+async def measure(
+    session: aiohttp.ClientSession, base: str, page: str, n: int, clocks: Clocks
+) -> Figures:
     async def once() -> tuple[float, int, int]:
         start = time.perf_counter()
         async with session.get(f"{base}{page}", allow_redirects=False) as resp:
@@ -173,21 +191,27 @@ async def measure(session: aiohttp.ClientSession, base: str, page: str, n: int) 
     for _ in range(WARM_UP - 1):
         await once()
     times = []
+    host0, storage0 = clocks.read()
     for _ in range(n):
         ms, status, size = await once()
         times.append(ms)
-    return Figures(page, cold, times, status, size)
+    host1, storage1 = clocks.read()
+    figures = Figures(page, cold, times, status, size)
+    figures.host_cpu_ms = (host1 - host0) * 1000 / n
+    figures.storage_cpu_ms = (storage1 - storage0) * 1000 / n
+    return figures
 
 
 async def run(args: argparse.Namespace) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="bench-console-"))
-    with running_azurite() as (conn, _):
+    with running_azurite() as (conn, azurite_pid):
         os.environ["AzureWebJobsStorage"] = conn
         async with rig_running(conn, mailboxes=args.mailboxes, log_dir=log_dir) as rig:
             focus = rig.mailboxes[len(rig.mailboxes) // 2]
             job = await seed(rig.services, rig.mailboxes, focus)
             host = rig.host("console", queues=False, timers=False)
             await host.start()
+            clocks = Clocks(host, azurite_pid)
             base = host.base
             c = "/api/console"
             admin_pages = [
@@ -218,21 +242,23 @@ async def run(args: argparse.Namespace) -> int:
             try:
                 print(
                     f"\n{args.mailboxes} mailboxes registered; {args.requests} requests per page "
-                    f"after {WARM_UP} warm-up (one after another); target {TARGET_MS:.0f} ms",
+                    f"after {WARM_UP} warm-up (one after another); target {TARGET_MS:.0f} ms; "
+                    f"load average {_load()} on {os.cpu_count()} cores",
                     flush=True,
                 )
                 print("administrator:")
                 for page in admin_pages:
-                    figures.append(await measure(admin, base, page, args.requests))
+                    figures.append(await measure(admin, base, page, args.requests, clocks))
                     print(figures[-1].line(), flush=True)
                 print(f"the mailbox's owner ({focus}):")
                 for page in user_pages:
-                    figures.append(await measure(user, base, page, args.requests))
+                    figures.append(await measure(user, base, page, args.requests, clocks))
                     print(figures[-1].line(), flush=True)
             finally:
                 await admin.close()
                 await user.close()
                 host.stop()
+    print(f"load average at the end: {_load()}")
     slow = [f for f in figures if f.worst > TARGET_MS]
     every = [t for f in figures for t in f.times_ms]
     print(
@@ -244,6 +270,13 @@ async def run(args: argparse.Namespace) -> int:
         return 1
     print(f"every page answered within {TARGET_MS:.0f} ms")
     return 0
+
+
+def _load() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

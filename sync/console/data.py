@@ -59,6 +59,7 @@ MAX_FILTER_COMPARISONS = 15  # Azure Table Storage's limit per $filter
 PAIRS_PER_QUERY = MAX_FILTER_COMPARISONS // 2  # (PartitionKey eq and RowKey eq) per pair
 MAX_PAIR_QUERIES = 4  # beyond 28 failing streams, one query by stream name instead
 CURSOR_COLUMNS = ["PartitionKey", "RowKey", "last_success_at", "lease_until", "resync_requested"]
+SENT_COLUMNS = ["PartitionKey", "RowKey", "last_success_at"]
 LIST_COLUMNS = ["RowKey", "mailbox", "enabled", "disabled_reason", "workbooks_user"]
 
 
@@ -70,6 +71,7 @@ class Listed:
     enabled: bool
     disabled_reason: str = ""
     workbooks_user: str = ""
+    key: str = ""  # its RowKey, which is also its cursors' PartitionKey (encode_key(id))
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
@@ -148,9 +150,10 @@ class Reads:
         for row in sorted(rows, key=lambda r: str(r["RowKey"])):
             name = str(row["mailbox"])
             record = full.get(name)
+            key = str(row["RowKey"])
             if record is not None:
                 out.append(
-                    Listed(name, record.enabled, record.disabled_reason, record.workbooks_user)
+                    Listed(name, record.enabled, record.disabled_reason, record.workbooks_user, key)
                 )
             elif row.get("workbooks_user") is not None:
                 out.append(
@@ -159,6 +162,7 @@ class Reads:
                         bool(row.get("enabled")),
                         str(row.get("disabled_reason") or ""),
                         str(row.get("workbooks_user") or ""),
+                        key,
                     )
                 )
         return out
@@ -167,7 +171,8 @@ class Reads:
         """Cursor rows for health that do not depend on the failed runs (module docstring,
         item 4): every sent-items row, and the overdue or held rows of any stream."""
         sent, other = await asyncio.gather(
-            self.rows("cursors", "RowKey eq @sent", {"sent": SENT}, select=CURSOR_COLUMNS),
+            # a thousand rows: only what health reads of them (held rows come from the other)
+            self.rows("cursors", "RowKey eq @sent", {"sent": SENT}, select=SENT_COLUMNS),
             self.rows(
                 "cursors",
                 "last_success_at lt @stale or lease_until gt @now",
@@ -362,7 +367,7 @@ async def list_snapshot(services: Services, *, now: datetime | None = None) -> S
         runs_of.setdefault(run.mailbox, []).append(run)
     rows = []
     for mailbox in mailboxes:
-        key = encode_key(mailbox.id)
+        key = mailbox.key or encode_key(mailbox.id)
         streams = _streams(
             mailbox.id, cursors_of.get(key, []), runs_of.get(mailbox.id, []), now, stale
         )
@@ -484,7 +489,13 @@ async def mailbox_detail(
 ) -> Detail:
     """One mailbox: its streams and health (as the list decides it), recent runs, manual
     jobs, subscriptions, two-way items needing a person and recorded conflicts."""
-    from sync.status import identity_counts
+    from sync.status import TWO_WAY_STREAMS
+
+    async def identity_counts() -> dict[str, dict[str, int]]:
+        found = await asyncio.gather(
+            *(services.store.identity.counts(mailbox.id, s) for s in TWO_WAY_STREAMS)
+        )
+        return dict(zip(TWO_WAY_STREAMS, found, strict=True))
 
     now = now or utcnow()
     reads = Reads(services)
@@ -494,7 +505,7 @@ async def mailbox_detail(
         reads.runs(mailbox.id, limit=runs),
         reads.recent_jobs(now - JOB_WINDOW),
         services.store.subscriptions.list_for_mailbox(mailbox.id),
-        identity_counts(services, mailbox.id),
+        identity_counts(),
         services.store.doctor.get(mailbox.id),
     )
     reads.queries += 5  # subscriptions (1), identity counts (3), the last doctor report (1)

@@ -14,6 +14,7 @@ every route, who is asking and what they may see:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -66,6 +67,7 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions is unt
 
 BASE = "/api/console"
 PAGE_SIZE = 25
+LINK_COUNT_CAP = 1000
 EMAIL_DAYS = (7, 30, 90)
 Access = Literal["admin", "owner", "signed_in"]
 NOTICES = {
@@ -421,8 +423,8 @@ async def create_mailbox(ctx: Ctx) -> func.HttpResponse:
 
 @route("GET", "mailboxes/{mb}", "owner")
 async def mailbox_page(ctx: Ctx) -> func.HttpResponse:
-    detail = await data.mailbox_detail(ctx.services, ctx.mb, now=ctx.now)
     if ctx.viewer.is_admin:
+        detail = await data.mailbox_detail(ctx.services, ctx.mb, now=ctx.now)
         return ctx.render(
             "mailbox_admin.html",
             nav="mailboxes",
@@ -433,8 +435,11 @@ async def mailbox_page(ctx: Ctx) -> func.HttpResponse:
         )
     reads = data.Reads(ctx.services)
     days = 30
-    emails = await reads.emails(ctx.mb.id, ctx.now - timedelta(days=days), limit=500)
-    linked_items = await _linked_counts(reads, ctx.mb.id)
+    detail, emails, linked_items = await asyncio.gather(
+        data.mailbox_detail(ctx.services, ctx.mb, now=ctx.now),
+        reads.emails(ctx.mb.id, ctx.now - timedelta(days=days), limit=500),
+        _linked_counts(reads, ctx.mb.id),
+    )
     needs_you = sum(n["ambiguous"] + n["duplicate"] for n in detail.items.values())
     return ctx.render(
         "mailbox_user.html",
@@ -443,6 +448,7 @@ async def mailbox_page(ctx: Ctx) -> func.HttpResponse:
         status=status(detail.row, ctx.now),
         linked=[e for e in emails if e.state == "linked"][:10],
         linked_items=linked_items,
+        link_count_cap=LINK_COUNT_CAP,
         conflicts=detail.conflicts[:10],
         needs_you=needs_you,
         days=days,
@@ -450,19 +456,23 @@ async def mailbox_page(ctx: Ctx) -> func.HttpResponse:
 
 
 async def _linked_counts(reads: data.Reads, mailbox: str) -> dict[str, int]:
+    """Linked items per two-way stream, counted up to ``LINK_COUNT_CAP`` (one page of keys:
+    Table Storage has no count, and a large mailbox's links would take a page per 1,000)."""
     from sync.core.keys import encode_key
     from sync.status import TWO_WAY_STREAMS
 
-    out = {}
-    for stream in TWO_WAY_STREAMS:
+    async def count(stream: str) -> int:
         rows = await reads.rows(
             "links",
             "PartitionKey eq @pk and RowKey ge 'o:' and RowKey lt 'o;'",
             {"pk": f"{encode_key(mailbox)}|{stream}"},
             select=["RowKey"],
+            limit=LINK_COUNT_CAP,
         )
-        out[stream] = len(rows)
-    return out
+        return len(rows)
+
+    counts = await asyncio.gather(*(count(s) for s in TWO_WAY_STREAMS))
+    return dict(zip(TWO_WAY_STREAMS, counts, strict=True))
 
 
 @route("GET", "mailboxes/{mb}/settings", "owner")
