@@ -4,14 +4,12 @@ lets through exactly the routes that sign themselves (Graph's webhooks) or carry
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-import function_app
+from tests.support import app_index
 
 MAIN = Path(__file__).resolve().parents[2] / "infra" / "main.bicep"
 
@@ -38,11 +36,10 @@ def bicep() -> str:
 def routes() -> dict[str, str]:
     """Function name -> the path it answers, as the Functions host indexes it."""
     out = {}
-    for fn in function_app.app.get_functions():
-        data: dict[str, Any] = json.loads(fn.get_function_json())
+    for name, data in app_index.indexed().items():
         for binding in data["bindings"]:
             if binding["type"] == "httpTrigger":
-                out[str(fn.get_function_name())] = "/api/" + binding["route"]
+                out[name] = "/api/" + binding["route"]
     return out
 
 

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import pytest
 from croniter import croniter
 
-import function_app
 from sync.settings import AppSettings, get_settings
+from tests.support import app_index
 
 
 @pytest.fixture(scope="module")
 def indexed() -> dict[str, dict[str, Any]]:
-    # get_functions() may be called once per app; the module fixture makes that so.
-    return {
-        str(f.get_function_name()): json.loads(f.get_function_json())
-        for f in function_app.app.get_functions()
-    }
+    # get_functions() may be called once per app; tests/support/app_index.py makes that so.
+    return app_index.indexed()
 
 
 def _binding(fn: dict[str, Any], kind: str) -> dict[str, Any]:
