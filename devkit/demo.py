@@ -7,10 +7,16 @@ live checks of the setup (secrets, Workbooks, Graph permissions, streams, webhoo
 acts as the user: it sends a categorised email to a known Person and waits for the email to
 appear linked in Workbooks; creates a Person for a recipient nobody knew and shows the earlier
 email linked retroactively; and shows People, contact edits and meetings crossing over.
+
+It ends by printing the address of the Sync Center console (the local host's development
+sign-in stands in for Entra ID) and, in a terminal, keeps everything running until Ctrl+C so
+the console can be explored over the demo's data (``--exit`` stops at once).
+``--screenshots DIR`` saves the console's main pages there first (devkit/console_shots.py).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -19,12 +25,20 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 MAILBOX = "ann@contoso.example"
 KNOWN = "pat.customer@fabrikam.example"
 UNKNOWN = "sam.prospect@northwind.example"
 WORKBOOKS_KEY_ENV = "DEMO_WORKBOOKS_KEY"
+
+
+@dataclass(frozen=True)
+class Options:
+    screenshots: Path | None = None  # save the console's main pages here
+    stay: bool = False  # keep serving the console until Ctrl+C
 
 
 def _free_port() -> int:
@@ -272,7 +286,8 @@ async def _doctor_step(services: Any, mailbox: Any, n: int) -> None:
         say(f"  {line}")
 
 
-async def run() -> int:
+async def run(options: Options | None = None) -> int:
+    options = options or Options()
     from devkit import azurite
     from devkit.sandbox.graph import SandboxConfig as GraphConfig
     from devkit.sandbox.graph import running_sandbox as graph_sandbox
@@ -305,10 +320,10 @@ async def run() -> int:
                     WORKBOOKS_KEY_ENV: "ann-api-key",
                 }
             )
-            return await _with_host(graph, workbooks, port)
+            return await _with_host(graph, workbooks, port, options)
 
 
-async def _with_host(graph: Any, workbooks: Any, port: int) -> int:
+async def _with_host(graph: Any, workbooks: Any, port: int, options: Options) -> int:
     from devkit.host.localhost import LocalHost
     from sync.core.state_models import Mailbox
     from sync.engine.subscriptions import ensure_for_mailbox
@@ -345,18 +360,58 @@ async def _with_host(graph: Any, workbooks: Any, port: int) -> int:
         say(f"    queue depth {q['depth']}, poison {q['poison_depth']}")
         for r in report["mailboxes"][0]["recent_runs"]:
             say(f"    {r['stream']:9} {r['kind']:9} {r['status']:7} {r['counts']}")
+        if options.screenshots is not None:
+            await _screenshots(demo, options.screenshots)
+        _console_address(host.base_url)
+        if options.stay:
+            say("Press Ctrl+C to stop.")
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
     await reset_services()
-    say("\nDemo finished.")
     return 0
 
 
+async def _screenshots(demo: Demo, out: Path) -> None:
+    from devkit import console_shots
+
+    await console_shots.seed_others(
+        demo.services, demo.workbooks.base_url, f"env:{WORKBOOKS_KEY_ENV}"
+    )
+    saved = await console_shots.take(demo.host.base_url, MAILBOX, out)
+    say(f"\n    Saved {len(saved)} screenshots of the console in {out}/.")
+
+
+def _console_address(base_url: str) -> None:
+    say("\nDemo finished.")
+    say(
+        f"\nSync Center console: {base_url}/api/console\n"
+        f"  Sign in (development sign-in of the local host; Entra ID in Azure) as {MAILBOX} to "
+        "see her own sync,\n  or as any address with 'Administrator' ticked to run the service."
+    )
+
+
+def parse(argv: list[str]) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m devkit demo", description=__doc__)
+    parser.add_argument(
+        "--screenshots", type=Path, metavar="DIR", help="save the console's main pages here"
+    )
+    parser.add_argument(
+        "--exit",
+        action="store_true",
+        help="stop once the story is told (the default outside a terminal)",
+    )
+    args = parser.parse_args(argv)
+    return Options(args.screenshots, stay=not args.exit and sys.stdin.isatty())
+
+
 def main(argv: list[str] | None = None) -> int:
+    options = parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("azure", "aiohttp.access", "sync.webhook"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     with contextlib.suppress(KeyboardInterrupt):
         try:
-            return asyncio.run(run())
+            return asyncio.run(run(options))
         except TimeoutError as exc:
             say(f"\ndemo failed: {exc}")
             return 1

@@ -124,6 +124,9 @@ param keyVaultPurgeProtection bool = true
 @description('Days a deleted Key Vault (and deleted secrets) stay recoverable.')
 param keyVaultSoftDeleteDays int = 90
 
+@description('Application (client) id of the Entra ID app registration people sign in to the Sync Center console with (docs/console.md): ID tokens enabled, redirect URI https://<host>/.auth/login/aad/callback, app role SyncCenter.Admin. Empty = no App Service Authentication, and the console refuses every request.')
+param consoleClientId string = ''
+
 @description('Optional object id of the operator (user or group) who sets secrets and runs the CLI; empty = none.')
 param principalId string = ''
 
@@ -559,6 +562,54 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   ]
 }
 
+// Sign-in for the Sync Center console (docs/console.md): App Service Authentication with
+// Microsoft Entra ID.  It signs people in, strips any X-MS-CLIENT-PRINCIPAL header a client sent
+// and adds its own; the app trusts that header only while this is on (WEBSITE_AUTH_ENABLED).
+// No client secret: sign-in uses the OpenID Connect ID token (enable ID tokens on the app
+// registration), and the token store stays off because the app never calls an API as the user.
+// Admins hold the app role SyncCenter.Admin, which arrives as a 'roles' claim.
+resource consoleAuth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(consoleClientId)) {
+  parent: functionApp
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'RedirectToLoginPage'
+      redirectToProvider: 'azureactivedirectory'
+      excludedPaths: anonymousPaths
+    }
+    httpSettings: {
+      requireHttps: true
+      forwardProxy: {
+        convention: 'NoProxy'
+      }
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: consoleClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${effectiveTenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            consoleClientId
+            'api://${consoleClientId}'
+          ]
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
+  }
+}
+
 // No FTP or basic-auth publishing: deployments go through the blob container and Entra ID.
 resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: functionApp
@@ -742,3 +793,23 @@ output GRAPH_LIFECYCLE_URL string = 'https://${functionApp.properties.defaultHos
 output GRAPH_FEDERATED_CREDENTIAL_ISSUER string = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
 output GRAPH_FEDERATED_CREDENTIAL_SUBJECT string = identity.properties.principalId
 output AZURE_ALERT_ACTION_GROUP_NAME string = alertActionGroup.name
+output SYNC_CONSOLE_URL string = 'https://${functionApp.properties.defaultHostName}/api/console'
+// The redirect URI to add (platform: Web) on the console's app registration.
+output SYNC_CONSOLE_REDIRECT_URI string = 'https://${functionApp.properties.defaultHostName}/.auth/login/aad/callback'
+
+// ---------------------------------------------------------------------------------------------
+// Console sign-in: the paths App Service Authentication lets through without one (consoleAuth;
+// Bicep declarations may come in any order): Graph's webhooks (each notification carries its
+// subscription's clientState) and the operator API, which keeps its function keys because
+// scripts cannot sign in interactively.  Everything else, the console, needs a sign-in.
+// tests/console/test_infra_auth.py checks that every route of the app except the console's is
+// listed here, and nothing more.
+var anonymousPaths = [
+  '/api/graph/notifications'
+  '/api/graph/lifecycle'
+  '/api/sync/*'
+  '/api/status'
+  '/api/items/*'
+  '/api/emails/*'
+  '/api/doctor/*'
+]

@@ -158,6 +158,11 @@ async def _serve(args: argparse.Namespace) -> int:
         )
     where = host.base_url if host.http_enabled else f"pid {os.getpid()} (no HTTP)"
     sys.stdout.write(f"Local Functions host on {where}\n\nFunctions:\n{lines}{skipped}\n\n")
+    if host.dev_sign_in is not None:
+        sys.stdout.write(
+            f"Sync Center console: {host.base_url}/api/console "
+            "(development sign-in; in Azure, Entra ID)\n\n"
+        )
     sys.stdout.write("Press Ctrl+C to stop.\n")
     sys.stdout.flush()
     try:

@@ -40,6 +40,7 @@ from multidict import CIMultiDict
 
 from devkit.host.appsettings import resolve
 from devkit.host.config import HostConfig
+from devkit.host.devauth import DevSignIn, strip_principal
 from devkit.host.functions import (
     HTTP_TRIGGER,
     QUEUE_TRIGGER,
@@ -124,6 +125,7 @@ class LocalHost:
         queues: bool = True,
         http: bool = True,
         environ: Mapping[str, str] | None = None,
+        dev_sign_in: bool = True,
     ) -> None:
         self.module_path = module
         self.config = HostConfig.load(host_json, environ=environ)
@@ -144,6 +146,10 @@ class LocalHost:
         self._runner: web.AppRunner | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._started = False
+        # The console's sign-in, played by the host as App Service Authentication does in Azure.
+        self.dev_sign_in: DevSignIn | None = None
+        if dev_sign_in and http:  # the sign-in is a page: nothing to offer without HTTP
+            self.dev_sign_in = DevSignIn(self.env.get("GRAPH_TENANT_ID", ""), self.env)
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -226,6 +232,8 @@ class LocalHost:
         )
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="func")
         try:
+            if self.dev_sign_in is not None:
+                self.dev_sign_in.activate()
             if self.http_enabled:
                 await self._start_http()
             self._started = True
@@ -262,6 +270,8 @@ class LocalHost:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+        if self.dev_sign_in is not None:
+            self.dev_sign_in.deactivate()
         self._started = False
 
     async def drain(self, timeout: float = 30.0) -> None:
@@ -392,6 +402,8 @@ class LocalHost:
 
     async def _start_http(self) -> None:
         app = web.Application(client_max_size=MAX_REQUEST_BODY)
+        if self.dev_sign_in is not None:
+            app.router.add_routes(self.dev_sign_in.routes())
         for fn, route, methods in self.routes:
             for variant in route.variants:
                 handler = self._http_handler(fn, route, variant)
@@ -418,10 +430,14 @@ class LocalHost:
             if not self._authorized(level, request):
                 return web.Response(status=401)
             body = await request.read()
+            # As App Service Authentication does: a client never supplies its own identity.
+            headers = strip_principal(request.headers.items())
+            if self.dev_sign_in is not None:
+                headers += self.dev_sign_in.principal_headers(request)
             req = func.HttpRequest(
                 method=request.method,
                 url=str(request.url),
-                headers=_joined(request.headers.items()),
+                headers=_joined(headers),
                 params=_joined(request.query.items(), sep=","),
                 route_params=route_params,
                 body=body,

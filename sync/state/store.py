@@ -238,6 +238,10 @@ class MailboxRegistry:
             "RowKey": encode_key(mailbox.id),
             "mailbox": mailbox.id,
             "enabled": mailbox.enabled,
+            # Columns of their own too, so the console's list of every mailbox reads a few
+            # short columns instead of each whole record (sync/console/data.py).
+            "disabled_reason": mailbox.disabled_reason[:1000],
+            "workbooks_user": mailbox.workbooks_user,
             "data": mailbox.model_dump_json(),
         }
 

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import pytest
 from croniter import croniter
 
-import function_app
 from sync.settings import AppSettings, get_settings
+from tests.support import app_index
 
 
 @pytest.fixture(scope="module")
 def indexed() -> dict[str, dict[str, Any]]:
-    # get_functions() may be called once per app; the module fixture makes that so.
-    return {
-        str(f.get_function_name()): json.loads(f.get_function_json())
-        for f in function_app.app.get_functions()
-    }
+    # get_functions() may be called once per app; tests/support/app_index.py makes that so.
+    return app_index.indexed()
 
 
 def _binding(fn: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -43,6 +39,11 @@ def test_http_routes_and_auth_levels(indexed: dict[str, dict[str, Any]]) -> None
         "email_explain": ("emails/{mailbox}/{message}", ("GET",), "FUNCTION"),
         "email_attach": ("emails/{mailbox}/attach", ("POST",), "FUNCTION"),
         "doctor": ("doctor/{mailbox}", ("GET",), "FUNCTION"),
+        # The console signs people in itself (App Service Authentication in front, the
+        # principal header checked on every route: sync/console/auth.py), so no function key.
+        "console_page": ("console/{*path}", ("GET",), "ANONYMOUS"),
+        "console_action": ("console/{*path}", ("POST",), "ANONYMOUS"),
+        "console_static": ("console/static/{name}", ("GET",), "ANONYMOUS"),
     }
 
 
