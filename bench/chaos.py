@@ -561,7 +561,7 @@ async def conflicts(stage: Stage) -> tuple[Outcome, dict[int, Any]]:
         for upn in mailboxes:
             box = sb.state.mailbox(upn)
             for item in list(_contacts(stage, upn).values()):
-                pid = _person_by_email(people, _contact_email(item.data))
+                pid = _person_of(people, item.data)
                 if pid in edited:
                     found = sb.state.find(box, "contact", item.immutable_id)
                     sb.update_item(box, found[0], found[1], {"jobTitle": f"Outlook {pid}"})
@@ -592,20 +592,29 @@ async def conflicts(stage: Stage) -> tuple[Outcome, dict[int, Any]]:
         poison=await _poison(stage),
         same_as_baseline=_conflicts_settled(stage, mailboxes, edited, people) and duplicated == 0,
     )
+    if done_at is None:
+        pid = edited[0]
+        row = wb.find("crm/people", pid) or {}
+        titles = [
+            item.data.get("jobTitle")
+            for upn in mailboxes
+            for item in _contacts(stage, upn).values()
+            if _person_of(people, item.data) == pid
+        ]
+        outcome.notes.append(
+            f"person {pid}: Workbooks {row.get('person_job_title')!r}, Outlook {titles}"
+        )
     if left:
         wb.faults.force_conflicts = 0
         outcome.notes.append(f"{left} forced conflicts never used")
     return outcome, {}
 
 
-def _contact_email(data: dict[str, Any]) -> str:
-    addresses = data.get("emailAddresses") or []
-    return str(addresses[0].get("address", "")).lower() if addresses else ""
-
-
-def _person_by_email(people: dict[int, dict[str, Any]], email: str) -> int | None:
+def _person_of(people: dict[int, dict[str, Any]], contact: dict[str, Any]) -> int | None:
+    """The person a contact shows, by name (the sandbox keeps addresses in locations)."""
+    name = contact.get("displayName")
     for pid, row in people.items():
-        if str(row.get("main_location[email]", "")).lower() == email:
+        if row.get("name") == name:
             return pid
     return None
 
@@ -621,7 +630,7 @@ def _conflicts_settled(
             return False
     for upn in mailboxes:
         for item in _contacts(stage, upn).values():
-            pid = _person_by_email(people, _contact_email(item.data))
+            pid = _person_of(people, item.data)
             if pid in edited and item.data.get("jobTitle") != f"Outlook {pid}":
                 return False
     return True
