@@ -325,7 +325,7 @@ def _graph_config(**overrides: Any) -> Any:
 
 
 async def _poison(stage: Stage) -> int:
-    return await stage.rig.services.queue.poison_depth()
+    return int(await stage.rig.services.queue.poison_depth())
 
 
 async def finish(
@@ -561,10 +561,10 @@ async def conflicts(stage: Stage) -> tuple[Outcome, dict[int, Any]]:
         for upn in mailboxes:
             box = sb.state.mailbox(upn)
             for item in list(_contacts(stage, upn).values()):
-                pid = _person_of(people, item.data)
-                if pid in edited:
+                who = _person_of(people, item.data)
+                if who in edited:
                     found = sb.state.find(box, "contact", item.immutable_id)
-                    sb.update_item(box, found[0], found[1], {"jobTitle": f"Outlook {pid}"})
+                    sb.update_item(box, found[0], found[1], {"jobTitle": f"Outlook {who}"})
         fault_end = time.perf_counter()
         done_at = None
         while time.monotonic() < deadline:
@@ -630,8 +630,8 @@ def _conflicts_settled(
             return False
     for upn in mailboxes:
         for item in _contacts(stage, upn).values():
-            pid = _person_of(people, item.data)
-            if pid in edited and item.data.get("jobTitle") != f"Outlook {pid}":
+            who = _person_of(people, item.data)
+            if who in edited and item.data.get("jobTitle") != f"Outlook {who}":
                 return False
     return True
 
@@ -662,7 +662,9 @@ async def run_suite(profile: Profile, only: list[str], seed: int) -> list[Outcom
                 started = time.perf_counter()
                 try:
                     async with contextlib.AsyncExitStack() as own:
-                        here = stage or await own.enter_async_context(staged(storage, profile, rng))
+                        here = stage
+                        if here is None:
+                            here = await own.enter_async_context(staged(storage, profile, rng))
                         if name == "conflicts":
                             outcome, _ = await conflicts(here)
                         else:
