@@ -465,9 +465,10 @@ async def duplicates(stage: Stage) -> tuple[str, float]:
 
 async def delta_expiry(stage: Stage) -> tuple[str, float]:
     window = stage.profile.send_seconds
-    last = time.perf_counter()
+    started = time.perf_counter()
+    last = started
     for share in (0.25, 0.5, 0.75):
-        await asyncio.sleep(max(0.0, window * share - (time.perf_counter() - last)))
+        await asyncio.sleep(max(0.0, started + window * share - time.perf_counter()))
         stage.rig.world.expire_delta()
         last = time.perf_counter()
     return "delta tokens of every mailbox expired 3 times, from the last expiry", last
