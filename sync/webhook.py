@@ -93,7 +93,7 @@ class _Outcome:
 
 async def _load_directory(services: Services) -> None:
     """Every subscription record into memory with one query, shared by concurrent requests.
-    A failed load is logged (once a minute) and leaves the point reads to answer."""
+    A failed load leaves the point reads to answer."""
     cache = services.cache
     if cache.subscription_load is not None:
         await asyncio.shield(cache.subscription_load)
@@ -104,7 +104,12 @@ async def _load_directory(services: Services) -> None:
         records = await services.store.subscriptions.list_all()
         cache.subscriptions.remember_all(records, time.monotonic())
     except Exception as exc:
-        LOG.failure("webhook: could not load the subscriptions; looking them up one by one", exc)
+        # Storage down: the point reads that follow fail the same way and the request's 503
+        # line says so; anything else is worth its own line (once a minute).
+        if not expected_failure(exc):
+            LOG.failure(
+                "webhook: could not load the subscriptions; looking them up one by one", exc
+            )
     finally:
         cache.subscription_load = None
         flight.set_result(None)
