@@ -7,9 +7,12 @@ Everything runs as in production, each part in its own process: Azurite with its
 (so it can be stopped and started again on the same ports), the Functions host twice (a ``web``
 process serving the webhook with the timers, the sweeper among them, and a ``worker`` process
 running the queue trigger with host.json's settings), and the Graph and Workbooks sandboxes in
-this process (``bench/rig.py``).  Each scenario gets fresh tables, queue and sandboxes.
+this process (``bench/rig.py``).  In the full run each scenario gets fresh tables, queue,
+sandboxes and hosts; the quick run plays them one after another on one set (each with emails
+of its own).  Timers other than the sweeper are set to fire once a year, so every job comes
+from a notification, a lifecycle event, a retry or the sweeper.
 
-Email scenarios send the same workload (``--emails`` shared emails, round-robin over the
+Email scenarios send the same workload (``Profile.emails`` shared emails, round-robin over the
 mailboxes, each to two People, one Contact Details address and one unknown address) while their
 fault happens, then wait until every email is linked.  The final state is each email's links
 in Workbooks, keyed by the email's number; it must equal the fault-free run's (``baseline``):
@@ -21,10 +24,10 @@ Scenarios (time to converge is measured from the moment the fault ends):
 * ``kill``       kill -9 of the worker at random moments while runs are in flight (a run is
                  holding a stream's lease), the worker started again a second later; from the
                  last kill.  Target <= 120 s;
-* ``outage``     Azurite stopped for ``--outage`` seconds under traffic; from its restart.
-                 Target <= 90 s after a 30 s outage;
-* ``graph-storm``     every Graph request answers 503 without Retry-After for ``--storm`` s;
-* ``workbooks-storm`` every Workbooks request answers 503 for ``--storm`` s;
+* ``outage``     Azurite stopped for ``Profile.outage`` seconds under traffic; from its
+                 restart.  Target <= 90 s after a 30 s outage;
+* ``graph-storm``     every Graph request answers 503 without Retry-After for ``Profile.storm``;
+* ``workbooks-storm`` every Workbooks request answers 503 for ``Profile.storm``;
                  from the storm's end, target <= 120 s each;
 * ``duplicates`` every notification delivered four times, in random order (up to 2 s apart);
 * ``delta-expiry``  every mailbox's delta tokens expire three times during the traffic;
@@ -32,9 +35,10 @@ Scenarios (time to converge is measured from the moment the fault ends):
 * ``conflicts``  People edited in Workbooks and their contacts in Outlook at the same time, the
                  Outlook edit later, with stale lock versions on the first writes
                  (the sandbox's forced conflicts); the later edit must win on both sides, no
-                 record duplicated, with the 30-minute reconciliation made to tick every 10 s.
+                 record duplicated; the reconciliation's contacts jobs are queued every 10 s
+                 (what the 30-minute timer sends), from the edits.
 
-``--quick`` is the small version CI runs (tests/chaos): fewer mailboxes and emails, 10 s
+``--quick`` is the small version CI runs (tests/chaos): fewer mailboxes and emails, 8 s
 faults, 15 s leases and a sweeper every 5 s.  The full run keeps the shipped timings (60 s
 leases, a sweep every 30 s).  Exit status 0 when every scenario met its targets.
 """
