@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck unit policy lock demo serve bench clean
+.PHONY: setup test lint typecheck unit policy lock demo serve bench chaos chaos-quick clean
 
 setup: $(STAMP) node_modules/.package-lock.json
 
@@ -68,6 +68,17 @@ serve: setup
 
 bench: setup
 	$(PY) -m devkit.azurite run -- $(PY) -m bench $(BENCH_ARGS)
+
+# The fault suite: kill -9, storage outage, Graph and Workbooks storms, duplicate and reordered
+# notifications, delta expiry, lifecycle events, conflicting edits; each scenario's time to
+# converge and its final state against a fault-free run.  It starts its own Azurite (on disk,
+# so it can be stopped and started again).  The quick version is what `make test` runs
+# (tests/chaos).  CHAOS_ARGS="--only kill,outage --seed 7" picks scenarios.
+chaos: setup
+	$(PY) bench/chaos.py $(CHAOS_ARGS)
+
+chaos-quick: setup
+	$(PY) bench/chaos.py --quick $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .mypy_cache .pytest_cache .ruff_cache

@@ -1,11 +1,14 @@
 """Webhook intake benchmark: Graph change notifications against the local host + Azurite.
 
-    python bench/bench_webhook.py [--seconds 60] [--rate 200] [--subscriptions 40]
+    python bench/bench_webhook.py [--seconds 60] [--rate 200] [--subscriptions 3000]
                                   [--flood 1000] [--flood-requests 20]
 
 Graph marks a notification URL slow when replies take over 2,900 ms (and drops notifications
-when too many are slow).  Target on the 2-core dev VM: p99 < 100 ms at a sustained
-200 notifications/s for 60 s, no reply over 2.9 s, and the webhook path must not import msgraph.
+when too many are slow).  Targets on the 2-core dev VM, over a realistic tenant's
+subscriptions (3,000: 1,000 mailboxes x 3 streams, so notifications rarely find their stream
+in memory and most cost storage round trips): p99 <= 50 ms at a sustained 200 notifications/s,
+p99 <= 100 ms at 1,000/s (``--rate 1000``), no reply over 2.9 s, and the webhook path must not
+import msgraph.
 
 How it works:
 
@@ -57,7 +60,14 @@ if str(ROOT) not in sys.path:
 from tests.support.local import free_port, running_azurite  # noqa: E402
 
 SLOW_MS = 2900.0
-TARGET_P99_MS = 100.0
+TARGET_P99_MS = 50.0  # up to 200 notifications/s
+TARGET_P99_FAST_MS = 100.0  # above that (1,000/s)
+
+
+def target_p99_ms(rate: float) -> float:
+    return TARGET_P99_MS if rate <= 200 else TARGET_P99_FAST_MS
+
+
 FLOOD_TARGET_MS = 200.0
 STREAMS = ("sent", "contacts", "events")  # the streams Graph notifies about
 
@@ -165,28 +175,35 @@ async def register_subscriptions(conn: str, prefix: str, count: int) -> list[Sub
     store = StateStore.from_connection_string(conn, prefix)
     await store.ensure_tables()
     subs = []
-    try:
-        for i in range(count):
-            mailbox = f"user{i // len(STREAMS):03d}@bench.example.com"
-            stream = STREAMS[i % len(STREAMS)]
-            sub = Subscription(
+    for i in range(count):
+        mailbox = f"user{i // len(STREAMS):03d}@bench.example.com"
+        stream = STREAMS[i % len(STREAMS)]
+        subs.append(
+            Subscription(
                 id=str(uuid.uuid4()),
                 mailbox=mailbox,
                 stream=stream,
                 secret=uuid.uuid4().hex,
                 user_id=str(uuid.uuid4()),
             )
+        )
+    gate = asyncio.Semaphore(32)  # 3,000 records are written in seconds, not minutes
+
+    async def put(sub: Subscription) -> None:
+        async with gate:
             await store.subscriptions.put(
                 SubscriptionRecord(
                     subscription_id=sub.id,
                     mailbox=sub.mailbox,
                     stream=sub.stream,
-                    resource=f"users/{sub.user_id}/mailFolders('{stream}')/messages",
+                    resource=f"users/{sub.user_id}/mailFolders('{sub.stream}')/messages",
                     client_state_hash=hash_client_state(sub.secret),
                     expires_at=datetime.now(UTC) + timedelta(days=2),
                 )
             )
-            subs.append(sub)
+
+    try:
+        await asyncio.gather(*(put(sub) for sub in subs))
     finally:
         await store.close()
     return subs
@@ -404,7 +421,7 @@ async def run_load(
     return res
 
 
-def report(res: Results, figures: dict[str, Any], extra: dict[str, Any]) -> bool:
+def report(res: Results, figures: dict[str, Any], extra: dict[str, Any], rate: float) -> bool:
     lat = res.latencies_ms
     elapsed = res.finished - res.started
     over = sum(1 for x in lat if x > SLOW_MS)
@@ -432,9 +449,10 @@ def report(res: Results, figures: dict[str, Any], extra: dict[str, Any]) -> bool
     )
     if not figures:
         print("(import checks skipped: msgraph not checked)")
-    passed = p99 < TARGET_P99_MS and over == 0 and ok_count == len(lat) and msgraph_ok
+    target = target_p99_ms(rate)
+    passed = p99 <= target and over == 0 and ok_count == len(lat) and msgraph_ok
     print(
-        f"\nTARGET (p99 < {TARGET_P99_MS:.0f} ms, 0 over 2.9 s, all 202, no msgraph): "
+        f"\nTARGET (p99 <= {target:.0f} ms at {rate:g}/s, 0 over 2.9 s, all 202, no msgraph): "
         f"{'PASS' if passed else 'FAIL'}"
     )
     return passed
@@ -564,7 +582,7 @@ async def amain(args: argparse.Namespace) -> int:
                 "load generator CPU %": gen_cpu,
                 "Azurite CPU %": az_cpu,
             }
-            passed = report(res, figures, extra)
+            passed = report(res, figures, extra, args.rate)
         if args.flood:
             passed = report_flood(args.flood, times, statuses, flood_queued) and passed
         if profile is not None and profile.exists():
@@ -583,7 +601,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--seconds", type=float, default=60.0, help="rate test length (0: none)")
     p.add_argument("--rate", type=float, default=200.0, help="notifications per second")
-    p.add_argument("--subscriptions", type=int, default=40, help="mailbox x stream subscriptions")
+    p.add_argument(
+        "--subscriptions",
+        type=int,
+        default=3000,
+        help="mailbox x stream subscriptions (3,000: a tenant of 1,000 mailboxes)",
+    )
     p.add_argument("--profile", default=None, help="run the host under cProfile, write stats here")
     p.add_argument("--skip-imports", action="store_true", help="skip the import-time checks")
     p.add_argument(

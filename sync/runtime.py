@@ -41,6 +41,8 @@ class Caches:
     time_zones: dict[str, tuple[float, str]] = field(default_factory=dict)
     # The webhook's subscription lookups, records and misses (sync.core.notifications).
     subscriptions: SubscriptionCache = field(default_factory=SubscriptionCache)
+    # The directory load in flight (one per instance; concurrent requests wait for it).
+    subscription_load: asyncio.Future[None] | None = None
     # The webhook's memory of live markers, and its marker checks in flight (single flight).
     webhook_memo: MarkerMemory = field(default_factory=MarkerMemory)
     webhook_flights: dict[tuple[str, str], asyncio.Future[bool]] = field(default_factory=dict)

@@ -91,13 +91,44 @@ class _Outcome:
     seen: set[tuple[str, str, str]] = field(default_factory=set)
 
 
+async def _load_directory(services: Services) -> None:
+    """Every subscription record into memory with one query, shared by concurrent requests.
+    A failed load leaves the point reads to answer."""
+    cache = services.cache
+    if cache.subscription_load is not None:
+        await asyncio.shield(cache.subscription_load)
+        return
+    cache.subscriptions.loading(time.monotonic())
+    flight = cache.subscription_load = asyncio.get_running_loop().create_future()
+    try:
+        records = await services.store.subscriptions.list_all()
+        cache.subscriptions.remember_all(records, time.monotonic())
+    except Exception as exc:
+        # Storage down: the point reads that follow fail the same way and the request's 503
+        # line says so; anything else is worth its own line (once a minute).
+        if not expected_failure(exc):
+            LOG.failure(
+                "webhook: could not load the subscriptions; looking them up one by one", exc
+            )
+    finally:
+        cache.subscription_load = None
+        flight.set_result(None)
+
+
 async def _subscriptions(
     services: Services, sub_ids: Iterable[str]
 ) -> dict[str, SubscriptionRecord | None]:
     """Each distinct subscription of a request: its record, or None when there is none.  Ids
-    over the lookup budget are left out (their items are dropped unverified)."""
+    over the lookup budget are left out (their items are dropped unverified).  When a lookup
+    is needed and the directory is due (``SubscriptionCache.load_due``), every record is
+    loaded at once first, which answers most of them."""
     cache = services.cache.subscriptions
-    plan = plan_lookups(sub_ids, lambda sub_id: cache.lookup(sub_id, time.monotonic()))
+    ids = list(sub_ids)
+    plan = plan_lookups(ids, lambda sub_id: cache.lookup(sub_id, time.monotonic()))
+    loading = services.cache.subscription_load is not None
+    if plan.fetch and (loading or cache.load_due(time.monotonic())):
+        await _load_directory(services)
+        plan = plan_lookups(ids, lambda sub_id: cache.lookup(sub_id, time.monotonic()))
     found = dict(plan.known)
     if not plan.fetch:
         return found

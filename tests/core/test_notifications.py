@@ -117,6 +117,19 @@ def test_cache_is_bounded_and_misses_never_push_out_records() -> None:
     assert cache.lookup("r4", 1)[0]
 
 
+def test_directory_load_is_due_once_per_period_and_fills_up_to_the_limit() -> None:
+    cache = SubscriptionCache(hit_seconds=300, limit=3)
+    assert cache.load_due(0.0)  # never loaded
+    cache.loading(10.0)
+    assert not cache.load_due(11.0, every=300)
+    assert not cache.load_due(309.9, every=300)
+    assert cache.load_due(310.0, every=300)  # its records have expired by then
+    assert cache.remember_all([_record(f"s{i}") for i in range(5)], now=10.0) == 3
+    assert [cache.lookup(f"s{i}", 11.0)[0] for i in range(5)] == [True] * 3 + [False] * 2
+    cache.clear()
+    assert cache.load_due(11.0) and len(cache) == 0
+
+
 def test_plan_looks_up_each_distinct_id_once_within_the_budget() -> None:
     known = {"cached": _record("cached")}
 

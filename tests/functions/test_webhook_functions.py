@@ -330,3 +330,33 @@ async def test_validation_echo_and_every_answer_say_nosniff(services: Any) -> No
         await LIFECYCLE(http("POST", URL, body={"value": []})),
     ):
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_subscriptions_are_loaded_at_once_not_read_one_by_one(services: Any) -> None:
+    """3,000 subscriptions (1,000 mailboxes) would otherwise cost a point read each whenever
+    an instance starts: concurrent requests share one directory load, and a subscription
+    created after it is still found by its own read."""
+    for i in range(40):
+        await register(services, f"user{i}@example.com", f"sub-{i}", f"secret-{i}")
+    lookups = CountingLookups(services)
+    loads = 0
+    list_all = services.store.subscriptions.list_all
+
+    async def counting_list_all() -> Any:
+        nonlocal loads
+        loads += 1
+        return await list_all()
+
+    services.store.subscriptions.list_all = counting_list_all
+    bodies = [{"value": [notification(f"sub-{i}", f"secret-{i}")]} for i in range(40)]
+    replies = await asyncio.gather(*(NOTIFY(http("POST", URL, body=b)) for b in bodies))
+    assert [json.loads(r.get_body())["queued"] for r in replies] == [1] * 40
+    assert loads == 1 and lookups.calls == []
+    await register(services, "late@example.com", "sub-late", "secret-late")
+    body = {"value": [notification("sub-late", "secret-late")]}
+    assert json.loads((await NOTIFY(http("POST", URL, body=body))).get_body())["queued"] == 1
+    assert loads == 1 and lookups.calls == ["sub-late"]
+    jobs = await drain(services) + await drain(services)
+    assert sorted(j.mailbox for j in jobs) == sorted(
+        [f"user{i}@example.com" for i in range(40)] + ["late@example.com"]
+    )
