@@ -29,9 +29,12 @@ and a run loads them with the links.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
-from datetime import UTC, datetime
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from azure.core import MatchConditions
@@ -43,7 +46,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from sync.core.keys import address_key, encode_key, normalise_address
+from sync.core.keys import address_key, decode_key, encode_key, normalise_address
 from sync.core.state_models import (
     Cursor,
     EmailRecord,
@@ -75,6 +78,7 @@ log = logging.getLogger(__name__)
 __all__ = ["StateStore", "hash_client_state"]
 
 CAS_ATTEMPTS = 8
+KNOWN_ROWS = 20_000  # rows a remembering table keeps per process (a few MB at most)
 T = TypeVar("T")
 
 
@@ -99,48 +103,90 @@ def _with_etag(entity: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _Table:
-    """Thin wrapper adding limit checks and ETag-guarded read-modify-write."""
+    """Thin wrapper adding limit checks and ETag-guarded read-modify-write.
 
-    def __init__(self, client: TableClient) -> None:
+    With ``remember``, the table keeps the last version of each row this process read or wrote,
+    with its ETag (a bounded map, newest last): a conditional write can start from it without
+    reading the row again, and a 412 says someone else wrote since.  Writes return the new ETag
+    the service answered with, so what was just written is never read back."""
+
+    def __init__(self, client: TableClient, *, remember: bool = False) -> None:
         self.client = client
+        self._known: OrderedDict[tuple[str, str], dict[str, Any]] | None = (
+            OrderedDict() if remember else None
+        )
+
+    # -- what this process last saw of a row
+    def known(self, pk: str, rk: str) -> dict[str, Any] | None:
+        if self._known is None:
+            return None
+        row = self._known.get((pk, rk))
+        return dict(row) if row is not None else None
+
+    def _note(self, pk: str, rk: str, row: Mapping[str, Any] | None) -> None:
+        if self._known is None:
+            return
+        key = (pk, rk)
+        self._known.pop(key, None)
+        if row is None:
+            return
+        if len(self._known) >= KNOWN_ROWS:
+            self._known.popitem(last=False)
+        self._known[key] = {**row, "PartitionKey": pk, "RowKey": rk}
+
+    def _wrote(self, entity: Mapping[str, Any], meta: Mapping[str, Any] | None) -> str:
+        etag = str((meta or {}).get("etag") or "")
+        pk, rk = str(entity["PartitionKey"]), str(entity["RowKey"])
+        self._note(pk, rk, {**entity, "etag": etag} if etag else None)
+        return etag
 
     async def get(self, pk: str, rk: str) -> dict[str, Any] | None:
         try:
             entity = await self.client.get_entity(pk, rk)
         except ResourceNotFoundError:
+            self._note(pk, rk, None)
             return None
-        return _with_etag(entity)
+        row = _with_etag(entity)
+        self._note(pk, rk, row)
+        return row
 
     async def upsert(self, entity: dict[str, Any], *, replace: bool = True) -> None:
         check_entity(entity)
         mode = UpdateMode.REPLACE if replace else UpdateMode.MERGE
-        await self.client.upsert_entity(entity, mode=mode)
+        meta = await self.client.upsert_entity(entity, mode=mode)
+        if replace:
+            self._wrote(entity, meta)
+        else:  # a merge: the stored row is more than what was sent
+            self._note(str(entity["PartitionKey"]), str(entity["RowKey"]), None)
 
-    async def create(self, entity: dict[str, Any]) -> bool:
-        """Insert; False if the key exists (the cheap 'claim once' primitive)."""
+    async def create(self, entity: dict[str, Any]) -> str | None:
+        """Insert; its ETag, or None if the key exists (the cheap 'claim once' primitive)."""
         check_entity(entity)
         try:
-            await self.client.create_entity(entity)
+            meta = await self.client.create_entity(entity)
         except ResourceExistsError:
-            return False
-        return True
+            return None
+        return self._wrote(entity, meta) or "*"
 
-    async def replace_if(self, entity: dict[str, Any], etag: str) -> bool:
-        """Replace only if unchanged since ``etag``; False when someone else wrote first."""
+    async def replace_if(self, entity: dict[str, Any], etag: str) -> str | None:
+        """Replace only if unchanged since ``etag``; the new ETag, or None when someone else
+        wrote first (or the row is gone)."""
         check_entity(entity)
         body = {k: v for k, v in entity.items() if k != "etag"}
         try:
-            await self.client.update_entity(
+            meta = await self.client.update_entity(
                 body,
                 mode=UpdateMode.REPLACE,
                 etag=etag,
                 match_condition=MatchConditions.IfNotModified,
             )
         except (ResourceModifiedError, ResourceNotFoundError):
-            return False
-        return True
+            self._note(str(body["PartitionKey"]), str(body["RowKey"]), None)
+            return None
+        return self._wrote(body, meta) or "*"
 
     async def delete(self, pk: str, rk: str, etag: str | None = None) -> bool:
+        self._note(pk, rk, None)
         try:
             if etag:
                 await self.client.delete_entity(
@@ -154,30 +200,52 @@ class _Table:
             return True
         return True
 
+    async def delete_existing(self, pk: str, rk: str) -> bool:
+        """Delete in one request; True if the row existed.  (The SDK hides a 404 on delete, so
+        the answer's status is taken from the response itself.)"""
+        self._note(pk, rk, None)
+        statuses: list[int] = []
+
+        def hook(response: Any) -> None:
+            statuses.append(int(response.http_response.status_code))
+
+        await self.client.delete_entity(pk, rk, raw_response_hook=hook)
+        return bool(statuses) and statuses[-1] != 404
+
     async def query(
-        self, flt: str, parameters: dict[str, Any] | None = None, *, page: int = 1000
+        self,
+        flt: str,
+        parameters: dict[str, Any] | None = None,
+        *,
+        page: int = 1000,
+        select: list[str] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        async for entity in self.client.query_entities(
-            flt, parameters=parameters or {}, results_per_page=page
-        ):
+        kwargs: dict[str, Any] = {"results_per_page": page}
+        if select is not None:
+            kwargs["select"] = select
+        async for entity in self.client.query_entities(flt, parameters=parameters or {}, **kwargs):
             yield _with_etag(entity)
 
     async def partition(self, pk: str) -> AsyncIterator[dict[str, Any]]:
         async for e in self.query("PartitionKey eq @pk", {"pk": pk}):
             yield e
 
-    async def transact(self, operations: list[tuple[str, Mapping[str, Any]]]) -> None:
+    async def prefix(
+        self, pk: str, prefix: str, *, page: int = 1000
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The rows of one partition whose RowKey starts with ``prefix``, in key order."""
+        flt = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
+        params = {"pk": pk, "lo": prefix, "hi": _after_prefix(prefix)}
+        async for e in self.query(flt, params, page=page):
+            yield e
+
+    async def transact(self, operations: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
         """Submit operations (one partition) in limit-respecting transactions."""
         for batch in chunk_batch(operations):
-            ops: list[Any] = []
-            for verb, entity in batch:
-                body = {k: v for k, v in entity.items() if k != "etag"}
-                if verb == "upsert":
-                    ops.append(("upsert", body, {"mode": UpdateMode.REPLACE}))
-                else:
-                    ops.append((verb, body))
+            for _, entity in batch:
+                self._note(str(entity["PartitionKey"]), str(entity["RowKey"]), None)
             try:
-                await self.client.submit_transaction(ops)
+                await self.client.submit_transaction(_operations(batch))
             except TableTransactionError as exc:
                 # Deleting a row that is already gone is success for us (idempotent replays).
                 if getattr(exc, "error_code", "") == "ResourceNotFound" and all(
@@ -185,6 +253,36 @@ class _Table:
                 ):
                     continue
                 raise
+
+    async def transact_inserting(self, operations: list[Operation]) -> set[str]:
+        """Submit operations of one partition, where some are inserts that may find their row
+        already there: an insert that conflicts is left out, with the operations it names in
+        ``drop_with``, and the rest submitted again.  Returns the RowKeys that existed."""
+        existing: set[str] = set()
+        todo = list(operations)
+        while todo:
+            batch = next(chunk_batch((op.verb, op.entity) for op in todo))
+            chunk, rest = todo[: len(batch)], todo[len(batch) :]
+            for op in chunk:
+                self._note(str(op.entity["PartitionKey"]), str(op.entity["RowKey"]), None)
+            try:
+                await self.client.submit_transaction(_operations(batch))
+            except TableTransactionError as exc:
+                index = getattr(exc, "index", None)
+                code = getattr(exc, "error_code", "")
+                if code != "EntityAlreadyExists" or not isinstance(index, int):
+                    raise
+                if not 0 <= index < len(chunk) or chunk[index].verb != "create":
+                    raise
+                failed = chunk[index]
+                existing.add(failed.row_key)
+                gone = {failed.row_key, *failed.drop_with}
+                todo = [op for op in chunk if op.row_key not in gone] + [
+                    op for op in rest if op.row_key not in gone
+                ]
+                continue
+            todo = rest
+        return existing
 
     async def cas(
         self,
@@ -203,11 +301,43 @@ class _Table:
                 return current
             new["PartitionKey"], new["RowKey"] = pk, rk
             if current is None:
-                if await self.create(new):
-                    return new
-            elif await self.replace_if(new, current["etag"]):
-                return new
+                etag = await self.create(new)
+            else:
+                etag = await self.replace_if(new, current["etag"])
+            if etag is not None:
+                return {**new, "etag": etag}
         raise ConcurrencyError(f"gave up after {attempts} conflicting writes on {pk}/{rk}")
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation of a partition's transaction.  ``verb`` is create (an insert that may
+    conflict), upsert or delete; ``drop_with``: RowKeys to leave out too when this insert
+    finds its row there already (they only made sense with it)."""
+
+    verb: str
+    entity: Mapping[str, Any]
+    drop_with: tuple[str, ...] = ()
+
+    @property
+    def row_key(self) -> str:
+        return str(self.entity["RowKey"])
+
+
+def _operations(batch: list[tuple[str, Mapping[str, Any]]]) -> list[Any]:
+    ops: list[Any] = []
+    for verb, entity in batch:
+        body = {k: v for k, v in entity.items() if k != "etag"}
+        if verb == "upsert":
+            ops.append(("upsert", body, {"mode": UpdateMode.REPLACE}))
+        else:
+            ops.append((verb, body))
+    return ops
+
+
+def _after_prefix(prefix: str) -> str:
+    """The smallest key above every key that starts with ``prefix``."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 # ---------------------------------------------------------------------------------- mailboxes
@@ -245,7 +375,7 @@ class MailboxRegistry:
 
     async def add(self, mailbox: Mailbox) -> bool:
         """Register a new mailbox; False if it already exists."""
-        return await self._t.create(self._row(mailbox))
+        return await self._t.create(self._row(mailbox)) is not None
 
     async def list(self, *, enabled_only: bool = False) -> list[Mailbox]:
         out = [Mailbox.model_validate_json(r["data"]) async for r in self._t.partition(self.PK)]
@@ -382,14 +512,51 @@ class CursorStore:
             async for r in self._t.partition(encode_key(mailbox))
         ]
 
+    async def for_run(self, lease: Lease) -> Cursor:
+        """The cursor a run holding ``lease`` starts from.  The claim wrote the row moments ago
+        and this process kept what it wrote (with its ETag), so it is not read again; without
+        that (another process claimed, or the row was forgotten) it is read."""
+        pk = encode_key(lease.mailbox)
+        known = self._t.known(pk, lease.stream)
+        if known is not None and known.get("lease_owner") == lease.owner:
+            return self._from_row(lease.mailbox, lease.stream, known)
+        return await self.get(lease.mailbox, lease.stream)
+
     async def update(self, mailbox: str, stream: str, change: Callable[[Cursor], Cursor]) -> Cursor:
-        """ETag-guarded read-modify-write of a cursor (bounded retries on conflict)."""
+        """ETag-guarded read-modify-write of a cursor (bounded retries on conflict).
+
+        When this process knows the row (it read or wrote it last), the write starts from that
+        version and its ETag, with no read; a 412 (someone wrote since) falls back to reading.
+        A change that leaves the row as it is writes nothing."""
+        pk = encode_key(mailbox)
+        known = self._t.known(pk, stream)
+        if known is not None:
+            done = await self._update_known(mailbox, stream, known, change)
+            if done is not None:
+                return done
 
         def apply(row: dict[str, Any] | None) -> dict[str, Any]:
             return self._to_row(change(self._from_row(mailbox, stream, row)))
 
-        row = await self._t.cas(encode_key(mailbox), stream, apply)
+        row = await self._t.cas(pk, stream, apply)
         return self._from_row(mailbox, stream, row)
+
+    async def _update_known(
+        self, mailbox: str, stream: str, known: dict[str, Any], change: Callable[[Cursor], Cursor]
+    ) -> Cursor | None:
+        """``update`` from the remembered row; None when it must read the row after all."""
+        current = self._from_row(mailbox, stream, known)
+        try:
+            new = self._to_row(change(current))
+        except Exception:
+            return None  # decided on the row as it was: decide again on the row as it is
+        if new == self._to_row(current):
+            return current
+        new["PartitionKey"], new["RowKey"] = encode_key(mailbox), stream
+        etag = await self._t.replace_if(new, str(known.get("etag") or ""))
+        if etag is None:
+            return None
+        return self._from_row(mailbox, stream, {**new, "etag": etag})
 
     async def advance(self, lease: Lease, change: Callable[[Cursor], Cursor]) -> Cursor:
         """Update the cursor only while ``lease`` still holds (its owner is the writer)."""
@@ -687,10 +854,21 @@ class IdentityStore:
 
 # ------------------------------------------------------------------------------------- emails
 
+# Row kinds sharing the emails table with the EmailRecords.  ``encode_key`` never writes a "%"
+# that is not followed by two hex digits, so these prefixes can never start a record's key.
+INTENT_PREFIX = "%i:"  # a create intent: "%i:" + created_through_reference
+PENDING_PREFIX = "%p:"  # a pending address: "%p:" + address + "%|" + message
+PENDING_SEPARATOR = "%|"
+_OTHER_ROWS = (INTENT_PREFIX, PENDING_PREFIX)
+
 
 class EmailStore:
     def __init__(self, table: _Table) -> None:
         self._t = table
+
+    @property
+    def table(self) -> _Table:
+        return self._t
 
     async def get(self, mailbox: str, message_key: str) -> EmailRecord | None:
         if not mailbox or not message_key:
@@ -708,7 +886,8 @@ class EmailStore:
             return EmailRecord.model_validate(unpack_json("data", row))
         return None
 
-    async def put(self, record: EmailRecord) -> None:
+    @staticmethod
+    def row(record: EmailRecord) -> dict[str, Any]:
         row: dict[str, Any] = {
             "PartitionKey": encode_key(record.mailbox),
             "RowKey": encode_key(record.message_key),
@@ -716,48 +895,174 @@ class EmailStore:
             "state": record.state,
         }
         row.update(pack_json("data", record.model_dump(mode="json")))
-        await self._t.upsert(row)
+        return row
+
+    async def put(self, record: EmailRecord) -> None:
+        await self._t.upsert(self.row(record))
+
+    async def write(self, operations: list[Operation]) -> set[str]:
+        """Operations on rows of the emails table (records, intents, pending addresses), one
+        transaction per partition where the limits allow.  Inserts (``create``) that find their
+        row there already are left out with the operations they name (``Operation``); returns
+        the RowKeys of those rows."""
+        by_pk: dict[str, list[Operation]] = {}
+        for op in operations:
+            by_pk.setdefault(str(op.entity["PartitionKey"]), []).append(op)
+        existing: set[str] = set()
+        for ops in by_pk.values():
+            existing |= await self._t.transact_inserting(ops)
+        return existing
 
     async def list(self, mailbox: str) -> AsyncIterator[EmailRecord]:
         async for row in self._t.partition(encode_key(mailbox)):
-            yield EmailRecord.model_validate(unpack_json("data", row))
+            if not str(row["RowKey"]).startswith(_OTHER_ROWS):
+                yield EmailRecord.model_validate(unpack_json("data", row))
+
+
+# --------------------------------------------------------------------------------- create intents
+
+
+class EmailIntents:
+    """ "A Workbooks email for this message is being created": one row per
+    ``created_through_reference``, inserted (never overwritten) before the create.
+
+    An insert that succeeds proves that no run ever started to create that email, so the
+    create needs no Workbooks lookup by reference first; one that finds the row there means an
+    earlier attempt may have created it, and only then is Workbooks asked.  The row lives in
+    the partition of the message's author (its ``from`` address): every copy of one message,
+    in whichever mailbox it was sent or filed, names the same author, so they all meet on the
+    same row; and for the usual case (the mailbox's own message) that is the mailbox's own
+    partition, so the intent goes in one transaction with the records of its batch.
+
+    Emails created before intents existed have none: ``since`` is when this table first held
+    one, and a message sent before then (with an hour's margin for clocks, and for instances
+    of an older version still finishing their jobs during a deployment) is always looked up.
+    """
+
+    META_PK, META_RK = "%meta", "intents"
+    MARGIN = timedelta(hours=1)
+
+    def __init__(self, table: _Table) -> None:
+        self._t = table
+        self._since: datetime | None = None
+
+    @staticmethod
+    def row(author: str, reference: str, mailbox: str, message_key: str) -> dict[str, Any]:
+        return {
+            "PartitionKey": encode_key(normalise_address(author)),
+            "RowKey": INTENT_PREFIX + encode_key(reference),
+            "mailbox": mailbox,
+            "message_key": message_key[:512],
+            "claimed_at": utcnow(),
+        }
+
+    @staticmethod
+    def reference_of(row_key: str) -> str | None:
+        return (
+            decode_key(row_key[len(INTENT_PREFIX) :]) if row_key.startswith(INTENT_PREFIX) else None
+        )
+
+    async def since(self) -> datetime:
+        """When intents were first written here (now, if never)."""
+        if self._since is None:
+            await self.start(utcnow())
+        assert self._since is not None
+        return self._since
+
+    async def start(self, at: datetime) -> datetime:
+        """Record that every email created from ``at`` on has an intent, unless a time is
+        recorded already (a new deployment, whose table holds no older emails, may say so
+        for a time in the past); returns the recorded time."""
+        row = {"PartitionKey": self.META_PK, "RowKey": self.META_RK, "at": at}
+        if await self._t.create(row) is None:
+            stored = await self._t.get(self.META_PK, self.META_RK)
+            at = _dt(stored.get("at") if stored else None) or at
+        self._since = at
+        return at
+
+    async def covers(self, sent_at: datetime | None) -> bool:
+        """Whether a message sent then can only have been created with an intent."""
+        if sent_at is None:
+            return False
+        return sent_at >= await self.since() + self.MARGIN
+
+    async def claim(self, rows: list[dict[str, Any]]) -> set[str]:
+        """Insert these intents; returns the references whose intent existed already."""
+        by_pk: dict[str, list[Operation]] = {}
+        for row in rows:
+            by_pk.setdefault(str(row["PartitionKey"]), []).append(Operation("create", row))
+        existing: set[str] = set()
+        for ops in by_pk.values():
+            existing |= await self._t.transact_inserting(ops)
+        return {r for r in (self.reference_of(k) for k in existing) if r}
 
 
 # ------------------------------------------------------------------------------ pending index
 
 
 class PendingIndex:
-    """Unmatched recipients of shared messages, keyed by address for retroactive linking."""
+    """Unmatched recipients of shared messages, for retroactive linking: in the emails table,
+    in the mailbox's partition, keyed by address then message, so every lookup is one range
+    read of one partition (an address of one mailbox, or all of a mailbox's addresses), and the
+    entries of a batch go in the same transaction as its records."""
 
     def __init__(self, table: _Table) -> None:
         self._t = table
 
     @staticmethod
-    def _keys(item: PendingAddress) -> tuple[str, str]:
-        """(PartitionKey, RowKey): the address, then which message of which mailbox."""
-        row_key = f"{encode_key(item.mailbox)}|{encode_key(item.message_key)}"
-        return address_key(item.address), row_key
+    def _address_prefix(address: str) -> str:
+        return f"{PENDING_PREFIX}{address_key(address)}{PENDING_SEPARATOR}"
+
+    @classmethod
+    def keys(cls, item: PendingAddress) -> tuple[str, str]:
+        """(PartitionKey, RowKey): the mailbox; then the address, then the message."""
+        return encode_key(item.mailbox), cls._address_prefix(item.address) + encode_key(
+            item.message_key
+        )
+
+    @classmethod
+    def row(cls, item: PendingAddress) -> dict[str, Any]:
+        pk, rk = cls.keys(item)
+        return {"PartitionKey": pk, "RowKey": rk, "data": item.model_dump_json()}
 
     async def add_many(self, items: list[PendingAddress]) -> None:
         by_pk: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
         for item in items:
-            pk, rk = self._keys(item)
-            row: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk, "data": item.model_dump_json()}
-            by_pk.setdefault(pk, []).append(("upsert", row))
+            row = self.row(item)
+            by_pk.setdefault(row["PartitionKey"], []).append(("upsert", row))
         for ops in by_pk.values():
             await self._t.transact(ops)
 
-    async def for_address(self, address: str) -> list[PendingAddress]:
-        return [
-            PendingAddress.model_validate_json(r["data"])
-            async for r in self._t.partition(address_key(address))
-        ]
+    async def for_address(self, mailbox: str, address: str) -> list[PendingAddress]:
+        """The pending entries of one address in one mailbox: one range read."""
+        if not normalise_address(address) or not normalise_address(mailbox):
+            return []
+        rows = self._t.prefix(encode_key(normalise_address(mailbox)), self._address_prefix(address))
+        return [PendingAddress.model_validate_json(r["data"]) async for r in rows]
+
+    async def for_mailbox(self, mailbox: str) -> list[PendingAddress]:
+        """Every pending entry of a mailbox, in address order."""
+        rows = self._t.prefix(encode_key(normalise_address(mailbox)), PENDING_PREFIX)
+        return [PendingAddress.model_validate_json(r["data"]) async for r in rows]
 
     async def remove(self, item: PendingAddress) -> None:
-        await self._t.delete(*self._keys(item))
+        await self._t.delete(*self.keys(item))
 
-    async def count(self) -> int:
-        return len([1 async for _ in self._t.query("", None)])
+    async def remove_many(self, items: list[PendingAddress]) -> None:
+        """Remove entries, one transaction per partition (one by one if some are gone)."""
+        by_pk: dict[str, dict[str, tuple[str, Mapping[str, Any]]]] = {}
+        for item in items:
+            pk, rk = self.keys(item)
+            by_pk.setdefault(pk, {})[rk] = ("delete", {"PartitionKey": pk, "RowKey": rk})
+        for pk, ops in by_pk.items():
+            try:
+                await self._t.transact(list(ops.values()))
+            except TableTransactionError:
+                for rk in ops:
+                    await self._t.delete(pk, rk)
+
+    async def count(self, mailbox: str) -> int:
+        return len(await self.for_mailbox(mailbox))
 
 
 # ---------------------------------------------------------------------------------- run log
@@ -769,8 +1074,15 @@ def _inverted(ts: datetime) -> str:
 
 
 class RunLog:
-    def __init__(self, table: _Table) -> None:
+    """One row per job run, newest first in each mailbox's partition, kept ``keep_days``: a
+    put now and then (one in ``PRUNE_EVERY``, by job id) deletes the mailbox's older rows,
+    which sit at the end of its partition (one range read, deletes in transactions)."""
+
+    PRUNE_EVERY = 16
+
+    def __init__(self, table: _Table, keep_days: int = 14) -> None:
         self._t = table
+        self.keep_days = keep_days
 
     async def put(self, run: RunRecord) -> None:
         row: dict[str, Any] = {
@@ -781,6 +1093,24 @@ class RunLog:
         }
         row.update(pack_json("data", run.model_dump(mode="json")))
         await self._t.upsert(row)
+        if self.keep_days and _one_in(run.job_id, self.PRUNE_EVERY):
+            await self.prune(run.mailbox)
+
+    async def prune(self, mailbox: str, *, now: datetime | None = None) -> int:
+        """Delete the mailbox's runs older than ``keep_days``; returns how many."""
+        pk = encode_key(mailbox)
+        cutoff = _inverted((now or utcnow()) - timedelta(days=self.keep_days))
+        old = [
+            ("delete", {"PartitionKey": pk, "RowKey": r["RowKey"]})
+            async for r in self._t.query(
+                "PartitionKey eq @pk and RowKey gt @cutoff",
+                {"pk": pk, "cutoff": cutoff},
+                select=["RowKey"],
+            )
+        ]
+        if old:
+            await self._t.transact(old)
+        return len(old)
 
     async def recent(self, mailbox: str, limit: int = 20) -> list[RunRecord]:
         out: list[RunRecord] = []
@@ -789,6 +1119,17 @@ class RunLog:
             if len(out) >= limit:
                 break
         return out
+
+    async def count(self, mailbox: str) -> int:
+        pk = encode_key(mailbox)
+        return len(
+            [1 async for _ in self._t.query("PartitionKey eq @pk", {"pk": pk}, select=["RowKey"])]
+        )
+
+
+def _one_in(key: str, n: int) -> bool:
+    """A stable one-in-``n`` choice by key (spreads periodic work over calls)."""
+    return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) % n == 0
 
 
 class JobStatusStore:
@@ -833,10 +1174,17 @@ class JobStatusStore:
 class StateStore:
     """All repositories over one TableServiceClient. Create once per process."""
 
-    def __init__(self, service: TableServiceClient, prefix: str) -> None:
+    def __init__(
+        self, service: TableServiceClient, prefix: str, *, runs_keep_days: int = 14
+    ) -> None:
         self.service = service
         self.prefix = prefix
-        t = {name: _Table(service.get_table_client(f"{prefix}{name}")) for name in TABLES}
+        # Cursor rows are written by the run that holds their lease, so this process usually
+        # knows their current version: remember it, and write without reading first.
+        t = {
+            name: _Table(service.get_table_client(f"{prefix}{name}"), remember=name == "cursors")
+            for name in TABLES
+        }
         self.mailboxes = MailboxRegistry(t["mailboxes"])
         self.subscriptions = SubscriptionStore(t["subscriptions"])
         self.cursors = CursorStore(t["cursors"])
@@ -844,8 +1192,9 @@ class StateStore:
         self.links = LinkStore(t["links"])
         self.identity = IdentityStore(t["links"])
         self.emails = EmailStore(t["emails"])
-        self.pending = PendingIndex(t["pending"])
-        self.runs = RunLog(t["runs"])
+        self.intents = EmailIntents(t["emails"])
+        self.pending = PendingIndex(t["emails"])
+        self.runs = RunLog(t["runs"], runs_keep_days)
         self.jobs = JobStatusStore(t["jobs"])
         self._tables = t
 
