@@ -32,8 +32,8 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -687,6 +687,58 @@ def _w_key(workbooks_type: str, workbooks_id: int) -> str:
     return "w:" + encode_key(f"{workbooks_type}:{workbooks_id}")
 
 
+SUMMARY_KEY = "!summary"  # sorts before "o:", "w:" and "x:": never part of a range read
+
+
+@dataclass
+class LinkSummary:
+    """What a run needs of a (mailbox, stream)'s links without reading them all, kept in one
+    row of their partition and written with them: the linked records (id -> type; their count
+    is the mass-change brake's base) and those a one-way run linked unsettled.
+
+    Always a superset: a link's record is added before its rows are written and removed only
+    after they are deleted, so a run that stops in between leaves an id too many (a lookup that
+    finds nothing), never one too few.  A full read of the links rewrites it exactly."""
+
+    ids: dict[int, str] = field(default_factory=dict)
+    unsettled: set[int] = field(default_factory=set)
+
+    @property
+    def count(self) -> int:
+        return len(self.ids)
+
+    def copy(self) -> LinkSummary:
+        return LinkSummary(dict(self.ids), set(self.unsettled))
+
+    def of_type(self, workbooks_type: str) -> list[int]:
+        return sorted(i for i, t in self.ids.items() if t == workbooks_type)
+
+    def to_row(self, pk: str) -> dict[str, Any]:
+        types: dict[str, list[int]] = {}
+        for wid, kind in sorted(self.ids.items()):
+            types.setdefault(kind, []).append(wid)
+        row: dict[str, Any] = {"PartitionKey": pk, "RowKey": SUMMARY_KEY, "data_kind": "summary"}
+        row.update(pack_json("data", {"v": 1, "types": types, "unsettled": sorted(self.unsettled)}))
+        return row
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> LinkSummary | None:
+        data = unpack_json("data", row, {}) or {}
+        if data.get("v") != 1:
+            return None  # unknown layout: rebuilt by the next full read
+        ids = {int(i): str(t) for t, found in data.get("types", {}).items() for i in found}
+        return cls(ids, {int(i) for i in data.get("unsettled", [])})
+
+    @classmethod
+    def of(cls, links: Iterable[Link]) -> LinkSummary:
+        out = cls()
+        for link in links:
+            out.ids[link.workbooks_id] = link.workbooks_type
+            if link.unsettled:
+                out.unsettled.add(link.workbooks_id)
+        return out
+
+
 class LinkStore:
     def __init__(self, table: _Table) -> None:
         self._t = table
@@ -714,31 +766,89 @@ class LinkStore:
             await self._t.get(_link_pk(mailbox, stream), _w_key(workbooks_type, workbooks_id))
         )
 
+    async def summary(self, mailbox: str, stream: str) -> LinkSummary | None:
+        """The stream's ``LinkSummary`` (one read); None if it has none yet."""
+        row = await self._t.get(_link_pk(mailbox, stream), SUMMARY_KEY)
+        return LinkSummary.from_row(row) if row else None
+
+    async def write_summary(self, mailbox: str, stream: str, summary: LinkSummary) -> None:
+        await self._t.upsert(summary.to_row(_link_pk(mailbox, stream)))
+
     async def put(self, link: Link) -> None:
         await self.put_many([link])
 
-    async def put_many(self, links: list[Link], removed: list[Link] | None = None) -> None:
-        """Write and delete links of one (mailbox, stream) in as few transactions as allowed."""
+    async def put_many(
+        self,
+        links: list[Link],
+        removed: list[Link] | None = None,
+        *,
+        summary: LinkSummary | None = None,
+    ) -> None:
+        """Write and delete links of one (mailbox, stream) in as few transactions as allowed,
+        keeping the stream's ``LinkSummary`` a superset of them: the records of new links go
+        into it with the first transaction, those of removed ones leave it after the deletes.
+        ``summary``: the stream's current one, as the caller keeps it (updated in place);
+        without it the stored one is read first."""
+        removed = removed or []
         by_pk: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+        streams: dict[str, tuple[str, str]] = {}
         for link in links:
             for row in self._rows(link):
                 by_pk.setdefault(row["PartitionKey"], []).append(("upsert", row))
-        for link in removed or []:
+        for link in removed:
             pk = _link_pk(link.mailbox, link.stream)
             for rk in (_o_key(link.outlook_id), _w_key(link.workbooks_type, link.workbooks_id)):
                 by_pk.setdefault(pk, []).append(("delete", {"PartitionKey": pk, "RowKey": rk}))
-        for ops in by_pk.values():
-            # A batch may touch each row only once; keep the last operation per row.
-            last: dict[str, tuple[str, Mapping[str, Any]]] = {}
-            for verb, entity in ops:
-                last[str(entity["RowKey"])] = (verb, entity)
-            # Deletes of rows that do not exist fail a whole transaction; do them one by one.
-            upserts = [op for op in last.values() if op[0] == "upsert"]
-            deletes = [op for op in last.values() if op[0] == "delete"]
-            if upserts:
-                await self._t.transact(upserts)
-            for _, entity in deletes:
-                await self._t.delete(str(entity["PartitionKey"]), str(entity["RowKey"]))
+        for link in [*links, *removed]:
+            streams[_link_pk(link.mailbox, link.stream)] = (link.mailbox, link.stream)
+        for pk, ops in by_pk.items():
+            mine = [x for x in links if _link_pk(x.mailbox, x.stream) == pk]
+            gone = [x for x in removed if _link_pk(x.mailbox, x.stream) == pk]
+            known = summary if summary is not None and len(by_pk) == 1 else None
+            await self._put_partition(pk, ops, mine, gone, known, streams[pk])
+
+    async def _put_partition(
+        self,
+        pk: str,
+        ops: list[tuple[str, Mapping[str, Any]]],
+        links: list[Link],
+        removed: list[Link],
+        summary: LinkSummary | None,
+        stream: tuple[str, str],
+    ) -> None:
+        if summary is None:
+            summary = await self.summary(*stream)
+            if summary is None:  # none yet: start it from every link (once per stream)
+                summary = LinkSummary.of([x async for x in self.list(*stream)])
+        # A batch may touch each row only once; keep the last operation per row.
+        last: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        for verb, entity in ops:
+            last[str(entity["RowKey"])] = (verb, entity)
+        # Deletes of rows that do not exist fail a whole transaction; do them one by one.
+        upserts = [op for op in last.values() if op[0] == "upsert"]
+        deletes = [op for op in last.values() if op[0] == "delete"]
+        before = summary.copy()
+        for link in links:
+            summary.ids[link.workbooks_id] = link.workbooks_type
+            if link.unsettled:
+                summary.unsettled.add(link.workbooks_id)
+        grown = summary.ids != before.ids or summary.unsettled != before.unsettled
+        if grown or upserts:
+            head = [("upsert", summary.to_row(pk))] if grown else []
+            await self._t.transact([*head, *upserts])
+        for _, entity in deletes:
+            await self._t.delete(str(entity["PartitionKey"]), str(entity["RowKey"]))
+        kept = {x.workbooks_id for x in links}
+        settled = {x.workbooks_id for x in links if not x.unsettled}
+        shrunk = summary.copy()
+        for link in removed:
+            if link.workbooks_id not in kept:
+                shrunk.ids.pop(link.workbooks_id, None)
+                shrunk.unsettled.discard(link.workbooks_id)
+        shrunk.unsettled -= settled
+        if shrunk.ids != summary.ids or shrunk.unsettled != summary.unsettled:
+            await self._t.upsert(shrunk.to_row(pk))
+            summary.ids, summary.unsettled = shrunk.ids, shrunk.unsettled
 
     async def delete(self, link: Link) -> None:
         await self.put_many([], removed=[link])
@@ -751,6 +861,10 @@ class LinkStore:
                 yield link
 
     async def count(self, mailbox: str, stream: str) -> int:
+        """How many links the stream has (its summary's count; counted if it has none)."""
+        summary = await self.summary(mailbox, stream)
+        if summary is not None:
+            return summary.count
         return len([1 async for _ in self.list(mailbox, stream)])
 
 
