@@ -91,9 +91,7 @@ class StorageCounter:
         return Counter(self.requests)
 
     def since(self, before: Counter[tuple[str, str, str]], service: str) -> int:
-        return sum(
-            n - before.get(key, 0) for key, n in self.requests.items() if key[0] == service
-        )
+        return sum(n - before.get(key, 0) for key, n in self.requests.items() if key[0] == service)
 
 
 def _ports(connection_string: str) -> None:
@@ -118,8 +116,8 @@ def counting_storage(connection_string: str = "") -> Iterator[StorageCounter]:
         counter.requests[(service, name, op)] += 1
         return await original(self, request, **kwargs)
 
-    AioHttpTransport.send = send  # type: ignore[method-assign]
+    AioHttpTransport.send = send
     try:
         yield counter
     finally:
-        AioHttpTransport.send = original  # type: ignore[method-assign]
+        AioHttpTransport.send = original

@@ -21,6 +21,7 @@ import azure.functions as func
 from sync.core.schedule import Cadence, tick_window
 from sync.core.state_models import utcnow
 from sync.engine.runner import fan_out, fan_out_renewals
+from sync.engine.sweeper import sweep_streams
 from sync.logs import RateLimitedLog, describe, expected_failure
 from sync.runtime import Services, get_services
 
@@ -95,3 +96,12 @@ async def todo_poll_timer(timer: func.TimerRequest) -> None:
     """To Do has no app-only webhooks, so it is polled with delta (default every 5 minutes
     for each mailbox)."""
     await _tick(timer, Cadence.TODO_POLL, "todo poll")
+
+
+@bp.function_name("sweep_timer")
+@bp.timer_trigger(schedule="%SYNC_SWEEP_SCHEDULE%", arg_name="timer")
+async def sweep_timer(timer: func.TimerRequest) -> None:
+    """Streams whose run was cut (a worker died, or could not release its lease) or whose job
+    was lost run again within minutes, not when their queue message reappears (default every
+    30 seconds; ``sync.engine.sweeper``)."""
+    await _guarded("sweeper", sweep_streams)

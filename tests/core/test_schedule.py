@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -31,15 +32,14 @@ def test_an_offset_is_stable_and_within_its_interval() -> None:
 def test_due_instants_repeat_every_interval_at_the_offset() -> None:
     found = schedule.due_instants("ann@example.com", 1800, T0, T0 + timedelta(hours=2))
     assert len(found) == 4
-    assert [b - a for a, b in zip(found, found[1:], strict=False)] == [timedelta(minutes=30)] * 3
+    assert [b - a for a, b in itertools.pairwise(found)] == [timedelta(minutes=30)] * 3
     assert all(schedule.is_due_at("ann@example.com", 1800, t) for t in found)
     assert not schedule.is_due_at("ann@example.com", 1800, found[0] + timedelta(seconds=1))
     assert schedule.next_due("ann@example.com", 1800, found[0]) == found[1]
     # windows partition time: each instant falls in exactly one of back-to-back windows
     minutes = [T0 + timedelta(minutes=m) for m in range(121)]
     per_window = [
-        schedule.due_instants("ann@example.com", 1800, a, b)
-        for a, b in zip(minutes, minutes[1:], strict=False)
+        schedule.due_instants("ann@example.com", 1800, a, b) for a, b in itertools.pairwise(minutes)
     ]
     assert sorted(t for w in per_window for t in w) == found
 

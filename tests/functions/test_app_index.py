@@ -10,6 +10,7 @@ import pytest
 from croniter import croniter
 
 import function_app
+from sync.core.state_models import MailboxPolicy
 from sync.settings import AppSettings, get_settings
 
 
@@ -42,6 +43,7 @@ def test_http_routes_and_auth_levels(indexed: dict[str, dict[str, Any]]) -> None
         "two_way_items": ("items/{mailbox}", ("GET",), "FUNCTION"),
         "email_explain": ("emails/{mailbox}/{message}", ("GET",), "FUNCTION"),
         "email_attach": ("emails/{mailbox}/attach", ("POST",), "FUNCTION"),
+        "doctor": ("doctor/{mailbox}", ("GET",), "FUNCTION"),
     }
 
 
@@ -64,14 +66,21 @@ def test_schedules_come_from_app_settings_with_the_documented_defaults(
         "reconcile_timer": "%SYNC_RECONCILE_SCHEDULE%",
         "renew_timer": "%SYNC_RENEW_SCHEDULE%",
         "todo_poll_timer": "%SYNC_TODO_POLL_SCHEDULE%",
+        "sweep_timer": "%SYNC_SWEEP_SCHEDULE%",
     }
     defaults = AppSettings.model_fields
-    push = croniter(defaults["push_schedule"].default, second_at_beginning=True)
-    first, second = push.get_next(float), push.get_next(float)
-    assert second - first == 2 * 3600
-    rec = croniter(defaults["reconcile_schedule"].default, second_at_beginning=True)
-    first, second = rec.get_next(float), rec.get_next(float)
-    assert second - first == 30 * 60
+    # The push, reconcile and To Do timers tick every minute; each mailbox's own intervals
+    # (2 hours and 30 minutes by default) are policy fields (sync.core.schedule).
+    for name in ("push_schedule", "reconcile_schedule", "todo_poll_schedule"):
+        tick = croniter(defaults[name].default, second_at_beginning=True)
+        first, second = tick.get_next(float), tick.get_next(float)
+        assert second - first == 60, name
+    policy = MailboxPolicy()
+    assert (policy.push_interval_minutes, policy.reconcile_interval_minutes) == (120, 30)
+    # A dead worker's streams run again within the lease plus one sweep: 2 minutes at most.
+    sweeper = croniter(defaults["sweep_schedule"].default, second_at_beginning=True)
+    first, second = sweeper.get_next(float), sweeper.get_next(float)
+    assert second - first + defaults["lease_seconds"].default <= 120
 
 
 def test_schedules_are_overridable_and_validated(monkeypatch: pytest.MonkeyPatch) -> None:
