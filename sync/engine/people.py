@@ -101,6 +101,10 @@ async def process_people(ctx: RunContext) -> None:
     if not scoped:
         ctx.count("people_reads_unscoped")
     for endpoint, columns in sources.items():
+        if not waiting:
+            # Everything pending is settled: the other endpoints keep their watermarks (an
+            # empty address filter would read every change of the tenant instead).
+            break
         scope = address_filter(columns, sorted(waiting)) if scoped else None
         addresses: set[str] = set()
         rows = changed_since(client, endpoint, marks[endpoint], list(columns), scope)

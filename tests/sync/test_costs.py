@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import sync.engine.people  # noqa: F401  (registers the PEOPLE processor)
 from sync.core.jobs import JobKind, Stream
 from sync.core.state_models import Link
 from sync.engine.links import LinkNotLoaded, RunLinks
@@ -131,25 +132,35 @@ def _link(i: int) -> Link:
 
 async def test_run_links_answer_only_what_was_read(sides: Sides) -> None:
     store = sides.world.services.store.links
-    await store.put_many([_link(i) for i in range(5)])
+    await store.put_many([_link(i) for i in range(40)])
     summary = await store.summary(UPN, "contacts")
-    assert summary is not None and summary.count == 5 and summary.unsettled == {102}
+    assert summary is not None and summary.count == 40 and summary.unsettled == {102}
     links = await RunLinks.open(store, UPN, "contacts", whole=False)
-    assert len(links) == 5 and links.unsettled() == {102}
+    assert len(links) == 40 and links.unsettled() == {102}
     with pytest.raises(LinkNotLoaded):
         links.by_outlook.get("AA/1")
     with pytest.raises(LinkNotLoaded):
         list(links.by_workbooks.items())
     await links.outlook(["AA/1", "AA/unknown"])
     await links.workbooks([103, 999])  # 999: not in the summary, so unlinked without a read
-    assert links.reads == 3
-    assert links.by_outlook.get("AA/1") == _link(1) and "AA/unknown" not in links.by_outlook
-    assert links.by_workbooks[103] == _link(3) and 999 not in links.by_workbooks
+    assert links.reads == 3 and not links.whole
+    found = links.by_outlook.get("AA/1")
+    assert found is not None and found.workbooks_id == 101
+    assert "AA/unknown" not in links.by_outlook
+    assert links.by_workbooks[103].outlook_id == "AA/3" and 999 not in links.by_workbooks
     # a removal leaves the summary only after its rows are gone
     await store.put_many([], removed=[_link(2)], summary=links.persisted)
-    assert links.persisted.count == 4 and 102 not in links.persisted.unsettled
+    assert links.persisted.count == 39 and 102 not in links.persisted.unsettled
     stored = await store.summary(UPN, "contacts")
     assert stored == links.persisted
+
+
+async def test_asking_for_a_tenth_of_a_small_stream_reads_it_whole(sides: Sides) -> None:
+    store = sides.world.services.store.links
+    await store.put_many([_link(i) for i in range(5)])
+    links = await RunLinks.open(store, UPN, "contacts", whole=False)
+    await links.outlook(["AA/1"])  # one range read of 5 links beats any point read
+    assert links.whole and links.reads == 0 and len(links.by_outlook) == 5
 
 
 async def test_retro_reads_only_records_holding_this_mailboxs_pending_addresses(
