@@ -463,6 +463,13 @@ class WorkbooksSettings(_Checked):
     max_concurrency: int = Field(
         default=5, ge=1, le=5, description="Requests in flight per Workbooks identity."
     )
+    split_concurrency: bool = Field(
+        default=True,
+        description="Split the in-flight limit between a mailbox's five streams (one request "
+        "each at the default of 5), so the instances running its jobs never exceed the limit "
+        "together (they would be throttled: docs/limits-and-cost.md). Off: each process may "
+        "use the whole limit, which is only safe on a single instance.",
+    )
     timeout_seconds: float = Field(default=120.0, gt=0, le=600, description="Request timeout.")
     throttle_max_attempts: int = Field(
         default=8, ge=1, le=20, description="Replays of a throttled (302) request before giving up."

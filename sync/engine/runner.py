@@ -48,6 +48,7 @@ from sync.engine.registry import RunContext, lookup
 from sync.logs import RateLimitedLog, describe
 from sync.runtime import Services
 from sync.state.store import LeaseLost
+from sync.workbooks.client import job_slots
 
 log = logging.getLogger("sync.engine")
 RETRIES = RateLimitedLog(log)  # one line per source per minute during a storm or an outage
@@ -59,6 +60,16 @@ LAST_ATTEMPT = 5  # host.json maxDequeueCount: after this attempt the host poiso
 # A server-named wait is honoured and stretched by up to this fraction, so the streams one
 # Retry-After stopped do not all return in the same second.
 RETRY_AFTER_SPREAD = 0.1
+
+
+def workbooks_share(services: Services) -> int:
+    """Workbooks requests one stream job may have in flight: with the limit split, its share
+    of the identity's limit (a mailbox runs at most one job per stream at a time, whichever
+    instances run them), else the whole limit."""
+    limit = services.settings.workbooks.max_concurrency
+    if not services.settings.workbooks.split_concurrency:
+        return limit
+    return max(1, limit // len(RECONCILE_STREAMS))
 
 
 def streams_for(kind: JobKind, mode: str | None = None) -> tuple[Stream, ...]:
@@ -366,7 +377,8 @@ async def _run_stream(services: Services, job: Job, mailbox: Mailbox, run: RunRe
         # The run about to start reads the delta, which covers every notification so far.
         await ctx.clear_marker()
         try:
-            await _pass(services, job, run, ctx, life)
+            with job_slots(workbooks_share(services)):
+                await _pass(services, job, run, ctx, life)
         finally:
             run.counts = ctx.counts
             if ctx.messages and not run.message:
