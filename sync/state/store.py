@@ -621,10 +621,18 @@ class CursorStore:
         Exactly one of several concurrent claimers wins: each writes with the ETag it read, so
         all but the first get 412 and, on re-reading, see a live lease."""
         now = now or utcnow()
-        for _ in range(CAS_ATTEMPTS):
-            row = await self._t.get(encode_key(mailbox), stream)
+        pk = encode_key(mailbox)
+        # The row as this process last wrote it (the previous run's release, usually): the
+        # claim's conditional write starts from it without a read; if anyone wrote since,
+        # the write fails and the row is read.
+        known = self._t.known(pk, stream)
+        for attempt in range(CAS_ATTEMPTS + 1):
+            remembered = attempt == 0 and known is not None
+            row = known if remembered else await self._t.get(pk, stream)
             cur = self._from_row(mailbox, stream, row)
             if lease_state(cur.lease_owner, cur.lease_until, owner, now) is LeaseState.HELD:
+                if remembered:
+                    continue  # what this process remembers may be old: read the row
                 return None
             until = lease_expiry(now, seconds)
             new = self._to_row(cur.model_copy(update={"lease_owner": owner, "lease_until": until}))

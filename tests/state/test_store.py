@@ -367,6 +367,37 @@ async def test_a_cursor_written_here_is_not_read_before_the_next_write(
     assert stored.delta_link == "https://g/delta?t=1" and stored.lease_owner is None
 
 
+async def test_the_next_claim_starts_from_the_row_this_process_released(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s: StateStore = store
+    other = StateStore(s.service, s.prefix)  # another process on the same tables
+    reads: list[str] = []
+    real_get = s.cursors._t.client.get_entity
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args[1] if len(args) > 1 else "")
+        return await real_get(*args, **kwargs)
+
+    monkeypatch.setattr(s.cursors._t.client, "get_entity", counted)
+    first = await s.cursors.claim("ann@example.com", "sent", "job1:a", 300)
+    assert first is not None
+    await s.cursors.release(first)
+    reads.clear()
+    second = await s.cursors.claim("ann@example.com", "sent", "job2:a", 300)
+    assert second is not None and reads == []  # no read: this process wrote the row last
+    await s.cursors.release(second)
+    # another process claims meanwhile: the remembered row is stale, the write says so (412),
+    # the row is read, and the live lease is respected
+    taken = await other.cursors.claim("ann@example.com", "sent", "job3:b", 300)
+    assert taken is not None
+    assert await s.cursors.claim("ann@example.com", "sent", "job4:a", 300) is None
+    assert reads == ["sent"]
+    await other.cursors.release(taken)
+    again = await s.cursors.claim("ann@example.com", "sent", "job5:a", 300)
+    assert again is not None and again.owner == "job5:a"
+
+
 async def test_a_cursor_changed_elsewhere_is_read_again_before_writing(store: Any) -> None:
     s: StateStore = store
     other = StateStore(s.service, s.prefix)  # another process on the same tables
