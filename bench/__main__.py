@@ -9,7 +9,17 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("webhook", "outage", "workbooks", "graph", "emails", "sync")
+ORDER = (
+    "webhook",
+    "outage",
+    "workbooks",
+    "graph",
+    "emails",
+    "sync",
+    "job_costs",
+    "wb_instances",
+    "scale",
+)
 
 
 def main(argv: list[str]) -> int:
