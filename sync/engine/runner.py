@@ -395,7 +395,7 @@ async def run_job(services: Services, job: Job, *, dequeue_count: int = 1) -> Ru
     run = RunRecord(
         mailbox=job.mailbox, stream=job.stream, job_id=job.job_id, kind=job.kind, reason=job.reason
     )
-    mailbox = await services.store.mailboxes.get(job.mailbox)
+    mailbox = await services.store.mailboxes.for_job(job.mailbox)
     if mailbox is None or not mailbox.enabled:
         run.status = "skipped"
         run.message = "mailbox not registered" if mailbox is None else "mailbox disabled"

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -355,11 +356,44 @@ def _mailbox_key(mailbox_id: str) -> str | None:
     return encode_key(address) if address else None
 
 
+# Mailboxes as jobs see them, per process: (table, key) -> (read at, monotonic; mailbox).
+_FOR_JOBS: dict[tuple[str, str], tuple[float, Mailbox | None]] = {}
+MAILBOX_CACHE_SECONDS = 30.0
+MAILBOX_CACHE_SIZE = 10_000
+
+
 class MailboxRegistry:
     PK = "mailbox"
 
     def __init__(self, table: _Table) -> None:
         self._t = table
+
+    def _cache_key(self, key: str) -> tuple[str, str]:
+        return (str(getattr(self._t.client, "table_name", "")), key)
+
+    def _forget(self, mailbox_id: str) -> None:
+        key = _mailbox_key(mailbox_id)
+        if key:
+            _FOR_JOBS.pop(self._cache_key(key), None)
+
+    async def for_job(self, mailbox_id: str) -> Mailbox | None:
+        """The mailbox as a job runs it: read at most once per ``MAILBOX_CACHE_SECONDS`` in
+        a process (every job reads it, and it rarely changes).  A change made in this
+        process is seen at once; one made elsewhere (another instance's admin call) within
+        that time."""
+        key = _mailbox_key(mailbox_id)
+        if key is None:
+            return None
+        cache_key = self._cache_key(key)
+        now = time.monotonic()
+        hit = _FOR_JOBS.get(cache_key)
+        if hit is not None and now - hit[0] < MAILBOX_CACHE_SECONDS:
+            return hit[1]
+        found = await self.get(mailbox_id)
+        if len(_FOR_JOBS) >= MAILBOX_CACHE_SIZE:
+            _FOR_JOBS.clear()
+        _FOR_JOBS[cache_key] = (now, found)
+        return found
 
     @classmethod
     def _row(cls, mailbox: Mailbox) -> dict[str, Any]:
@@ -377,10 +411,13 @@ class MailboxRegistry:
         return Mailbox.model_validate_json(row["data"]) if row else None
 
     async def put(self, mailbox: Mailbox) -> None:
+        self._forget(mailbox.id)
         await self._t.upsert(self._row(mailbox.model_copy(update={"updated_at": utcnow()})))
+        self._forget(mailbox.id)
 
     async def add(self, mailbox: Mailbox) -> bool:
         """Register a new mailbox; False if it already exists."""
+        self._forget(mailbox.id)
         return await self._t.create(self._row(mailbox)) is not None
 
     async def list(self, *, enabled_only: bool = False) -> list[Mailbox]:
@@ -388,6 +425,7 @@ class MailboxRegistry:
         return [m for m in out if m.enabled or not enabled_only]
 
     async def remove(self, mailbox_id: str) -> bool:
+        self._forget(mailbox_id)
         key = _mailbox_key(mailbox_id)
         if key is None or await self._t.get(self.PK, key) is None:
             return False
@@ -406,7 +444,9 @@ class MailboxRegistry:
             )
             return {"mailbox": mb.id, "enabled": enabled, "data": mb.model_dump_json()}
 
+        self._forget(mailbox_id)
         row = await self._t.cas(self.PK, key, change)
+        self._forget(mailbox_id)
         return Mailbox.model_validate_json(row["data"]) if row else None
 
 

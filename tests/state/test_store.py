@@ -18,8 +18,16 @@ from sync.core.state_models import (
     SubscriptionRecord,
     utcnow,
 )
+from sync.state import store as store_module
 from sync.state.limits import EntityTooLarge, chunk_batch, pack_json, unpack_json
-from sync.state.store import EmailIntents, Operation, RunLog, StateStore, hash_client_state
+from sync.state.store import (
+    EmailIntents,
+    MailboxRegistry,
+    Operation,
+    RunLog,
+    StateStore,
+    hash_client_state,
+)
 
 
 def _mailbox(addr: str = "ann@example.com") -> Mailbox:
@@ -40,6 +48,38 @@ async def test_mailbox_registry_roundtrip(store: Any) -> None:
     assert await s.mailboxes.remove("ann@example.com")
     assert await s.mailboxes.get("ann@example.com") is None
     assert not await s.mailboxes.remove("ann@example.com")
+
+
+async def test_jobs_read_a_mailbox_once_in_a_while_and_see_changes_made_here(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s: StateStore = store
+    other = StateStore(s.service, s.prefix)  # another process on the same tables
+    reads: list[str] = []
+    real_get = s.mailboxes._t.client.get_entity
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args[1] if len(args) > 1 else "")
+        return await real_get(*args, **kwargs)
+
+    monkeypatch.setattr(s.mailboxes._t.client, "get_entity", counted)
+    assert await s.mailboxes.add(_mailbox("ann@example.com"))
+    for _ in range(3):
+        found = await s.mailboxes.for_job("ann@example.com")
+        assert found is not None and found.enabled
+    assert len(reads) == 1  # one read for three jobs
+    await s.mailboxes.set_enabled("ann@example.com", False, "left")  # here: seen at once
+    found = await s.mailboxes.for_job("ann@example.com")
+    assert found is not None and not found.enabled
+    # a change made by another process (its row written without this process knowing) is
+    # seen once the cached copy is older than the cache time
+    enabled = _mailbox("ann@example.com").model_copy(update={"enabled": True})
+    await other.mailboxes._t.upsert(MailboxRegistry._row(enabled))
+    found = await s.mailboxes.for_job("ann@example.com")
+    assert found is not None and not found.enabled
+    monkeypatch.setattr(store_module, "MAILBOX_CACHE_SECONDS", 0.0)
+    found = await s.mailboxes.for_job("ann@example.com")
+    assert found is not None and found.enabled
 
 
 def test_mailbox_refuses_a_raw_api_key() -> None:
