@@ -135,8 +135,8 @@ async def test_job_slots_keep_clients_sharing_a_key_under_the_limit(client, sand
 
     async def job(wb: WorkbooksClient, share: int | None) -> None:
         reads = (wb.get("crm/people", []) for _ in range(10))
-        if share is None:
-            await asyncio.gather(*reads)
+        if share is None:  # some may even fail after every replay: that is the harm shown
+            await asyncio.gather(*reads, return_exceptions=True)
             return
         with job_slots(share):
             await asyncio.gather(*reads)
