@@ -9,7 +9,18 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("webhook", "outage", "workbooks", "graph", "emails", "sync", "console")
+ORDER = (
+    "webhook",
+    "outage",
+    "workbooks",
+    "graph",
+    "emails",
+    "sync",
+    "job_costs",
+    "wb_instances",
+    "scale",
+    "console",
+)
 
 
 def main(argv: list[str]) -> int:

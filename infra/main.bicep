@@ -51,17 +51,17 @@ param tablePrefix string = 'sync'
 @description('Queue that carries sync jobs (SYNC_JOBS_QUEUE); its poison queue is <name>-poison, and Azure allows 63 characters, so at most 56 (the app checks the same).')
 param jobsQueueName string = 'sync-jobs'
 
-@description('NCRONTAB (seconds first, UTC): Outlook -> Workbooks push.')
-param pushSchedule string = '0 0 */2 * * *'
+@description('NCRONTAB (seconds first, UTC) of the push tick: each tick queues the mailboxes whose push is due (each mailbox has its own interval, policy push_interval_minutes).')
+param pushSchedule string = '20 * * * * *'
 
-@description('NCRONTAB (seconds first, UTC): two-way reconciliation.')
-param reconcileSchedule string = '0 */30 * * * *'
+@description('NCRONTAB (seconds first, UTC) of the reconcile tick: each tick queues the mailboxes whose two-way reconciliation is due (policy reconcile_interval_minutes).')
+param reconcileSchedule string = '0 * * * * *'
 
 @description('NCRONTAB (seconds first, UTC): Graph subscription renewal sweep.')
 param renewSchedule string = '0 7 */4 * * *'
 
-@description('NCRONTAB (seconds first, UTC): To Do delta poll.')
-param todoPollSchedule string = '0 */5 * * * *'
+@description('NCRONTAB (seconds first, UTC) of the To Do poll tick: each tick queues the mailboxes whose To Do poll is due (policy todo_poll_minutes).')
+param todoPollSchedule string = '40 * * * * *'
 
 @description('NCRONTAB (seconds first, UTC): the sweeper, which re-sends jobs for streams whose run was cut or whose job was lost.')
 param sweepSchedule string = '*/30 * * * * *'
@@ -175,7 +175,6 @@ var logicalTables = [
   'dirty'
   'links'
   'emails'
-  'pending'
   'runs'
   'jobs'
 ]

@@ -79,7 +79,11 @@ async def get_services() -> Services:
     async with _lock:
         if _services is None:
             settings = get_settings()
-            store = StateStore(table_service(settings.app), settings.app.table_prefix)
+            store = StateStore(
+                table_service(settings.app),
+                settings.app.table_prefix,
+                runs_keep_days=settings.app.runs_keep_days,
+            )
             queue = JobQueue(queue_service(settings.app), settings.app.jobs_queue)
             if settings.app.creates_storage:  # Azurite/CI; in Azure the templates created them
                 await store.ensure_tables()

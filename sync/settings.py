@@ -123,20 +123,26 @@ class AppSettings(_Checked):
     )
     jobs_queue: str = Field(default="sync-jobs", description="Queue that carries sync jobs.")
     push_schedule: str = Field(
-        default="0 0 */2 * * *",
-        description="NCRONTAB (seconds first, UTC) of the Outlook -> Workbooks push.",
+        default="20 * * * * *",
+        description="NCRONTAB (seconds first, UTC) of the push tick: each tick queues the "
+        "Outlook -> Workbooks push of the mailboxes due in its window, each at its own point of "
+        "its policy's push_interval_minutes (default 120).",
     )
     reconcile_schedule: str = Field(
-        default="0 */30 * * * *",
-        description="NCRONTAB of the two-way reconciliation.",
+        default="0 * * * * *",
+        description="NCRONTAB of the reconcile tick: queues the two-way reconciliation of the "
+        "mailboxes due in its window (policy reconcile_interval_minutes, default 30).",
     )
     renew_schedule: str = Field(
         default="0 7 */4 * * *",
-        description="NCRONTAB of the Graph subscription renewal sweep.",
+        description="NCRONTAB of the Graph subscription renewal sweep (its jobs arrive spread "
+        "over 30 minutes).",
     )
     todo_poll_schedule: str = Field(
-        default="0 */5 * * * *",
-        description="NCRONTAB of the To Do poll (Graph has no app-only To Do webhooks).",
+        default="40 * * * * *",
+        description="NCRONTAB of the To Do poll tick (Graph has no app-only To Do webhooks): "
+        "queues the poll of the mailboxes due in its window (policy todo_poll_minutes, "
+        "default 5).",
     )
     sweep_schedule: str = Field(
         default="*/30 * * * * *",
@@ -216,6 +222,13 @@ class AppSettings(_Checked):
         le=3600,
         description="Longest back-off ceiling for a re-queued job, however many attempts; a "
         "stream retries at most this long after an outage ends.",
+    )
+    runs_keep_days: int = Field(
+        default=14,
+        ge=0,
+        le=3650,
+        description="Days of run history kept per mailbox (the runs table, shown by status); "
+        "older runs are deleted as new ones are written. 0 keeps every run.",
     )
     log_level: LogLevel = Field(
         default="INFO",
@@ -449,6 +462,13 @@ class WorkbooksSettings(_Checked):
     )
     max_concurrency: int = Field(
         default=5, ge=1, le=5, description="Requests in flight per Workbooks identity."
+    )
+    split_concurrency: bool = Field(
+        default=True,
+        description="Split the in-flight limit between a mailbox's five streams (one request "
+        "each at the default of 5), so the instances running its jobs never exceed the limit "
+        "together (they would be throttled: docs/limits-and-cost.md). Off: each process may "
+        "use the whole limit, which is only safe on a single instance.",
     )
     timeout_seconds: float = Field(default=120.0, gt=0, le=600, description="Request timeout.")
     throttle_max_attempts: int = Field(

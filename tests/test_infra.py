@@ -311,7 +311,7 @@ def test_invalid_schedule_default_is_reported(infra_copy: Callable[..., list[Pro
     # A classic five-field cron: the host would reject it; the app's validator does too.
     problems = infra_copy(
         _replace(
-            "param reconcileSchedule string = '0 */30 * * * *'",
+            "param reconcileSchedule string = '0 * * * * *'",
             "param reconcileSchedule string = '*/30 * * * *'",
         )
     )
@@ -588,7 +588,7 @@ def test_missed_reconciliation_window_spans_two_intervals(
 ) -> None:
     problems = infra_copy(
         _replace(
-            "param reconcileSchedule string = '0 */30 * * * *'",
+            "param reconcileSchedule string = '0 * * * * *'",
             "param reconcileSchedule string = '0 0 */1 * * *'",
         )
     )

@@ -61,6 +61,12 @@ class MailboxPolicy(BaseModel):
     # A full scoped Workbooks read this often (0 = never): catches records watched or
     # unwatched without their updated_at moving.
     scope_refresh_hours: int = Field(default=24, ge=0, le=24 * 365)
+    # How often the timers run each kind of periodic work for this mailbox, in minutes: at a
+    # stable point of each interval, its own (``sync.core.schedule``).  A reconcile does what
+    # a push does and a push polls To Do, so a push due with a reconcile is not sent twice.
+    reconcile_interval_minutes: int = Field(default=30, ge=5, le=24 * 60)
+    push_interval_minutes: int = Field(default=120, ge=15, le=24 * 60)
+    todo_poll_minutes: int = Field(default=5, ge=2, le=24 * 60)
     calendar_past_days: int = Field(default=30, ge=0, le=3650)
     calendar_future_days: int = Field(default=365, ge=1, le=3650)
     # A recurring Outlook series: one Workbooks meeting for its next occurrence ("next"), or

@@ -25,7 +25,7 @@ from sync.engine.clients import graph_client, mailbox_time_zone
 from sync.engine.outlook_side import OutlookMapping, OutlookSide
 from sync.engine.registry import RunContext, register
 from sync.engine.series import SeriesSide
-from sync.engine.twoway import Spec, calendar_window, full_round, run_two_way
+from sync.engine.twoway import Spec, calendar_window, full_round, run_cursor, run_two_way
 from sync.engine.workbooks_side import WorkbooksMapping
 from sync.graph.items import Events, OutlookItems, TodoTasks, default_todo_list
 from sync.workbooks import records
@@ -63,7 +63,7 @@ MEETINGS = Spec(
 @register(Stream.TODO)
 async def sync_todo(ctx: RunContext) -> None:
     """To Do has no app-only notifications: the timers poll it (push and reconcile)."""
-    cursor = await ctx.services.store.cursors.get(ctx.mailbox.id, Stream.TODO)
+    cursor = await run_cursor(ctx)
     client = graph_client(ctx.services)
     list_id = str(cursor.extra.get("list_id") or "")
     full = full_round(cursor, ctx.job.kind)
@@ -83,7 +83,7 @@ async def run_events(ctx: RunContext, *, now: datetime | None = None) -> None:
     series on its next occurrence."""
     policy = ctx.mailbox.policy
     now = now or datetime.now(UTC)
-    cursor = await ctx.services.store.cursors.get(ctx.mailbox.id, Stream.EVENTS)
+    cursor = await run_cursor(ctx)
     window = calendar_window(now, policy.calendar_past_days, policy.calendar_future_days)
     moved = (cursor.window_start, cursor.window_end) != window
     full = full_round(cursor, ctx.job.kind) or moved

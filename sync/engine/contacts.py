@@ -7,7 +7,7 @@ from sync.core.mapping import contacts
 from sync.engine.clients import graph_client
 from sync.engine.outlook_side import OutlookMapping
 from sync.engine.registry import RunContext, register
-from sync.engine.twoway import Spec, full_round, run_two_way
+from sync.engine.twoway import Spec, full_round, run_cursor, run_two_way
 from sync.engine.workbooks_side import WorkbooksMapping
 from sync.graph.items import Contacts
 from sync.workbooks import records
@@ -38,7 +38,7 @@ PEOPLE = Spec(
 @register(Stream.CONTACTS)
 async def sync_contacts(ctx: RunContext) -> None:
     """One contacts run (any job kind; the kind decides the direction)."""
-    cursor = await ctx.services.store.cursors.get(ctx.mailbox.id, Stream.CONTACTS)
+    cursor = await run_cursor(ctx)
     full = full_round(cursor, ctx.job.kind)
     items = Contacts(graph_client(ctx.services), ctx.mailbox.graph_id, ctx.mailbox.policy.category)
     await run_two_way(ctx, PEOPLE, items, cursor, full)

@@ -30,15 +30,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sync.core.email_linking import (
     DEFAULT_REFERENCE_PREFIXES,
     MessagePlan,
+    RecordMatch,
     RecordRef,
     RecordState,
     before_auto_window,
@@ -59,6 +60,7 @@ from sync.core.state_models import Cursor, EmailRecord, Mailbox, MailboxPolicy, 
 from sync.engine.clients import graph_client, workbooks_client
 from sync.engine.registry import RunContext, register
 from sync.graph.messages import Body, carried_body, message_body, read_message
+from sync.state.store import EmailIntents, EmailStore, Operation, PendingIndex
 from sync.workbooks.emails import (
     EmailLink,
     EmailLinker,
@@ -83,6 +85,7 @@ BATCH_MESSAGES = 100  # = the Workbooks batch cap: one create and one link reque
 PAGE_SIZE = 100  # Prefer: odata.maxpagesize for the Sent Items delta
 STORAGE_CONCURRENCY = 16
 MAX_ROUNDS = 5  # delta rounds per job while notifications keep arriving
+FRESH_ENOUGH = timedelta(minutes=1)  # an unchanged position is not written again sooner
 
 # Called with the name of each durable step a SENT run completes ("fetch", "write_email",
 # "write_links", "persist", "advance"); ``process_sent(ctx, on_step=...)`` takes one so a test
@@ -126,11 +129,52 @@ class EmailWork:
 SaveProgress = Callable[[Sequence[EmailWork]], Awaitable[None]]
 
 
+def author_of(message: Message) -> str:
+    """The message's ``from`` address (normalised), the same in every copy of it; "" if none."""
+    sender = message.from_.email_address.address if message.from_ else None
+    return normalise_address(sender or "")
+
+
+@dataclass
+class Intents:
+    """Which emails about to be created need a Workbooks lookup by reference first.
+
+    Before an email is created, its intent is inserted (``EmailIntents``); an insert that
+    succeeds proves no earlier attempt created it, so the lookup is skipped.  The SENT stream
+    inserts its intents itself, in the transaction that records its batch, and hands the
+    outcome over in ``claimed`` / ``existed``; anything else is inserted here.  A message with
+    no author, or sent before intents existed, is always looked up."""
+
+    store: EmailIntents
+    mailbox: str
+    claimed: set[str] = field(default_factory=set)  # inserted just now by the caller
+    existed: set[str] = field(default_factory=set)  # found there: an earlier attempt
+
+    async def to_look_up(self, creates: Sequence[tuple[Message, str]]) -> set[str]:
+        rows = []
+        for message, ref in creates:
+            author = author_of(message)
+            if author and ref not in self.claimed and ref not in self.existed:
+                rows.append(EmailIntents.row(author, ref, self.mailbox, message.id))
+        if rows:
+            found = await self.store.claim(rows)
+            self.existed |= found
+            self.claimed |= {r for _, r in creates} - found
+        out: set[str] = set()
+        for message, ref in creates:
+            if ref in self.existed or not author_of(message):
+                out.add(ref)
+            elif not await self.store.covers(message.sent_date_time):
+                out.add(ref)  # sent before intents were written: it may have been created
+        return out
+
+
 async def ensure_linked(
     client: WorkbooksClient,
     works: Sequence[EmailWork],
     *,
     policy: MailboxPolicy,
+    intents: Intents,
     read_body: BodyReader | None = None,
     save_progress: SaveProgress | None = None,
     on_step: Step | None = None,
@@ -140,8 +184,9 @@ async def ensure_linked(
 
     0. with no usable mechanism, nothing is created: each work is ``disabled``, with the
        reason; links to record types the mechanism cannot reach go to ``unlinked``;
-    1. emails with no id: one read finds those created earlier by ``created_through_reference``
-       (a crash between "created" and "recorded"; another copy of the same message);
+    1. emails with no id: their create intents are inserted (``Intents``); where one was there
+       already (a crash between "created" and "recorded"; another copy of the same message),
+       one read finds those created earlier by ``created_through_reference``;
     2. the rest are created in one batch, carrying the links the mechanism writes with the
        email itself (``read_body`` gives each body; None: the body the message was read with);
     3. emails that existed before this call and still miss a link: their links are read back
@@ -165,7 +210,7 @@ async def ensure_linked(
             for ref in w.missing:
                 if why := linker.unusable(ref):
                     w.unlinked[ref.key] = why
-        await _ensure_emails(client, linker, works, policy, read_body, save_progress)
+        await _ensure_emails(client, linker, works, policy, intents, read_body, save_progress)
     await _step(on_step, "write_email")
     if linker.enabled:
         await _ensure_links(client, linker, works, save_progress)
@@ -182,6 +227,7 @@ async def _ensure_emails(
     linker: EmailLinker,
     works: Sequence[EmailWork],
     policy: MailboxPolicy,
+    intents: Intents,
     read_body: BodyReader | None,
     save_progress: SaveProgress | None,
 ) -> None:
@@ -195,7 +241,8 @@ async def _ensure_emails(
     if not creates:
         return
     refs = [email_reference(m.internet_message_id or "", m.id) for _, m in creates]
-    found = await emails_by_reference(client, refs)
+    lookup = await intents.to_look_up([(m, r) for (_, m), r in zip(creates, refs, strict=True)])
+    found = await emails_by_reference(client, [r for r in refs if r in lookup]) if lookup else {}
     todo: list[tuple[EmailWork, Message]] = []
     for (w, m), ref in zip(creates, refs, strict=True):
         w.email_id = found.get(ref)
@@ -346,6 +393,7 @@ class _Sent:
     aliases: list[Message]
     plan: MessagePlan
     work: EmailWork
+    recorded: bool = False  # its final record is written already (inserted as new)
 
 
 @dataclass
@@ -355,6 +403,10 @@ class _Run:
     client: WorkbooksClient
     on_step: Step | None = None
     sem: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(STORAGE_CONCURRENCY))
+    # Read each message's record before planning (a round that re-reads messages processed
+    # before); otherwise records are inserted as new and read only where one exists.
+    read_first: bool = False
+    matches: dict[str, list[RecordMatch]] = field(default_factory=dict)  # resolved this run
 
     @property
     def mailbox(self) -> Mailbox:
@@ -375,40 +427,49 @@ class _Run:
         return list(await asyncio.gather(*(one(c) for c in coros)))
 
 
-Loaded = tuple[Message, list[Message], EmailRecord | None]
+Group = tuple[Message, list[Message]]  # a message and its copies (same internetMessageId)
 
 
-async def _load(run: _Run, messages: Sequence[Message]) -> list[Loaded]:
+def _group(messages: Sequence[Message]) -> list[Group]:
     """Each message once (delta may repeat an item; the last copy is the newest), copies with
     the same internetMessageId folded into the first (one email for every copy), drafts left
-    out, with its stored record."""
+    out."""
     latest: dict[str, Message] = {}
     for m in messages:
         latest[m.id] = m
     groups: dict[str, list[Message]] = {}
     for m in latest.values():
         groups.setdefault(m.internet_message_id or f"\0{m.id}", []).append(m)
-    sent = [(g[0], g[1:]) for g in groups.values() if not g[0].is_draft]
+    return [(g[0], g[1:]) for g in groups.values() if not g[0].is_draft]
+
+
+async def _read_records(run: _Run, groups: Sequence[Group]) -> dict[str, EmailRecord | None]:
     # By immutable id only: a copy under another id is matched by internetMessageId in
     # Workbooks (``ensure_linked``), which saves a table scan per message here.
     get = partial(run.services.store.emails.get, run.mailbox.id)
-    records = await run.gather(get(m.id) for m, _ in sent)
-    return [(m, aliases, r) for (m, aliases), r in zip(sent, records, strict=True)]
+    records = await run.gather(get(m.id) for m, _ in groups)
+    return {m.id: r for (m, _), r in zip(groups, records, strict=True)}
 
 
-async def _plan(run: _Run, loaded: list[Loaded]) -> list[_Sent]:
+async def _plan(
+    run: _Run, groups: Sequence[Group], records: Mapping[str, EmailRecord | None]
+) -> list[_Sent]:
     policy, mailbox = run.mailbox.policy, run.mailbox.id
     wanted: set[str] = set()
-    for m, _, existing in loaded:
-        if needs_resolution(m, existing, policy):
+    for m, _ in groups:
+        if needs_resolution(m, records.get(m.id), policy):
             candidates, _ = split_recipients(m, mailbox, policy)
             wanted |= {c.address for c in candidates}
-    matches = await resolve_matches(run.client, wanted)
+    new = wanted - set(run.matches)
+    if new:
+        run.matches.update(await resolve_matches(run.client, new))
+        run.matches.update({a: [] for a in new if a not in run.matches})
     now = utcnow()
     out = []
-    for m, aliases, existing in loaded:
+    for m, aliases in groups:
+        existing = records.get(m.id)
         plan = plan_message(
-            m, matches, existing, policy, mailbox, now=now, prefixes=DEFAULT_REFERENCE_PREFIXES
+            m, run.matches, existing, policy, mailbox, now=now, prefixes=DEFAULT_REFERENCE_PREFIXES
         )
         linked = set(existing.linked) if existing else set()
         out.append(_Sent(m, aliases, plan, EmailWork(m, plan.links, plan.email_id, linked)))
@@ -429,58 +490,131 @@ def _record(run: _Run, it: _Sent, *, state: RecordState | None = None) -> EmailR
     )
 
 
+def _creates(it: _Sent) -> bool:
+    """Whether the item's email may be created by this run (it has none and wants links)."""
+    return it.work.email_id is None and bool(it.plan.links) and not it.plan.skip
+
+
+def _intent(run: _Run, it: _Sent) -> dict[str, Any] | None:
+    """The create intent of an item's email, when it goes in the mailbox's own partition (the
+    mailbox sent the message itself); others are inserted by ``Intents`` on their own."""
+    author = author_of(it.message)
+    if author != normalise_address(run.mailbox.id):
+        return None
+    ref = email_reference(it.message.internet_message_id or "", it.message.id)
+    return EmailIntents.row(author, ref, run.mailbox.id, it.message.id)
+
+
+def _final_rows(run: _Run, it: _Sent, state: RecordState | None) -> list[dict[str, Any]]:
+    """The item's record (and its copies') as they end this run, and its pending addresses."""
+    record = _record(run, it, state=state)
+    rows = [EmailStore.row(record)]
+    rows += [EmailStore.row(record.model_copy(update={"message_key": a.id})) for a in it.aliases]
+    run.ctx.count(f"state_{record.state}")
+    if it.plan.pending and state != "failed":
+        entries = pending_entries(it.plan, it.message, run.mailbox.id, utcnow())
+        rows += [PendingIndex.row(p) for p in entries]
+        run.ctx.count("pending_addresses", len(entries))
+    return rows
+
+
+async def _record_new(run: _Run, items: list[_Sent], intents: Intents) -> list[_Sent]:
+    """Insert each message's record as new, in one transaction per batch: the final record
+    of one with nothing to create (with its pending addresses), else a "pending" placeholder
+    with the create intent of its email.  A message whose record turns out to exist already
+    (seen by an earlier run) is read and planned again with it; that is rare, since a delta
+    returns what changed, so most runs never read a record at all."""
+    ops: list[Operation] = []
+    keys: dict[int, tuple[str, str | None]] = {}  # item -> (record key, intent key)
+    for i, it in enumerate(items):
+        if _creates(it):
+            rows = [EmailStore.row(_record(run, it, state="pending"))]
+            intent = _intent(run, it)
+        else:
+            rows = _final_rows(run, it, None)
+            intent = None
+        first, rest = rows[0], rows[1:]
+        intent_key = str(intent["RowKey"]) if intent else None
+        drop = tuple(str(r["RowKey"]) for r in rest) + ((intent_key,) if intent_key else ())
+        ops.append(Operation("create", first, drop))
+        ops += [Operation("upsert", r) for r in rest]
+        if intent is not None:
+            ops.append(Operation("create", intent))
+        keys[i] = (str(first["RowKey"]), intent_key)
+    existing = await run.services.store.emails.write(_unique(ops))
+    again: list[Group] = []
+    for i, it in enumerate(items):
+        record_key, intent_key = keys[i]
+        if record_key in existing:
+            again.append((it.message, it.aliases))
+            continue
+        it.recorded = not _creates(it)
+        if intent_key is not None:
+            ref = email_reference(it.message.internet_message_id or "", it.message.id)
+            (intents.existed if intent_key in existing else intents.claimed).add(ref)
+    if not again:
+        return items
+    run.ctx.count("records_seen_before", len(again))
+    replanned = {
+        it.message.id: it for it in await _plan(run, again, await _read_records(run, again))
+    }
+    return [replanned.get(it.message.id, it) for it in items]
+
+
+def _unique(ops: list[Operation]) -> list[Operation]:
+    """One operation per row (a transaction may touch each row once): the last one wins."""
+    out: dict[tuple[str, str], Operation] = {}
+    for op in ops:
+        out[(str(op.entity["PartitionKey"]), op.row_key)] = op
+    return list(out.values())
+
+
 async def _persist(run: _Run, items: Sequence[_Sent], *, final: bool = True) -> None:
-    """Pending addresses, then records.  Not final: progress only (state stays pending)."""
-    store = run.services.store
-    now = utcnow()
-    pending = []
-    records = []
+    """Records and pending addresses, in one transaction per batch where the limits allow.
+    Not final: progress only (records of emails already created, state pending)."""
+    rows: list[dict[str, Any]] = []
     for it in items:
-        if it.plan.skip:
+        if it.plan.skip or it.recorded:
             continue
         work = it.work
         if not final:
             # Progress before a retry: keep the ids of emails already created, in state
             # "pending" so the next run plans the message again (links, pending addresses).
             if work.email_id is not None:
-                records.append(_record(run, it, state="pending"))
+                rows.append(EmailStore.row(_record(run, it, state="pending")))
             continue
-        targets = it.plan.targets
-        settled = all(t.key in work.linked or t.key in work.unlinked for t in targets)
-        complete = (
-            work.email_id is not None and settled and any(t.key in work.linked for t in targets)
-        )
-        state: RecordState | None
-        if not targets:
-            state = None
-        elif work.disabled:
-            state = "pending"  # email linking is off on this tenant: kept, with the reason
-        elif complete:
-            state = "linked"
-        else:
-            state = "failed"
-            log.warning(
-                "sent message %s of %s not fully linked: %s",
-                it.message.id,
-                run.mailbox.id,
-                work.failure or "missing email or link",
-            )
-        if it.plan.pending and state != "failed":
-            pending += pending_entries(it.plan, it.message, run.mailbox.id, now)
-        record = _record(run, it, state=state)
-        records.append(record)
-        records += [record.model_copy(update={"message_key": a.id}) for a in it.aliases]
-    if pending:  # one partition per address: write them side by side
-        await run.gather(store.pending.add_many([p]) for p in pending)
-        run.ctx.count("pending_addresses", len(pending))
-    await run.gather(store.emails.put(r) for r in records)
-    if final:
-        for r in records:
-            run.ctx.count(f"state_{r.state}")
+        rows += _final_rows(run, it, _final_state(run, it))
+    if rows:
+        await run.services.store.emails.write(_unique([Operation("upsert", r) for r in rows]))
+
+
+def _final_state(run: _Run, it: _Sent) -> RecordState | None:
+    work = it.work
+    targets = it.plan.targets
+    settled = all(t.key in work.linked or t.key in work.unlinked for t in targets)
+    complete = work.email_id is not None and settled and any(t.key in work.linked for t in targets)
+    if not targets:
+        return None
+    if work.disabled:
+        return "pending"  # email linking is off on this tenant: kept, with the reason
+    if complete:
+        return "linked"
+    log.warning(
+        "sent message %s of %s not fully linked: %s",
+        it.message.id,
+        run.mailbox.id,
+        work.failure or "missing email or link",
+    )
+    return "failed"
 
 
 async def _process_batch(run: _Run, messages: Sequence[Message]) -> None:
-    items = await _plan(run, await _load(run, messages))
+    groups = _group(messages)
+    intents = Intents(run.services.store.intents, run.mailbox.id)
+    if run.read_first:
+        items = await _plan(run, groups, await _read_records(run, groups))
+    else:
+        items = await _record_new(run, await _plan(run, groups, {}), intents)
     run.ctx.count("messages", len(items))
     live = [it for it in items if not it.plan.skip]
     run.ctx.count("unchanged", len(items) - len(live))
@@ -497,6 +631,7 @@ async def _process_batch(run: _Run, messages: Sequence[Message]) -> None:
             run.client,
             works,
             policy=run.mailbox.policy,
+            intents=intents,
             read_body=partial(message_body, run.graph, run.mailbox.graph_id),
             save_progress=save_progress,
             on_step=run.on_step,
@@ -534,6 +669,8 @@ async def _advance(run: _Run, link: str, *, final: bool) -> None:
     now = utcnow()
 
     def change(c: Cursor) -> Cursor:
+        if final and _unchanged_since(c, link, now):
+            return c  # an empty round a moment after the last one: nothing worth a write
         extra = dict(c.extra)
         extra["resync_job"] = (
             ctx.job.job_id if ctx.job.kind == JobKind.RESYNC else extra.get("resync_job", "")
@@ -552,24 +689,47 @@ async def _advance(run: _Run, link: str, *, final: bool) -> None:
     await run.step("advance")
 
 
+def _unchanged_since(c: Cursor, link: str, now: datetime) -> bool:
+    """The cursor already holds ``link`` as a healthy, just-written position (a follow-up read
+    that found nothing new): writing it again would only move ``last_success_at`` by seconds."""
+    return (
+        c.delta_link == link
+        and not c.resync_requested
+        and not c.last_error
+        and c.last_success_at is not None
+        and now - c.last_success_at < FRESH_ENOUGH
+    )
+
+
 async def process_sent(ctx: RunContext, *, on_step: Step | None = None) -> None:
     """Every SENT job but ATTACH: read the delta and link what is new or changed.
 
     While we hold the stream, a notification that arrives marks it dirty again and queues a job
     that would find the stream busy (and wait for the runner's busy delay); so after each round
     we look at the marker and, if set, read the delta again ourselves (bounded)."""
-    store = ctx.services.store
-    cursor = await store.cursors.get(ctx.mailbox.id, Stream.SENT)
+    cursor = await _cursor(ctx)
     start = None if _fresh_round(ctx.job, cursor) else cursor.delta_link
     client = await workbooks_client(ctx.services, ctx.mailbox)
     run = _Run(ctx, graph_client(ctx.services), client, on_step)
+    # A round from the start over messages processed before (a resync) reads their records
+    # first; any other round inserts records as new (``_record_new``).
+    run.read_first = start is None and bool(cursor.delta_link or cursor.resync_requested)
     try:
         for rounds in range(1, MAX_ROUNDS + 1):
             start = await _round(run, start)
+            run.read_first = False  # a later round reads from the stored link
             if not await ctx.read_again(rounds, MAX_ROUNDS):
                 return
     finally:
         await _status_notes(ctx, client)
+
+
+async def _cursor(ctx: RunContext) -> Cursor:
+    """The SENT cursor as the run's claim left it (not read again), or as stored."""
+    store = ctx.services.store.cursors
+    if ctx.lease is not None and ctx.lease.stream == Stream.SENT:
+        return await store.for_run(ctx.lease)
+    return await store.get(ctx.mailbox.id, Stream.SENT)
 
 
 async def _status_notes(ctx: RunContext, client: WorkbooksClient) -> None:
@@ -631,7 +791,8 @@ async def attach_message(
             raise NotFound(f"no sent message {key!r} in {mailbox.id}")
     email_id = record.workbooks_email_id if record else None
     work = EmailWork(message, [ref], email_id, set(record.linked) if record else set())
-    await ensure_linked(client, [work], policy=mailbox.policy)
+    intents = Intents(services.store.intents, mailbox.id)
+    await ensure_linked(client, [work], policy=mailbox.policy, intents=intents)
     if ref.key in work.unlinked:
         raise InvalidRequest(f"cannot link to {ref.key}: {work.unlinked[ref.key]}")
     if work.error is not None or work.email_id is None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sync.core.mapping.contacts import is_shared
 from sync.core.reconcile import LinkIndex, OutlookItem, OutlookRemoval
+from sync.engine.links import look_up
 from sync.engine.registry import RunContext
 from sync.graph.items import OutlookItems
 
@@ -73,6 +74,10 @@ class OutlookRound:
 class OutlookSide:
     """Reads and writes one mailbox's items of one kind, in canonical fields."""
 
+    # Whether a round goes through every link of the stream (``after_round``), so the run
+    # must read them all (``sync.engine.links``).
+    needs_all_links = False
+
     def __init__(
         self, items: OutlookItems, mapping: OutlookMapping, time_zone: str, ctx: RunContext
     ) -> None:
@@ -100,7 +105,9 @@ class OutlookSide:
         unshared: set[str] = set()
         category = self.items.category
         async for page in reader:
-            for entry in page.get("value", []):
+            entries = page.get("value", [])
+            await look_up(links, outlook=[str(e["id"]) for e in entries if "id" in e])
+            for entry in entries:
                 oid = str(entry["id"])
                 into.changes += 1
                 into.items.pop(oid, None)  # the last occurrence wins

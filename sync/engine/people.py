@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -24,19 +24,24 @@ from sync.core.graph_models import Message
 from sync.core.jobs import Stream
 from sync.core.keys import normalise_address
 from sync.core.mapping.scope import is_deleted
-from sync.core.state_models import Cursor, EmailRecord, utcnow
+from sync.core.state_models import Cursor, EmailRecord, PendingAddress, utcnow
 from sync.engine.clients import graph_client, workbooks_client
-from sync.engine.emails import EmailWork, ensure_linked
+from sync.engine.emails import EmailWork, Intents, ensure_linked
 from sync.engine.registry import RunContext, register
 from sync.graph.messages import read_message
 from sync.workbooks.emails import address_sources, resolve_matches, schema_notes
 from sync.workbooks.reads import Watermark, changed_since
+from sync.workbooks.wire import Cond, Filter, any_of, chunked, in_list
 
 if TYPE_CHECKING:
     from sync.workbooks.client import WorkbooksClient
 
 FLUSH_ADDRESSES = 200
 WATERMARK_VERSION = 1
+ADDRESSES_PER_LIST = 100  # addresses per IN-list of the changed-records filter
+# More distinct pending addresses than this and the read is not filtered by them (one filter
+# that large is no longer a sensible request); each change of the tenant is read instead.
+MAX_FILTER_ADDRESSES = 2000
 
 
 def _load_marks(
@@ -69,46 +74,102 @@ async def _save(ctx: RunContext, marks: Mapping[str, Watermark]) -> None:
 
 @register(Stream.PEOPLE)
 async def process_people(ctx: RunContext) -> None:
-    """Read Workbooks changes since the watermarks and link earlier shared emails."""
+    """Read the Workbooks changes that concern this mailbox's pending addresses since the
+    watermarks, and link earlier shared emails.
+
+    Only records holding one of the mailbox's pending addresses are read (an IN-list filter on
+    the address columns), so what a run reads follows what waits in this mailbox, not every
+    change of the tenant; a mailbox with nothing pending reads nothing.  An address that
+    becomes pending later belongs to a record that already had it (matched when the message
+    was processed) or gets it later (a change after the watermark), so nothing is missed."""
     client = await workbooks_client(ctx.services, ctx.mailbox)
-    cursor = await ctx.services.store.cursors.get(ctx.mailbox.id, Stream.PEOPLE)
+    cursor = await _cursor(ctx)
     sources = await address_sources(client)
     start = Watermark(
         utcnow().replace(microsecond=0) - timedelta(days=ctx.mailbox.policy.retro_lookback_days)
     )
     text = None if cursor.resync_requested else cursor.watermark
     marks = _load_marks(text, sources, start)
+    waiting = _by_address(await ctx.services.store.pending.for_mailbox(ctx.mailbox.id))
+    ctx.count("pending_addresses_read", len(waiting))
+    if not waiting:
+        if text is None:
+            await _save(ctx, marks)  # where the first read will start
+        ctx.messages.extend(await schema_notes(client))
+        return
+    scoped = len(waiting) <= MAX_FILTER_ADDRESSES
+    if not scoped:
+        ctx.count("people_reads_unscoped")
     for endpoint, columns in sources.items():
+        if not waiting:
+            # Everything pending is settled: the other endpoints keep their watermarks (an
+            # empty address filter would read every change of the tenant instead).
+            break
+        scope = address_filter(columns, sorted(waiting)) if scoped else None
         addresses: set[str] = set()
-        async for row, mark in changed_since(client, endpoint, marks[endpoint], list(columns)):
+        rows = changed_since(client, endpoint, marks[endpoint], list(columns), scope)
+        async for row, mark in rows:
             ctx.count("workbooks_changes")
             if not is_deleted(row):
-                addresses |= {normalise_address(str(row[c])) for c in columns if row.get(c)}
+                found = {normalise_address(str(row[c])) for c in columns if row.get(c)}
+                addresses |= found & waiting.keys()
+            marks[endpoint] = mark
             if len(addresses) >= FLUSH_ADDRESSES:
-                await link_addresses(ctx, client, addresses)
+                await _link_waiting(ctx, client, addresses, waiting)
                 addresses = set()
-                marks[endpoint] = mark
                 await _save(ctx, marks)
-            else:
-                marks[endpoint] = mark
-        await link_addresses(ctx, client, addresses)
+        await _link_waiting(ctx, client, addresses, waiting)
         await _save(ctx, marks)
     for note in await schema_notes(client):
         ctx.messages.append(note)
+
+
+async def _cursor(ctx: RunContext) -> Cursor:
+    store = ctx.services.store.cursors
+    if ctx.lease is not None and ctx.lease.stream == Stream.PEOPLE:
+        return await store.for_run(ctx.lease)
+    return await store.get(ctx.mailbox.id, Stream.PEOPLE)
+
+
+def _by_address(entries: Iterable[PendingAddress]) -> dict[str, list[PendingAddress]]:
+    out: dict[str, list[PendingAddress]] = {}
+    for entry in entries:
+        out.setdefault(normalise_address(entry.address), []).append(entry)
+    return out
+
+
+def address_filter(columns: Iterable[str], addresses: Sequence[str]) -> Filter | None:
+    """Rows holding one of ``addresses`` in one of ``columns``: IN-lists of 100."""
+    chunks = chunked(list(addresses), ADDRESSES_PER_LIST)
+    return any_of(*(Cond(c, "eq", in_list(chunk)) for c in columns for chunk in chunks))
 
 
 async def link_addresses(
     ctx: RunContext, client: WorkbooksClient, addresses: Iterable[str]
 ) -> None:
     """Link earlier shared emails of this mailbox to whoever ``addresses`` now belong to:
-    one resolution pass, then emails and links in batches (``ensure_linked``)."""
+    one resolution pass, then emails and links in batches (``ensure_linked``).  The pending
+    entries of each address are one range read of the mailbox's partition."""
     store = ctx.services.store
-    mailbox = ctx.mailbox
-    wanted = sorted({a for a in addresses if a})
+    wanted = sorted({normalise_address(a) for a in addresses if a and normalise_address(a)})
     if not wanted:
         return
-    found = await asyncio.gather(*(store.pending.for_address(a) for a in wanted))
-    pending = [p for entries in found for p in entries if p.mailbox == mailbox.id]
+    found = await asyncio.gather(*(store.pending.for_address(ctx.mailbox.id, a) for a in wanted))
+    waiting = _by_address(p for entries in found for p in entries)
+    await _link_waiting(ctx, client, waiting.keys(), waiting)
+
+
+async def _link_waiting(
+    ctx: RunContext,
+    client: WorkbooksClient,
+    addresses: Iterable[str],
+    waiting: dict[str, list[PendingAddress]],
+) -> None:
+    """``link_addresses`` over entries already read (``waiting``, by address); the entries it
+    settles are taken out of ``waiting``."""
+    store = ctx.services.store
+    mailbox = ctx.mailbox
+    pending = [p for a in sorted(set(addresses)) for p in waiting.get(a, [])]
     if not pending:
         return
     matches = await resolve_matches(client, {p.address for p in pending})
@@ -118,10 +179,19 @@ async def link_addresses(
     now = utcnow()
     lookback = mailbox.policy.retro_lookback_days
     plan = plan_retro(matches, pending, records, now=now, lookback_days=lookback)
-    await asyncio.gather(*(store.pending.remove(e) for e in (*plan.expired, *plan.stale)))
+    ended = [*plan.expired, *plan.stale]
+    await store.pending.remove_many(ended)
     ctx.count("pending_expired", len(plan.expired))
+    settled = list(ended)
     if plan.actions:
-        await _apply(ctx, client, records, list(plan.actions))
+        settled += await _apply(ctx, client, records, list(plan.actions))
+    gone = {(p.address, p.message_key) for p in settled}
+    for address in list(waiting):
+        kept = [p for p in waiting[address] if (p.address, p.message_key) not in gone]
+        if kept:
+            waiting[address] = kept
+        else:
+            del waiting[address]
 
 
 async def _apply(
@@ -129,7 +199,8 @@ async def _apply(
     client: WorkbooksClient,
     records: Mapping[str, EmailRecord | None],
     actions: list[RetroAction],
-) -> None:
+) -> list[PendingAddress]:
+    """Create or extend the emails of ``actions``; returns the pending entries settled."""
     store = ctx.services.store
     mailbox = ctx.mailbox
     graph = graph_client(ctx.services)
@@ -142,18 +213,21 @@ async def _apply(
         return await read_message(graph, mailbox.graph_id, action.message_key)
 
     fetched = await asyncio.gather(*(message_of(a) for a in actions))
+    settled: list[PendingAddress] = []
     todo: list[tuple[RetroAction, EmailRecord, EmailWork]] = []
     for action, message in zip(actions, fetched, strict=True):
         record = records[action.message_key]
         assert record is not None
         if action.email_id is None and message is None:
             # the sent message is gone: nothing to link any more
-            await asyncio.gather(*(store.pending.remove(e) for e in action.resolved))
+            await store.pending.remove_many(list(action.resolved))
+            settled += action.resolved
             ctx.count("retro_message_gone")
             continue
         work = EmailWork(message, action.links, action.email_id, set(record.linked))
         todo.append((action, record, work))
-    await ensure_linked(client, [w for _, _, w in todo], policy=mailbox.policy)
+    intents = Intents(store.intents, mailbox.id)
+    await ensure_linked(client, [w for _, _, w in todo], policy=mailbox.policy, intents=intents)
     now = utcnow()
     for action, record, work in todo:
         if work.error is not None or work.email_id is None:
@@ -172,5 +246,7 @@ async def _apply(
             }
         )
         await store.emails.put(updated)
-        await asyncio.gather(*(store.pending.remove(e) for e in action.resolved))
+        await store.pending.remove_many(list(action.resolved))
+        settled += action.resolved
         ctx.count("retro_linked", len(work.linked - set(record.linked)))
+    return settled

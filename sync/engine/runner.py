@@ -26,16 +26,21 @@ import logging
 import math
 import time
 import uuid
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
+from sync.core import schedule
 from sync.core.backoff import Backoff
 from sync.core.errors import ReauthRequired, ResyncRequired, RetryLater
 from sync.core.jobs import Job, JobKind, Stream
-from sync.core.state_models import JobStatus, Lease, Mailbox, RunRecord, utcnow
+from sync.core.schedule import Cadence
+from sync.core.state_models import Cursor, JobStatus, Lease, Mailbox, RunRecord, utcnow
 from sync.core.streams import (
     FOLLOW_UP_REASON,
+    LeaseState,
     StreamRun,
     lease_owner,
+    lease_state,
     renew_interval,
     stream_marker,
 )
@@ -43,6 +48,7 @@ from sync.engine.registry import RunContext, lookup
 from sync.logs import RateLimitedLog, describe
 from sync.runtime import Services
 from sync.state.store import LeaseLost
+from sync.workbooks.client import job_slots
 
 log = logging.getLogger("sync.engine")
 RETRIES = RateLimitedLog(log)  # one line per source per minute during a storm or an outage
@@ -56,6 +62,16 @@ LAST_ATTEMPT = 5  # host.json maxDequeueCount: after this attempt the host poiso
 RETRY_AFTER_SPREAD = 0.1
 
 
+def workbooks_share(services: Services) -> int:
+    """Workbooks requests one stream job may have in flight: with the limit split, its share
+    of the identity's limit (a mailbox runs at most one job per stream at a time, whichever
+    instances run them), else the whole limit."""
+    limit = services.settings.workbooks.max_concurrency
+    if not services.settings.workbooks.split_concurrency:
+        return limit
+    return max(1, limit // len(RECONCILE_STREAMS))
+
+
 def streams_for(kind: JobKind, mode: str | None = None) -> tuple[Stream, ...]:
     """Which streams a fan-out job covers."""
     if kind == JobKind.PUSH:
@@ -67,17 +83,107 @@ def streams_for(kind: JobKind, mode: str | None = None) -> tuple[Stream, ...]:
     return RECONCILE_STREAMS
 
 
-async def fan_out(services: Services, kind: JobKind, reason: str) -> int:
-    """Timers only fan out: one job per enabled mailbox and stream. Returns jobs queued."""
-    sent = 0
-    for mailbox in await services.store.mailboxes.list(enabled_only=True):
-        for stream in streams_for(kind):
-            await services.queue.send(
-                Job(mailbox=mailbox.id, stream=stream, kind=kind, reason=reason)
+FAN_OUT_CONCURRENCY = 32  # queue sends in flight while a timer fans out
+RENEW_SPREAD_SECONDS = 30 * 60  # renewals arrive spread over this long (48 h of margin)
+# What each periodic kind of work queues, per stream.
+CADENCE_JOBS: dict[Cadence, tuple[JobKind, tuple[Stream, ...]]] = {
+    Cadence.RECONCILE: (JobKind.RECONCILE, RECONCILE_STREAMS),
+    Cadence.PUSH: (JobKind.PUSH, OUTLOOK_STREAMS),
+    Cadence.TODO_POLL: (JobKind.PUSH, (Stream.TODO,)),
+}
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One job a fan-out sends, and when it should arrive."""
+
+    job: Job
+    at: datetime
+
+
+async def fan_out(
+    services: Services,
+    cadence: Cadence,
+    reason: str,
+    window: tuple[datetime, datetime],
+    *,
+    now: datetime | None = None,
+) -> int:
+    """A timer tick: the jobs of the mailboxes due for ``cadence`` in ``window``
+    (``sync.core.schedule``), each sent so that it arrives at its own instant.  Due-ness is
+    worked out from the mailbox list alone; only a due mailbox's cursors are read, once, to
+    leave out a stream that is busy or whose previous job has not run yet.  Returns jobs sent."""
+    now = now or utcnow()
+    mailboxes = await services.store.mailboxes.list(enabled_only=True)
+    due = schedule.due(((m.id, m.policy) for m in mailboxes), cadence, *window)
+    policies = {m.id: m.policy for m in mailboxes}
+    kind, streams = CADENCE_JOBS[cadence]
+    gate = asyncio.Semaphore(FAN_OUT_CONCURRENCY)
+
+    async def jobs_of(d: schedule.Due) -> list[Planned]:
+        async with gate:
+            cursors = await services.store.cursors.list_for_mailbox(d.mailbox)
+        by_stream = {c.stream: c for c in cursors}
+        interval = cadence.interval_seconds(policies[d.mailbox])
+        out = []
+        for stream in streams:
+            cursor = by_stream.get(stream)
+            busy = cursor is not None and lease_live(cursor, now)
+            last = cursor.last_success_at if cursor is not None else None
+            if schedule.hold_back(busy=busy, last_success=last, interval_seconds=interval, at=d.at):
+                continue
+            out.append(
+                Planned(Job(mailbox=d.mailbox, stream=stream, kind=kind, reason=reason), d.at)
             )
-            sent += 1
-    log.info("%s: queued %d job(s)", reason, sent)
-    return sent
+        return out
+
+    planned = [p for batch in await asyncio.gather(*(jobs_of(d) for d in due)) for p in batch]
+    await _send_all(services, planned, now)
+    held = len(due) * len(streams) - len(planned)
+    log.info(
+        "%s: %d mailbox(es) due, %d job(s) queued, %d held back",
+        reason,
+        len(due),
+        len(planned),
+        held,
+    )
+    return len(planned)
+
+
+async def fan_out_renewals(services: Services, reason: str, *, now: datetime | None = None) -> int:
+    """The renewal sweep: one job per enabled mailbox, arriving spread over
+    ``RENEW_SPREAD_SECONDS`` by the mailbox's stable offset (renewals have 48 h of margin)."""
+    now = now or utcnow()
+    mailboxes = await services.store.mailboxes.list(enabled_only=True)
+    planned = []
+    for m in mailboxes:
+        at = now + timedelta(seconds=schedule.offset_seconds(m.id, RENEW_SPREAD_SECONDS))
+        for stream in streams_for(JobKind.RENEW):
+            job = Job(mailbox=m.id, stream=stream, kind=JobKind.RENEW, reason=reason)
+            planned.append(Planned(job, at))
+    await _send_all(services, planned, now)
+    log.info("%s: queued %d job(s)", reason, len(planned))
+    return len(planned)
+
+
+def lease_live(cursor: Cursor, now: datetime) -> bool:
+    """Another worker runs the stream now (its lease has not expired)."""
+    return lease_state(cursor.lease_owner, cursor.lease_until, "", now) is LeaseState.HELD
+
+
+async def _send_all(services: Services, planned: list[Planned], now: datetime) -> None:
+    """Send concurrently (bounded), each with the visibility delay that makes it arrive at
+    its instant (whole seconds, rounded up: never early)."""
+    gate = asyncio.Semaphore(FAN_OUT_CONCURRENCY)
+
+    async def one(p: Planned) -> None:
+        delay = math.ceil((p.at - now).total_seconds())
+        async with gate:
+            await services.queue.send(
+                p.job, delay_seconds=min(delay, MAX_DELAY_SECONDS) if delay > 0 else None
+            )
+
+    await asyncio.gather(*(one(p) for p in planned))
 
 
 # What each manual mode runs per stream: a push is one-way like the 2-hour timer; a full sync
@@ -271,7 +377,8 @@ async def _run_stream(services: Services, job: Job, mailbox: Mailbox, run: RunRe
         # The run about to start reads the delta, which covers every notification so far.
         await ctx.clear_marker()
         try:
-            await _pass(services, job, run, ctx, life)
+            with job_slots(workbooks_share(services)):
+                await _pass(services, job, run, ctx, life)
         finally:
             run.counts = ctx.counts
             if ctx.messages and not run.message:
@@ -288,7 +395,7 @@ async def run_job(services: Services, job: Job, *, dequeue_count: int = 1) -> Ru
     run = RunRecord(
         mailbox=job.mailbox, stream=job.stream, job_id=job.job_id, kind=job.kind, reason=job.reason
     )
-    mailbox = await services.store.mailboxes.get(job.mailbox)
+    mailbox = await services.store.mailboxes.for_job(job.mailbox)
     if mailbox is None or not mailbox.enabled:
         run.status = "skipped"
         run.message = "mailbox not registered" if mailbox is None else "mailbox disabled"

@@ -41,6 +41,8 @@ class SeriesSide(OutlookSide):
     """Reads and writes the calendar, one pair per recurring series.  ``now`` places series
     on their next occurrence; ``since`` is when the previous run checked them."""
 
+    needs_all_links = True  # every linked series is checked for time passing
+
     def __init__(
         self,
         items: Events,

@@ -77,12 +77,14 @@ from sync.core.state_models import (
     IdentityIssue,
     Link,
     Mailbox,
+    MailboxPolicy,
     MatchCandidate,
     Removal,
     RemovalHow,
     utcnow,
 )
 from sync.engine.clients import mailbox_time_zone, workbooks_client
+from sync.engine.links import RunLinks, look_up
 from sync.engine.outlook_side import GRAPH_WAVE, OutlookMapping, OutlookRound, OutlookSide, run_wave
 from sync.engine.registry import RunContext
 from sync.engine.workbooks_side import (
@@ -165,6 +167,32 @@ def full_round(cursor: Cursor, kind: JobKind) -> bool:
     return cursor.delta_link is None or cursor.resync_requested or kind == JobKind.RESYNC
 
 
+def full_workbooks(
+    cursor: Cursor, kind: JobKind, extra_cursor: Mapping[str, Any], policy: MailboxPolicy
+) -> bool:
+    """A full scoped read instead of changed-since: the first, a resync, a new calendar
+    window, and every ``scope_refresh_hours``, since watching or unwatching a record may not
+    move its ``updated_at`` (workbooks-api.md §2.8, [INF])."""
+    return (
+        cursor.watermark is None
+        or kind == JobKind.RESYNC
+        or bool(extra_cursor.get("rebaseline_workbooks"))
+        or scope_refresh_due(cursor, policy)
+    )
+
+
+def scope_refresh_due(cursor: Cursor, policy: MailboxPolicy) -> bool:
+    hours = policy.scope_refresh_hours
+    if not hours:
+        return False
+    last = cursor.extra.get("workbooks_full_at")
+    try:
+        when = datetime.fromisoformat(str(last)) if last else None
+    except ValueError:
+        when = None
+    return when is None or utcnow() - when >= timedelta(hours=hours)
+
+
 def calendar_window(now: datetime, past_days: int, future_days: int) -> tuple[datetime, datetime]:
     """Whole UTC days, so the window (and its delta token) changes once a day at most."""
     today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -172,6 +200,15 @@ def calendar_window(now: datetime, past_days: int, future_days: int) -> tuple[da
 
 
 # ------------------------------------------------------------------------------ the run
+
+
+async def run_cursor(ctx: RunContext) -> Cursor:
+    """The stream's cursor as the run's claim left it (this process wrote it: not read again),
+    or as stored when the run holds no lease."""
+    store = ctx.services.store.cursors
+    if ctx.lease is not None and ctx.lease.stream == ctx.job.stream:
+        return await store.for_run(ctx.lease)
+    return await store.get(ctx.mailbox.id, ctx.job.stream)
 
 
 async def run_two_way(
@@ -189,25 +226,38 @@ async def run_two_way(
     if ctx.job.kind == JobKind.RESYNC and ctx.job.args.get("restore_removed") == "1":
         # An operator asked for the items the user removed to come back (docs/two-way-sync.md).
         ctx.count("removals_restored", await store.identity.clear_removals(mailbox, stream))
-    links = LinkIndex([link async for link in store.links.list(mailbox, stream)])
     removals = {r.workbooks_id: r for r in await store.identity.removals(mailbox, stream)}
     issues = {i.outlook_id: i for i in await store.identity.issues(mailbox, stream)}
     policy = ctx.mailbox.policy
     wb = await workbooks_client(ctx.services, ctx.mailbox)
     tz = await mailbox_time_zone(ctx.services, ctx.mailbox)
+    extra = dict(extra_cursor or {})
+    outlook = spec.side(items, spec.outlook, tz, ctx)
+    # Every link is read only where the run goes through all of them (``sync.engine.links``).
+    whole_read = direction_for(ctx.job.kind) == Direction.BOTH and full_workbooks(
+        cursor, ctx.job.kind, extra, policy
+    )
+    links = await RunLinks.open(
+        store.links, mailbox, stream, whole=full or whole_read or outlook.needs_all_links
+    )
     run = TwoWayRun(
         ctx,
         spec,
         cursor,
         full,
-        spec.side(items, spec.outlook, tz, ctx),
+        outlook,
         WorkbooksSide(wb, spec.workbooks, policy, spec.in_window, ctx, tz),
         links,
-        extra_cursor=dict(extra_cursor or {}),
+        extra_cursor=extra,
         removals=removals,
         issues=issues,
     )
-    await run.execute()
+    try:
+        await run.execute()
+    finally:
+        if links.reads:
+            ctx.count("link_reads", links.reads)
+        ctx.count("links_read_whole" if links.whole else "links_read_by_id")
 
 
 @dataclass
@@ -223,9 +273,13 @@ class TwoWayRun:
     removals: dict[int, Removal] = field(default_factory=dict)  # by record, kept up to date
     issues: dict[str, IdentityIssue] = field(default_factory=dict)  # by Outlook id, as loaded
     linked: int = field(init=False)  # the brake's base: the items linked before this run
+    full_read: bool = field(init=False)  # the Workbooks side reads its whole scope
 
     def __post_init__(self) -> None:
         self.linked = len(self.links)
+        self.full_read = full_workbooks(
+            self.cursor, self.ctx.job.kind, self.extra_cursor, self.mailbox.policy
+        )
 
     @property
     def mailbox(self) -> Mailbox:
@@ -238,6 +292,7 @@ class TwoWayRun:
     async def execute(self) -> None:
         """Stream both sides, settle each chunk, then the rest; save links; advance cursors."""
         outcome = Outcome(index=self.links)
+        await look_up(self.links, workbooks=self.removals)
         self.forget_stale_removals(outcome)
         try:
             view = await self.read_outlook(outcome)
@@ -250,6 +305,7 @@ class TwoWayRun:
             # A deleted item can only be told from one that left the view (an event out of
             # the window) by asking; worth it where a delete is remembered or deletes a record.
             checks = self.mailbox.policy.outlook_delete != "restore"
+            await look_up(self.links, outlook=view.removed)
             removals = await self.outlook.removals(view.removed, self.links, deletes=checks)
             if self.full:
                 removals += self.outlook.unseen(self.links, view.seen(), self.spec.in_window)
@@ -309,7 +365,7 @@ class TwoWayRun:
             if i.stamped_id is not None and i.outlook_id not in self.links.by_outlook and i.shared
         }
         if self.direction == Direction.BOTH:
-            want |= {w for w, link in self.links.by_workbooks.items() if link.unsettled}
+            want |= unsettled(self.links)
         return await self.workbooks.fetch(want - have, self.links)
 
     async def records_to_delete(
@@ -384,6 +440,7 @@ class TwoWayRun:
             changes,
             self.links,
             view.claimed(),
+            watch=self.removals.keys(),
             full=full,
             chunk=CREATE_CHUNK,
             note=lambda n: self.note_held(outlook_held + n),
@@ -397,26 +454,7 @@ class TwoWayRun:
         return changes.held, changes.mark
 
     def full_workbooks(self) -> bool:
-        """A full scoped read instead of changed-since: the first, a resync, a new calendar
-        window, and every ``scope_refresh_hours``, since watching or unwatching a record
-        may not move its ``updated_at`` (workbooks-api.md §2.8, [INF])."""
-        return (
-            self.cursor.watermark is None
-            or self.ctx.job.kind == JobKind.RESYNC
-            or bool(self.extra_cursor.get("rebaseline_workbooks"))
-            or self.scope_refresh_due()
-        )
-
-    def scope_refresh_due(self) -> bool:
-        hours = self.mailbox.policy.scope_refresh_hours
-        if not hours:
-            return False
-        last = self.cursor.extra.get("workbooks_full_at")
-        try:
-            when = datetime.fromisoformat(str(last)) if last else None
-        except ValueError:
-            when = None
-        return when is None or utcnow() - when >= timedelta(hours=hours)
+        return self.full_read
 
     async def retry_stale(self, outcome: Outcome, first: Chunk) -> None:
         """Someone changed a record since we read it (stale ``lock_version``): re-read those
@@ -449,6 +487,13 @@ class TwoWayRun:
         run is made here.  Only the final chunk (and its forced retry) holds linked items, so
         the brake, taken of the items linked before the run, sees every change or delete the
         run would make to them; the chunks before it only create or link new items."""
+        await look_up(
+            self.links,
+            outlook=[i.outlook_id for i in chunk.items] + [r.outlook_id for r in chunk.removals],
+            workbooks=[r.workbooks_id for r in chunk.records]
+            + [i.stamped_id for i in chunk.items if i.stamped_id is not None]
+            + [c.workbooks_id for found in chunk.matches.values() for c in found],
+        )
         ident = Identity(
             matches=chunk.matches,
             slots=self.spec.slots,
@@ -670,7 +715,8 @@ class TwoWayRun:
         forget = [r for keep, r in done.removals.values() if not keep]
         await store.identity.save(mailbox, stream, removals=remember, issues=done.issues)
         if done.links or done.removed:
-            await store.links.put_many(done.links, removed=done.removed)
+            summary = self.links.persisted if isinstance(self.links, RunLinks) else None
+            await store.links.put_many(done.links, removed=done.removed, summary=summary)
         linked = {link.outlook_id for link in done.links}
         cleared = [
             o for o in dict.fromkeys(done.cleared) if o not in {i.outlook_id for i in done.issues}
@@ -701,6 +747,13 @@ class TwoWayRun:
             return c.model_copy(update=update)
 
         await self.ctx.save_cursor(self.ctx.job.stream, change)
+
+
+def unsettled(links: LinkIndex) -> set[int]:
+    """Records of pairs a one-way run linked without giving Outlook Workbooks' values."""
+    if isinstance(links, RunLinks):
+        return links.unsettled()
+    return {w for w, link in links.by_workbooks.items() if link.unsettled}
 
 
 def _addresses(fields: Mapping[str, Any], slots: Sequence[str]) -> list[str]:

@@ -21,6 +21,7 @@ from sync.core.identity import Candidate
 from sync.core.mapping.scope import activity_in_scope, is_deleted, person_in_scope, scope_columns
 from sync.core.reconcile import Action, ActionKind, LinkIndex, OutlookItem, WorkbooksRecord
 from sync.core.state_models import MailboxPolicy
+from sync.engine.links import RunLinks, look_up
 from sync.engine.registry import RunContext
 from sync.workbooks import WorkbooksClient, WriteOp, records
 from sync.workbooks.reads import Watermark
@@ -120,19 +121,26 @@ class WorkbooksSide:
         full: bool,
         chunk: int,
         note: Callable[[int], None],
+        watch: Iterable[int] = (),
     ) -> AsyncGenerator[list[WorkbooksRecord]]:
         """Read the changes since ``into.mark`` (a full scoped read when ``full``) into
         ``into``; yield the records nothing pairs with, ``chunk`` at a time as they arrive, and
         the rest at the end.  ``note`` gets the number of records held after every row.  After
-        a full read, a linked record it did not return is kept as having left the scope."""
+        a full read, a linked record it did not return is kept as having left the scope.
+        ``watch``: other records to read the changes of wherever they are (the removals the
+        stream remembers: a deleted one is forgotten)."""
         await self._tenant_columns()
         rules, mode = self.rules()
         queues = await self.queues()
         returned: set[int] = set()  # linked records a full read returned
         free: list[WorkbooksRecord] = []
         read = 0
-        rows = records.changes(self.client, self.record, into.mark, self.columns(rules), queues)
+        linked = sorted({*linked_ids(links, self.record.type_name), *watch})
+        rows = records.changes(
+            self.client, self.record, into.mark, self.columns(rules), queues, linked
+        )
         async for row, after in rows:
+            await look_up(links, workbooks=[int(row["id"])])
             record = self.to_record(row, queues, rules, mode, links)
             into.mark, read = after, read + 1
             wid = record.workbooks_id
@@ -185,6 +193,7 @@ class WorkbooksSide:
         rules, mode = self.rules()
         queues = await self.queues()
         columns = [*self.columns(rules), "updated_at"]
+        await look_up(links, workbooks=ids)
         return [
             self.to_record(row, queues, rules, mode, links)
             async for row in records.by_ids(self.client, self.record, ids, columns)
@@ -323,6 +332,13 @@ class WorkbooksSide:
             fields = self.mapping.write(a.fields, self.time_zone, a.to_workbooks)
             return WriteOp.update(a.workbooks_id, a.lock_version, fields)
         return None
+
+
+def linked_ids(links: LinkIndex, workbooks_type: str) -> list[int]:
+    """The records of this type the stream links (a superset while links are written)."""
+    if isinstance(links, RunLinks):
+        return links.linked_ids(workbooks_type)
+    return sorted(w for w, x in links.by_workbooks.items() if x.workbooks_type == workbooks_type)
 
 
 def needs_write(a: Action) -> bool:

@@ -30,9 +30,13 @@ and a run loads them with the links.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
-from datetime import UTC, datetime
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from azure.core import MatchConditions
@@ -81,6 +85,7 @@ log = logging.getLogger(__name__)
 __all__ = ["StateStore", "hash_client_state"]
 
 CAS_ATTEMPTS = 8
+KNOWN_ROWS = 20_000  # rows a remembering table keeps per process (a few MB at most)
 T = TypeVar("T")
 
 
@@ -105,48 +110,90 @@ def _with_etag(entity: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _Table:
-    """Thin wrapper adding limit checks and ETag-guarded read-modify-write."""
+    """Thin wrapper adding limit checks and ETag-guarded read-modify-write.
 
-    def __init__(self, client: TableClient) -> None:
+    With ``remember``, the table keeps the last version of each row this process read or wrote,
+    with its ETag (a bounded map, newest last): a conditional write can start from it without
+    reading the row again, and a 412 says someone else wrote since.  Writes return the new ETag
+    the service answered with, so what was just written is never read back."""
+
+    def __init__(self, client: TableClient, *, remember: bool = False) -> None:
         self.client = client
+        self._known: OrderedDict[tuple[str, str], dict[str, Any]] | None = (
+            OrderedDict() if remember else None
+        )
+
+    # -- what this process last saw of a row
+    def known(self, pk: str, rk: str) -> dict[str, Any] | None:
+        if self._known is None:
+            return None
+        row = self._known.get((pk, rk))
+        return dict(row) if row is not None else None
+
+    def _note(self, pk: str, rk: str, row: Mapping[str, Any] | None) -> None:
+        if self._known is None:
+            return
+        key = (pk, rk)
+        self._known.pop(key, None)
+        if row is None:
+            return
+        if len(self._known) >= KNOWN_ROWS:
+            self._known.popitem(last=False)
+        self._known[key] = {**row, "PartitionKey": pk, "RowKey": rk}
+
+    def _wrote(self, entity: Mapping[str, Any], meta: Mapping[str, Any] | None) -> str:
+        etag = str((meta or {}).get("etag") or "")
+        pk, rk = str(entity["PartitionKey"]), str(entity["RowKey"])
+        self._note(pk, rk, {**entity, "etag": etag} if etag else None)
+        return etag
 
     async def get(self, pk: str, rk: str) -> dict[str, Any] | None:
         try:
             entity = await self.client.get_entity(pk, rk)
         except ResourceNotFoundError:
+            self._note(pk, rk, None)
             return None
-        return _with_etag(entity)
+        row = _with_etag(entity)
+        self._note(pk, rk, row)
+        return row
 
     async def upsert(self, entity: dict[str, Any], *, replace: bool = True) -> None:
         check_entity(entity)
         mode = UpdateMode.REPLACE if replace else UpdateMode.MERGE
-        await self.client.upsert_entity(entity, mode=mode)
+        meta = await self.client.upsert_entity(entity, mode=mode)
+        if replace:
+            self._wrote(entity, meta)
+        else:  # a merge: the stored row is more than what was sent
+            self._note(str(entity["PartitionKey"]), str(entity["RowKey"]), None)
 
-    async def create(self, entity: dict[str, Any]) -> bool:
-        """Insert; False if the key exists (the cheap 'claim once' primitive)."""
+    async def create(self, entity: dict[str, Any]) -> str | None:
+        """Insert; its ETag, or None if the key exists (the cheap 'claim once' primitive)."""
         check_entity(entity)
         try:
-            await self.client.create_entity(entity)
+            meta = await self.client.create_entity(entity)
         except ResourceExistsError:
-            return False
-        return True
+            return None
+        return self._wrote(entity, meta) or "*"
 
-    async def replace_if(self, entity: dict[str, Any], etag: str) -> bool:
-        """Replace only if unchanged since ``etag``; False when someone else wrote first."""
+    async def replace_if(self, entity: dict[str, Any], etag: str) -> str | None:
+        """Replace only if unchanged since ``etag``; the new ETag, or None when someone else
+        wrote first (or the row is gone)."""
         check_entity(entity)
         body = {k: v for k, v in entity.items() if k != "etag"}
         try:
-            await self.client.update_entity(
+            meta = await self.client.update_entity(
                 body,
                 mode=UpdateMode.REPLACE,
                 etag=etag,
                 match_condition=MatchConditions.IfNotModified,
             )
         except (ResourceModifiedError, ResourceNotFoundError):
-            return False
-        return True
+            self._note(str(body["PartitionKey"]), str(body["RowKey"]), None)
+            return None
+        return self._wrote(body, meta) or "*"
 
     async def delete(self, pk: str, rk: str, etag: str | None = None) -> bool:
+        self._note(pk, rk, None)
         try:
             if etag:
                 await self.client.delete_entity(
@@ -160,30 +207,52 @@ class _Table:
             return True
         return True
 
+    async def delete_existing(self, pk: str, rk: str) -> bool:
+        """Delete in one request; True if the row existed.  (The SDK hides a 404 on delete, so
+        the answer's status is taken from the response itself.)"""
+        self._note(pk, rk, None)
+        statuses: list[int] = []
+
+        def hook(response: Any) -> None:
+            statuses.append(int(response.http_response.status_code))
+
+        await self.client.delete_entity(pk, rk, raw_response_hook=hook)
+        return bool(statuses) and statuses[-1] != 404
+
     async def query(
-        self, flt: str, parameters: dict[str, Any] | None = None, *, page: int = 1000
+        self,
+        flt: str,
+        parameters: dict[str, Any] | None = None,
+        *,
+        page: int = 1000,
+        select: list[str] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        async for entity in self.client.query_entities(
-            flt, parameters=parameters or {}, results_per_page=page
-        ):
+        kwargs: dict[str, Any] = {"results_per_page": page}
+        if select is not None:
+            kwargs["select"] = select
+        async for entity in self.client.query_entities(flt, parameters=parameters or {}, **kwargs):
             yield _with_etag(entity)
 
     async def partition(self, pk: str) -> AsyncIterator[dict[str, Any]]:
         async for e in self.query("PartitionKey eq @pk", {"pk": pk}):
             yield e
 
-    async def transact(self, operations: list[tuple[str, Mapping[str, Any]]]) -> None:
+    async def prefix(
+        self, pk: str, prefix: str, *, page: int = 1000
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The rows of one partition whose RowKey starts with ``prefix``, in key order."""
+        flt = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
+        params = {"pk": pk, "lo": prefix, "hi": _after_prefix(prefix)}
+        async for e in self.query(flt, params, page=page):
+            yield e
+
+    async def transact(self, operations: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
         """Submit operations (one partition) in limit-respecting transactions."""
         for batch in chunk_batch(operations):
-            ops: list[Any] = []
-            for verb, entity in batch:
-                body = {k: v for k, v in entity.items() if k != "etag"}
-                if verb == "upsert":
-                    ops.append(("upsert", body, {"mode": UpdateMode.REPLACE}))
-                else:
-                    ops.append((verb, body))
+            for _, entity in batch:
+                self._note(str(entity["PartitionKey"]), str(entity["RowKey"]), None)
             try:
-                await self.client.submit_transaction(ops)
+                await self.client.submit_transaction(_operations(batch))
             except TableTransactionError as exc:
                 # Deleting a row that is already gone is success for us (idempotent replays).
                 if getattr(exc, "error_code", "") == "ResourceNotFound" and all(
@@ -191,6 +260,36 @@ class _Table:
                 ):
                     continue
                 raise
+
+    async def transact_inserting(self, operations: list[Operation]) -> set[str]:
+        """Submit operations of one partition, where some are inserts that may find their row
+        already there: an insert that conflicts is left out, with the operations it names in
+        ``drop_with``, and the rest submitted again.  Returns the RowKeys that existed."""
+        existing: set[str] = set()
+        todo = list(operations)
+        while todo:
+            batch = next(chunk_batch((op.verb, op.entity) for op in todo))
+            chunk, rest = todo[: len(batch)], todo[len(batch) :]
+            for op in chunk:
+                self._note(str(op.entity["PartitionKey"]), str(op.entity["RowKey"]), None)
+            try:
+                await self.client.submit_transaction(_operations(batch))
+            except TableTransactionError as exc:
+                index = getattr(exc, "index", None)
+                code = getattr(exc, "error_code", "")
+                if code != "EntityAlreadyExists" or not isinstance(index, int):
+                    raise
+                if not 0 <= index < len(chunk) or chunk[index].verb != "create":
+                    raise
+                failed = chunk[index]
+                existing.add(failed.row_key)
+                gone = {failed.row_key, *failed.drop_with}
+                todo = [op for op in chunk if op.row_key not in gone] + [
+                    op for op in rest if op.row_key not in gone
+                ]
+                continue
+            todo = rest
+        return existing
 
     async def cas(
         self,
@@ -209,11 +308,43 @@ class _Table:
                 return current
             new["PartitionKey"], new["RowKey"] = pk, rk
             if current is None:
-                if await self.create(new):
-                    return new
-            elif await self.replace_if(new, current["etag"]):
-                return new
+                etag = await self.create(new)
+            else:
+                etag = await self.replace_if(new, current["etag"])
+            if etag is not None:
+                return {**new, "etag": etag}
         raise ConcurrencyError(f"gave up after {attempts} conflicting writes on {pk}/{rk}")
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation of a partition's transaction.  ``verb`` is create (an insert that may
+    conflict), upsert or delete; ``drop_with``: RowKeys to leave out too when this insert
+    finds its row there already (they only made sense with it)."""
+
+    verb: str
+    entity: Mapping[str, Any]
+    drop_with: tuple[str, ...] = ()
+
+    @property
+    def row_key(self) -> str:
+        return str(self.entity["RowKey"])
+
+
+def _operations(batch: list[tuple[str, Mapping[str, Any]]]) -> list[Any]:
+    ops: list[Any] = []
+    for verb, entity in batch:
+        body = {k: v for k, v in entity.items() if k != "etag"}
+        if verb == "upsert":
+            ops.append(("upsert", body, {"mode": UpdateMode.REPLACE}))
+        else:
+            ops.append((verb, body))
+    return ops
+
+
+def _after_prefix(prefix: str) -> str:
+    """The smallest key above every key that starts with ``prefix``."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 # ---------------------------------------------------------------------------------- mailboxes
@@ -225,11 +356,44 @@ def _mailbox_key(mailbox_id: str) -> str | None:
     return encode_key(address) if address else None
 
 
+# Mailboxes as jobs see them, per process: (table, key) -> (read at, monotonic; mailbox).
+_FOR_JOBS: dict[tuple[str, str], tuple[float, Mailbox | None]] = {}
+MAILBOX_CACHE_SECONDS = 30.0
+MAILBOX_CACHE_SIZE = 10_000
+
+
 class MailboxRegistry:
     PK = "mailbox"
 
     def __init__(self, table: _Table) -> None:
         self._t = table
+
+    def _cache_key(self, key: str) -> tuple[str, str]:
+        return (str(getattr(self._t.client, "table_name", "")), key)
+
+    def _forget(self, mailbox_id: str) -> None:
+        key = _mailbox_key(mailbox_id)
+        if key:
+            _FOR_JOBS.pop(self._cache_key(key), None)
+
+    async def for_job(self, mailbox_id: str) -> Mailbox | None:
+        """The mailbox as a job runs it: read at most once per ``MAILBOX_CACHE_SECONDS`` in
+        a process (every job reads it, and it rarely changes).  A change made in this
+        process is seen at once; one made elsewhere (another instance's admin call) within
+        that time."""
+        key = _mailbox_key(mailbox_id)
+        if key is None:
+            return None
+        cache_key = self._cache_key(key)
+        now = time.monotonic()
+        hit = _FOR_JOBS.get(cache_key)
+        if hit is not None and now - hit[0] < MAILBOX_CACHE_SECONDS:
+            return hit[1]
+        found = await self.get(mailbox_id)
+        if len(_FOR_JOBS) >= MAILBOX_CACHE_SIZE:
+            _FOR_JOBS.clear()
+        _FOR_JOBS[cache_key] = (now, found)
+        return found
 
     @classmethod
     def _row(cls, mailbox: Mailbox) -> dict[str, Any]:
@@ -251,17 +415,21 @@ class MailboxRegistry:
         return Mailbox.model_validate_json(row["data"]) if row else None
 
     async def put(self, mailbox: Mailbox) -> None:
+        self._forget(mailbox.id)
         await self._t.upsert(self._row(mailbox.model_copy(update={"updated_at": utcnow()})))
+        self._forget(mailbox.id)
 
     async def add(self, mailbox: Mailbox) -> bool:
         """Register a new mailbox; False if it already exists."""
-        return await self._t.create(self._row(mailbox))
+        self._forget(mailbox.id)
+        return await self._t.create(self._row(mailbox)) is not None
 
     async def list(self, *, enabled_only: bool = False) -> list[Mailbox]:
         out = [Mailbox.model_validate_json(r["data"]) async for r in self._t.partition(self.PK)]
         return [m for m in out if m.enabled or not enabled_only]
 
     async def remove(self, mailbox_id: str) -> bool:
+        self._forget(mailbox_id)
         key = _mailbox_key(mailbox_id)
         if key is None or await self._t.get(self.PK, key) is None:
             return False
@@ -280,7 +448,9 @@ class MailboxRegistry:
             )
             return {"mailbox": mb.id, "enabled": enabled, "data": mb.model_dump_json()}
 
+        self._forget(mailbox_id)
         row = await self._t.cas(self.PK, key, change)
+        self._forget(mailbox_id)
         return Mailbox.model_validate_json(row["data"]) if row else None
 
 
@@ -425,14 +595,51 @@ class CursorStore:
             async for r in self._t.partition(encode_key(mailbox))
         ]
 
+    async def for_run(self, lease: Lease) -> Cursor:
+        """The cursor a run holding ``lease`` starts from.  The claim wrote the row moments ago
+        and this process kept what it wrote (with its ETag), so it is not read again; without
+        that (another process claimed, or the row was forgotten) it is read."""
+        pk = encode_key(lease.mailbox)
+        known = self._t.known(pk, lease.stream)
+        if known is not None and known.get("lease_owner") == lease.owner:
+            return self._from_row(lease.mailbox, lease.stream, known)
+        return await self.get(lease.mailbox, lease.stream)
+
     async def update(self, mailbox: str, stream: str, change: Callable[[Cursor], Cursor]) -> Cursor:
-        """ETag-guarded read-modify-write of a cursor (bounded retries on conflict)."""
+        """ETag-guarded read-modify-write of a cursor (bounded retries on conflict).
+
+        When this process knows the row (it read or wrote it last), the write starts from that
+        version and its ETag, with no read; a 412 (someone wrote since) falls back to reading.
+        A change that leaves the row as it is writes nothing."""
+        pk = encode_key(mailbox)
+        known = self._t.known(pk, stream)
+        if known is not None:
+            done = await self._update_known(mailbox, stream, known, change)
+            if done is not None:
+                return done
 
         def apply(row: dict[str, Any] | None) -> dict[str, Any]:
             return self._to_row(change(self._from_row(mailbox, stream, row)))
 
-        row = await self._t.cas(encode_key(mailbox), stream, apply)
+        row = await self._t.cas(pk, stream, apply)
         return self._from_row(mailbox, stream, row)
+
+    async def _update_known(
+        self, mailbox: str, stream: str, known: dict[str, Any], change: Callable[[Cursor], Cursor]
+    ) -> Cursor | None:
+        """``update`` from the remembered row; None when it must read the row after all."""
+        current = self._from_row(mailbox, stream, known)
+        try:
+            new = self._to_row(change(current))
+        except Exception:
+            return None  # decided on the row as it was: decide again on the row as it is
+        if new == self._to_row(current):
+            return current
+        new["PartitionKey"], new["RowKey"] = encode_key(mailbox), stream
+        etag = await self._t.replace_if(new, str(known.get("etag") or ""))
+        if etag is None:
+            return None
+        return self._from_row(mailbox, stream, {**new, "etag": etag})
 
     async def advance(self, lease: Lease, change: Callable[[Cursor], Cursor]) -> Cursor:
         """Update the cursor only while ``lease`` still holds (its owner is the writer)."""
@@ -458,28 +665,28 @@ class CursorStore:
         Exactly one of several concurrent claimers wins: each writes with the ETag it read, so
         all but the first get 412 and, on re-reading, see a live lease."""
         now = now or utcnow()
-        for _ in range(CAS_ATTEMPTS):
-            row = await self._t.get(encode_key(mailbox), stream)
+        pk = encode_key(mailbox)
+        # The row as this process last wrote it (the previous run's release, usually): the
+        # claim's conditional write starts from it without a read; if anyone wrote since,
+        # the write fails and the row is read.
+        known = self._t.known(pk, stream)
+        for attempt in range(CAS_ATTEMPTS + 1):
+            remembered = attempt == 0 and known is not None
+            row = known if remembered else await self._t.get(pk, stream)
             cur = self._from_row(mailbox, stream, row)
             if lease_state(cur.lease_owner, cur.lease_until, owner, now) is LeaseState.HELD:
+                if remembered:
+                    continue  # what this process remembers may be old: read the row
                 return None
             until = lease_expiry(now, seconds)
             new = self._to_row(cur.model_copy(update={"lease_owner": owner, "lease_until": until}))
             new["PartitionKey"], new["RowKey"] = encode_key(mailbox), stream
-            check_entity(new)
-            try:  # the write answers with the row's new ETag: no read back
-                if row is None:
-                    written = await self._t.client.create_entity(new)
-                else:
-                    written = await self._t.client.update_entity(
-                        new,
-                        mode=UpdateMode.REPLACE,
-                        etag=row["etag"],
-                        match_condition=MatchConditions.IfNotModified,
-                    )
-            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
-                continue  # another claimer wrote first: read again
-            etag = str(written.get("etag") or "")
+            # The write answers with the row's new ETag (kept with the row: ``for_run`` and the
+            # run's cursor writes start from it), so nothing is read back; None: another
+            # claimer wrote first, so read again.
+            etag = await (self._t.replace_if(new, row["etag"]) if row else self._t.create(new))
+            if etag is None:
+                continue
             return Lease(mailbox=mailbox, stream=stream, owner=owner, until=until, etag=etag)
         return None
 
@@ -678,7 +885,7 @@ class DirtyMarkers:
             "marked_at": now or utcnow(),
             "mailbox": marker.mailbox,
         }
-        return await self._t.replace_if(fresh, marker.etag)
+        return await self._t.replace_if(fresh, marker.etag) is not None
 
 
 def _decoded(key: str) -> str:
@@ -701,6 +908,58 @@ def _o_key(outlook_id: str) -> str:
 
 def _w_key(workbooks_type: str, workbooks_id: int) -> str:
     return "w:" + encode_key(f"{workbooks_type}:{workbooks_id}")
+
+
+SUMMARY_KEY = "!summary"  # sorts before "o:", "w:" and "x:": never part of a range read
+
+
+@dataclass
+class LinkSummary:
+    """What a run needs of a (mailbox, stream)'s links without reading them all, kept in one
+    row of their partition and written with them: the linked records (id -> type; their count
+    is the mass-change brake's base) and those a one-way run linked unsettled.
+
+    Always a superset: a link's record is added before its rows are written and removed only
+    after they are deleted, so a run that stops in between leaves an id too many (a lookup that
+    finds nothing), never one too few.  A full read of the links rewrites it exactly."""
+
+    ids: dict[int, str] = field(default_factory=dict)
+    unsettled: set[int] = field(default_factory=set)
+
+    @property
+    def count(self) -> int:
+        return len(self.ids)
+
+    def copy(self) -> LinkSummary:
+        return LinkSummary(dict(self.ids), set(self.unsettled))
+
+    def of_type(self, workbooks_type: str) -> list[int]:
+        return sorted(i for i, t in self.ids.items() if t == workbooks_type)
+
+    def to_row(self, pk: str) -> dict[str, Any]:
+        types: dict[str, list[int]] = {}
+        for wid, kind in sorted(self.ids.items()):
+            types.setdefault(kind, []).append(wid)
+        row: dict[str, Any] = {"PartitionKey": pk, "RowKey": SUMMARY_KEY, "data_kind": "summary"}
+        row.update(pack_json("data", {"v": 1, "types": types, "unsettled": sorted(self.unsettled)}))
+        return row
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> LinkSummary | None:
+        data = unpack_json("data", row, {}) or {}
+        if data.get("v") != 1:
+            return None  # unknown layout: rebuilt by the next full read
+        ids = {int(i): str(t) for t, found in data.get("types", {}).items() for i in found}
+        return cls(ids, {int(i) for i in data.get("unsettled", [])})
+
+    @classmethod
+    def of(cls, links: Iterable[Link]) -> LinkSummary:
+        out = cls()
+        for link in links:
+            out.ids[link.workbooks_id] = link.workbooks_type
+            if link.unsettled:
+                out.unsettled.add(link.workbooks_id)
+        return out
 
 
 class LinkStore:
@@ -730,31 +989,89 @@ class LinkStore:
             await self._t.get(_link_pk(mailbox, stream), _w_key(workbooks_type, workbooks_id))
         )
 
+    async def summary(self, mailbox: str, stream: str) -> LinkSummary | None:
+        """The stream's ``LinkSummary`` (one read); None if it has none yet."""
+        row = await self._t.get(_link_pk(mailbox, stream), SUMMARY_KEY)
+        return LinkSummary.from_row(row) if row else None
+
+    async def write_summary(self, mailbox: str, stream: str, summary: LinkSummary) -> None:
+        await self._t.upsert(summary.to_row(_link_pk(mailbox, stream)))
+
     async def put(self, link: Link) -> None:
         await self.put_many([link])
 
-    async def put_many(self, links: list[Link], removed: list[Link] | None = None) -> None:
-        """Write and delete links of one (mailbox, stream) in as few transactions as allowed."""
+    async def put_many(
+        self,
+        links: list[Link],
+        removed: list[Link] | None = None,
+        *,
+        summary: LinkSummary | None = None,
+    ) -> None:
+        """Write and delete links of one (mailbox, stream) in as few transactions as allowed,
+        keeping the stream's ``LinkSummary`` a superset of them: the records of new links go
+        into it with the first transaction, those of removed ones leave it after the deletes.
+        ``summary``: the stream's current one, as the caller keeps it (updated in place);
+        without it the stored one is read first."""
+        removed = removed or []
         by_pk: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+        streams: dict[str, tuple[str, str]] = {}
         for link in links:
             for row in self._rows(link):
                 by_pk.setdefault(row["PartitionKey"], []).append(("upsert", row))
-        for link in removed or []:
+        for link in removed:
             pk = _link_pk(link.mailbox, link.stream)
             for rk in (_o_key(link.outlook_id), _w_key(link.workbooks_type, link.workbooks_id)):
                 by_pk.setdefault(pk, []).append(("delete", {"PartitionKey": pk, "RowKey": rk}))
-        for ops in by_pk.values():
-            # A batch may touch each row only once; keep the last operation per row.
-            last: dict[str, tuple[str, Mapping[str, Any]]] = {}
-            for verb, entity in ops:
-                last[str(entity["RowKey"])] = (verb, entity)
-            # Deletes of rows that do not exist fail a whole transaction; do them one by one.
-            upserts = [op for op in last.values() if op[0] == "upsert"]
-            deletes = [op for op in last.values() if op[0] == "delete"]
-            if upserts:
-                await self._t.transact(upserts)
-            for _, entity in deletes:
-                await self._t.delete(str(entity["PartitionKey"]), str(entity["RowKey"]))
+        for link in [*links, *removed]:
+            streams[_link_pk(link.mailbox, link.stream)] = (link.mailbox, link.stream)
+        for pk, ops in by_pk.items():
+            mine = [x for x in links if _link_pk(x.mailbox, x.stream) == pk]
+            gone = [x for x in removed if _link_pk(x.mailbox, x.stream) == pk]
+            known = summary if summary is not None and len(by_pk) == 1 else None
+            await self._put_partition(pk, ops, mine, gone, known, streams[pk])
+
+    async def _put_partition(
+        self,
+        pk: str,
+        ops: list[tuple[str, Mapping[str, Any]]],
+        links: list[Link],
+        removed: list[Link],
+        summary: LinkSummary | None,
+        stream: tuple[str, str],
+    ) -> None:
+        if summary is None:
+            summary = await self.summary(*stream)
+            if summary is None:  # none yet: start it from every link (once per stream)
+                summary = LinkSummary.of([x async for x in self.list(*stream)])
+        # A batch may touch each row only once; keep the last operation per row.
+        last: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        for verb, entity in ops:
+            last[str(entity["RowKey"])] = (verb, entity)
+        # Deletes of rows that do not exist fail a whole transaction; do them one by one.
+        upserts = [op for op in last.values() if op[0] == "upsert"]
+        deletes = [op for op in last.values() if op[0] == "delete"]
+        before = summary.copy()
+        for link in links:
+            summary.ids[link.workbooks_id] = link.workbooks_type
+            if link.unsettled:
+                summary.unsettled.add(link.workbooks_id)
+        grown = summary.ids != before.ids or summary.unsettled != before.unsettled
+        if grown or upserts:
+            head = [("upsert", summary.to_row(pk))] if grown else []
+            await self._t.transact([*head, *upserts])
+        for _, entity in deletes:
+            await self._t.delete(str(entity["PartitionKey"]), str(entity["RowKey"]))
+        kept = {x.workbooks_id for x in links}
+        settled = {x.workbooks_id for x in links if not x.unsettled}
+        shrunk = summary.copy()
+        for link in removed:
+            if link.workbooks_id not in kept:
+                shrunk.ids.pop(link.workbooks_id, None)
+                shrunk.unsettled.discard(link.workbooks_id)
+        shrunk.unsettled -= settled
+        if shrunk.ids != summary.ids or shrunk.unsettled != summary.unsettled:
+            await self._t.upsert(shrunk.to_row(pk))
+            summary.ids, summary.unsettled = shrunk.ids, shrunk.unsettled
 
     async def delete(self, link: Link) -> None:
         await self.put_many([], removed=[link])
@@ -767,6 +1084,10 @@ class LinkStore:
                 yield link
 
     async def count(self, mailbox: str, stream: str) -> int:
+        """How many links the stream has (its summary's count; counted if it has none)."""
+        summary = await self.summary(mailbox, stream)
+        if summary is not None:
+            return summary.count
         return len([1 async for _ in self.list(mailbox, stream)])
 
 
@@ -870,10 +1191,21 @@ class IdentityStore:
 
 # ------------------------------------------------------------------------------------- emails
 
+# Row kinds sharing the emails table with the EmailRecords.  ``encode_key`` never writes a "%"
+# that is not followed by two hex digits, so these prefixes can never start a record's key.
+INTENT_PREFIX = "%i:"  # a create intent: "%i:" + created_through_reference
+PENDING_PREFIX = "%p:"  # a pending address: "%p:" + address + "%|" + message
+PENDING_SEPARATOR = "%|"
+_OTHER_ROWS = (INTENT_PREFIX, PENDING_PREFIX)
+
 
 class EmailStore:
     def __init__(self, table: _Table) -> None:
         self._t = table
+
+    @property
+    def table(self) -> _Table:
+        return self._t
 
     async def get(self, mailbox: str, message_key: str) -> EmailRecord | None:
         if not mailbox or not message_key:
@@ -891,7 +1223,8 @@ class EmailStore:
             return EmailRecord.model_validate(unpack_json("data", row))
         return None
 
-    async def put(self, record: EmailRecord) -> None:
+    @staticmethod
+    def row(record: EmailRecord) -> dict[str, Any]:
         row: dict[str, Any] = {
             "PartitionKey": encode_key(record.mailbox),
             "RowKey": encode_key(record.message_key),
@@ -899,48 +1232,174 @@ class EmailStore:
             "state": record.state,
         }
         row.update(pack_json("data", record.model_dump(mode="json")))
-        await self._t.upsert(row)
+        return row
+
+    async def put(self, record: EmailRecord) -> None:
+        await self._t.upsert(self.row(record))
+
+    async def write(self, operations: list[Operation]) -> set[str]:
+        """Operations on rows of the emails table (records, intents, pending addresses), one
+        transaction per partition where the limits allow.  Inserts (``create``) that find their
+        row there already are left out with the operations they name (``Operation``); returns
+        the RowKeys of those rows."""
+        by_pk: dict[str, list[Operation]] = {}
+        for op in operations:
+            by_pk.setdefault(str(op.entity["PartitionKey"]), []).append(op)
+        existing: set[str] = set()
+        for ops in by_pk.values():
+            existing |= await self._t.transact_inserting(ops)
+        return existing
 
     async def list(self, mailbox: str) -> AsyncIterator[EmailRecord]:
         async for row in self._t.partition(encode_key(mailbox)):
-            yield EmailRecord.model_validate(unpack_json("data", row))
+            if not str(row["RowKey"]).startswith(_OTHER_ROWS):
+                yield EmailRecord.model_validate(unpack_json("data", row))
+
+
+# --------------------------------------------------------------------------------- create intents
+
+
+class EmailIntents:
+    """ "A Workbooks email for this message is being created": one row per
+    ``created_through_reference``, inserted (never overwritten) before the create.
+
+    An insert that succeeds proves that no run ever started to create that email, so the
+    create needs no Workbooks lookup by reference first; one that finds the row there means an
+    earlier attempt may have created it, and only then is Workbooks asked.  The row lives in
+    the partition of the message's author (its ``from`` address): every copy of one message,
+    in whichever mailbox it was sent or filed, names the same author, so they all meet on the
+    same row; and for the usual case (the mailbox's own message) that is the mailbox's own
+    partition, so the intent goes in one transaction with the records of its batch.
+
+    Emails created before intents existed have none: ``since`` is when this table first held
+    one, and a message sent before then (with an hour's margin for clocks, and for instances
+    of an older version still finishing their jobs during a deployment) is always looked up.
+    """
+
+    META_PK, META_RK = "%meta", "intents"
+    MARGIN = timedelta(hours=1)
+
+    def __init__(self, table: _Table) -> None:
+        self._t = table
+        self._since: datetime | None = None
+
+    @staticmethod
+    def row(author: str, reference: str, mailbox: str, message_key: str) -> dict[str, Any]:
+        return {
+            "PartitionKey": encode_key(normalise_address(author)),
+            "RowKey": INTENT_PREFIX + encode_key(reference),
+            "mailbox": mailbox,
+            "message_key": message_key[:512],
+            "claimed_at": utcnow(),
+        }
+
+    @staticmethod
+    def reference_of(row_key: str) -> str | None:
+        return (
+            decode_key(row_key[len(INTENT_PREFIX) :]) if row_key.startswith(INTENT_PREFIX) else None
+        )
+
+    async def since(self) -> datetime:
+        """When intents were first written here (now, if never)."""
+        if self._since is None:
+            await self.start(utcnow())
+        assert self._since is not None
+        return self._since
+
+    async def start(self, at: datetime) -> datetime:
+        """Record that every email created from ``at`` on has an intent, unless a time is
+        recorded already (a new deployment, whose table holds no older emails, may say so
+        for a time in the past); returns the recorded time."""
+        row = {"PartitionKey": self.META_PK, "RowKey": self.META_RK, "at": at}
+        if await self._t.create(row) is None:
+            stored = await self._t.get(self.META_PK, self.META_RK)
+            at = _dt(stored.get("at") if stored else None) or at
+        self._since = at
+        return at
+
+    async def covers(self, sent_at: datetime | None) -> bool:
+        """Whether a message sent then can only have been created with an intent."""
+        if sent_at is None:
+            return False
+        return sent_at >= await self.since() + self.MARGIN
+
+    async def claim(self, rows: list[dict[str, Any]]) -> set[str]:
+        """Insert these intents; returns the references whose intent existed already."""
+        by_pk: dict[str, list[Operation]] = {}
+        for row in rows:
+            by_pk.setdefault(str(row["PartitionKey"]), []).append(Operation("create", row))
+        existing: set[str] = set()
+        for ops in by_pk.values():
+            existing |= await self._t.transact_inserting(ops)
+        return {r for r in (self.reference_of(k) for k in existing) if r}
 
 
 # ------------------------------------------------------------------------------ pending index
 
 
 class PendingIndex:
-    """Unmatched recipients of shared messages, keyed by address for retroactive linking."""
+    """Unmatched recipients of shared messages, for retroactive linking: in the emails table,
+    in the mailbox's partition, keyed by address then message, so every lookup is one range
+    read of one partition (an address of one mailbox, or all of a mailbox's addresses), and the
+    entries of a batch go in the same transaction as its records."""
 
     def __init__(self, table: _Table) -> None:
         self._t = table
 
     @staticmethod
-    def _keys(item: PendingAddress) -> tuple[str, str]:
-        """(PartitionKey, RowKey): the address, then which message of which mailbox."""
-        row_key = f"{encode_key(item.mailbox)}|{encode_key(item.message_key)}"
-        return address_key(item.address), row_key
+    def _address_prefix(address: str) -> str:
+        return f"{PENDING_PREFIX}{address_key(address)}{PENDING_SEPARATOR}"
+
+    @classmethod
+    def keys(cls, item: PendingAddress) -> tuple[str, str]:
+        """(PartitionKey, RowKey): the mailbox; then the address, then the message."""
+        return encode_key(item.mailbox), cls._address_prefix(item.address) + encode_key(
+            item.message_key
+        )
+
+    @classmethod
+    def row(cls, item: PendingAddress) -> dict[str, Any]:
+        pk, rk = cls.keys(item)
+        return {"PartitionKey": pk, "RowKey": rk, "data": item.model_dump_json()}
 
     async def add_many(self, items: list[PendingAddress]) -> None:
         by_pk: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
         for item in items:
-            pk, rk = self._keys(item)
-            row: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk, "data": item.model_dump_json()}
-            by_pk.setdefault(pk, []).append(("upsert", row))
+            row = self.row(item)
+            by_pk.setdefault(row["PartitionKey"], []).append(("upsert", row))
         for ops in by_pk.values():
             await self._t.transact(ops)
 
-    async def for_address(self, address: str) -> list[PendingAddress]:
-        return [
-            PendingAddress.model_validate_json(r["data"])
-            async for r in self._t.partition(address_key(address))
-        ]
+    async def for_address(self, mailbox: str, address: str) -> list[PendingAddress]:
+        """The pending entries of one address in one mailbox: one range read."""
+        if not normalise_address(address) or not normalise_address(mailbox):
+            return []
+        rows = self._t.prefix(encode_key(normalise_address(mailbox)), self._address_prefix(address))
+        return [PendingAddress.model_validate_json(r["data"]) async for r in rows]
+
+    async def for_mailbox(self, mailbox: str) -> list[PendingAddress]:
+        """Every pending entry of a mailbox, in address order."""
+        rows = self._t.prefix(encode_key(normalise_address(mailbox)), PENDING_PREFIX)
+        return [PendingAddress.model_validate_json(r["data"]) async for r in rows]
 
     async def remove(self, item: PendingAddress) -> None:
-        await self._t.delete(*self._keys(item))
+        await self._t.delete(*self.keys(item))
 
-    async def count(self) -> int:
-        return len([1 async for _ in self._t.query("", None)])
+    async def remove_many(self, items: list[PendingAddress]) -> None:
+        """Remove entries, one transaction per partition (one by one if some are gone)."""
+        by_pk: dict[str, dict[str, tuple[str, Mapping[str, Any]]]] = {}
+        for item in items:
+            pk, rk = self.keys(item)
+            by_pk.setdefault(pk, {})[rk] = ("delete", {"PartitionKey": pk, "RowKey": rk})
+        for pk, ops in by_pk.items():
+            try:
+                await self._t.transact(list(ops.values()))
+            except TableTransactionError:
+                for rk in ops:
+                    await self._t.delete(pk, rk)
+
+    async def count(self, mailbox: str) -> int:
+        return len(await self.for_mailbox(mailbox))
 
 
 # ---------------------------------------------------------------------------------- run log
@@ -952,8 +1411,15 @@ def _inverted(ts: datetime) -> str:
 
 
 class RunLog:
-    def __init__(self, table: _Table) -> None:
+    """One row per job run, newest first in each mailbox's partition, kept ``keep_days``: a
+    put now and then (one in ``PRUNE_EVERY``, by job id) deletes the mailbox's older rows,
+    which sit at the end of its partition (one range read, deletes in transactions)."""
+
+    PRUNE_EVERY = 16
+
+    def __init__(self, table: _Table, keep_days: int = 14) -> None:
         self._t = table
+        self.keep_days = keep_days
 
     async def put(self, run: RunRecord) -> None:
         row: dict[str, Any] = {
@@ -964,6 +1430,24 @@ class RunLog:
         }
         row.update(pack_json("data", run.model_dump(mode="json")))
         await self._t.upsert(row)
+        if self.keep_days and _one_in(run.job_id, self.PRUNE_EVERY):
+            await self.prune(run.mailbox)
+
+    async def prune(self, mailbox: str, *, now: datetime | None = None) -> int:
+        """Delete the mailbox's runs older than ``keep_days``; returns how many."""
+        pk = encode_key(mailbox)
+        cutoff = _inverted((now or utcnow()) - timedelta(days=self.keep_days))
+        old = [
+            ("delete", {"PartitionKey": pk, "RowKey": r["RowKey"]})
+            async for r in self._t.query(
+                "PartitionKey eq @pk and RowKey gt @cutoff",
+                {"pk": pk, "cutoff": cutoff},
+                select=["RowKey"],
+            )
+        ]
+        if old:
+            await self._t.transact(old)
+        return len(old)
 
     async def recent(self, mailbox: str, limit: int = 20) -> list[RunRecord]:
         out: list[RunRecord] = []
@@ -972,6 +1456,17 @@ class RunLog:
             if len(out) >= limit:
                 break
         return out
+
+    async def count(self, mailbox: str) -> int:
+        pk = encode_key(mailbox)
+        return len(
+            [1 async for _ in self._t.query("PartitionKey eq @pk", {"pk": pk}, select=["RowKey"])]
+        )
+
+
+def _one_in(key: str, n: int) -> bool:
+    """A stable one-in-``n`` choice by key (spreads periodic work over calls)."""
+    return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) % n == 0
 
 
 class JobStatusStore:
@@ -1016,10 +1511,17 @@ class JobStatusStore:
 class StateStore:
     """All repositories over one TableServiceClient. Create once per process."""
 
-    def __init__(self, service: TableServiceClient, prefix: str) -> None:
+    def __init__(
+        self, service: TableServiceClient, prefix: str, *, runs_keep_days: int = 14
+    ) -> None:
         self.service = service
         self.prefix = prefix
-        t = {name: _Table(service.get_table_client(f"{prefix}{name}")) for name in TABLES}
+        # Cursor rows are written by the run that holds their lease, so this process usually
+        # knows their current version: remember it, and write without reading first.
+        t = {
+            name: _Table(service.get_table_client(f"{prefix}{name}"), remember=name == "cursors")
+            for name in TABLES
+        }
         self.mailboxes = MailboxRegistry(t["mailboxes"])
         self.doctor = DoctorResults(t["mailboxes"])
         self.subscriptions = SubscriptionStore(t["subscriptions"])
@@ -1028,8 +1530,9 @@ class StateStore:
         self.links = LinkStore(t["links"])
         self.identity = IdentityStore(t["links"])
         self.emails = EmailStore(t["emails"])
-        self.pending = PendingIndex(t["pending"])
-        self.runs = RunLog(t["runs"])
+        self.intents = EmailIntents(t["emails"])
+        self.pending = PendingIndex(t["emails"])
+        self.runs = RunLog(t["runs"], runs_keep_days)
         self.jobs = JobStatusStore(t["jobs"])
         self._tables = t
 

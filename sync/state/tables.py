@@ -12,8 +12,7 @@ TABLES: tuple[str, ...] = (
     "cursors",  # per (mailbox, stream): delta link / watermark, lease, health
     "dirty",  # per (mailbox, stream): "a job is already queued" marker (coalesces notifications)
     "links",  # Outlook item <-> Workbooks record, with the last synced snapshot
-    "emails",  # processed sent messages: Workbooks email id, links, explanation
-    "pending",  # pending-address index for retroactive linking
+    "emails",  # processed sent messages, their create intents and pending addresses
     "runs",  # run log: one row per job run (counts, errors, timings)
     "jobs",  # manual-sync job status (progress for GET /api/sync/jobs/{id})
 )

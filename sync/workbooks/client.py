@@ -8,11 +8,13 @@ Everything is ``POST`` with ``_method`` in an ordered form body: repeated keys (
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import TracebackType
@@ -43,6 +45,28 @@ SESSION_REASONS = frozenset({"session_expired", "no_session", "no_session_found"
 PROBE_COOLDOWN_SECONDS = 60.0
 Sleep = Callable[[float], Awaitable[None]]
 _HAND_OVER_YIELDS = 2  # one for the woken request to send its headers, one for its body
+# The 5-in-flight limit is per identity across every process that uses it (§5), and the cap
+# below (``max_concurrency``) is per client, so per process.  ``job_slots`` bounds the
+# requests of one job (and the tasks it starts) as well: the runner gives each stream job its
+# share, and since a mailbox has one job per stream at a time (stream leases), the mailbox's
+# identity never has more than the limit in flight, however many instances run its jobs.
+_JOB_SLOTS: ContextVar[asyncio.Semaphore | None] = ContextVar("workbooks_job_slots", default=None)
+
+
+@contextlib.contextmanager
+def job_slots(n: int) -> Iterator[None]:
+    """Workbooks requests sent inside the block (by any client, in any task it starts) are at
+    most ``n`` in flight together."""
+    token = _JOB_SLOTS.set(asyncio.Semaphore(max(1, n)))
+    try:
+        yield
+    finally:
+        _JOB_SLOTS.reset(token)
+
+
+def _job_gate() -> contextlib.AbstractAsyncContextManager[Any]:
+    gate = _JOB_SLOTS.get()
+    return gate if gate is not None else contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -283,6 +307,7 @@ class WorkbooksClient:
         body = encode_form(form)
         try:
             async with (
+                _job_gate(),  # the job's share first: never hold a client slot waiting for it
                 self._in_flight,
                 http.post(
                     url,

@@ -2,8 +2,8 @@
 and the queries it runs on them (workbooks-api.md §2.6-§2.8, §3).
 
 A two-way stream reads one record type: the changes since a watermark, deleted records
-included, limited server-side to "assigned to one of my queues, or watched" when there is no
-watermark yet (a first or full read); records again by id (after a stale ``lock_version``); and
+included, limited server-side to "assigned to one of my queues, or watched", plus the records
+it links (by id) once there is a watermark; records again by id (after a stale ``lock_version``); and
 records by ``created_through_reference``, where a record created from an Outlook item names that
 item, so a run that died before it stored the link finds the record instead of creating a
 second one; and records by email address (``by_addresses``, the email linker's resolution), so
@@ -32,6 +32,7 @@ WATCHED = "watched"
 REF_PREFIX = "OL:"  # "OL:" + the Outlook immutable id (workbooks-api.md §3.9)
 REFERENCE_MAX = 255  # the column holds 255 characters
 IN_LIST_SIZE = 50  # ids per IN-list query
+MAX_SCOPED_IDS = 5000  # linked ids named in one changed-since filter (see ``changes``)
 
 
 @dataclass(frozen=True)
@@ -153,13 +154,25 @@ async def changes(
     mark: Watermark,
     columns: Sequence[str],
     queues: Iterable[int],
+    linked: Sequence[int] = (),
 ) -> AsyncIterator[tuple[Record, Watermark]]:
     """Records changed since ``mark``, deleted ones included, each with the watermark after it.
-    Without a watermark (a first or full read) only mine-or-watched records are read; after
-    that every change is, so a record that leaves the scope is seen leaving.  Rows carry the
-    declared column names."""
+    Only the user's records are read: mine-or-watched, and the ``linked`` records by id, so a
+    linked record that leaves the scope (reassigned, deleted) is seen leaving and one the user
+    shared from a colleague's queue still brings its changes.  What a run reads follows the
+    changes in the user's own scope and links, not every change of the tenant.  Beyond
+    ``MAX_SCOPED_IDS`` linked records the ids are left out (a filter that size is no request
+    to make [INF]): a first or full read (no watermark) reads mine-or-watched (the caller
+    reads the linked records it did not return by id), a later one every change.  Rows carry
+    the declared column names."""
     cols = await tenant_columns(client, record)
-    scope = mine_or_watched(queues, watched=cols.watched) if mark.updated_at is None else None
+    mine = mine_or_watched(queues, watched=cols.watched)
+    scope: Filter | None = mine
+    if len(linked) <= MAX_SCOPED_IDS:
+        ids = chunked(list(linked), IN_LIST_SIZE)
+        scope = any_of(mine, *(Cond("id", "eq", in_list(str(i) for i in c)) for c in ids))
+    elif mark.updated_at is not None:
+        scope = None
     async for row, after in changed_since(
         client, record.endpoint, mark, cols.select(columns), scope
     ):

@@ -23,6 +23,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from sync.core.schedule import Cadence
+from tests.support.clock import next_tick, timers_at
 from tests.support.local import free_port, patched_environ
 
 pytestmark = pytest.mark.slow
@@ -288,7 +290,8 @@ async def test_a_contact_deleted_in_outlook_does_not_come_back(stack: Stack) -> 
 
     services = await get_services()
     await services.store.cursors.update(UPN, Stream.CONTACTS, aged)
-    await stack.host.fire_timer("reconcile_timer")
+    with timers_at(next_tick(UPN, Cadence.RECONCILE)):
+        await stack.host.fire_timer("reconcile_timer")
     await stack.host.drain(timeout=60)
     assert await stack.contacts() == {}
     removed = (await stack.items())["removed"]
@@ -315,7 +318,8 @@ async def test_removing_the_category_unlinks_without_a_new_copy(stack: Stack) ->
     ((oid, _),) = (await stack.contacts()).items()
     await stack.edit_contact(oid, {"categories": []})  # she unshares it
     await stack.settle()
-    await stack.host.fire_timer("reconcile_timer")
+    with timers_at(next_tick(UPN, Cadence.RECONCILE)):
+        await stack.host.fire_timer("reconcile_timer")
     await stack.host.drain(timeout=60)
     await stack.cli("sync", UPN, "--kind", "resync")
     contacts = await stack.contacts()
@@ -343,7 +347,17 @@ async def test_a_push_is_one_way_from_every_trigger(stack: Stack) -> None:
     out = await stack.cli("sync", UPN, "--kind", "push")
     assert "done" in out
     await stack.api_sync("push")
-    await stack.host.fire_timer("push_timer")
+    # A push of its own (with the default intervals every push falls on a reconcile, which
+    # does it): Ann's push every 15 minutes, so every other one is a push alone.
+    from sync.runtime import get_services
+
+    services = await get_services()
+    mailbox = await services.store.mailboxes.get(UPN)
+    assert mailbox is not None
+    policy = mailbox.policy.model_copy(update={"push_interval_minutes": 15})
+    await services.store.mailboxes.put(mailbox.model_copy(update={"policy": policy}))
+    with timers_at(next_tick(UPN, Cadence.PUSH, policy)):
+        await stack.host.fire_timer("push_timer")
     await stack.host.drain(timeout=60)
     people = {p["id"]: p for p in await stack.people()}
     assert people[pid]["employer_name"] == "Beneke Fabricators"  # Outlook -> Workbooks

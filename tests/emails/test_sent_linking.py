@@ -20,7 +20,7 @@ SHARED = ["Workbooks"]
 
 
 async def _pending(w: World, address: str) -> list[PendingAddress]:
-    return list(await w.services.store.pending.for_address(address))
+    return list(await w.services.store.pending.for_address(ANN, address))
 
 
 # ----------------------------------------------------------------------------- 1. trigger path

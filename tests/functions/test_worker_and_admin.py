@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from datetime import datetime
@@ -12,20 +13,26 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
 from sync.blueprints import admin, timers, worker
+from sync.core import schedule
 from sync.core.jobs import Job, JobKind, Stream, encode_job
-from sync.core.state_models import Mailbox
-from sync.engine import registry
+from sync.core.schedule import Cadence
+from sync.core.state_models import Mailbox, MailboxPolicy
+from sync.engine import registry, runner
 from sync.engine.registry import RunContext
 from tests.functions.helpers import drain, http, user_function
+from tests.support.clock import next_tick, seconds, timers_at
 
 
-async def _add(services: Any, mailbox: str, enabled: bool = True) -> None:
+async def _add(
+    services: Any, mailbox: str, enabled: bool = True, policy: MailboxPolicy | None = None
+) -> None:
     await services.store.mailboxes.put(
         Mailbox(
             id=mailbox,
             workbooks_url="https://secure.workbooks.com",
             api_key_ref="env:K",
             enabled=enabled,
+            policy=policy or MailboxPolicy(),
         )
     )
 
@@ -39,33 +46,84 @@ def _msg(job: Job, dequeue_count: int = 1) -> QueueMessage:
     )
 
 
-async def test_push_timer_fans_out_one_job_per_enabled_mailbox_and_stream(services: Any) -> None:
+async def test_reconcile_timer_queues_a_due_mailbox_at_its_instant(services: Any) -> None:
     await _add(services, "ann@example.com")
-    await _add(services, "bob@example.com")
     await _add(services, "off@example.com", enabled=False)
-    await user_function(timers.push_timer)(TimerRequest(past_due=False))
+    at = next_tick("ann@example.com", Cadence.RECONCILE)
+    assert next_tick("off@example.com", Cadence.RECONCILE, after=at - seconds(1)) != at
+    with timers_at(at):
+        await user_function(timers.reconcile_timer)(TimerRequest(past_due=True))
     jobs = await drain(services)
-    pairs = sorted((j.mailbox, j.stream.value, j.kind) for j in jobs)
-    assert pairs == sorted(
-        (m, s, JobKind.PUSH)
-        for m in ("ann@example.com", "bob@example.com")
-        for s in ("sent", "contacts", "events", "todo")
+    assert sorted((j.mailbox, j.stream.value, j.kind) for j in jobs) == [
+        ("ann@example.com", s, JobKind.RECONCILE)
+        for s in ("contacts", "events", "people", "sent", "todo")
+    ]
+    # Half an interval later the mailbox is not due: the tick queues nothing.
+    with timers_at(at + seconds(15 * 60)):
+        await user_function(timers.reconcile_timer)(TimerRequest(past_due=False))
+    assert await drain(services) == []
+
+
+async def test_a_tick_sends_each_job_to_arrive_at_its_own_instant(services: Any) -> None:
+    # A mailbox due 2 to 3 seconds into its minute (any other second works the same).
+    name = next(
+        f"user{i}@example.com"
+        for i in range(1000)
+        if schedule.offset_seconds(f"user{i}@example.com", 1800) % 60 in (2, 3)
     )
+    await _add(services, name)
+    at = next_tick(name, Cadence.RECONCILE)
+    with timers_at(at - seconds(at.second)):  # the tick at the top of that minute
+        await user_function(timers.reconcile_timer)(TimerRequest(past_due=False))
+    assert await drain(services) == []  # queued, invisible until its instant
+    assert await services.queue.depth() == 5
+    await asyncio.sleep(at.second + 1.5)
+    assert len(await drain(services)) == 5
 
 
-async def test_reconcile_timer_includes_the_workbooks_change_reader(services: Any) -> None:
+async def test_push_timer_pushes_only_when_no_reconcile_does_it(services: Any) -> None:
+    policy = MailboxPolicy(reconcile_interval_minutes=240, push_interval_minutes=60)
+    await _add(services, "ann@example.com", policy=policy)
+    alone = next_tick("ann@example.com", Cadence.PUSH, policy)
+    with timers_at(alone):
+        await user_function(timers.push_timer)(TimerRequest(past_due=False))
+    pairs = sorted((j.stream.value, j.kind) for j in await drain(services))
+    assert pairs == [(s, JobKind.PUSH) for s in ("contacts", "events", "sent", "todo")]
+    both = next_tick("ann@example.com", Cadence.RECONCILE, policy)
+    assert schedule.is_due_at("ann@example.com", 3600, both)  # a push is due then too
+    with timers_at(both):
+        await user_function(timers.push_timer)(TimerRequest(past_due=False))
+    assert await drain(services) == []  # the reconcile tick does it
+
+
+async def test_renew_and_todo_timers(services: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     await _add(services, "ann@example.com")
-    await user_function(timers.reconcile_timer)(TimerRequest(past_due=True))
-    streams = sorted(j.stream.value for j in await drain(services))
-    assert streams == ["contacts", "events", "people", "sent", "todo"]
-
-
-async def test_renew_and_todo_timers(services: Any) -> None:
-    await _add(services, "ann@example.com")
+    monkeypatch.setattr(runner, "RENEW_SPREAD_SECONDS", 1)  # arrive at once
     await user_function(timers.renew_timer)(TimerRequest(past_due=False))
-    await user_function(timers.todo_poll_timer)(TimerRequest(past_due=False))
+    with timers_at(next_tick("ann@example.com", Cadence.TODO_POLL)):
+        await user_function(timers.todo_poll_timer)(TimerRequest(past_due=False))
     got = sorted((j.stream.value, j.kind.value) for j in await drain(services))
     assert got == [("subscriptions", "renew"), ("todo", "push")]
+
+
+async def test_a_busy_or_backlogged_stream_is_not_sent_another_run(services: Any) -> None:
+    await _add(services, "ann@example.com")
+    at = next_tick("ann@example.com", Cadence.RECONCILE)
+    store = services.store.cursors
+    # contacts: a worker runs it now; events: its previous job has not run yet (last success
+    # between one and two intervals ago); todo: stuck for over two intervals (sent again)
+    assert await store.claim("ann@example.com", "contacts", "someone", 300, now=at) is not None
+
+    def succeeded(minutes: int) -> Any:
+        return lambda c: c.model_copy(update={"last_success_at": at - seconds(minutes * 60)})
+
+    await store.update("ann@example.com", "events", succeeded(45))
+    await store.update("ann@example.com", "todo", succeeded(75))
+    await store.update("ann@example.com", "sent", succeeded(10))
+    with timers_at(at):
+        await user_function(timers.reconcile_timer)(TimerRequest(past_due=False))
+    streams = sorted(j.stream.value for j in await drain(services))
+    assert streams == ["people", "sent", "todo"]
 
 
 async def test_worker_runs_registered_processor_under_a_lease(

@@ -117,7 +117,7 @@ def test_ncrontab_seconds_come_first() -> None:
 
 def test_setting_expressions_fall_back_to_app_settings_defaults() -> None:
     assert resolve("%SAMPLE_X%", {"SAMPLE_X": "1 2 3 4 5 6"}) == "1 2 3 4 5 6"
-    assert resolve("%SYNC_PUSH_SCHEDULE%", {}) == "0 0 */2 * * *"
+    assert resolve("%SYNC_PUSH_SCHEDULE%", {}) == "20 * * * * *"  # the push tick
     assert resolve("%SYNC_JOBS_QUEUE%", {}) == "sync-jobs"
     assert resolve("%SYNC_JOBS_QUEUE%", {"SYNC_JOBS_QUEUE": "other"}) == "other"
     assert resolve("plain", {}) == "plain"

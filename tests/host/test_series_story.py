@@ -17,7 +17,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from sync.core.schedule import Cadence
 from tests.conftest import unique
+from tests.support.clock import next_tick, timers_at
 from tests.support.local import free_port, patched_environ
 
 UPN = "ann@contoso.example"
@@ -133,7 +135,8 @@ async def test_a_shared_weekly_meeting_is_one_workbooks_meeting_through_the_host
             await host.drain()
 
             # The 30-minute reconcile runs: still exactly one meeting, where it was.
-            await host.fire_timer("reconcile_timer")
+            with timers_at(next_tick(UPN, Cadence.RECONCILE)):
+                await host.fire_timer("reconcile_timer")
             await host.drain()
             assert await one_on(nxt + timedelta(days=7))
 

@@ -18,8 +18,16 @@ from sync.core.state_models import (
     SubscriptionRecord,
     utcnow,
 )
+from sync.state import store as store_module
 from sync.state.limits import EntityTooLarge, chunk_batch, pack_json, unpack_json
-from sync.state.store import StateStore, hash_client_state
+from sync.state.store import (
+    EmailIntents,
+    MailboxRegistry,
+    Operation,
+    RunLog,
+    StateStore,
+    hash_client_state,
+)
 
 
 def _mailbox(addr: str = "ann@example.com") -> Mailbox:
@@ -40,6 +48,38 @@ async def test_mailbox_registry_roundtrip(store: Any) -> None:
     assert await s.mailboxes.remove("ann@example.com")
     assert await s.mailboxes.get("ann@example.com") is None
     assert not await s.mailboxes.remove("ann@example.com")
+
+
+async def test_jobs_read_a_mailbox_once_in_a_while_and_see_changes_made_here(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s: StateStore = store
+    other = StateStore(s.service, s.prefix)  # another process on the same tables
+    reads: list[str] = []
+    real_get = s.mailboxes._t.client.get_entity
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args[1] if len(args) > 1 else "")
+        return await real_get(*args, **kwargs)
+
+    monkeypatch.setattr(s.mailboxes._t.client, "get_entity", counted)
+    assert await s.mailboxes.add(_mailbox("ann@example.com"))
+    for _ in range(3):
+        found = await s.mailboxes.for_job("ann@example.com")
+        assert found is not None and found.enabled
+    assert len(reads) == 1  # one read for three jobs
+    await s.mailboxes.set_enabled("ann@example.com", False, "left")  # here: seen at once
+    found = await s.mailboxes.for_job("ann@example.com")
+    assert found is not None and not found.enabled
+    # a change made by another process (its row written without this process knowing) is
+    # seen once the cached copy is older than the cache time
+    enabled = _mailbox("ann@example.com").model_copy(update={"enabled": True})
+    await other.mailboxes._t.upsert(MailboxRegistry._row(enabled))
+    found = await s.mailboxes.for_job("ann@example.com")
+    assert found is not None and not found.enabled
+    monkeypatch.setattr(store_module, "MAILBOX_CACHE_SECONDS", 0.0)
+    found = await s.mailboxes.for_job("ann@example.com")
+    assert found is not None and found.enabled
 
 
 def test_mailbox_refuses_a_raw_api_key() -> None:
@@ -253,25 +293,161 @@ def test_batches_respect_100_operations_and_4_mib() -> None:
         )
 
 
-async def test_pending_index_by_address(store: Any) -> None:
+async def test_pending_index_is_read_per_mailbox_and_address(store: Any) -> None:
     s: StateStore = store
-    await s.pending.add_many(
-        [
-            PendingAddress(
-                address="New.Person@Example.com", mailbox="ann@example.com", message_key="m1"
-            ),
-            PendingAddress(
-                address="new.person@example.com", mailbox="bob@example.com", message_key="m2"
-            ),
-            PendingAddress(
-                address="other@example.com", mailbox="ann@example.com", message_key="m1"
-            ),
-        ]
+    entries = [
+        PendingAddress(
+            address="New.Person@Example.com", mailbox="ann@example.com", message_key="m1"
+        ),
+        PendingAddress(
+            address="new.person@example.com", mailbox="ann@example.com", message_key="m3"
+        ),
+        PendingAddress(
+            address="new.person@example.com", mailbox="bob@example.com", message_key="m2"
+        ),
+        PendingAddress(
+            address="new.person@example.com.au", mailbox="ann@example.com", message_key="m4"
+        ),
+        PendingAddress(address="other@example.com", mailbox="ann@example.com", message_key="m1"),
+    ]
+    await s.pending.add_many(entries)
+    await s.emails.put(EmailRecord(mailbox="ann@example.com", message_key="m1"))
+    found = await s.pending.for_address("Ann@example.com", " NEW.PERSON@example.com ")
+    assert sorted(p.message_key for p in found) == ["m1", "m3"]  # not bob's, not the .au one
+    assert [
+        p.message_key
+        for p in await s.pending.for_address("bob@example.com", "new.person@example.com")
+    ] == ["m2"]
+    mine = await s.pending.for_mailbox("ann@example.com")
+    assert sorted((p.address, p.message_key) for p in mine) == sorted(
+        (p.address, p.message_key) for p in entries if p.mailbox == "ann@example.com"
     )
-    found = await s.pending.for_address(" NEW.PERSON@example.com ")
-    assert sorted(p.message_key for p in found) == ["m1", "m2"]
+    # the mailbox's records share its partition, and neither listing sees the other
+    assert [r.message_key async for r in s.emails.list("ann@example.com")] == ["m1"]
     await s.pending.remove(found[0])
-    assert len(await s.pending.for_address("new.person@example.com")) == 1
+    await s.pending.remove_many([found[1], found[1], entries[2]])  # gone twice: harmless
+    assert await s.pending.for_address("ann@example.com", "new.person@example.com") == []
+    assert await s.pending.for_address("bob@example.com", "new.person@example.com") == []
+    assert await s.pending.count("ann@example.com") == 2
+
+
+async def test_a_create_intent_is_inserted_once(store: Any) -> None:
+    s: StateStore = store
+    rows = [
+        EmailIntents.row("Ann@Example.com", "olk:aaa", "ann@example.com", "m1"),
+        EmailIntents.row("ann@example.com", "olk:bbb", "ann@example.com", "m2"),
+    ]
+    assert await s.intents.claim(rows) == set()  # both new: no lookup needed
+    again = [*rows, EmailIntents.row("ann@example.com", "olk:ccc", "ann@example.com", "m3")]
+    assert await s.intents.claim(again) == {"olk:aaa", "olk:bbb"}  # an earlier attempt
+    assert await s.intents.claim(again) == {"olk:aaa", "olk:bbb", "olk:ccc"}
+    # a copy filed in another mailbox names the same author: the same row
+    copy = EmailIntents.row("ann@example.com", "olk:aaa", "bob@example.com", "x9")
+    assert await s.intents.claim([copy]) == {"olk:aaa"}
+
+
+async def test_intents_cover_messages_sent_after_they_began(store: Any) -> None:
+    s: StateStore = store
+    began = await s.intents.start(utcnow() - timedelta(days=2))
+    assert await s.intents.start(utcnow()) == began  # recorded once
+    assert await s.intents.covers(utcnow())
+    assert not await s.intents.covers(began - timedelta(days=1))  # may predate intents
+    assert not await s.intents.covers(began + timedelta(minutes=5))  # within the margin
+    assert not await s.intents.covers(None)
+
+
+async def test_inserts_that_find_their_row_leave_out_what_depends_on_them(store: Any) -> None:
+    s: StateStore = store
+    table = s.emails.table
+    pk = encode_key("ann@example.com")
+
+    def row(rk: str) -> dict[str, Any]:
+        return {"PartitionKey": pk, "RowKey": rk, "v": 1}
+
+    await table.upsert(row("b"))
+    ops = [
+        Operation("create", row("a")),
+        Operation("create", row("b"), drop_with=("b1", "b2")),
+        Operation("upsert", row("b1")),
+        Operation("upsert", row("b2")),
+        Operation("create", row("c")),
+    ]
+    assert await table.transact_inserting(ops) == {"b"}
+    keys = sorted([r["RowKey"] async for r in table.partition(pk)])
+    assert keys == ["a", "b", "c"]
+
+
+async def test_a_cursor_written_here_is_not_read_before_the_next_write(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s: StateStore = store
+    reads: list[str] = []
+    table = s.cursors._t
+    real_get = table.client.get_entity
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args[1] if len(args) > 1 else "")
+        return await real_get(*args, **kwargs)
+
+    monkeypatch.setattr(table.client, "get_entity", counted)
+    lease = await s.cursors.claim("ann@example.com", "sent", "job1:a", 300)
+    assert lease is not None
+    reads.clear()
+    cursor = await s.cursors.for_run(lease)
+    assert cursor.lease_owner == "job1:a" and reads == []  # what the claim wrote
+
+    def advance(c: Any) -> Any:
+        return c.model_copy(update={"delta_link": "https://g/delta?t=1"})
+
+    await s.cursors.advance(lease, advance)
+    await s.cursors.advance(lease, advance)  # no change: nothing written either
+    await s.cursors.release(lease)
+    assert reads == []
+    stored = await s.cursors.get("ann@example.com", "sent")
+    assert stored.delta_link == "https://g/delta?t=1" and stored.lease_owner is None
+
+
+async def test_the_next_claim_starts_from_the_row_this_process_released(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s: StateStore = store
+    other = StateStore(s.service, s.prefix)  # another process on the same tables
+    reads: list[str] = []
+    real_get = s.cursors._t.client.get_entity
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args[1] if len(args) > 1 else "")
+        return await real_get(*args, **kwargs)
+
+    monkeypatch.setattr(s.cursors._t.client, "get_entity", counted)
+    first = await s.cursors.claim("ann@example.com", "sent", "job1:a", 300)
+    assert first is not None
+    await s.cursors.release(first)
+    reads.clear()
+    second = await s.cursors.claim("ann@example.com", "sent", "job2:a", 300)
+    assert second is not None and reads == []  # no read: this process wrote the row last
+    await s.cursors.release(second)
+    # another process claims meanwhile: the remembered row is stale, the write says so (412),
+    # the row is read, and the live lease is respected
+    taken = await other.cursors.claim("ann@example.com", "sent", "job3:b", 300)
+    assert taken is not None
+    assert await s.cursors.claim("ann@example.com", "sent", "job4:a", 300) is None
+    assert reads == ["sent"]
+    await other.cursors.release(taken)
+    again = await s.cursors.claim("ann@example.com", "sent", "job5:a", 300)
+    assert again is not None and again.owner == "job5:a"
+
+
+async def test_a_cursor_changed_elsewhere_is_read_again_before_writing(store: Any) -> None:
+    s: StateStore = store
+    other = StateStore(s.service, s.prefix)  # another process on the same tables
+    lease = await s.cursors.claim("ann@example.com", "sent", "job1:a", 300)
+    assert lease is not None
+    await other.cursors.request_resync("ann@example.com", "sent", "operator")
+    # our remembered row is stale: the write finds out (412), reads, and keeps both changes
+    await s.cursors.advance(lease, lambda c: c.model_copy(update={"extra": {**c.extra, "n": 1}}))
+    got = await other.cursors.get("ann@example.com", "sent")
+    assert got.resync_requested and got.extra["n"] == 1 and got.lease_owner == "job1:a"
 
 
 async def test_run_log_newest_first(store: Any) -> None:
@@ -288,6 +464,38 @@ async def test_run_log_newest_first(store: Any) -> None:
             )
         )
     assert [r.job_id for r in await s.runs.recent("ann@example.com")] == ["j2", "j1", "j0"]
+
+
+async def test_run_log_keeps_a_bounded_history(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    s: StateStore = store
+    s.runs.keep_days = 3
+    now = utcnow()
+    for days in (10, 5, 2, 0):
+        await s.runs.put(
+            RunRecord(
+                mailbox="ann@example.com",
+                stream="sent",
+                job_id=f"old{days}",
+                kind="dirty",
+                started_at=now - timedelta(days=days),
+            )
+        )
+    await s.runs.put(
+        RunRecord(
+            mailbox="bob@example.com",
+            stream="sent",
+            job_id="b",
+            kind="dirty",
+            started_at=now - timedelta(days=9),
+        )
+    )
+    assert await s.runs.prune("ann@example.com", now=now) == 2
+    assert [r.job_id for r in await s.runs.recent("ann@example.com")] == ["old0", "old2"]
+    assert await s.runs.count("bob@example.com") == 1  # another mailbox: its own prune
+    # a put prunes now and then by itself (one in PRUNE_EVERY job ids)
+    monkeypatch.setattr(RunLog, "PRUNE_EVERY", 1)
+    await s.runs.put(RunRecord(mailbox="bob@example.com", stream="sent", job_id="c", kind="dirty"))
+    assert [r.job_id for r in await s.runs.recent("bob@example.com")] == ["c"]
 
 
 async def test_cursor_keeps_very_long_delta_links_and_watermarks(store: Any) -> None:

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
@@ -206,7 +207,6 @@ class World:
 
     async def subscribe(self, upn: str) -> str:
         """A real sent-items subscription in the Graph sandbox, recorded in state."""
-        from datetime import timedelta
 
         from sync.core.state_models import SubscriptionRecord, utcnow
         from sync.engine.clients import graph_client
@@ -335,6 +335,8 @@ async def world_running(
             os.environ["AzureWebJobsStorage"] = azurite_connection
             await reset_services()
             services = await get_services()
+            # A new deployment: its emails table holds no email created without an intent.
+            await services.store.intents.start(datetime.now(UTC) - timedelta(days=1))
             fast = RetryPolicy(attempts=5, backoff_base_seconds=0.01, max_wait_seconds=2.0)
             client = GraphClient.create(services.settings.graph, policy=fast)
             services.cache.graph = client

@@ -45,7 +45,7 @@ async def test_by_ids_leaves_out_deleted_records(sides: Sides) -> None:
     assert [int(r["id"]) for r in rows] == [kept]
 
 
-async def test_a_first_read_is_mine_or_watched_and_later_reads_see_every_change(
+async def test_reads_follow_the_users_scope_and_links_not_every_change(
     sides: Sides,
 ) -> None:
     client = await sides.client()
@@ -53,18 +53,36 @@ async def test_a_first_read_is_mine_or_watched_and_later_reads_see_every_change(
     assert queue is not None
     mine = sides.wb_create(PEOPLE, {"name": "Mine", "assigned_to": str(queue)})
     other = sides.wb_create(PEOPLE, {"name": "Other", "assigned_to": "3"})
+    shared = sides.wb_create(PEOPLE, {"name": "A colleague's, shared by me", "assigned_to": "3"})
     first = [
         (row, mark)
         async for row, mark in records.changes(
-            client, records.PEOPLE, Watermark(), ["name"], [queue]
+            client, records.PEOPLE, Watermark(), ["name"], [queue], [shared]
         )
     ]
-    assert [int(row["id"]) for row, _ in first] == [mine]
+    # a full read: mine or watched, and what the user links (not the colleague's other one)
+    assert [int(row["id"]) for row, _ in first] == [mine, shared]
     _, mark = first[-1]
+
+    async def later(linked: list[int]) -> list[int]:
+        return [
+            int(row["id"])
+            async for row, _ in records.changes(
+                client, records.PEOPLE, mark, ["name"], [queue], linked
+            )
+        ]
+
     sides.advance_clock()
     sides.wb_edit(PEOPLE, other, {"name": "Other, edited"})
-    later = [
-        int(row["id"])
-        async for row, _ in records.changes(client, records.PEOPLE, mark, ["name"], [queue])
-    ]
-    assert later == [other]  # out of scope, but seen: the scope is decided on the row
+    sides.wb_edit(PEOPLE, shared, {"name": "Shared, edited"})
+    # a colleague's record nothing links is not read; the one the user shared is
+    assert await later([mine, shared]) == [shared]
+    sides.advance_clock()
+    sides.wb_edit(PEOPLE, mine, {"assigned_to": "3"})  # reassigned to a colleague
+    assert await later([mine, shared]) == [shared, mine]  # seen leaving the scope
+    sides.advance_clock()
+    await sides.wb_delete(PEOPLE, shared)
+    assert shared in await later([mine, shared])  # deleted: seen too
+    # past the id limit every change is read again, as before
+    many = [mine, shared, *range(10**6, 10**6 + records.MAX_SCOPED_IDS)]
+    assert {mine, other, shared} <= set(await later(many))

@@ -123,6 +123,36 @@ async def test_in_flight_cap_is_five(client, sandbox):
     assert sandbox.state.stats["throttled"] == 0
 
 
+async def test_job_slots_keep_clients_sharing_a_key_under_the_limit(client, sandbox):
+    """Two clients with one key stand for two instances: alone, each keeps its own five in
+    flight and together they are throttled; with a job's share each, they never are."""
+    from sync.workbooks.client import job_slots
+
+    other = WorkbooksClient(client.identity, FAST)
+    await client.ensure_login()
+    await other.ensure_login()
+    sandbox.state.faults.latency_ms = 50
+
+    async def job(wb: WorkbooksClient, share: int | None) -> None:
+        reads = (wb.get("crm/people", []) for _ in range(10))
+        if share is None:  # some may even fail after every replay: that is the harm shown
+            await asyncio.gather(*reads, return_exceptions=True)
+            return
+        with job_slots(share):
+            await asyncio.gather(*reads)
+
+    try:
+        await asyncio.gather(job(client, None), job(other, None))
+        assert sandbox.state.stats["throttled"] > 0  # 10 in flight against a limit of 5
+        sandbox.state.stats["throttled"] = 0
+        sandbox.state.peak_in_flight = 0
+        # five jobs (a mailbox's streams), one slot each, on two "instances"
+        await asyncio.gather(*(job(client if i % 2 else other, 1) for i in range(5)))
+        assert sandbox.state.stats["throttled"] == 0 and sandbox.state.peak_in_flight == 5
+    finally:
+        await other.close()
+
+
 async def test_server_errors_translate(client, sandbox):
     await client.ensure_login()
     sandbox.state.faults.fail_next = [500]

@@ -1,0 +1,208 @@
+"""A two-way run's links, read as far as the run needs them.
+
+A stream may hold 10,000 links; a run that touches three items should not read them all (a
+To Do poll every five minutes would spend most of its time doing so).  ``RunLinks`` starts
+from the stream's ``LinkSummary`` (one row: which records are linked, their count for the
+mass-change brake, the unsettled ones) and reads the links of the ids the run looks at: by
+Outlook id (a point read each, or all of them once the run asks for many), by Workbooks id
+(only those the summary names: any other record is known to be unlinked without a read).
+
+Runs that need every link read them all (``load_all``): a new Outlook round (a linked item it
+does not return was deleted), a full Workbooks read (a linked record it does not return left
+the scope), the calendar (its series are all checked for time passing), and a stream with no
+summary yet (which the full read writes).
+
+A lookup of an id the run did not read raises ``LinkNotLoaded`` instead of answering "not
+linked": that answer would make the planner create a second record or item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+from sync.core.reconcile import LinkIndex
+from sync.core.state_models import Link
+from sync.state.store import LinkStore, LinkSummary
+
+K = TypeVar("K")
+READ_CONCURRENCY = 16  # point reads of links in flight
+# Ids to read at once above which every link is read instead: one range read of a page per
+# 1,000 links beats this many point reads (or a tenth of the links, for a small stream).
+LOAD_ALL_ABOVE = 200
+LOAD_ALL_SHARE = 0.1
+
+
+class LinkNotLoaded(RuntimeError):
+    """A run asked about a link it never read: a bug in the run (it would plan a duplicate)."""
+
+
+class _Looked(dict[K, Link]):
+    """One side of a ``RunLinks``: only ids looked up (found or known absent) may be asked
+    about until ``whole`` (every link read)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.looked: set[K] = set()
+        self.whole = False
+
+    def _check(self, key: object) -> None:
+        if not self.whole and key not in self.looked:
+            raise LinkNotLoaded(f"the run asked about the link of {key!r} without reading it")
+
+    def get(self, key: K, default: Any = None) -> Any:
+        self._check(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self._check(key)
+        return super().__contains__(key)
+
+    def __getitem__(self, key: K) -> Link:
+        self._check(key)
+        return super().__getitem__(key)
+
+    def __setitem__(self, key: K, value: Link) -> None:
+        self.looked.add(key)
+        super().__setitem__(key, value)
+
+    def _all(self) -> None:
+        if not self.whole:
+            raise LinkNotLoaded("the run went through every link without reading them all")
+
+    def __iter__(self) -> Iterator[K]:
+        self._all()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._all()
+        return super().__len__()
+
+    def keys(self) -> Any:
+        self._all()
+        return super().keys()
+
+    def values(self) -> Any:
+        self._all()
+        return super().values()
+
+    def items(self) -> Any:
+        self._all()
+        return super().items()
+
+
+class RunLinks(LinkIndex):
+    """The links of one (mailbox, stream) for one run (see the module docstring)."""
+
+    def __init__(self, store: LinkStore, mailbox: str, stream: str, summary: LinkSummary) -> None:
+        super().__init__()
+        self._outlook: _Looked[str] = _Looked()
+        self._workbooks: _Looked[int] = _Looked()
+        self.by_outlook = self._outlook
+        self.by_workbooks = self._workbooks
+        self.store, self.mailbox, self.stream = store, mailbox, stream
+        self.summary = summary  # as the run found it (lookups); ``persisted`` is written
+        self.persisted = summary.copy()
+        self.reads = 0  # point reads of links this run made
+
+    @classmethod
+    async def open(cls, store: LinkStore, mailbox: str, stream: str, *, whole: bool) -> RunLinks:
+        """The stream's links for a run; every one of them read when ``whole`` or when the
+        stream has no summary yet."""
+        summary = await store.summary(mailbox, stream)
+        links = cls(store, mailbox, stream, summary or LinkSummary())
+        if whole or summary is None:
+            await links.load_all(write=summary is None)
+        return links
+
+    @property
+    def whole(self) -> bool:
+        return self._outlook.whole
+
+    def __len__(self) -> int:
+        """The links the stream had when the run began (the brake's base)."""
+        return len(self._outlook) if self.whole else self.summary.count
+
+    def linked_ids(self, workbooks_type: str) -> list[int]:
+        """The linked records of this type (a superset while links are written)."""
+        if self.whole:
+            return sorted(
+                w for w, x in self._workbooks.items() if x.workbooks_type == workbooks_type
+            )
+        return self.summary.of_type(workbooks_type)
+
+    def unsettled(self) -> set[int]:
+        if self.whole:
+            return {w for w, x in self._workbooks.items() if x.unsettled}
+        return set(self.summary.unsettled)
+
+    async def load_all(self, *, write: bool = False) -> None:
+        """Read every link; the summary is written when it is not exact (none yet, or a
+        superset a stopped run left) or ``write``."""
+        links = [x async for x in self.store.list(self.mailbox, self.stream)]
+        for link in links:
+            self.add(link)
+        self._outlook.whole = self._workbooks.whole = True
+        exact = LinkSummary.of(links)
+        if write or exact != self.summary:
+            await self.store.write_summary(self.mailbox, self.stream, exact)
+        self.summary, self.persisted = exact, exact.copy()
+
+    def _cheaper_whole(self, n: int) -> bool:
+        return n > LOAD_ALL_ABOVE or n >= max(1.0, LOAD_ALL_SHARE * self.summary.count)
+
+    async def outlook(self, ids: Iterable[str]) -> None:
+        """Read the links of these Outlook items (those not read yet)."""
+        todo = [] if self.whole else sorted({i for i in ids} - self._outlook.looked)
+        if not todo:
+            return
+        if self._cheaper_whole(len(todo)):
+            await self.load_all()
+            return
+        found = await _bounded(self.store.by_outlook(self.mailbox, self.stream, i) for i in todo)
+        self.reads += len(todo)
+        for oid, link in zip(todo, found, strict=True):
+            self._outlook.looked.add(oid)
+            if link is not None:
+                self.add(link)
+
+    async def workbooks(self, ids: Iterable[int]) -> None:
+        """Read the links of these records (those not read yet): a record the summary does not
+        name is not linked, without a read."""
+        todo = [] if self.whole else sorted({i for i in ids} - self._workbooks.looked)
+        named = [i for i in todo if i in self.summary.ids]
+        self._workbooks.looked.update(i for i in todo if i not in self.summary.ids)
+        if not named:
+            return
+        if self._cheaper_whole(len(named)):
+            await self.load_all()
+            return
+        found = await _bounded(
+            self.store.by_workbooks(self.mailbox, self.stream, self.summary.ids[i], i)
+            for i in named
+        )
+        self.reads += len(named)
+        for wid, link in zip(named, found, strict=True):
+            self._workbooks.looked.add(wid)
+            if link is not None:
+                self.add(link)
+
+
+async def look_up(
+    links: LinkIndex, *, outlook: Iterable[str] = (), workbooks: Iterable[int] = ()
+) -> None:
+    """Make these ids safe to ask ``links`` about (a plain ``LinkIndex`` holds every link)."""
+    if isinstance(links, RunLinks):
+        await links.outlook(outlook)
+        await links.workbooks(workbooks)
+
+
+async def _bounded(coros: Iterable[Any]) -> list[Any]:
+    gate = asyncio.Semaphore(READ_CONCURRENCY)
+
+    async def one(c: Any) -> Any:
+        async with gate:
+            return await c
+
+    return list(await asyncio.gather(*(one(c) for c in coros)))
