@@ -47,6 +47,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 from sync.core.doctor import DoctorReport
 from sync.core.keys import address_key, decode_key, encode_key, normalise_address
 from sync.core.state_models import (
+    STORED,
     Cursor,
     EmailRecord,
     IdentityIssue,
@@ -73,6 +74,7 @@ from sync.core.streams import (
 )
 from sync.core.streams import marked as marked_outcome
 from sync.core.subscriptions import hash_client_state
+from sync.state.health import StreamHealthStore
 from sync.state.limits import check_entity, chunk_batch, pack_json, unpack_json
 from sync.state.tables import TABLES
 
@@ -244,7 +246,7 @@ class MailboxRegistry:
     async def get(self, mailbox_id: str) -> Mailbox | None:
         key = _mailbox_key(mailbox_id)
         row = await self._t.get(self.PK, key) if key else None
-        return Mailbox.model_validate_json(row["data"]) if row else None
+        return Mailbox.model_validate_json(row["data"], context=STORED) if row else None
 
     async def put(self, mailbox: Mailbox) -> None:
         await self._t.upsert(self._row(mailbox.model_copy(update={"updated_at": utcnow()})))
@@ -254,7 +256,10 @@ class MailboxRegistry:
         return await self._t.create(self._row(mailbox))
 
     async def list(self, *, enabled_only: bool = False) -> list[Mailbox]:
-        out = [Mailbox.model_validate_json(r["data"]) async for r in self._t.partition(self.PK)]
+        out = [
+            Mailbox.model_validate_json(r["data"], context=STORED)
+            async for r in self._t.partition(self.PK)
+        ]
         return [m for m in out if m.enabled or not enabled_only]
 
     async def remove(self, mailbox_id: str) -> bool:
@@ -271,13 +276,30 @@ class MailboxRegistry:
         def change(row: dict[str, Any] | None) -> dict[str, Any] | None:
             if row is None:
                 return None
-            mb = Mailbox.model_validate_json(row["data"]).model_copy(
+            mb = Mailbox.model_validate_json(row["data"], context=STORED).model_copy(
                 update={"enabled": enabled, "disabled_reason": reason, "updated_at": utcnow()}
             )
             return {"mailbox": mb.id, "enabled": enabled, "data": mb.model_dump_json()}
 
         row = await self._t.cas(self.PK, key, change)
-        return Mailbox.model_validate_json(row["data"]) if row else None
+        return Mailbox.model_validate_json(row["data"], context=STORED) if row else None
+
+    async def update(self, mailbox_id: str, change: Callable[[Mailbox], Mailbox]) -> Mailbox | None:
+        """ETag-guarded change of a registered mailbox (None: not registered); ``change``
+        may raise (a validation error), which leaves the row as it was."""
+        key = _mailbox_key(mailbox_id)
+        if key is None:
+            return None
+
+        def apply(row: dict[str, Any] | None) -> dict[str, Any] | None:
+            if row is None:
+                return None
+            current = Mailbox.model_validate_json(row["data"], context=STORED)
+            mb = change(current).model_copy(update={"id": current.id, "updated_at": utcnow()})
+            return {"mailbox": mb.id, "enabled": mb.enabled, "data": mb.model_dump_json()}
+
+        row = await self._t.cas(self.PK, key, apply)
+        return Mailbox.model_validate_json(row["data"], context=STORED) if row else None
 
 
 class DoctorResults:
@@ -1027,6 +1049,7 @@ class StateStore:
         self.pending = PendingIndex(t["pending"])
         self.runs = RunLog(t["runs"])
         self.jobs = JobStatusStore(t["jobs"])
+        self.health = StreamHealthStore(t["runs"], t["cursors"])
         self._tables = t
 
     @classmethod
