@@ -155,3 +155,21 @@ async def test_cursor_columns_come_without_the_delta_links(services: Any) -> Non
     assert rows and all("delta_link" not in row for row in rows)
     [flags] = await services.store.health.cursor_flags()
     assert flags.mailbox == ANN and flags.stream == "sent" and flags.resync_requested
+
+
+async def test_a_removed_mailbox_leaves_no_health_behind(services: Any) -> None:
+    await _fleet(services, 2, 0)  # user1's people stream fails
+    health = services.store.health
+    assert await health.failing_count() == 1
+    assert len(await health.for_mailbox("user1@example.com")) == 2
+    assert await health.forget("user1@example.com") == 2
+    assert await health.for_mailbox("user1@example.com") == []
+    assert await health.failing_count() == 0
+    assert len(await health.for_mailbox("user0@example.com")) == 2
+
+    # A job for a mailbox that is not registered (any more) writes no health row either.
+    run = await run_job(
+        services, Job(mailbox="gone@example.com", stream=Stream.SENT, kind=JobKind.DIRTY)
+    )
+    assert run.status == "skipped"
+    assert await health.for_mailbox("gone@example.com") == []

@@ -199,6 +199,7 @@ async def _mailboxes(args: argparse.Namespace, services: Any) -> int:
         if not await store.mailboxes.remove(args.mailbox):
             print(f"error: {args.mailbox} is not registered", file=sys.stderr)
             return 1
+        await store.health.forget(args.mailbox)  # status and the failing gauge forget it too
         print(f"removed {args.mailbox}")
         return 0
     enabled = args.action == "enable"

@@ -30,8 +30,8 @@ async def record_outcome(services: Services, job: Job, run: RunRecord) -> None:
             queued_seconds=(finished - job.enqueued_at).total_seconds(),
         )
     )
-    if run.stream == Stream.ALL:
-        return  # a manual job's fan-out is not a stream
+    if run.stream == Stream.ALL or (run.status == "skipped" and "not registered" in run.message):
+        return  # a manual job's fan-out is not a stream; a removed mailbox keeps no health
     try:
         identity = (
             await services.store.identity.counts(run.mailbox, run.stream)

@@ -124,6 +124,13 @@ class StreamHealthStore:
             async for row in self._runs.query(flt, params)
         ]
 
+    async def forget(self, mailbox: str) -> int:
+        """Delete a mailbox's rows (it was removed); returns how many."""
+        rows = await self.for_mailbox(mailbox)
+        for h in rows:
+            await self._runs.client.delete_entity(PARTITION, self._key(mailbox, h.stream))
+        return len(rows)
+
     async def cursor_flags(self, mailbox: str | None = None) -> list[CursorFlags]:
         """Every cursor's status columns (or one mailbox's): one query, without the delta
         links and watermarks."""
