@@ -41,6 +41,18 @@ MailboxMode = Literal["plain", "hash"]
 # The attributes every record carries while they are bound (customDimensions in Azure).
 LOG_FIELDS: tuple[str, ...] = ("job_id", "run_id", "mailbox", "stream", "kind")
 CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+RESOURCE_DETECTORS = "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS"
+AUTO_INSTRUMENTATIONS: tuple[str, ...] = (
+    "azure_sdk",
+    "django",
+    "fastapi",
+    "flask",
+    "psycopg2",
+    "requests",
+    "urllib",
+    "urllib3",
+    "httpx",
+)
 
 _CONTEXT: dict[str, contextvars.ContextVar[str]] = {
     name: contextvars.ContextVar(f"sync_{name}", default="") for name in LOG_FIELDS
@@ -210,25 +222,16 @@ def enable_azure_monitor(environ: Mapping[str, str] | None = None) -> bool:
         return False
     from azure.monitor.opentelemetry import configure_azure_monitor
 
+    # The distro's default resource detectors include the VM one, which asks the instance
+    # metadata endpoint at start-up; a function app is an App Service site (its name becomes
+    # cloud_RoleName), so only that detector runs unless the operator chose otherwise.
+    os.environ.setdefault(RESOURCE_DETECTORS, "azure_app_service")
     off = {"enabled": False}
     configure_azure_monitor(
         connection_string=connection,
         logger_name="sync",
         enable_live_metrics=False,
-        instrumentation_options={
-            name: off
-            for name in (
-                "azure_sdk",
-                "django",
-                "fastapi",
-                "flask",
-                "psycopg2",
-                "requests",
-                "urllib",
-                "urllib3",
-                "httpx",
-            )
-        },
+        instrumentation_options={name: off for name in AUTO_INSTRUMENTATIONS},
     )
     use_meter_provider(None)
     # The distro's handler now exports these records with their dimensions; the worker's root

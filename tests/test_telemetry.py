@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -225,3 +226,32 @@ async def test_no_exporter_means_no_storage_reads_for_the_gauges(services: Any) 
     telemetry.use_meter_provider(None, export=False)
     assert not await observe(services)
     assert not telemetry.enable_azure_monitor({})
+
+
+def test_the_distro_is_configured_for_the_service_loggers_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What ``enable_azure_monitor`` asks of the distro.  The distro itself is not started here:
+    it would send to the connection string's endpoint and ask the instance metadata service,
+    neither of which exists on a test machine."""
+    import azure.monitor.opentelemetry as distro
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(distro, "configure_azure_monitor", lambda **kw: calls.append(kw))
+    monkeypatch.delenv(telemetry.RESOURCE_DETECTORS, raising=False)
+    service = logging.getLogger("sync")
+    monkeypatch.setattr(service, "propagate", True)
+    try:
+        enabled = telemetry.enable_azure_monitor(
+            {telemetry.CONNECTION_STRING: "InstrumentationKey=00000000-0000-0000-0000-000000000000"}
+        )
+        assert enabled and telemetry.exporting()
+        [kwargs] = calls
+        assert kwargs["logger_name"] == "sync"
+        assert kwargs["instrumentation_options"] == {
+            name: {"enabled": False} for name in telemetry.AUTO_INSTRUMENTATIONS
+        }
+        assert not service.propagate  # each line reaches Application Insights once
+        assert os.environ[telemetry.RESOURCE_DETECTORS] == "azure_app_service"
+    finally:
+        telemetry.use_meter_provider(None, export=False)
