@@ -32,12 +32,12 @@ async def test_people_shows_its_last_success_and_a_failing_stream_is_flagged(
     services.settings.app.webhook_memo_seconds = 0
     outcome: dict[str, Exception | None] = {"people": None}
 
-    async def people(ctx: RunContext) -> None:
+    async def processor(ctx: RunContext) -> None:
         if outcome["people"] is not None:
             raise outcome["people"]
         ctx.count("workbooks_changes", 2)
 
-    monkeypatch.setitem(registry._PROCESSORS, (Stream.PEOPLE, JobKind.RECONCILE), people)
+    monkeypatch.setitem(registry._PROCESSORS, (Stream.PEOPLE, JobKind.RECONCILE), processor)
     job = Job(mailbox=ANN, stream=Stream.PEOPLE, kind=JobKind.RECONCILE)
     ok = await run_job(services, job)
     assert ok.status == "ok"
