@@ -9,14 +9,13 @@ import pytest
 from azure.data.tables.aio import TableClient
 from azure.storage.queue.aio import QueueClient
 
-from sync.cli.main import render_status
 from sync.core.errors import ReauthRequired, RetryLater
 from sync.core.jobs import Job, JobKind, Stream
 from sync.core.state_models import Cursor, Mailbox, RunRecord
 from sync.engine import registry
 from sync.engine.registry import RunContext
 from sync.engine.runner import run_job
-from sync.status import status_report
+from sync.status import render_status, status_report
 
 ANN = "ann@example.com"
 

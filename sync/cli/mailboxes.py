@@ -63,7 +63,7 @@ async def mailbox_report(services: Any, mailbox: Mailbox, runs: int = 10) -> dic
 
 
 async def _show(args: argparse.Namespace, services: Any) -> int:
-    from sync.cli.main import render_mailbox
+    from sync.status import render_mailbox
 
     mailbox = await services.store.mailboxes.get(args.mailbox)
     if mailbox is None:

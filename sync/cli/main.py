@@ -302,7 +302,7 @@ async def _unsubscribe(services: Any, mailbox_id: str) -> None:
 
 
 async def _status(args: argparse.Namespace, services: Any) -> int:
-    from sync.status import status_report
+    from sync.status import render_status, status_report
 
     report = await status_report(services)
     if args.json:
@@ -311,56 +311,6 @@ async def _status(args: argparse.Namespace, services: Any) -> int:
     for line in render_status(report):
         print(line)
     return 0
-
-
-def render_status(report: dict[str, Any]) -> list[str]:
-    """The status report as text: failing mailboxes first, then each mailbox's streams."""
-    q = report["queue"]
-    lines = [f"queue {q['name']}: {q['depth']} waiting; poison {q['poison']}: {q['poison_depth']}"]
-    if q["poison_depth"]:
-        lines.append("  ! poison messages present: 'python -m sync poison list' to inspect")
-    failing = report.get("failing_mailboxes") or []
-    if failing:
-        lines.append(f"! {len(failing)} mailbox(es) failing: {', '.join(failing)}")
-    for mb in report["mailboxes"]:
-        lines += ["", *render_mailbox(mb)]
-    return lines
-
-
-def render_mailbox(mb: dict[str, Any]) -> list[str]:
-    state = "enabled" if mb["enabled"] else f"disabled: {mb.get('disabled_reason') or '-'}"
-    flag = "  ! FAILING" if mb.get("failing") else ""
-    lines = [f"{mb['id']} ({state}){flag}", f"  {_doctor_line(mb['id'], mb.get('doctor'))}"]
-    for s in mb["streams"]:
-        marks = " RESYNC" if s["resync_requested"] else ""
-        marks += f" FAILING since {s['failing_since'][:19]}" if s.get("failing") else ""
-        lines.append(f"  {s['stream']:14} last ok {(s['last_success_at'] or '-')[:19]}{marks}")
-        if s["last_error"]:
-            when = f" at {s['last_error_at'][:19]}" if s.get("last_error_at") else ""
-            lines.append(f"  {'':14} last error{when}: {s['last_error'][:200]}")
-    for stream, n in mb["two_way_items"].items():
-        if any(n.values()):
-            lines.append(
-                f"  {stream:14} {n.get('ambiguous', 0)} ambiguous, {n.get('duplicate', 0)} "
-                f"duplicate (not linked, nothing created), {n.get('removed', 0)} removed by "
-                f"the user; see 'python -m sync items {mb['id']}'"
-            )
-    for r in mb["recent_runs"]:
-        lines.append(
-            f"  run {r['started_at'][:19]} {r['stream']:10} {r['kind']:9} {r['status']:8} "
-            f"{r['counts']} {r['message'][:80]}"
-        )
-    return lines
-
-
-def _doctor_line(mailbox: str, doctor: dict[str, Any] | None) -> str:
-    if not doctor:
-        return f"doctor: never run ('python -m sync doctor {mailbox}')"
-    line = f"doctor {doctor['checked_at'][:19]}: {doctor['summary']}"
-    failing = [c["name"] for c in doctor["checks"] if c["status"] == "fail"]
-    if failing:
-        line += f"; failing: {', '.join(failing)} ('python -m sync doctor {mailbox}')"
-    return line
 
 
 async def _sync(args: argparse.Namespace, services: Any) -> int:
