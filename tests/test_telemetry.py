@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 from azure.functions.queue import QueueMessage
-from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from azure.monitor.opentelemetry.exporter.export.logs._exporter import _convert_log_to_envelope
+from opentelemetry.instrumentation.logging.handler import LoggingHandler
+from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -139,8 +141,8 @@ async def test_every_record_of_a_run_names_its_job_run_mailbox_stream_and_kind(
 async def test_the_fields_reach_opentelemetry_as_attributes_and_the_mailbox_can_be_hashed(
     services: Any, monkeypatch: pytest.MonkeyPatch, root_records: Collect
 ) -> None:
-    """The OpenTelemetry logging handler (the distro's, in Azure) turns the record's attributes
-    into the log's attributes, which Application Insights shows as ``customDimensions``."""
+    """The OpenTelemetry logging handler the distro installs turns the record's attributes into
+    the log's attributes, which the Azure Monitor exporter sends as ``customDimensions``."""
     await _register(services)
     configure_logging({"SYNC_LOG_MAILBOX": "hash"})
     exporter = InMemoryLogRecordExporter()
@@ -167,6 +169,14 @@ async def test_the_fields_reach_opentelemetry_as_attributes_and_the_mailbox_can_
     assert attributes["mailbox"] == hashed and ANN not in str(attributes)
     assert attributes["job_id"] == job.job_id and attributes["stream"] == "contacts"
     assert attributes["kind"] == "push" and len(str(attributes["run_id"])) == 12
+    # What the Azure Monitor exporter sends: the attributes are the trace's customDimensions.
+    envelope = _convert_log_to_envelope(
+        next(log for log in exported if str(log.log_record.body) == PROCESSOR_LINE)
+    )
+    dimensions = envelope.data.base_data.properties  # type: ignore[union-attr]
+    assert {k: dimensions[k] for k in telemetry.LOG_FIELDS} == {
+        k: str(attributes[k]) for k in telemetry.LOG_FIELDS
+    }
     worker_line = next(b for b in bodies if b.startswith("job "))
     assert f"{hashed}/contacts push: failed" in worker_line and ANN not in worker_line
 
