@@ -7,7 +7,9 @@ from sync.blueprints import admin, emails, timers, webhooks, worker
 from sync.console import routes as console
 from sync.log_levels import configure_logging
 
-configure_logging()  # SYNC_LOG_LEVEL in Azure too; the SDKs' per-request logging stays quiet
+# SYNC_LOG_LEVEL in Azure too; the SDKs' per-request logging stays quiet; run fields on every
+# record, and metrics and logs to Application Insights when its connection string is set.
+configure_logging(telemetry=True)
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(webhooks.bp)
 app.register_functions(timers.bp)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pydantic import TypeAdapter, ValidationError
 
 from sync.settings import AppSettings, env_names
+from sync.telemetry import MailboxMode, enable_azure_monitor, install_log_context
 
 SERVICE_LOGGER = "sync"
 # Libraries whose INFO output is one line per request or token.
@@ -38,6 +39,7 @@ SDK_LOGGERS = ("azure", "msal", "httpx", "httpcore", "urllib3", "aiohttp")
 class LogLevels:
     service: str
     sdk: str
+    mailbox: MailboxMode = "plain"
 
 
 def _read(environ: Mapping[str, str], field: str) -> str:
@@ -58,7 +60,10 @@ def _read(environ: Mapping[str, str], field: str) -> str:
 
 def read_levels(environ: Mapping[str, str] | None = None) -> LogLevels:
     env = os.environ if environ is None else environ
-    return LogLevels(service=_read(env, "log_level"), sdk=_read(env, "sdk_log_level"))
+    mailbox: MailboxMode = "hash" if _read(env, "log_mailbox") == "hash" else "plain"
+    return LogLevels(
+        service=_read(env, "log_level"), sdk=_read(env, "sdk_log_level"), mailbox=mailbox
+    )
 
 
 def apply_levels(levels: LogLevels) -> None:
@@ -69,8 +74,15 @@ def apply_levels(levels: LogLevels) -> None:
         logging.getLogger(name).setLevel(levels.sdk)
 
 
-def configure_logging(environ: Mapping[str, str] | None = None) -> LogLevels:
-    """Apply ``SYNC_LOG_LEVEL`` and ``SYNC_SDK_LOG_LEVEL`` from the environment."""
+def configure_logging(
+    environ: Mapping[str, str] | None = None, *, telemetry: bool = False
+) -> LogLevels:
+    """Apply ``SYNC_LOG_LEVEL`` and ``SYNC_SDK_LOG_LEVEL`` from the environment, and give every
+    record the run's fields (``sync.telemetry``, ``SYNC_LOG_MAILBOX``).  With ``telemetry``
+    (the function app), export to Application Insights when its connection string is set."""
     levels = read_levels(environ)
     apply_levels(levels)
+    install_log_context(levels.mailbox)
+    if telemetry:
+        enable_azure_monitor(environ)
     return levels

@@ -239,6 +239,11 @@ class AppSettings(_Checked):
         description="Log level of the Azure SDK and HTTP client loggers (azure.*, including "
         "azure-core's per-request HTTP logging, msal, httpx, aiohttp). INFO logs every request.",
     )
+    log_mailbox: Literal["plain", "hash"] = Field(
+        default="plain",
+        description="How log records name a mailbox (the 'mailbox' field and the worker's line "
+        "per job): 'plain' the address, 'hash' a stable hash of it (h: + 16 hex digits).",
+    )
 
     @field_validator(
         "push_schedule",

@@ -6,72 +6,208 @@ need a person (ambiguous, duplicate, removed by the user), for ``GET /api/items/
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
+from sync.core.doctor import DoctorReport
 from sync.core.errors import NotFound
+from sync.core.health import StreamHealth
 from sync.core.jobs import Stream
-from sync.core.state_models import IdentityIssue, Removal
+from sync.core.state_models import IdentityIssue, Mailbox, Removal, SubscriptionRecord
 from sync.runtime import Services
+from sync.state.health import CursorFlags
+from sync.telemetry import record_depths, record_failing
 from sync.webhook import STATS
 
 
 async def status_report(services: Services, *, runs_per_mailbox: int = 5) -> dict[str, Any]:
-    mailboxes = await services.store.mailboxes.list()
-    doctors = await services.store.doctor.all()  # every mailbox's last report, one query
+    """The fleet's status in a fixed number of storage reads, whatever the number of
+    mailboxes: the registry, the doctor reports, the stream health rows, the cursors' status
+    columns and the subscriptions are one query each, and the two queues' depths one call
+    each.  ``recent_runs`` of a mailbox is the last run of each of its streams, newest first,
+    at most ``runs_per_mailbox``."""
+    store = services.store
+    mailboxes, doctors, health, cursors, subs = await asyncio.gather(
+        store.mailboxes.list(),
+        store.doctor.all(),
+        store.health.all(),
+        store.health.cursor_flags(),
+        store.subscriptions.list_all(),
+    )
+    depth, poison = await asyncio.gather(services.queue.depth(), services.queue.poison_depth())
+    record_depths(services.queue.name, depth, poison)
+    record_failing(sum(1 for h in health if h.failing))
+    by_mailbox: dict[str, dict[str, Any]] = {}
+    for h in health:
+        by_mailbox.setdefault(h.mailbox, {})[h.stream] = h
+    flags: dict[str, dict[str, CursorFlags]] = {}
+    for c in cursors:
+        flags.setdefault(c.mailbox, {})[c.stream] = c
+    subscriptions: dict[str, list[SubscriptionRecord]] = {}
+    for sub in subs:
+        subscriptions.setdefault(sub.mailbox, []).append(sub)
     report: dict[str, Any] = {
         "queue": {
             "name": services.queue.name,
-            "depth": await services.queue.depth(),
+            "depth": depth,
             "poison": services.queue.poison_name,
-            "poison_depth": await services.queue.poison_depth(),
+            "poison_depth": poison,
         },
         "webhook_intake_this_instance": STATS.as_dict(),
+        "failing_mailboxes": [],
         "mailboxes": [],
     }
     for mb in mailboxes:
-        cursors = await services.store.cursors.list_for_mailbox(mb.id)
-        runs = await services.store.runs.recent(mb.id, runs_per_mailbox)
-        subs = await services.store.subscriptions.list_for_mailbox(mb.id)
-        identity = await identity_counts(services, mb.id)
-        report["mailboxes"].append(
+        entry = mailbox_status(
+            mb,
+            doctors.get(mb.id),
+            by_mailbox.get(mb.id, {}),
+            flags.get(mb.id, {}),
+            subscriptions.get(mb.id, []),
+            runs_per_mailbox=runs_per_mailbox,
+        )
+        if entry["failing"]:
+            report["failing_mailboxes"].append(mb.id)
+        report["mailboxes"].append(entry)
+    return report
+
+
+def mailbox_status(
+    mb: Mailbox,
+    doctor: DoctorReport | None,
+    health: Mapping[str, StreamHealth],
+    cursors: Mapping[str, CursorFlags],
+    subs: list[SubscriptionRecord],
+    *,
+    runs_per_mailbox: int = 5,
+) -> dict[str, Any]:
+    """One mailbox's part of the report, from rows already read."""
+    streams = []
+    for name in sorted(set(health) | set(cursors), key=_stream_order):
+        h, c = health.get(name), cursors.get(name)
+        last_ok = _latest(h.last_success_at if h else None, c.last_success_at if c else None)
+        streams.append(
             {
-                "id": mb.id,
-                "enabled": mb.enabled,
-                "disabled_reason": mb.disabled_reason,
-                # The last ``doctor`` report (None: never run): what fails and how to fix it.
-                "doctor": doctors[mb.id].as_dict() if mb.id in doctors else None,
-                "subscriptions": [
-                    {"stream": s.stream, "expires_at": s.expires_at.isoformat()} for s in subs
-                ],
-                "streams": [
-                    {
-                        "stream": c.stream,
-                        "last_success_at": c.last_success_at.isoformat()
-                        if c.last_success_at
-                        else None,
-                        "last_error": c.last_error,
-                        "consecutive_failures": c.consecutive_failures,
-                        "resync_requested": c.resync_requested,
-                        "leased": bool(c.lease_owner),
-                    }
-                    for c in cursors
-                ],
-                # Per two-way stream: items left ambiguous or duplicate, removals remembered.
-                "two_way_items": identity,
-                "recent_runs": [
-                    {
-                        "stream": r.stream,
-                        "kind": r.kind,
-                        "status": r.status,
-                        "started_at": r.started_at.isoformat(),
-                        "counts": r.counts,
-                        "message": r.message,
-                    }
-                    for r in runs
-                ],
+                "stream": name,
+                "failing": bool(h and h.failing),
+                "failing_since": _iso(h.failing_since if h else None),
+                "last_success_at": _iso(last_ok),
+                "last_error": (h.last_error if h else "") or (c.last_error if c else ""),
+                "last_error_at": _iso(h.last_error_at if h else None),
+                "consecutive_failures": max(
+                    h.consecutive_failures if h else 0, c.consecutive_failures if c else 0
+                ),
+                "resync_requested": bool(c and c.resync_requested),
+                "leased": bool(c and c.leased),
+                "last_run": _last_run(h) if h and h.last_run_at else None,
             }
         )
-    return report
+    runs = sorted(
+        (h for h in health.values() if h.last_run_at),
+        key=lambda h: h.last_run_at or datetime.min.replace(tzinfo=UTC),
+        reverse=True,
+    )
+    return {
+        "id": mb.id,
+        "enabled": mb.enabled,
+        "disabled_reason": mb.disabled_reason,
+        # Failing: a stream's last runs failed (``sync.core.health``) and none succeeded since.
+        "failing": mb.enabled and any(s["failing"] for s in streams),
+        # The last ``doctor`` report (None: never run): what fails and how to fix it.
+        "doctor": doctor.as_dict() if doctor else None,
+        "subscriptions": [
+            {"stream": s.stream, "expires_at": s.expires_at.isoformat()} for s in subs
+        ],
+        "streams": streams,
+        # Per two-way stream, as of its last run: items left ambiguous or duplicate, removals
+        # remembered.
+        "two_way_items": {
+            s: dict(health[s].identity or {}) for s in TWO_WAY_STREAMS if s in health
+        },
+        "recent_runs": [_last_run(h) for h in runs[:runs_per_mailbox]],
+    }
+
+
+def _last_run(h: StreamHealth) -> dict[str, Any]:
+    return {
+        "stream": h.stream,
+        "kind": h.last_kind,
+        "status": h.last_status,
+        "started_at": _iso(h.last_run_at) or "",
+        "run_id": h.last_run_id,
+        "job_id": h.last_job_id,
+        "counts": h.last_counts,
+        "message": h.last_message,
+    }
+
+
+def _stream_order(name: str) -> tuple[int, str]:
+    order = [s.value for s in Stream]
+    return (order.index(name) if name in order else len(order), name)
+
+
+def _latest(*values: datetime | None) -> datetime | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+# ------------------------------------------------------------------------------- as text
+
+
+def render_status(report: dict[str, Any]) -> list[str]:
+    """The status report as text: failing mailboxes first, then each mailbox's streams."""
+    q = report["queue"]
+    lines = [f"queue {q['name']}: {q['depth']} waiting; poison {q['poison']}: {q['poison_depth']}"]
+    if q["poison_depth"]:
+        lines.append("  ! poison messages present: 'python -m sync poison list' to inspect")
+    failing = report.get("failing_mailboxes") or []
+    if failing:
+        lines.append(f"! {len(failing)} mailbox(es) failing: {', '.join(failing)}")
+    for mb in report["mailboxes"]:
+        lines += ["", *render_mailbox(mb)]
+    return lines
+
+
+def render_mailbox(mb: dict[str, Any]) -> list[str]:
+    state = "enabled" if mb["enabled"] else f"disabled: {mb.get('disabled_reason') or '-'}"
+    flag = "  ! FAILING" if mb.get("failing") else ""
+    lines = [f"{mb['id']} ({state}){flag}", f"  {_doctor_line(mb['id'], mb.get('doctor'))}"]
+    for s in mb["streams"]:
+        marks = " RESYNC" if s["resync_requested"] else ""
+        marks += f" FAILING since {s['failing_since'][:19]}" if s.get("failing") else ""
+        lines.append(f"  {s['stream']:14} last ok {(s['last_success_at'] or '-')[:19]}{marks}")
+        if s["last_error"]:
+            when = f" at {s['last_error_at'][:19]}" if s.get("last_error_at") else ""
+            lines.append(f"  {'':14} last error{when}: {s['last_error'][:200]}")
+    for stream, n in mb["two_way_items"].items():
+        if any(n.values()):
+            lines.append(
+                f"  {stream:14} {n.get('ambiguous', 0)} ambiguous, {n.get('duplicate', 0)} "
+                f"duplicate (not linked, nothing created), {n.get('removed', 0)} removed by "
+                f"the user; see 'python -m sync items {mb['id']}'"
+            )
+    for r in mb["recent_runs"]:
+        lines.append(
+            f"  run {r['started_at'][:19]} {r['stream']:10} {r['kind']:9} {r['status']:8} "
+            f"{r['counts']} {r['message'][:80]}"
+        )
+    return lines
+
+
+def _doctor_line(mailbox: str, doctor: dict[str, Any] | None) -> str:
+    if not doctor:
+        return f"doctor: never run ('python -m sync doctor {mailbox}')"
+    line = f"doctor {doctor['checked_at'][:19]}: {doctor['summary']}"
+    failing = [c["name"] for c in doctor["checks"] if c["status"] == "fail"]
+    if failing:
+        line += f"; failing: {', '.join(failing)} ('python -m sync doctor {mailbox}')"
+    return line
 
 
 # ----------------------------------------------------------------- two-way items (identity)

@@ -16,6 +16,7 @@ from sync.engine.doctor import run_doctor
 from sync.engine.runner import request_manual
 from sync.runtime import get_services
 from sync.status import status_report, two_way_items
+from sync.telemetry import bind
 
 bp = func.Blueprint()
 MODES = ("push", "full", "resync")
@@ -59,9 +60,10 @@ async def manual_sync(req: func.HttpRequest) -> func.HttpResponse:
         return json_response(
             {"error": f"mailbox {mailbox!r} is disabled: {record.disabled_reason}"}, 409
         )
-    status = await request_manual(
-        services, mailbox, mode, {"restore_removed": "1"} if restore else None
-    )
+    with bind(mailbox=mailbox, kind="manual"):
+        status = await request_manual(
+            services, mailbox, mode, {"restore_removed": "1"} if restore else None
+        )
     return json_response(
         {
             "job_id": status.job_id,
@@ -114,5 +116,6 @@ async def doctor(req: func.HttpRequest) -> func.HttpResponse:
     record = await services.store.mailboxes.get(mailbox)
     if record is None:
         return json_response({"error": f"mailbox {mailbox!r} is not registered"}, 404)
-    report = await run_doctor(services, record)
+    with bind(mailbox=record.id, kind="doctor"):
+        report = await run_doctor(services, record)
     return json_response(report.as_dict())

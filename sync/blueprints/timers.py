@@ -20,10 +20,12 @@ import azure.functions as func
 
 from sync.core.schedule import Cadence, tick_window
 from sync.core.state_models import utcnow
+from sync.engine.health import observe
 from sync.engine.runner import fan_out, fan_out_renewals
 from sync.engine.sweeper import sweep_streams
 from sync.logs import RateLimitedLog, describe, expected_failure
 from sync.runtime import Services, get_services
+from sync.telemetry import bind
 
 bp = func.Blueprint()
 log = logging.getLogger("sync.timers")
@@ -37,7 +39,8 @@ class FanOutDeferred(RuntimeError):
 
 async def _guarded(reason: str, work: Callable[[Services], Awaitable[object]]) -> None:
     try:
-        await work(await get_services())
+        with bind(kind=reason.replace(" ", "_")):
+            await work(await get_services())
     except Exception as exc:
         if not expected_failure(exc):
             raise
@@ -104,4 +107,9 @@ async def sweep_timer(timer: func.TimerRequest) -> None:
     """Streams whose run was cut (a worker died, or could not release its lease) or whose job
     was lost run again within minutes, not when their queue message reappears (default every
     30 seconds; ``sync.engine.sweeper``)."""
-    await _guarded("sweeper", sweep_streams)
+    await _guarded("sweeper", _sweep)
+
+
+async def _sweep(services: Services) -> None:
+    await sweep_streams(services)
+    await observe(services)  # queue, poison and failing gauges, when metrics are exported

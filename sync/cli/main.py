@@ -49,6 +49,34 @@ def _parser() -> argparse.ArgumentParser:
         "Workbooks, no Graph token, a missing permission, an unreachable mailbox)",
     )
     mbs.add_parser("list", help="list registered mailboxes")
+    show = mbs.add_parser("show", help="a mailbox's registration, policy and health")
+    show.add_argument("mailbox")
+    show.add_argument("--json", action="store_true")
+    upd = mbs.add_parser(
+        "update", help="change a mailbox's policy (merged into the current one) or registration"
+    )
+    upd.add_argument("mailbox")
+    upd.add_argument(
+        "--policy",
+        default=None,
+        help="JSON object of policy keys to change; null puts a key back to its default",
+    )
+    upd.add_argument("--workbooks-url", default=None)
+    upd.add_argument("--api-key-ref", default=None, help="env:VARIABLE or keyvault:secret-name")
+    upd.add_argument("--workbooks-user", default=None)
+    upd.add_argument("--graph-user", default=None)
+    imp = mbs.add_parser(
+        "import",
+        help="register the mailboxes of a CSV file (columns: mailbox, workbooks_url, "
+        "api_key_ref, workbooks_user, graph_user, policy), checking each row",
+    )
+    imp.add_argument("file", help="CSV file with a header row")
+    imp.add_argument(
+        "--force", action="store_true", help="register rows whose essential checks fail"
+    )
+    imp.add_argument("--concurrency", type=int, default=4, help="rows checked at once (1-32)")
+    imp.add_argument("--no-subscribe", action="store_true")
+    imp.add_argument("--json", action="store_true")
     rm = mbs.add_parser("remove", help="unregister a mailbox and delete its subscriptions")
     rm.add_argument("mailbox")
     dis = mbs.add_parser("disable", help="stop syncing a mailbox, keep its state")
@@ -152,6 +180,10 @@ async def _mailboxes(args: argparse.Namespace, services: Any) -> int:
         if not args.no_subscribe:
             await _subscribe(services, mailbox)
         return 0
+    if args.action in ("show", "update", "import"):
+        from sync.cli import mailboxes as mailbox_cli
+
+        return await mailbox_cli.run(args, services)
     if args.action == "list":
         rows = await store.mailboxes.list()
         if not rows:
@@ -167,6 +199,7 @@ async def _mailboxes(args: argparse.Namespace, services: Any) -> int:
         if not await store.mailboxes.remove(args.mailbox):
             print(f"error: {args.mailbox} is not registered", file=sys.stderr)
             return 1
+        await store.health.forget(args.mailbox)  # status and the failing gauge forget it too
         print(f"removed {args.mailbox}")
         return 0
     enabled = args.action == "enable"
@@ -269,45 +302,15 @@ async def _unsubscribe(services: Any, mailbox_id: str) -> None:
 
 
 async def _status(args: argparse.Namespace, services: Any) -> int:
-    from sync.status import status_report
+    from sync.status import render_status, status_report
 
     report = await status_report(services)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0
-    q = report["queue"]
-    print(f"queue {q['name']}: {q['depth']} waiting; poison {q['poison']}: {q['poison_depth']}")
-    if q["poison_depth"]:
-        print("  ! poison messages present: 'python -m sync poison list' to inspect")
-    for mb in report["mailboxes"]:
-        print(f"\n{mb['id']} ({'enabled' if mb['enabled'] else 'disabled'})")
-        print(f"  {_doctor_line(mb['id'], mb.get('doctor'))}")
-        for s in mb["streams"]:
-            flag = " RESYNC" if s["resync_requested"] else ""
-            err = f"  last error: {s['last_error']}" if s["last_error"] else ""
-            print(f"  {s['stream']:14} last ok {s['last_success_at'] or '-'}{flag}{err}")
-        for stream, n in mb["two_way_items"].items():
-            if any(n.values()):
-                print(
-                    f"  {stream:14} {n['ambiguous']} ambiguous, {n['duplicate']} duplicate "
-                    f"(not linked, nothing created), {n['removed']} removed by the user; "
-                    f"see 'python -m sync items {mb['id']}'"
-                )
-        for r in mb["recent_runs"]:
-            print(
-                f"  run {r['started_at'][:19]} {r['stream']:10} {r['kind']:9} {r['status']:8} {r['counts']} {r['message'][:80]}"
-            )
+    for line in render_status(report):
+        print(line)
     return 0
-
-
-def _doctor_line(mailbox: str, doctor: dict[str, Any] | None) -> str:
-    if not doctor:
-        return f"doctor: never run ('python -m sync doctor {mailbox}')"
-    line = f"doctor {doctor['checked_at'][:19]}: {doctor['summary']}"
-    failing = [c["name"] for c in doctor["checks"] if c["status"] == "fail"]
-    if failing:
-        line += f"; failing: {', '.join(failing)} ('python -m sync doctor {mailbox}')"
-    return line
 
 
 async def _sync(args: argparse.Namespace, services: Any) -> int:

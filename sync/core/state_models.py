@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from sync.core.keys import normalise_address
 
@@ -22,6 +22,48 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Filter operators the scope decides on (``sync.core.mapping.scope.matches``, with the Workbooks
+# API's meanings).  Any other (``today``, ``between``, a typo) would match nothing.
+FILTER_OPERATORS: tuple[str, ...] = (
+    "eq",
+    "xeq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "bg",
+    "nbg",
+    "ct",
+    "nct",
+    "blank",
+    "not_blank",
+    "true",
+    "false",
+)
+
+
+def _stored(info: ValidationInfo) -> bool:
+    """Validating a row read back from storage: what an earlier version accepted (unknown keys,
+    which were dropped, and unknown operators, which match nothing) must still load, or one
+    mailbox's old policy would stop the whole registry from loading."""
+    return bool(info.context and info.context.get("stored"))
+
+
+def _refuse_unknown(model: type[BaseModel], data: Any, info: ValidationInfo, what: str) -> Any:
+    if isinstance(data, dict) and not _stored(info):
+        unknown = sorted(str(k) for k in data if k not in model.model_fields)
+        if unknown:
+            raise ValueError(
+                f"unknown {what} key(s) {', '.join(unknown)}; the known keys are "
+                f"{', '.join(model.model_fields)}"
+            )
+    return data
+
+
+STORED = {"stored": True}  # validation context for rows read from storage
+
+
 class FilterRule(BaseModel):
     """One per-user scope criterion, applied as a Workbooks filter (field, operator, value)."""
 
@@ -30,6 +72,21 @@ class FilterRule(BaseModel):
     field: str = Field(min_length=1, max_length=200)
     op: str = Field(default="eq", min_length=2, max_length=20)
     value: str = Field(default="", max_length=1000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys(cls, data: Any, info: ValidationInfo) -> Any:
+        return _refuse_unknown(cls, data, info, "filter")
+
+    @field_validator("op")
+    @classmethod
+    def _op(cls, value: str, info: ValidationInfo) -> str:
+        op = value.strip().lower()
+        if op not in FILTER_OPERATORS and not _stored(info):
+            raise ValueError(
+                f"unknown filter operator {value!r}; use one of {', '.join(FILTER_OPERATORS)}"
+            )
+        return op if op in FILTER_OPERATORS else value
 
 
 # What deleting a linked item in Outlook does (docs/two-way-sync.md, "Removals"):
@@ -79,6 +136,11 @@ class MailboxPolicy(BaseModel):
     # the mailbox's Outlook setting, else UTC (``sync.engine.clients.mailbox_time_zone``).
     time_zone: str | None = Field(default=None, max_length=64)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _keys(cls, data: Any, info: ValidationInfo) -> Any:
+        return _refuse_unknown(cls, data, info, "policy")
+
     @field_validator("time_zone")
     @classmethod
     def _zone(cls, value: str | None) -> str | None:
@@ -99,6 +161,21 @@ class MailboxPolicy(BaseModel):
     @classmethod
     def _lower(cls, value: list[str]) -> list[str]:
         return sorted({v.strip().lower().lstrip("@") for v in value if v.strip()})
+
+
+def merge_policy(current: MailboxPolicy, changes: Any) -> MailboxPolicy:
+    """``current`` with the keys of ``changes`` (a JSON object) replaced, validated as a whole:
+    unknown keys and filter operators are refused (``pydantic.ValidationError``); a key set to
+    null goes back to its default.  Lists are replaced, not appended to."""
+    if not isinstance(changes, dict):
+        raise ValueError('the policy is a JSON object, e.g. \'{"email_policy": "auto"}\'')
+    merged = current.model_dump(mode="json")
+    for key, value in changes.items():
+        if value is None and key in MailboxPolicy.model_fields:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return MailboxPolicy.model_validate(merged)
 
 
 class Mailbox(BaseModel):
@@ -298,6 +375,8 @@ class RunRecord(BaseModel):
     job_id: str
     kind: str
     reason: str = ""
+    # Names this run in the logs (the ``run_id`` field of every record it wrote).
+    run_id: str = ""
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
     status: Literal["running", "ok", "failed", "skipped", "retry", "stopped"] = "running"

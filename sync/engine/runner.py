@@ -44,10 +44,12 @@ from sync.core.streams import (
     renew_interval,
     stream_marker,
 )
+from sync.engine.health import record_outcome
 from sync.engine.registry import RunContext, lookup
 from sync.logs import RateLimitedLog, describe
 from sync.runtime import Services
 from sync.state.store import LeaseLost
+from sync.telemetry import bind
 from sync.workbooks.client import job_slots
 
 log = logging.getLogger("sync.engine")
@@ -391,10 +393,22 @@ async def _run_stream(services: Services, job: Job, mailbox: Mailbox, run: RunRe
 
 
 async def run_job(services: Services, job: Job, *, dequeue_count: int = 1) -> RunRecord:
-    """Process one job end to end; returns the recorded run."""
+    """Process one job end to end; returns the recorded run.  Every log record written
+    meanwhile carries the job's and the run's ids, mailbox, stream and kind."""
     run = RunRecord(
-        mailbox=job.mailbox, stream=job.stream, job_id=job.job_id, kind=job.kind, reason=job.reason
+        mailbox=job.mailbox,
+        stream=job.stream,
+        job_id=job.job_id,
+        kind=job.kind,
+        reason=job.reason,
+        run_id=uuid.uuid4().hex[:12],
     )
+    fields = {"job_id": job.job_id, "run_id": run.run_id, "mailbox": job.mailbox}
+    with bind(**fields, stream=str(job.stream), kind=str(job.kind)):
+        return await _run_job(services, job, run, dequeue_count)
+
+
+async def _run_job(services: Services, job: Job, run: RunRecord, dequeue_count: int) -> RunRecord:
     mailbox = await services.store.mailboxes.for_job(job.mailbox)
     if mailbox is None or not mailbox.enabled:
         run.status = "skipped"
@@ -410,11 +424,13 @@ async def run_job(services: Services, job: Job, *, dequeue_count: int = 1) -> Ru
             run.errors.append(run.message)
             run.finished_at = utcnow()
             await services.store.runs.put(run)
+            await record_outcome(services, job, run)
             if dequeue_count >= LAST_ATTEMPT:
                 await _progress(services, job, run)
             raise
     run.finished_at = utcnow()
     await services.store.runs.put(run)
+    await record_outcome(services, job, run)
     if run.status != "retry" and job.stream != Stream.ALL:
         await _progress(services, job, run)
     return run

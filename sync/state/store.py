@@ -51,6 +51,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 from sync.core.doctor import DoctorReport
 from sync.core.keys import address_key, decode_key, encode_key, normalise_address
 from sync.core.state_models import (
+    STORED,
     Cursor,
     EmailRecord,
     IdentityIssue,
@@ -77,6 +78,7 @@ from sync.core.streams import (
 )
 from sync.core.streams import marked as marked_outcome
 from sync.core.subscriptions import hash_client_state
+from sync.state.health import StreamHealthStore
 from sync.state.limits import check_entity, chunk_batch, pack_json, unpack_json
 from sync.state.tables import TABLES
 
@@ -412,7 +414,7 @@ class MailboxRegistry:
     async def get(self, mailbox_id: str) -> Mailbox | None:
         key = _mailbox_key(mailbox_id)
         row = await self._t.get(self.PK, key) if key else None
-        return Mailbox.model_validate_json(row["data"]) if row else None
+        return Mailbox.model_validate_json(row["data"], context=STORED) if row else None
 
     async def put(self, mailbox: Mailbox) -> None:
         self._forget(mailbox.id)
@@ -425,7 +427,10 @@ class MailboxRegistry:
         return await self._t.create(self._row(mailbox)) is not None
 
     async def list(self, *, enabled_only: bool = False) -> list[Mailbox]:
-        out = [Mailbox.model_validate_json(r["data"]) async for r in self._t.partition(self.PK)]
+        out = [
+            Mailbox.model_validate_json(r["data"], context=STORED)
+            async for r in self._t.partition(self.PK)
+        ]
         return [m for m in out if m.enabled or not enabled_only]
 
     async def remove(self, mailbox_id: str) -> bool:
@@ -443,15 +448,34 @@ class MailboxRegistry:
         def change(row: dict[str, Any] | None) -> dict[str, Any] | None:
             if row is None:
                 return None
-            mb = Mailbox.model_validate_json(row["data"]).model_copy(
+            mb = Mailbox.model_validate_json(row["data"], context=STORED).model_copy(
                 update={"enabled": enabled, "disabled_reason": reason, "updated_at": utcnow()}
             )
-            return {"mailbox": mb.id, "enabled": enabled, "data": mb.model_dump_json()}
+            return self._row(mb)
 
         self._forget(mailbox_id)
         row = await self._t.cas(self.PK, key, change)
         self._forget(mailbox_id)
-        return Mailbox.model_validate_json(row["data"]) if row else None
+        return Mailbox.model_validate_json(row["data"], context=STORED) if row else None
+
+    async def update(self, mailbox_id: str, change: Callable[[Mailbox], Mailbox]) -> Mailbox | None:
+        """ETag-guarded change of a registered mailbox (None: not registered); ``change``
+        may raise (a validation error), which leaves the row as it was."""
+        key = _mailbox_key(mailbox_id)
+        if key is None:
+            return None
+
+        def apply(row: dict[str, Any] | None) -> dict[str, Any] | None:
+            if row is None:
+                return None
+            current = Mailbox.model_validate_json(row["data"], context=STORED)
+            mb = change(current).model_copy(update={"id": current.id, "updated_at": utcnow()})
+            return self._row(mb)
+
+        self._forget(mailbox_id)
+        row = await self._t.cas(self.PK, key, apply)
+        self._forget(mailbox_id)
+        return Mailbox.model_validate_json(row["data"], context=STORED) if row else None
 
 
 class DoctorResults:
@@ -1534,6 +1558,7 @@ class StateStore:
         self.pending = PendingIndex(t["emails"])
         self.runs = RunLog(t["runs"], runs_keep_days)
         self.jobs = JobStatusStore(t["jobs"])
+        self.health = StreamHealthStore(t["runs"], t["cursors"])
         self._tables = t
 
     @classmethod

@@ -12,6 +12,7 @@ from sync.core.mapping.scope import (
     rules_match,
     scope_columns,
 )
+from sync.core.state_models import STORED
 from sync.core.state_models import FilterRule as R
 
 ROW = {
@@ -40,7 +41,8 @@ ROW = {
         (R(field="lead_status", op="not_blank"), False),
         (R(field="watched", op="false"), True),
         (R(field="watched", op="true"), False),
-        (R(field="employer_name", op="bogus"), False),
+        # An operator the policy now refuses, in a policy stored before it did: matches nothing.
+        (R.model_validate({"field": "employer_name", "op": "bogus"}, context=STORED), False),
     ],
 )
 def test_operators(rule: R, ok: bool) -> None:
