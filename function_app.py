@@ -3,7 +3,7 @@ one engine function. See sync/blueprints/ for the functions and README.md for th
 
 import azure.functions as func
 
-from sync.blueprints import admin, emails, timers, webhooks, worker
+from sync.blueprints import admin, emails, timers, webhooks, workbooks_hooks, worker
 from sync.log_levels import configure_logging
 
 configure_logging()  # SYNC_LOG_LEVEL in Azure too; the SDKs' per-request logging stays quiet
@@ -13,3 +13,4 @@ app.register_functions(timers.bp)
 app.register_functions(worker.bp)
 app.register_functions(admin.bp)
 app.register_functions(emails.bp)
+app.register_functions(workbooks_hooks.bp)

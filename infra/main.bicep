@@ -63,6 +63,9 @@ param renewSchedule string = '0 7 */4 * * *'
 @description('NCRONTAB (seconds first, UTC): To Do delta poll.')
 param todoPollSchedule string = '0 */5 * * * *'
 
+@description('NCRONTAB (seconds first, UTC): created-since poll for retroactive email links where no Workbooks webhook covers a source.')
+param retroPollSchedule string = '0 */4 * * * *'
+
 @allowed([
   'DEBUG'
   'INFO'
@@ -601,6 +604,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     SYNC_RECONCILE_SCHEDULE: reconcileSchedule
     SYNC_RENEW_SCHEDULE: renewSchedule
     SYNC_TODO_POLL_SCHEDULE: todoPollSchedule
+    SYNC_RETRO_POLL_SCHEDULE: retroPollSchedule
     // Where Graph sends notifications: https://<host>/api/graph/notifications and /lifecycle.
     SYNC_PUBLIC_BASE_URL: 'https://${functionApp.properties.defaultHostName}'
     SYNC_SECRETS_PROVIDER: 'keyvault'

@@ -134,11 +134,18 @@ class AppSettings(_Checked):
         default="0 */5 * * * *",
         description="NCRONTAB of the To Do poll (Graph has no app-only To Do webhooks).",
     )
+    retro_poll_schedule: str = Field(
+        default="0 */4 * * * *",
+        description="NCRONTAB of the created-since poll that links earlier emails to new "
+        "People, Sales Leads and Contact Details where no Workbooks webhook covers them (every "
+        "4 minutes: a record is linked within 5).",
+    )
     webhook_max_body_bytes: int = Field(
         default=1_048_576,
         ge=1024,
         le=16_777_216,
-        description="Largest notification body the webhook accepts; larger bodies get 413.",
+        description="Largest notification (Graph) or delivery (Workbooks) body the webhooks "
+        "accept; larger bodies get 413.",
     )
     webhook_max_token_chars: int = Field(
         default=1024,
@@ -208,7 +215,13 @@ class AppSettings(_Checked):
         "azure-core's per-request HTTP logging, msal, httpx, aiohttp). INFO logs every request.",
     )
 
-    @field_validator("push_schedule", "reconcile_schedule", "renew_schedule", "todo_poll_schedule")
+    @field_validator(
+        "push_schedule",
+        "reconcile_schedule",
+        "renew_schedule",
+        "todo_poll_schedule",
+        "retro_poll_schedule",
+    )
     @classmethod
     def _schedule(cls, value: str) -> str:
         return _check_ncrontab(value)
@@ -391,6 +404,19 @@ class WorkbooksSettings(_Checked):
         default=True,
         description="[INF] Include records the user watches in My People/activities where the "
         "tenant lets 'watched' be filtered on; false: assigned records only.",
+    )
+    webhooks: bool = Field(
+        default=True,
+        description="Subscribe to Workbooks' new-person and new-lead webhooks where the API key "
+        "may manage triggers, so earlier emails are linked within seconds; false: the "
+        "created-since poll only (SYNC_RETRO_POLL_SCHEDULE).",
+    )
+    contact_details_trigger_id: int = Field(
+        default=0,
+        ge=0,
+        le=2**31 - 1,
+        description="[INF] Trigger id of 'new Contact Details row' (no public id is known; the "
+        "sandbox serves 9001); 0: Contact Details are polled.",
     )
     batch_size: int = Field(default=100, ge=1, le=100, description="Objects per write request.")
     page_size: int = Field(default=100, ge=1, le=100, description="Rows per read page.")

@@ -76,3 +76,13 @@ async def _todo_poll(services: Services) -> None:
         await services.queue.send(
             Job(mailbox=mailbox.id, stream=Stream.TODO, kind=JobKind.PUSH, reason="todo poll")
         )
+
+
+@bp.function_name("retro_poll_timer")
+@bp.timer_trigger(schedule="%SYNC_RETRO_POLL_SCHEDULE%", arg_name="timer")
+async def retro_poll_timer(timer: func.TimerRequest) -> None:
+    """Earlier emails to new People and Sales Leads where no Workbooks webhook tells us: one
+    created-since read per tenant, a PEOPLE job for each mailbox waiting on a new address."""
+    from sync.engine.workbooks_webhooks import poll
+
+    await _guarded("retro poll", poll)

@@ -42,6 +42,7 @@ def test_http_routes_and_auth_levels(indexed: dict[str, dict[str, Any]]) -> None
         "two_way_items": ("items/{mailbox}", ("GET",), "FUNCTION"),
         "email_explain": ("emails/{mailbox}/{message}", ("GET",), "FUNCTION"),
         "email_attach": ("emails/{mailbox}/attach", ("POST",), "FUNCTION"),
+        "workbooks_webhook": ("workbooks/webhook/{token}", ("POST",), "ANONYMOUS"),
     }
 
 
@@ -64,6 +65,7 @@ def test_schedules_come_from_app_settings_with_the_documented_defaults(
         "reconcile_timer": "%SYNC_RECONCILE_SCHEDULE%",
         "renew_timer": "%SYNC_RENEW_SCHEDULE%",
         "todo_poll_timer": "%SYNC_TODO_POLL_SCHEDULE%",
+        "retro_poll_timer": "%SYNC_RETRO_POLL_SCHEDULE%",
     }
     defaults = AppSettings.model_fields
     push = croniter(defaults["push_schedule"].default, second_at_beginning=True)
@@ -72,6 +74,10 @@ def test_schedules_come_from_app_settings_with_the_documented_defaults(
     rec = croniter(defaults["reconcile_schedule"].default, second_at_beginning=True)
     first, second = rec.get_next(float), rec.get_next(float)
     assert second - first == 30 * 60
+    # A new record is linked within 5 minutes where no webhook covers it (poll + the run).
+    retro = croniter(defaults["retro_poll_schedule"].default, second_at_beginning=True)
+    first, second = retro.get_next(float), retro.get_next(float)
+    assert second - first < 5 * 60
 
 
 def test_schedules_are_overridable_and_validated(monkeypatch: pytest.MonkeyPatch) -> None:
