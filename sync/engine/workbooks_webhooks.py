@@ -239,9 +239,9 @@ async def _subscribe(
         client, [(e.subscription_id, e.lock_version) for e in plan.delete]
     )
     out.deleted += sum(f is None for f in failures)
-    gone = {e.subscription_id for e in plan.delete}
+    kept_ids = {s.subscription_id for s in kept}
     for sub in row.subscriptions:
-        if sub.subscription_id in gone:
+        if sub.subscription_id not in kept_ids:  # deleted now, or gone at Workbooks already
             await store.delete_token(sub.token_hash)
     polled_why: dict[str, str] = {}
     for trigger in plan.create:
