@@ -2,10 +2,11 @@
 
 Starts Azurite, the Graph and Workbooks sandboxes and the local Functions host (running the
 real ``function_app.py``), registers a sandbox mailbox, creates its Graph subscriptions (the
-sandbox performs the real validation handshake against the host's webhook), and then acts as
-the user: it sends a categorised email to a known Person and waits for the email to appear
-linked in Workbooks; creates a Person for a recipient nobody knew and shows the earlier email
-linked retroactively; and shows People, contact edits and meetings crossing over.
+sandbox performs the real validation handshake against the host's webhook), shows ``doctor``'s
+live checks of the setup (secrets, Workbooks, Graph permissions, streams, webhook), and then
+acts as the user: it sends a categorised email to a known Person and waits for the email to
+appear linked in Workbooks; creates a Person for a recipient nobody knew and shows the earlier
+email linked retroactively; and shows People, contact edits and meetings crossing over.
 """
 
 from __future__ import annotations
@@ -260,6 +261,17 @@ async def _two_way_steps(demo: Demo, n: int) -> int:
     return n + 1
 
 
+async def _doctor_step(services: Any, mailbox: Any, n: int) -> None:
+    """``python -m sync doctor``: every assumption checked live against the local stack."""
+    from sync.core.doctor import render
+    from sync.engine.doctor import run_doctor
+
+    step(n, f"python -m sync doctor {mailbox.id}: the setup checked live")
+    report = await run_doctor(services, mailbox)
+    for line in render(report):
+        say(f"  {line}")
+
+
 async def run() -> int:
     from devkit import azurite
     from devkit.sandbox.graph import SandboxConfig as GraphConfig
@@ -321,8 +333,9 @@ async def _with_host(graph: Any, workbooks: Any, port: int) -> int:
             f"    Created {len(outcome.created)} Graph subscriptions (sent items, contacts, "
             "events); each passed the validation handshake against the host's webhook."
         )
+        await _doctor_step(services, mailbox, 4)
         demo = Demo(graph, workbooks, host, services)
-        n = await _sent_email_steps(demo, 4)
+        n = await _sent_email_steps(demo, 5)
         n = await _two_way_steps(demo, n)
         step(n, "Status (python -m sync status):")
         from sync.status import status_report

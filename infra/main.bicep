@@ -66,6 +66,9 @@ param todoPollSchedule string = '0 */5 * * * *'
 @description('NCRONTAB (seconds first, UTC): created-since poll for retroactive email links where no Workbooks webhook covers a source.')
 param retroPollSchedule string = '0 */4 * * * *'
 
+@description('NCRONTAB (seconds first, UTC): the sweeper, which re-sends jobs for streams whose run was cut or whose job was lost.')
+param sweepSchedule string = '*/30 * * * * *'
+
 @allowed([
   'DEBUG'
   'INFO'
@@ -605,6 +608,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     SYNC_RENEW_SCHEDULE: renewSchedule
     SYNC_TODO_POLL_SCHEDULE: todoPollSchedule
     SYNC_RETRO_POLL_SCHEDULE: retroPollSchedule
+    SYNC_SWEEP_SCHEDULE: sweepSchedule
     // Where Graph sends notifications: https://<host>/api/graph/notifications and /lifecycle.
     SYNC_PUBLIC_BASE_URL: 'https://${functionApp.properties.defaultHostName}'
     SYNC_SECRETS_PROVIDER: 'keyvault'

@@ -44,6 +44,10 @@ class SettingsError(Exception):
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+# Live Graph refuses a mail, contact or event subscription that expires more than 10,070
+# minutes ahead ("Subscription expiration can only be 10070 minutes in the future."), though
+# its docs say 10,080 (graph.md §1.3).  sync.core.subscriptions.MAX_LIFETIME is the same.
+MAX_SUBSCRIPTION_MINUTES = 10_070
 KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
 
 
@@ -140,6 +144,19 @@ class AppSettings(_Checked):
         "People, Sales Leads and Contact Details where no Workbooks webhook covers them (every "
         "4 minutes: a record is linked within 5).",
     )
+    sweep_schedule: str = Field(
+        default="*/30 * * * * *",
+        description="NCRONTAB of the sweeper, which re-sends a job for every stream whose run "
+        "was cut (its lease expired with the owner still named: a worker died or could not "
+        "release) or whose job marker is older than SYNC_SWEEP_AFTER_SECONDS.",
+    )
+    sweep_after_seconds: int = Field(
+        default=60,
+        ge=10,
+        le=3600,
+        description="A job marker older than this on a stream nobody runs means its job was "
+        "lost; the sweeper re-sends it (at most once per this many seconds per stream).",
+    )
     webhook_max_body_bytes: int = Field(
         default=1_048_576,
         ge=1024,
@@ -154,12 +171,13 @@ class AppSettings(_Checked):
         description="Longest validationToken echoed back; longer tokens get 400.",
     )
     webhook_memo_seconds: float = Field(
-        default=2.0,
+        default=1.0,
         ge=0,
         le=30,
-        description="How long a webhook instance remembers that a stream already has a job "
-        "pending, answering repeats from memory; each notification-triggered run re-reads the "
-        "delta this long after it starts, so nothing is missed. 0 turns the memory off.",
+        description="How long a webhook instance answers repeats for a stream from memory "
+        "once it found the stream's job pending (a burst); the run that takes that job's "
+        "marker queues a follow-up read for when this window has passed, so nothing is "
+        "missed. 0 turns the memory off.",
     )
     public_base_url: str | None = Field(
         default=None,
@@ -177,11 +195,12 @@ class AppSettings(_Checked):
         "SYNC_SECRETS_PROVIDER=keyvault.",
     )
     lease_seconds: int = Field(
-        default=300,
-        ge=30,
+        default=60,
+        ge=15,
         le=3600,
-        description="How long a worker owns a stream without renewing; a dead owner's lease "
-        "expires after this.",
+        description="How long a worker owns a stream without renewing (a live run renews "
+        "every third of it); a dead owner's lease expires this long after its last renewal, "
+        "and the sweeper then runs the stream again.",
     )
     dirty_marker_ttl_seconds: int = Field(
         default=600,
@@ -221,6 +240,7 @@ class AppSettings(_Checked):
         "renew_schedule",
         "todo_poll_schedule",
         "retro_poll_schedule",
+        "sweep_schedule",
     )
     @classmethod
     def _schedule(cls, value: str) -> str:
@@ -292,6 +312,9 @@ class AppSettings(_Checked):
             raise ValueError("SYNC_KEY_VAULT_URL is required when SYNC_SECRETS_PROVIDER=keyvault")
         if self.retry_cap_seconds < self.retry_base_seconds:
             raise ValueError("SYNC_RETRY_CAP_SECONDS must not be below SYNC_RETRY_BASE_SECONDS")
+        if self.sweep_after_seconds <= self.webhook_memo_seconds:
+            # A follow-up job's marker is set up to the memory window before the job is due.
+            raise ValueError("SYNC_SWEEP_AFTER_SECONDS must be above SYNC_WEBHOOK_MEMO_SECONDS")
         return self
 
 
@@ -324,9 +347,8 @@ class GraphSettings(_Checked):
     subscription_minutes: int = Field(
         default=8640,
         ge=45,
-        le=10_080,
-        description="Requested subscription lifetime in minutes (Graph maximum for mail, "
-        "contacts and events: 10,080).",
+        description="Requested subscription lifetime in minutes, 45 to 10,070: live Graph "
+        "refuses more than 10,070 for mail, contacts and events (its docs say 10,080).",
     )
     renew_margin_hours: int = Field(
         default=48,
@@ -350,6 +372,26 @@ class GraphSettings(_Checked):
         if not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("expected an absolute http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("subscription_minutes", mode="after")
+    @classmethod
+    def _lifetime(cls, value: int) -> int:
+        if value > MAX_SUBSCRIPTION_MINUTES:
+            raise ValueError(
+                f"at most {MAX_SUBSCRIPTION_MINUTES}: live Graph refuses a mail, contact or "
+                "event subscription that expires further ahead (its docs say 10,080)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _renewal(self) -> GraphSettings:
+        # A margin as long as the lifetime would renew every subscription at every sweep.
+        if self.renew_margin_hours * 60 >= self.subscription_minutes:
+            raise ValueError(
+                f"GRAPH_RENEW_MARGIN_HOURS ({self.renew_margin_hours} h) must be shorter than "
+                f"GRAPH_SUBSCRIPTION_MINUTES ({self.subscription_minutes} min)"
+            )
+        return self
 
 
 class WorkbooksSettings(_Checked):

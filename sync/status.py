@@ -1,4 +1,5 @@
-"""Status report: mailboxes, stream health, recent runs, queue and poison depth, intake counters.
+"""Status report: mailboxes, their last ``doctor`` report, stream health, recent runs, queue and
+poison depth, intake counters.
 Shared by ``GET /api/status`` and ``python -m sync status``; and a mailbox's two-way items that
 need a person (ambiguous, duplicate, removed by the user), for ``GET /api/items/{mailbox}`` and
 ``python -m sync items``."""
@@ -16,6 +17,7 @@ from sync.webhook import STATS
 
 async def status_report(services: Services, *, runs_per_mailbox: int = 5) -> dict[str, Any]:
     mailboxes = await services.store.mailboxes.list()
+    doctors = await services.store.doctor.all()  # every mailbox's last report, one query
     report: dict[str, Any] = {
         "queue": {
             "name": services.queue.name,
@@ -36,6 +38,8 @@ async def status_report(services: Services, *, runs_per_mailbox: int = 5) -> dic
                 "id": mb.id,
                 "enabled": mb.enabled,
                 "disabled_reason": mb.disabled_reason,
+                # The last ``doctor`` report (None: never run): what fails and how to fix it.
+                "doctor": doctors[mb.id].as_dict() if mb.id in doctors else None,
                 "subscriptions": [
                     {"stream": s.stream, "expires_at": s.expires_at.isoformat()} for s in subs
                 ],

@@ -40,7 +40,7 @@ from sync.core.notifications import (
     plan_lookups,
 )
 from sync.core.state_models import SubscriptionRecord
-from sync.core.streams import Intake, lifecycle_marker, on_notification, stream_marker
+from sync.core.streams import Intake, Marked, lifecycle_marker, on_notification, stream_marker
 from sync.core.subscriptions import hash_client_state
 from sync.logs import RateLimitedLog, expected_failure
 from sync.runtime import Services
@@ -158,13 +158,27 @@ def _parse(body: bytes, headers: Mapping[str, str], services: Services) -> list[
 
 
 async def _mark_and_send(
-    services: Services, mailbox: str, marker: str, make_job: Callable[[], Job]
-) -> bool:
-    """Set the 'job pending' marker and queue the job (built only then); True if queued,
-    False if one was already pending."""
+    services: Services,
+    mailbox: str,
+    marker: str,
+    make_job: Callable[[], Job],
+    *,
+    remember: bool = False,
+    expect_live: bool = False,
+) -> Marked:
+    """Set the 'job pending' marker and queue the job (built only then).  ``remember``: a live
+    marker is flagged so this instance may answer repeats from memory (``Marked``)."""
     ttl = services.settings.app.dirty_marker_ttl_seconds
-    if not await services.store.dirty.mark(mailbox, marker, ttl_seconds=ttl):
-        return False
+    dirty = services.store.dirty
+    if remember:
+        outcome = await dirty.mark_or_remember(
+            mailbox, marker, ttl_seconds=ttl, expect_live=expect_live
+        )
+    else:
+        queue = await dirty.mark(mailbox, marker, ttl_seconds=ttl)
+        outcome = Marked.QUEUE if queue else Marked.COALESCED
+    if outcome is not Marked.QUEUE:
+        return outcome
     job = make_job()
     try:
         await services.queue.send(job)
@@ -172,7 +186,7 @@ async def _mark_and_send(
         # Undo the marker so the retry Graph makes after our 5xx can enqueue again.
         await services.store.dirty.clear(mailbox, marker)
         raise
-    return True
+    return Marked.QUEUE
 
 
 async def _enqueue_dirty(services: Services, record: SubscriptionRecord, out: _Outcome) -> None:
@@ -180,9 +194,10 @@ async def _enqueue_dirty(services: Services, record: SubscriptionRecord, out: _O
     ``sync.core.streams.Intake``):
 
     * within one request, repeats are counted once;
-    * a stream whose marker this instance saw live less than ``webhook_memo_seconds`` ago is
-      answered from memory (the run that takes the marker re-reads the delta once that window
-      has passed, so no change waits for the next timer);
+    * a stream whose marker this instance found live (a job queued, not started) and flagged
+      less than ``webhook_memo_seconds`` ago is answered from memory (the run that takes a
+      flagged marker queues a follow-up read for when that window has passed, so no change
+      waits for the next timer);
     * concurrent requests for one stream share a single marker check (single flight), and a
       follower fails with the leader, so Graph retries both if the leader could not persist.
     """
@@ -205,8 +220,9 @@ async def _enqueue_dirty(services: Services, record: SubscriptionRecord, out: _O
         return
     flight = asyncio.get_running_loop().create_future()
     flights[stream_key] = flight
+    asked = time.monotonic()  # the memory dates from before the marker was read
     try:
-        queued = await _mark_and_send(
+        outcome = await _mark_and_send(
             services,
             record.mailbox,
             stream_marker(record.stream),
@@ -216,14 +232,19 @@ async def _enqueue_dirty(services: Services, record: SubscriptionRecord, out: _O
                 kind=JobKind.DIRTY,
                 reason="notification",
             ),
+            remember=window > 0,
+            expect_live=memo.expects_live(stream_key),
         )
     except BaseException as exc:
         flight.set_exception(exc)
         flight.exception()  # mark retrieved: followers may be none
         raise
     else:
+        queued = outcome is Marked.QUEUE
         flight.set_result(queued)
-        memo.saw_marker(stream_key, time.monotonic())
+        memo.found(stream_key, live=not queued)
+        if outcome is Marked.REMEMBERED:
+            memo.saw_marker(stream_key, asked)
     finally:
         flights.pop(stream_key, None)
     if queued:
@@ -244,7 +265,7 @@ async def _enqueue_lifecycle(
         out.coalesced += 1
         return
     out.seen.add(key)
-    queued = await _mark_and_send(
+    outcome = await _mark_and_send(
         services,
         record.mailbox,
         lifecycle_marker(record.subscription_id, event),
@@ -257,7 +278,7 @@ async def _enqueue_lifecycle(
             lifecycle_event=event,
         ),
     )
-    if queued:
+    if outcome is Marked.QUEUE:
         out.queued += 1
     else:
         out.coalesced += 1

@@ -1,6 +1,6 @@
 """``python -m devkit serve``: run function_app.py on the local host until Ctrl-C / SIGTERM.
 
-    python -m devkit serve [--port 7071] [--no-timers] [--no-queues]
+    python -m devkit serve [--port 7071] [--no-timers] [--no-queues] [--no-http]
                          [--azurite [--azurite-location DIR]]
                          [--app function_app] [--host-json host.json]
 
@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--no-timers", action="store_true", help="do not fire timer triggers")
     p.add_argument("--no-queues", action="store_true", help="do not poll queue triggers")
+    p.add_argument(
+        "--no-http",
+        action="store_true",
+        help="serve no HTTP routes (a worker-only instance: several can run side by side)",
+    )
     p.add_argument("--app", default="function_app", help="module name or path of the app")
     p.add_argument("--host-json", default=None, help="host.json path (default ./host.json)")
     p.add_argument(
@@ -132,6 +137,7 @@ async def _serve(args: argparse.Namespace) -> int:
             bind=args.host,
             timers=not args.no_timers,
             queues=not args.no_queues,
+            http=not args.no_http,
         )
         await host.start()
     except Exception as exc:  # import errors, bad host.json, missing settings, port in use
@@ -150,7 +156,8 @@ async def _serve(args: argparse.Namespace) -> int:
         skipped = "\nSkipped (not supported locally):\n" + "\n".join(
             f"  {name}: {why}" for name, why in host.indexed.skipped.items()
         )
-    sys.stdout.write(f"Local Functions host on {host.base_url}\n\nFunctions:\n{lines}{skipped}\n\n")
+    where = host.base_url if host.http_enabled else f"pid {os.getpid()} (no HTTP)"
+    sys.stdout.write(f"Local Functions host on {where}\n\nFunctions:\n{lines}{skipped}\n\n")
     sys.stdout.write("Press Ctrl+C to stop.\n")
     sys.stdout.flush()
     try:

@@ -122,6 +122,7 @@ class LocalHost:
         bind: str = "127.0.0.1",
         timers: bool = True,
         queues: bool = True,
+        http: bool = True,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.module_path = module
@@ -130,6 +131,7 @@ class LocalHost:
         self.bind = bind
         self.timers_enabled = timers
         self.queues_enabled = queues
+        self.http_enabled = http
         self._environ = environ
         self.indexed: IndexedApp | None = None
         self.routes: list[tuple[LoadedFunction, ConvertedRoute, list[str]]] = []
@@ -189,7 +191,7 @@ class LocalHost:
     def describe(self) -> list[str]:
         """Core Tools-style listing of the functions and how they are triggered."""
         lines: list[str] = []
-        for fn, route, methods in self.routes:
+        for fn, route, methods in self.routes if self.http_enabled else []:
             verbs = ",".join(methods) if methods else "ALL"
             prefix = f"/{self.config.route_prefix}" if self.config.route_prefix else ""
             url = f"{self.base_url if self._started else ''}{prefix}/{route.template.strip('/')}"
@@ -224,7 +226,8 @@ class LocalHost:
         )
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="func")
         try:
-            await self._start_http()
+            if self.http_enabled:
+                await self._start_http()
             self._started = True
             if self.queues_enabled:
                 await self._start_queues()

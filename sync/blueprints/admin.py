@@ -1,5 +1,6 @@
-"""Operator HTTP API: manual sync with progress, status, and a mailbox's two-way items that
-need a person (ambiguous, duplicate, removed by the user).  Function-key protected."""
+"""Operator HTTP API: manual sync with progress, status, a mailbox's two-way items that need a
+person (ambiguous, duplicate, removed by the user), and ``doctor`` (live checks of a mailbox's
+setup).  Function-key protected."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sync.blueprints.responses import json_response, read_body
 from sync.core.bodies import BodyError, expect_object, no_unknown_fields
 from sync.core.errors import NotFound
 from sync.core.keys import normalise_address
+from sync.engine.doctor import run_doctor
 from sync.engine.runner import request_manual
 from sync.runtime import get_services
 from sync.status import status_report, two_way_items
@@ -98,3 +100,19 @@ async def items(req: func.HttpRequest) -> func.HttpResponse:
     except ValueError as exc:
         return json_response({"error": str(exc)}, 400)
     return json_response(report)
+
+
+@bp.function_name("doctor")
+@bp.route(route="doctor/{mailbox}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def doctor(req: func.HttpRequest) -> func.HttpResponse:
+    """Check a registered mailbox's setup live, as ``python -m sync doctor``, and record the
+    report as its last one: 200 with the report (its ``status`` is ok / warn / fail), 404 for
+    an unknown mailbox.  It runs where the service runs, so it signs in to Graph with the
+    deployment's credential, which an operator's machine may not have."""
+    mailbox = normalise_address(req.route_params.get("mailbox", ""))
+    services = await get_services()
+    record = await services.store.mailboxes.get(mailbox)
+    if record is None:
+        return json_response({"error": f"mailbox {mailbox!r} is not registered"}, 404)
+    report = await run_doctor(services, record)
+    return json_response(report.as_dict())

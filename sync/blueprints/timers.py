@@ -14,6 +14,7 @@ import azure.functions as func
 
 from sync.core.jobs import Job, JobKind, Stream
 from sync.engine.runner import fan_out
+from sync.engine.sweeper import sweep_streams
 from sync.logs import RateLimitedLog, describe, expected_failure
 from sync.runtime import Services, get_services
 
@@ -86,3 +87,12 @@ async def retro_poll_timer(timer: func.TimerRequest) -> None:
     from sync.engine.workbooks_webhooks import poll
 
     await _guarded("retro poll", poll)
+
+
+@bp.function_name("sweep_timer")
+@bp.timer_trigger(schedule="%SYNC_SWEEP_SCHEDULE%", arg_name="timer")
+async def sweep_timer(timer: func.TimerRequest) -> None:
+    """Streams whose run was cut (a worker died, or could not release its lease) or whose job
+    was lost run again within minutes, not when their queue message reappears (default every
+    30 seconds; ``sync.engine.sweeper``)."""
+    await _guarded("sweeper", sweep_streams)

@@ -1,5 +1,6 @@
-"""``python -m sync``: mailbox registry, status, manual sync, poison queue, explain and attach,
-and the two-way items that need a person (``items``).
+"""``python -m sync``: mailbox registry, ``doctor`` (live checks of a mailbox's setup; ``mailboxes
+add`` runs it and refuses an essential failure unless ``--force``), status, manual sync, poison
+queue, explain and attach, and the two-way items that need a person (``items``).
 
 The local Functions host and the demo are development tooling: ``python -m devkit``.
 
@@ -41,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--no-subscribe", action="store_true", help="do not create Graph subscriptions now"
     )
+    add.add_argument(
+        "--force",
+        action="store_true",
+        help="register even when an essential doctor check fails (bad key, unreachable "
+        "Workbooks, no Graph token, a missing permission, an unreachable mailbox)",
+    )
     mbs.add_parser("list", help="list registered mailboxes")
     rm = mbs.add_parser("remove", help="unregister a mailbox and delete its subscriptions")
     rm.add_argument("mailbox")
@@ -49,6 +56,15 @@ def _parser() -> argparse.ArgumentParser:
     dis.add_argument("--reason", default="disabled by operator")
     en = mbs.add_parser("enable", help="resume syncing a disabled mailbox")
     en.add_argument("mailbox")
+
+    doc = sub.add_parser(
+        "doctor",
+        help="check a mailbox's setup live: secrets, Workbooks, Graph permissions, streams, "
+        "webhook",
+    )
+    doc.add_argument("mailbox", nargs="?", help="a registered mailbox")
+    doc.add_argument("--all", action="store_true", help="every registered mailbox")
+    doc.add_argument("--json", action="store_true")
 
     st = sub.add_parser("status", help="queues, poison messages, stream health, recent runs")
     st.add_argument("--json", action="store_true")
@@ -122,9 +138,16 @@ async def _mailboxes(args: argparse.Namespace, services: Any) -> int:
         except (ValidationError, json.JSONDecodeError) as exc:
             print(f"error: invalid mailbox: {_problems(exc)}", file=sys.stderr)
             return 2
+        if await store.mailboxes.get(mailbox.id) is not None:
+            print(f"error: {mailbox.id} is already registered", file=sys.stderr)
+            return 1
+        report = await _checked(services, mailbox, force=args.force)
+        if report is None:
+            return 1
         if not await store.mailboxes.add(mailbox):
             print(f"error: {mailbox.id} is already registered", file=sys.stderr)
             return 1
+        await store.doctor.put(report)
         print(f"registered {mailbox.id}")
         if not args.no_subscribe:
             await _subscribe(services, mailbox)
@@ -163,6 +186,55 @@ async def _mailboxes(args: argparse.Namespace, services: Any) -> int:
         status = await request_manual(services, result.id, "full")
         print(f"queued a full sync to catch up: job {status.job_id}")
     return 0
+
+
+async def _checked(services: Any, mailbox: Mailbox, *, force: bool) -> Any:
+    """Run doctor on a mailbox about to be registered and print its table; the report, or
+    None when an essential check failed and the operator did not force it."""
+    from sync.core.doctor import render
+    from sync.engine.doctor import diagnose
+
+    report = await diagnose(services, mailbox)
+    for line in render(report):
+        print(line)
+    failed = [c.name for c in report.essential_failures]
+    if failed and not force:
+        print(
+            f"error: {mailbox.id} not registered: {', '.join(failed)} failed (see the fixes "
+            "above); fix them and add it again, or register it anyway with --force",
+            file=sys.stderr,
+        )
+        return None
+    if failed:
+        print(f"warning: registering despite {', '.join(failed)} (--force)")
+    return report
+
+
+async def _doctor(args: argparse.Namespace, services: Any) -> int:
+    """Exit status 0: nothing failed; 1: a check failed (or an unknown mailbox)."""
+    from sync.core.doctor import render
+    from sync.engine.doctor import run_doctor
+
+    if bool(args.mailbox) == bool(args.all):
+        print("error: name one mailbox or give --all", file=sys.stderr)
+        return 2
+    if args.all:
+        mailboxes = await services.store.mailboxes.list()
+    else:
+        found = await services.store.mailboxes.get(args.mailbox)
+        if found is None:
+            print(f"error: {args.mailbox} is not registered", file=sys.stderr)
+            return 1
+        mailboxes = [found]
+    reports = [await run_doctor(services, m) for m in mailboxes]
+    if args.json:
+        print(json.dumps([r.as_dict() for r in reports] if args.all else reports[0].as_dict()))
+    else:
+        if not reports:
+            print("no mailboxes registered")
+        for report in reports:
+            print("\n".join(render(report)))
+    return 1 if any(r.failures for r in reports) else 0
 
 
 async def _subscribe(services: Any, mailbox: Mailbox) -> None:
@@ -209,6 +281,7 @@ async def _status(args: argparse.Namespace, services: Any) -> int:
         print("  ! poison messages present: 'python -m sync poison list' to inspect")
     for mb in report["mailboxes"]:
         print(f"\n{mb['id']} ({'enabled' if mb['enabled'] else 'disabled'})")
+        print(f"  {_doctor_line(mb['id'], mb.get('doctor'))}")
         for s in mb["streams"]:
             flag = " RESYNC" if s["resync_requested"] else ""
             err = f"  last error: {s['last_error']}" if s["last_error"] else ""
@@ -225,6 +298,16 @@ async def _status(args: argparse.Namespace, services: Any) -> int:
                 f"  run {r['started_at'][:19]} {r['stream']:10} {r['kind']:9} {r['status']:8} {r['counts']} {r['message'][:80]}"
             )
     return 0
+
+
+def _doctor_line(mailbox: str, doctor: dict[str, Any] | None) -> str:
+    if not doctor:
+        return f"doctor: never run ('python -m sync doctor {mailbox}')"
+    line = f"doctor {doctor['checked_at'][:19]}: {doctor['summary']}"
+    failing = [c["name"] for c in doctor["checks"] if c["status"] == "fail"]
+    if failing:
+        line += f"; failing: {', '.join(failing)} ('python -m sync doctor {mailbox}')"
+    return line
 
 
 async def _sync(args: argparse.Namespace, services: Any) -> int:
@@ -328,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     handlers: dict[str, Callable[[argparse.Namespace, Any], Awaitable[int]]] = {
         "mailboxes": _mailboxes,
+        "doctor": _doctor,
         "status": _status,
         "sync": _sync,
         "poison": _poison,

@@ -1,57 +1,80 @@
 """One stream's life: every rule about when a (mailbox, stream) runs, in one file, without I/O.
 
 A stream (``sync.core.jobs.Stream``) is one mailbox's sent items, contacts, events, ...  Three
-pieces of state decide what happens to it; the webhook, the runner and the store keep them and
-ask this module what to do:
+pieces of state decide what happens to it; the webhook, the runner, the sweeper and the store
+keep them and ask this module what to do:
 
 * the **job marker**, a row meaning "a job for this stream is queued": the webhook sets it
   before it queues a notification job (so a burst queues one job), the run takes it before it
   reads the delta (a lifecycle event has a marker of its own, taken by its job);
-* the **lease** on the stream's cursor row: which worker runs the stream, and until when;
-* the webhook's **memory** (one per instance): when it last saw the stream's marker live.  A
-  repeat within ``memo_seconds`` is answered from memory, without a storage round trip.
+* the **lease** on the stream's cursor row: which worker runs the stream, and until when.  A
+  live run renews it (``renew_interval``); a run that dies stops renewing, and the lease expires
+  ``lease_seconds`` after the last renewal;
+* the webhook's **memory** (one per instance): a stream whose marker this instance found live
+  (a job queued and not started) and *flagged* ``remembered`` on the row.  For ``memo_seconds``
+  repeats are answered from memory, without a storage round trip.
 
 Put together, a stream is in one of these states::
 
     IDLE ──notification──► JOB PENDING ──claim──► RUNNING ──run ends──► IDLE
-                            (marker set,          (lease held; the run    (lease released)
-                             job queued)           takes the marker first)
-                                                     │      ▲
-                                     pass ends, a    │      │ window passed:
-                                     marker was      ▼      │ read the delta again
-                                     taken < memo   FOLLOW-UP DUE
-                                     ago (≤ MAX_FOLLOW_UPS)
+                            (marker set,          (lease held, renewed;    (lease released)
+                             job queued)           the run takes the
+                               ▲                   marker first)
+                               │                     │      │
+                               │ the follow-up job   │      │ owner dies (kill, crash) or
+                               │ becomes visible     │      │ cannot release (outage)
+                               │                     ▼      ▼
+                            FOLLOW-UP DUE  ◄──────────┘    CUT (lease expired, owner named)
+                            (no lease, no worker:          │
+                             a follow-up job is            │ sweeper: re-sent as a new job
+                             queued, invisible until       └──────────► JOB PENDING
+                             the window has passed;
+                             marker set)
 
 * A notification while RUNNING sets the marker again and queues a job; that job finds the
   stream BUSY and is re-sent after ``busy_delay`` (short for notification jobs).  The sent
   stream also looks at the marker after each delta round and reads again itself
   (``read_again``).
 * FOLLOW-UP DUE exists because of the memory: a notification answered from memory just after
-  the run took the marker has no job of its own, so the run reads once more when the window has
-  passed.  A pass that takes a new marker opens a new window.
-* A lease whose owner died EXPIRES after ``lease_seconds``; the next claim takes it over.  A
-  marker whose job was lost goes STALE after its TTL; the next notification replaces it and
-  queues again.
+  the run took the marker has no job of its own.  A run that took a *remembered* marker (or
+  took a marker after its last read) queues one follow-up job, invisible until the memory
+  window has passed (``StreamRun.pass_ended``), marks the stream (so a burst coalesces into
+  that job rather than queueing more) and releases its lease and its trigger slot at once:
+  nothing sleeps while it waits.  The follow-up is a notification job like any other; when it
+  runs it takes the marker, and a remembered marker opens the next window.
+* Invariant: every notification answered from memory is covered by a later delta read.  The
+  webhook remembers only a marker it found live and flagged before the run took it, and
+  dates its memory from *before* that storage call; the run that takes a flagged marker queues
+  the follow-up no earlier than ``memo_seconds`` after the take.  A run that ends in a
+  re-delivery of its own (retry, resync) is re-delivered no earlier than that either.
+* A lease whose owner died EXPIRES ``lease_seconds`` after its last renewal; the next claim
+  takes it over, and the **sweeper** (a timer) re-sends a job for every CUT stream (a lease
+  expired with its owner still named: the run never released it), so a dead worker's stream
+  runs again within ``lease_seconds`` plus one sweep, although the host keeps the dead
+  worker's queue message invisible for up to 10 minutes.  A marker whose job was lost goes
+  STALE: the sweeper re-sends a job for a marker older than ``sweep_after_seconds`` on a stream
+  nobody holds, and the next notification after its TTL replaces it and queues again.
 
 One job's part in this, as its worker sees it, is a ``StreamRun``: CLAIMING, then BUSY or
-RUNNING, FOLLOW-UP DUE and RUNNING again, then DONE.  Rule: every transition of a run is in
-``RUN_TRANSITIONS``; anything else is a bug and raises ``LifecycleError``, leaving the state as
-it was.
+RUNNING, then DONE or FOLLOW-UP DUE (both end the run and release its lease).  Rule: every
+transition of a run is in ``RUN_TRANSITIONS``; anything else is a bug and raises
+``LifecycleError``, leaving the state as it was.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
-from sync.core.jobs import JobKind
+from sync.core.jobs import JobKind, Stream
 
 BUSY_DELAY_SECONDS = 15  # a timer or manual job whose stream is busy waits this long
 # A notification that lands while the stream's run is finishing should not wait long.
 NOTIFICATION_BUSY_DELAY_SECONDS = 3
-MAX_FOLLOW_UPS = 3  # follow-up reads per run: each one that takes a marker opens a new window
 MEMORY_LIMIT = 50_000  # streams one webhook instance remembers before it starts afresh
+FOLLOW_UP_REASON = "follow-up"
 
 
 class LifecycleError(RuntimeError):
@@ -66,10 +89,21 @@ def stream_marker(stream: str) -> str:
     return str(stream)
 
 
+LIFECYCLE_PREFIX = "lifecycle:"
+
+
 def lifecycle_marker(subscription_id: str, event: str) -> str:
     """Name of a 'lifecycle job pending' marker: Graph may deliver a lifecycle event several
     times, and one pending job per (subscription, event) suffices."""
-    return f"lifecycle:{event}:{subscription_id}"[:200]
+    return f"{LIFECYCLE_PREFIX}{event}:{subscription_id}"[:200]
+
+
+def parse_lifecycle_marker(name: str) -> tuple[str, str] | None:
+    """(event, subscription id) of a lifecycle marker's name; None for any other name."""
+    if not name.startswith(LIFECYCLE_PREFIX):
+        return None
+    event, _, subscription_id = name[len(LIFECYCLE_PREFIX) :].partition(":")
+    return (event, subscription_id) if event and subscription_id else None
 
 
 class MarkerState(Enum):
@@ -86,6 +120,33 @@ def marker_state(
     if marked_at is not None and now - marked_at < timedelta(seconds=ttl_seconds):
         return MarkerState.LIVE
     return MarkerState.STALE
+
+
+class Marked(Enum):
+    """What setting a marker came to, for the webhook."""
+
+    QUEUE = "queue"  # there was no live marker; it is set now: queue the job
+    COALESCED = "coalesced"  # a job is pending: nothing to queue
+    # A job is pending and the marker carries the ``remembered`` flag, so the run that takes it
+    # follows up after the memory window: this instance may answer repeats from memory.
+    REMEMBERED = "remembered"
+
+
+def marked(state: MarkerState, *, flagged: bool, remember: bool) -> Marked | None:
+    """The outcome for a marker read in ``state``; None when the caller must first write the
+    ``remembered`` flag (with the ETag it read) and ask again."""
+    if state is not MarkerState.LIVE:
+        return Marked.QUEUE
+    if not remember:
+        return Marked.COALESCED
+    return Marked.REMEMBERED if flagged else None
+
+
+@dataclass(frozen=True)
+class TakenMarker:
+    """A marker a run took (deleted) before reading: whether a webhook remembers it."""
+
+    remembered: bool
 
 
 # ------------------------------------------------------------------------------ leases
@@ -116,10 +177,19 @@ def lease_state(
     return LeaseState.EXPIRED
 
 
-def lease_owner(job_id: str, nonce: str) -> str:
+def lease_owner(job_id: str, nonce: str, kind: JobKind | None = None) -> str:
     """Owner name of a lease: the job (for the run log) plus a nonce, so two deliveries of
-    one job are two owners."""
-    return f"{job_id}:{nonce}"
+    one job are two owners, and the job's kind, so the sweeper can run a cut run again."""
+    return f"{job_id}:{nonce}" if kind is None else f"{job_id}:{nonce}:{kind.value}"
+
+
+def owner_kind(owner: str) -> JobKind | None:
+    """The job kind a lease owner's name carries (``lease_owner``), if any."""
+    tail = owner.rsplit(":", 1)[-1]
+    try:
+        return JobKind(tail)
+    except ValueError:
+        return None
 
 
 def lease_expiry(now: datetime, lease_seconds: int) -> datetime:
@@ -144,7 +214,7 @@ class Intake(Enum):
     """What the webhook does with a notification for a stream, cheapest first."""
 
     REPEAT = "repeat"  # the same stream earlier in this request: counted once
-    REMEMBERED = "remembered"  # this instance saw its marker live < memo window ago: coalesce
+    REMEMBERED = "remembered"  # this instance flagged its live marker < memo window ago
     IN_FLIGHT = "in flight"  # a request of this instance is checking the marker: share it
     MARK = "mark"  # set the marker; queue a job if there was none (else coalesce)
 
@@ -160,11 +230,14 @@ def on_notification(*, repeat: bool, remembered: bool, in_flight: bool) -> Intak
 
 
 class MarkerMemory:
-    """The webhook's memory: when this instance last saw each stream's marker live (or set
-    it), by (mailbox, stream), on the monotonic clock."""
+    """The webhook's memory: when this instance last found each stream's marker live and
+    flagged it (``Marked.REMEMBERED``), by (mailbox, stream), on the monotonic clock.  The time
+    given is the moment *before* the storage call, so the memory never outlasts the window
+    the run that takes the marker waits before its follow-up."""
 
     def __init__(self, limit: int = MEMORY_LIMIT) -> None:
         self._seen: dict[tuple[str, str], float] = {}
+        self._live: dict[tuple[str, str], bool] = {}  # what the last marker check found
         self._limit = limit
 
     def remembers(self, key: tuple[str, str], now: float, window: float) -> bool:
@@ -176,8 +249,19 @@ class MarkerMemory:
             self._seen.clear()  # bounded memory; forgetting only costs a storage read
         self._seen[key] = now
 
+    def found(self, key: tuple[str, str], *, live: bool) -> None:
+        """Note what a marker check found: the next check of the stream reads first after a
+        live marker (a burst, or a job that waits), and inserts first after none."""
+        if len(self._live) > self._limit:
+            self._live.clear()
+        self._live[key] = live
+
+    def expects_live(self, key: tuple[str, str]) -> bool:
+        return self._live.get(key, False)
+
     def forget(self) -> None:
         self._seen.clear()
+        self._live.clear()
 
 
 # -------------------------------------------------------------------------- one run
@@ -187,39 +271,38 @@ class RunState(Enum):
     CLAIMING = "claiming"  # a job was delivered; its stream's lease is being asked for
     BUSY = "busy"  # another worker holds the lease: the job is re-sent; this run is over
     RUNNING = "running"  # lease held: reading and writing
-    FOLLOW_UP_DUE = "follow-up due"  # a pass ended < memo window after a marker was taken
-    DONE = "done"  # the run ended; its lease is released
+    # The run is over and its lease released; a follow-up job is queued, due when the memory
+    # window of the last remembered marker it took has passed.
+    FOLLOW_UP_DUE = "follow-up due"
+    DONE = "done"  # the run is over; its lease is released
 
 
 class RunEvent(Enum):
     CLAIMED = "claimed"
     REFUSED = "refused"  # the claim found the lease held
     MARKER_TAKEN = "marker taken"
-    WINDOW_OPEN = "pass ends, window open"
+    FOLLOW_UP = "pass ends, follow-up queued"
     RUN_ENDS = "pass ends, run ends"
-    WINDOW_PASSED = "window passed"
 
 
 RUN_TRANSITIONS: dict[tuple[RunState, RunEvent], RunState] = {
     (RunState.CLAIMING, RunEvent.CLAIMED): RunState.RUNNING,
     (RunState.CLAIMING, RunEvent.REFUSED): RunState.BUSY,
     (RunState.RUNNING, RunEvent.MARKER_TAKEN): RunState.RUNNING,
-    (RunState.RUNNING, RunEvent.WINDOW_OPEN): RunState.FOLLOW_UP_DUE,
+    (RunState.RUNNING, RunEvent.FOLLOW_UP): RunState.FOLLOW_UP_DUE,
     (RunState.RUNNING, RunEvent.RUN_ENDS): RunState.DONE,
-    (RunState.FOLLOW_UP_DUE, RunEvent.WINDOW_PASSED): RunState.RUNNING,
 }
 
 
 @dataclass
 class StreamRun:
     """One job's run on its stream, as the worker sees it. The runner reports what happened
-    (claimed or not, marker taken, pass ended) and is told what comes next."""
+    (claimed or not, markers taken, pass ended) and is told what comes next."""
 
     kind: JobKind
     memo_seconds: float  # the webhook's memory window (``SYNC_WEBHOOK_MEMO_SECONDS``)
     state: RunState = RunState.CLAIMING
-    marker_taken_at: float | None = None  # monotonic time the last pass took the marker
-    follow_ups: int = 0
+    follow_up_at: float | None = None  # monotonic time a follow-up read is due, if one is
 
     def _fire(self, event: RunEvent) -> None:
         new = RUN_TRANSITIONS.get((self.state, event))
@@ -235,31 +318,146 @@ class StreamRun:
         self._fire(RunEvent.REFUSED)
         return busy_delay(self.kind)
 
-    def marker_taken(self, now: float) -> None:
-        """The run took the stream's marker: its next delta read covers every notification so
-        far, and those the webhook answers from memory from now until the window closes."""
+    def marker_taken(self, now: float, *, remembered: bool, read_follows: bool = True) -> None:
+        """The run took the stream's marker at ``now``.  A read that follows covers every
+        notification so far; one a webhook answers from memory (``remembered``) until its
+        window closes needs a read after that; a marker taken after the last read needs one
+        at once."""
         self._fire(RunEvent.MARKER_TAKEN)
-        self.marker_taken_at = now
+        due: float | None = None
+        if remembered and self.memo_seconds > 0:
+            due = now + self.memo_seconds
+        if not read_follows:
+            due = max(due, now) if due is not None else now
+        if due is not None:
+            self.follow_up_at = due if self.follow_up_at is None else max(self.follow_up_at, due)
+
+    def follow_up_in(self, now: float) -> float | None:
+        """Seconds until the follow-up read is due (0 if it already is), or None."""
+        return None if self.follow_up_at is None else max(0.0, self.follow_up_at - now)
 
     def pass_ended(self, *, ok: bool, now: float) -> float | None:
-        """Seconds until the follow-up read is due, or None when the run ends.  A run that did
-        not end well (retry, stopped, failed) has its own next delivery."""
-        taken = self.marker_taken_at
-        if ok and self.memo_seconds > 0 and taken is not None and self.follow_ups < MAX_FOLLOW_UPS:
-            self._fire(RunEvent.WINDOW_OPEN)
-            return max(0.0, taken + self.memo_seconds - now)
+        """Seconds until the follow-up job is due (the runner queues it with that delay and
+        releases the lease), or None when the run simply ends.  A run that did not end well
+        has a re-delivery of its own, which the runner makes no earlier than
+        ``follow_up_in``."""
+        wait = self.follow_up_in(now)
+        if ok and wait is not None:
+            self._fire(RunEvent.FOLLOW_UP)
+            return wait
         self._fire(RunEvent.RUN_ENDS)
         return None
-
-    def window_passed(self) -> None:
-        self._fire(RunEvent.WINDOW_PASSED)
-        self.marker_taken_at = None
-        self.follow_ups += 1
 
 
 def read_again(*, marker_taken: bool, rounds: int, max_rounds: int) -> bool:
     """After a delta round of a running stream: a marker means a notification arrived during
     the round, and its job would only find the stream busy, so the run reads again itself (up
-    to ``max_rounds`` rounds per pass; a marker taken after the last round is covered by the
-    follow-up read)."""
+    to ``max_rounds`` rounds per pass; a marker taken after the last round is covered by a
+    follow-up job)."""
     return marker_taken and rounds < max_rounds
+
+
+# ------------------------------------------------------------------------------ sweeper
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    """A cursor row that names a lease owner, as the sweeper's query returns it."""
+
+    mailbox: str
+    stream: str
+    owner: str
+    until: datetime | None
+    etag: str = ""  # the row's version when read: the sweeper clears only what it saw
+
+
+@dataclass(frozen=True)
+class MarkerRow:
+    """A job marker older than the sweeper's threshold."""
+
+    mailbox: str
+    name: str
+    marked_at: datetime | None
+    etag: str = ""
+
+
+@dataclass(frozen=True)
+class Resend:
+    """A job the sweeper sends again: why, and what it needs to build it."""
+
+    mailbox: str
+    stream: str  # a Stream value; for a lifecycle marker, unknown ("") until its record is read
+    kind: JobKind
+    why: str  # "run cut" | "job lost"
+    lease: LeaseRow | None = None  # the cut run's lease, cleared once the job is sent
+    marker: MarkerRow | None = None  # the lost job's marker, refreshed once the job is sent
+    subscription_id: str | None = None
+    lifecycle_event: str | None = None
+
+
+def rerun_kind(kind: JobKind | None, stream: str) -> JobKind:
+    """The kind of job that finishes a cut run's work: the same kind where a job of it
+    carries nothing else, else a notification job (a delta read from the stored cursor)."""
+    if stream == Stream.SUBSCRIPTIONS:
+        return JobKind.RENEW
+    if kind is JobKind.MANUAL:
+        return JobKind.RECONCILE  # the same two-way run, without the operator's progress record
+    if kind in (JobKind.DIRTY, JobKind.PUSH, JobKind.RECONCILE, JobKind.RESYNC):
+        return kind
+    return JobKind.DIRTY  # attach, lifecycle, renew or unknown: catch the stream up
+
+
+def _stream(name: str) -> str | None:
+    try:
+        return Stream(name).value
+    except ValueError:
+        return None
+
+
+def sweep(
+    leases: Iterable[LeaseRow],
+    markers: Iterable[MarkerRow],
+    now: datetime,
+    *,
+    stale_after_seconds: float,
+) -> list[Resend]:
+    """What the sweeper re-sends: one job per CUT stream (a lease expired with its owner still
+    named) and one per marker older than ``stale_after_seconds`` whose stream nobody holds (its
+    job was lost: a killed worker, an enqueue that failed after the marker was set, a poisoned
+    message).  A stream is re-sent once per sweep, a cut run taking precedence."""
+    out: dict[tuple[str, str], Resend] = {}
+    held: set[tuple[str, str]] = set()
+    for lease in leases:
+        key = (lease.mailbox, lease.stream)
+        if lease.until is not None and lease.until > now:
+            held.add(key)  # a live run: its markers are taken by it or wait for it
+            continue
+        kind = rerun_kind(owner_kind(lease.owner), lease.stream)
+        out[key] = Resend(lease.mailbox, lease.stream, kind, "run cut", lease=lease)
+    limit = timedelta(seconds=stale_after_seconds)
+    for marker in markers:
+        if marker.marked_at is not None and now - marker.marked_at < limit:
+            continue
+        lifecycle = parse_lifecycle_marker(marker.name)
+        if lifecycle is not None:
+            event, sub = lifecycle
+            key = (marker.mailbox, marker.name)
+            out.setdefault(
+                key,
+                Resend(
+                    marker.mailbox,
+                    "",
+                    JobKind.LIFECYCLE,
+                    "job lost",
+                    marker=marker,
+                    subscription_id=sub,
+                    lifecycle_event=event,
+                ),
+            )
+            continue
+        stream = _stream(marker.name)
+        key = (marker.mailbox, stream or "")
+        if stream is None or key in held or key in out:
+            continue
+        out[key] = Resend(marker.mailbox, stream, JobKind.DIRTY, "job lost", marker=marker)
+    return list(out.values())

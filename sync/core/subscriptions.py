@@ -40,7 +40,10 @@ RESOURCES: dict[Stream, str] = {
     Stream.EVENTS: "/users/{user}/events",
 }
 CHANGE_TYPES = "created,updated,deleted"
-MAX_LIFETIME = timedelta(minutes=10_080)  # basic Outlook subscriptions (graph.md §1.3)
+# Basic Outlook subscriptions: live Graph refuses more than 10,070 minutes ("Subscription
+# expiration can only be 10070 minutes in the future."), its docs say 10,080 (graph.md §1.3).
+# GRAPH_SUBSCRIPTION_MINUTES is validated against the same number (sync.settings).
+MAX_LIFETIME = timedelta(minutes=10_070)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
+from sync.core.checks import Check
 from sync.core.state_models import Mailbox
 from sync.runtime import Services
 from sync.secrets import secret_provider
@@ -22,7 +23,6 @@ from sync.secrets import secret_provider
 if TYPE_CHECKING:
     from sync.graph.client import GraphClient
     from sync.workbooks.client import WorkbooksClient
-    from sync.workbooks.schema import Check
 
 log = logging.getLogger(__name__)
 ZONE_TTL_SECONDS = 3600.0  # a zone derived from Outlook is read again after this long
@@ -100,7 +100,6 @@ async def workbooks_checks(services: Services, mailbox: Mailbox) -> list[Check]:
     declaration and the email-link strategy (``sync.workbooks.tenant.verify``), then the zone
     the mailbox syncs in.  A key that cannot be resolved is a failing check, not an error."""
     from sync.secrets import SecretError
-    from sync.workbooks.schema import Check
     from sync.workbooks.tenant import verify
 
     try:

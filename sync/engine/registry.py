@@ -35,20 +35,25 @@ class RunContext:
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n
 
-    async def clear_marker(self) -> bool:
+    async def clear_marker(self, *, read_follows: bool = True) -> bool:
         """Take the stream's 'job pending' marker: the delta read that follows covers every
-        notification so far. True if there was one; the lifecycle notes when."""
-        taken = await self.services.store.dirty.clear(
+        notification so far. True if there was one; the lifecycle notes when, and whether a
+        webhook remembers it (then a follow-up read is due after the memory window)."""
+        taken = await self.services.store.dirty.take(
             self.job.mailbox, stream_marker(self.job.stream)
         )
-        if taken and self.life is not None:
-            self.life.marker_taken(time.monotonic())
-        return taken
+        if taken is not None and self.life is not None:
+            self.life.marker_taken(
+                time.monotonic(), remembered=taken.remembered, read_follows=read_follows
+            )
+        return taken is not None
 
     async def read_again(self, rounds: int, max_rounds: int) -> bool:
         """After delta round ``rounds``: take the marker a notification set meanwhile and say
-        whether to read again (``sync.core.streams.read_again``)."""
-        taken = await self.clear_marker()
+        whether to read again (``sync.core.streams.read_again``); a marker taken after the
+        last round is left to a follow-up job."""
+        again = rounds < max_rounds
+        taken = await self.clear_marker(read_follows=again)
         if taken:
             self.count("extra_rounds")
         return read_again(marker_taken=taken, rounds=rounds, max_rounds=max_rounds)

@@ -32,7 +32,13 @@ from sync.core.backoff import Backoff
 from sync.core.errors import ReauthRequired, ResyncRequired, RetryLater
 from sync.core.jobs import Job, JobKind, Stream
 from sync.core.state_models import JobStatus, Lease, Mailbox, RunRecord, utcnow
-from sync.core.streams import StreamRun, lease_owner, renew_interval
+from sync.core.streams import (
+    FOLLOW_UP_REASON,
+    StreamRun,
+    lease_owner,
+    renew_interval,
+    stream_marker,
+)
 from sync.engine.registry import RunContext, lookup
 from sync.logs import RateLimitedLog, describe
 from sync.runtime import Services
@@ -157,6 +163,34 @@ async def _requeue(services: Services, job: Job, delay: float, reason: str) -> N
     await services.queue.send(job.model_copy(update={"reason": reason}), delay_seconds=seconds)
 
 
+def _not_before_follow_up(ctx: RunContext, delay: float) -> float:
+    """A run that took a remembered marker is re-delivered no earlier than its follow-up read
+    would have been (``sync.core.streams``: the memory's invariant)."""
+    due = ctx.life.follow_up_in(time.monotonic()) if ctx.life is not None else None
+    return delay if due is None else max(delay, due)
+
+
+async def _follow_up(services: Services, job: Job, wait: float) -> None:
+    """Queue the stream's follow-up read, invisible until ``wait`` has passed, and mark the
+    stream so notifications until then coalesce into it (a burst queues one follow-up, not
+    one per notification).  Nothing waits in this worker: its lease and slot are freed."""
+    marker = stream_marker(job.stream)
+    ttl = services.settings.app.dirty_marker_ttl_seconds
+    marked = await services.store.dirty.mark(job.mailbox, marker, ttl_seconds=ttl)
+    follow = Job(
+        mailbox=job.mailbox, stream=job.stream, kind=JobKind.DIRTY, reason=FOLLOW_UP_REASON
+    )
+    # Whole seconds, rounded up: the read must not come before the window has passed.
+    seconds = int(min(math.ceil(wait), MAX_DELAY_SECONDS))
+    try:
+        await services.queue.send(follow, delay_seconds=seconds)
+    except Exception:
+        if marked:  # so the next notification queues a job of its own
+            with contextlib.suppress(Exception):
+                await services.store.dirty.clear(job.mailbox, marker)
+        raise
+
+
 async def _keep_lease(services: Services, lease: Lease) -> None:
     seconds = services.settings.app.lease_seconds
     while True:
@@ -180,7 +214,7 @@ async def _handle_errors(services: Services, job: Job, run: RunRecord, ctx: RunC
         await _run_processor(ctx, run)
     except RetryLater as exc:
         attempt = job.attempt + 1
-        delay = retry_delay(services, exc, attempt)
+        delay = _not_before_follow_up(ctx, retry_delay(services, exc, attempt))
         run.status, run.message = "retry", f"retry {attempt} in {math.ceil(delay)} s: {exc}"
         RETRIES.warning(
             f"{exc.source or 'a service'} asks to retry later; jobs re-queued with back-off",
@@ -192,7 +226,8 @@ async def _handle_errors(services: Services, job: Job, run: RunRecord, ctx: RunC
         run.status, run.message = "retry", f"resync required: {exc}"
         await services.store.cursors.request_resync(job.mailbox, job.stream, str(exc)[:500])
         await services.queue.send(
-            job.model_copy(update={"kind": JobKind.RESYNC, "reason": "resync"})
+            job.model_copy(update={"kind": JobKind.RESYNC, "reason": "resync"}),
+            delay_seconds=math.ceil(_not_before_follow_up(ctx, 0.0)),
         )
     except ReauthRequired as exc:
         run.status, run.message = "failed", f"credentials or permission problem: {exc}"
@@ -201,19 +236,20 @@ async def _handle_errors(services: Services, job: Job, run: RunRecord, ctx: RunC
         run.status, run.message = "stopped", str(exc)
 
 
-async def _passes(
+async def _pass(
     services: Services, job: Job, run: RunRecord, ctx: RunContext, life: StreamRun
 ) -> None:
-    """The run's pass, then the follow-up reads its lifecycle asks for (``sync.core.streams``:
-    a notification the webhook answered from memory just after the run took the marker has no
-    job of its own)."""
+    """The run's pass, then the follow-up its lifecycle asks for (``sync.core.streams``: a
+    notification the webhook answered from memory just after the run took the marker has no
+    job of its own).  The follow-up is a queued job, so the lease and the trigger slot are
+    released as soon as the pass ends."""
     await _handle_errors(services, job, run, ctx)
-    while (wait := life.pass_ended(ok=run.status == "ok", now=time.monotonic())) is not None:
-        if wait > 0:
-            await asyncio.sleep(wait)
-        life.window_passed()
-        ctx.count("memo_passes")
-        await _handle_errors(services, job, run, ctx)
+    # A stopped run (lost lease, mass-change brake) has no re-delivery of its own either.
+    ended_well = run.status in ("ok", "stopped")
+    wait = life.pass_ended(ok=ended_well, now=time.monotonic())
+    if wait is not None:
+        await _follow_up(services, job, wait)
+        ctx.count("follow_up_queued")
 
 
 async def _run_stream(services: Services, job: Job, mailbox: Mailbox, run: RunRecord) -> None:
@@ -221,7 +257,7 @@ async def _run_stream(services: Services, job: Job, mailbox: Mailbox, run: RunRe
     lease = await services.store.cursors.claim(
         job.mailbox,
         job.stream,
-        lease_owner(job.job_id, uuid.uuid4().hex[:8]),
+        lease_owner(job.job_id, uuid.uuid4().hex[:8], job.kind),
         services.settings.app.lease_seconds,
     )
     if lease is None:
@@ -235,7 +271,7 @@ async def _run_stream(services: Services, job: Job, mailbox: Mailbox, run: RunRe
         # The run about to start reads the delta, which covers every notification so far.
         await ctx.clear_marker()
         try:
-            await _passes(services, job, run, ctx, life)
+            await _pass(services, job, run, ctx, life)
         finally:
             run.counts = ctx.counts
             if ctx.messages and not run.message:

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sync.core.errors import InvalidRequest, NotFound
+from sync.core.doctor import Probe
+from sync.core.errors import InvalidRequest, NotFound, SyncError
 from sync.core.jobs import Job, JobKind, Stream
 from sync.core.state_models import Mailbox, SubscriptionRecord
 from sync.core.streams import lifecycle_marker
@@ -38,9 +39,11 @@ from sync.core.subscriptions import (
     plan_mailbox,
     plan_removal,
     recreate,
+    resource_for,
 )
 from sync.engine.clients import graph_client
 from sync.engine.registry import RunContext, register
+from sync.graph import probes
 from sync.graph.subscriptions import create_subscription
 from sync.runtime import Services
 
@@ -251,6 +254,39 @@ def _record(ctx: RunContext, outcome: Outcome) -> None:
             ctx.count(f"subscriptions_{name}", n)
     if outcome.failed:
         ctx.messages.append("failed: " + ", ".join(outcome.failed))
+
+
+# doctor's test subscription: deleted at once; if that fails it lapses within the hour (Graph
+# raises anything under 45 minutes to 45).
+TEST_SUBSCRIPTION_MINUTES = 60
+
+
+async def handshake_test(services: Services, mailbox: Mailbox) -> tuple[Probe, Probe | None]:
+    """Create a short test subscription on the mailbox's contacts, then delete it: Graph runs
+    the validation handshake against the notification and lifecycle URLs before it answers,
+    so its answer says whether Graph can reach the webhook.  (what Graph answered to the
+    create, to the delete; None when nothing was created).  Never recorded in state: should a
+    notification for it arrive meanwhile, the webhook drops it as an unknown subscription."""
+    upkeep = manager(services)
+    now = upkeep.clock()
+    try:
+        created = await create_subscription(
+            upkeep.graph,
+            resource=resource_for(Stream.CONTACTS, mailbox.graph_id),
+            notification_url=upkeep.notification_url,
+            lifecycle_url=upkeep.lifecycle_url,
+            expires_at=now + timedelta(minutes=TEST_SUBSCRIPTION_MINUTES),
+            client_state=new_client_state(),
+        )
+    except SyncError as exc:
+        return probes.failure(exc), None
+    try:
+        with contextlib.suppress(NotFound):  # already gone is what we wanted
+            await upkeep.graph.delete_subscription(created.subscription_id)
+    except SyncError as exc:
+        log.warning("test subscription %s not deleted: %s", created.subscription_id, exc)
+        return Probe(True, note=f" {created.subscription_id}"), probes.failure(exc)
+    return Probe(True), Probe(True)
 
 
 async def ensure_for_mailbox(services: Services, mailbox: Mailbox) -> Outcome:

@@ -34,7 +34,7 @@ from sync.core.errors import InvalidRequest, SyncError
 from sync.core.jobs import Job, JobKind, Stream
 from sync.core.keys import normalise_address
 from sync.core.state_models import Mailbox, utcnow
-from sync.core.streams import Intake, on_notification, stream_marker
+from sync.core.streams import Intake, Marked, on_notification, stream_marker
 from sync.core.workbooks_hooks import (
     SOURCES,
     Delivery,
@@ -107,7 +107,10 @@ class Upkeep:
 
     def describe(self) -> str:
         hooks = ", ".join(self.webhooks) or "none"
-        poll = "; ".join(f"{s}: {why}" for s, why in self.polled.items()) or "none"
+        by_reason: dict[str, list[str]] = {}
+        for source, why in self.polled.items():
+            by_reason.setdefault(why, []).append(source)
+        poll = "; ".join(f"{', '.join(s)} ({why})" for why, s in by_reason.items()) or "none"
         return f"Workbooks webhooks: {hooks}; polled: {poll}"
 
 
@@ -227,7 +230,7 @@ async def _subscribe(
     try:
         existing = await list_subscriptions(client)
     except TriggersDenied as exc:
-        why = f"the API key may not manage triggers ({exc})"
+        why = str(exc)
         log.info("workbooks webhooks not available for %s: %s", row.workbooks_url, exc)
         return False, [], {s: why for s in SOURCES}
     known = [Known(s.trigger_id, s.subscription_id, s.token_hash) for s in row.subscriptions]
@@ -252,7 +255,7 @@ async def _subscribe(
                 client, trigger.trigger_id, callback_url(base, token), HOOK_DESCRIPTION
             )
         except TriggersDenied as exc:
-            why = f"the API key may not manage triggers ({exc})"
+            why = str(exc)
             return False, kept, {s: why for s in SOURCES if s not in {k.source for k in kept}}
         except InvalidRequest as exc:
             polled_why[trigger.source] = f"trigger {trigger.trigger_id} refused: {exc}"
@@ -420,20 +423,28 @@ async def hint_people(services: Services, mailbox: str, reason: str) -> bool:
         return False
     flight = asyncio.get_running_loop().create_future()
     flights[key] = flight
+    asked = time.monotonic()  # the memory dates from before the marker was read
     try:
-        queued = await _mark_and_send(
+        outcome = await _mark_and_send(
             services,
             mailbox,
             stream_marker(Stream.PEOPLE),
             lambda: Job(mailbox=mailbox, stream=Stream.PEOPLE, kind=JobKind.DIRTY, reason=reason),
+            remember=window > 0,
+            expect_live=memo.expects_live(key),
         )
     except BaseException as exc:
         flight.set_exception(exc)
         flight.exception()
         raise
     else:
+        queued = outcome is Marked.QUEUE
         flight.set_result(queued)
-        memo.saw_marker(key, time.monotonic())
+        memo.found(key, live=not queued)
+        # Only a flagged marker promises a follow-up read after the window: only then may
+        # repeats be answered from memory.
+        if outcome is Marked.REMEMBERED:
+            memo.saw_marker(key, asked)
     finally:
         flights.pop(key, None)
     return queued

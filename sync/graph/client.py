@@ -19,21 +19,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote, unquote
 
 import httpx
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 
-from sync.core.errors import InvalidRequest, RetryLater
+from sync.core.errors import InvalidRequest, ResyncRequired, RetryLater
 from sync.core.graph_models import DeltaPage, Message, page_from_payload
 from sync.graph import errors, paths
 from sync.graph.auth import build_credential
 from sync.graph.limiter import MailboxLimiter, RetryPolicy
 from sync.settings import GraphSettings
 
+log = logging.getLogger(__name__)
 P = TypeVar("P")
 Raw = dict[str, Any]  # a Graph JSON object as received
 
@@ -73,12 +76,50 @@ def _sdk_transport(timeout_seconds: float) -> httpx.AsyncClient:
     return result
 
 
+# A nextLink we hand out carries, after this fragment, where its round restarts when Exchange
+# has dropped the link's sync state: the delta link the round began at, or nothing for a new
+# round.  A fragment is never sent (it is cut off before every request), so Graph sees its own
+# link unchanged.
+RESUME = "#resume="
+MAX_RESTARTS = 3  # restarts of one round before a lost nextLink is a ResyncRequired again
+
+
+def with_resume(next_link: str, restart: str) -> str:
+    """A nextLink that remembers where its round restarts (``""``: a new round)."""
+    return f"{next_link}{RESUME}{quote(restart, safe='')}"
+
+
+def split_resume(link: str) -> tuple[str, str | None]:
+    """(the link as Graph gave it, where its round restarts: a delta link, ``""`` for a new
+    round, or None when the link does not say)."""
+    url, sep, fragment = link.partition("#")
+    if not sep or not fragment.startswith(RESUME[1:]):
+        return url, None
+    return url, unquote(fragment[len(RESUME) - 1 :])
+
+
+def is_delta_link(url: str) -> bool:
+    """A deltaLink carries ``$deltatoken``, a nextLink ``$skiptoken`` (graph.md §2.1)."""
+    query = unquote(url.partition("?")[2]).lower()
+    return "$deltatoken=" in query and "$skiptoken=" not in query
+
+
 class DeltaReader(Generic[P]):
     """The one delta pager: the pages of one round, each handed out as ``parse`` makes it of the
     page's JSON (raw dicts for the two-way streams, ``DeltaPage[Message]`` for sent items).
     `delta_link` is known only after the last page was read, so a caller that stops early can
     never store a link that skips unread changes.  Every page, next links included, is fetched
-    with the same Prefer headers (Graph does not carry them over, graph.md §2.2)."""
+    with the same Prefer headers (Graph does not carry them over, graph.md §2.2).
+
+    **A lost nextLink resumes the round.**  Exchange keeps only the newest few sync-state
+    generations of a round, so a nextLink can answer 410 ``SyncStateNotFound`` while the delta
+    link the round began at still works (docs/graph.md, "Invalidated nextLinks").  The reader
+    then reads the round again from that delta link (items already handed out come again, as
+    delta replays do anyway), not the whole folder; a round that began without one (``initial``,
+    a new round) starts again from ``initial``.  The nextLinks it hands out carry their restart
+    point (``RESUME``), so a caller that stored one (sent items checkpoint mid-round) resumes
+    the same way.  Only when the restart point itself is refused, or after ``MAX_RESTARTS``, is
+    the ``ResyncRequired`` the caller's (drop the link, full round)."""
 
     def __init__(
         self,
@@ -87,27 +128,57 @@ class DeltaReader(Generic[P]):
         start_url: str,
         prefer: tuple[str, ...],
         parse: Callable[[Raw], P],
+        *,
+        initial: str | None = None,
     ) -> None:
-        self._client, self._mailbox, self._start = client, mailbox, start_url
+        self._client, self._mailbox = client, mailbox
+        self._start, restart = split_resume(start_url)
+        if restart is None:  # a link of ours, or Graph's: a delta link is its own restart point
+            restart = "" if self._start == initial else None
+            restart = self._start if is_delta_link(self._start) else restart
+        self._restart, self._initial = restart, initial
         self._prefer, self._parse = prefer, parse
         self._delta_link: str | None = None
+        self.restarts = 0  # rounds read again from their restart point (lost nextLinks)
 
     def __aiter__(self) -> AsyncIterator[P]:
         return self._pages()
 
+    def _restart_url(self) -> str | None:
+        """Where the round reads again after a lost nextLink (None: nowhere, resync)."""
+        if self._restart is None:
+            return None
+        return self._restart or self._initial or None  # a new round needs its first request
+
     async def _pages(self) -> AsyncIterator[P]:
         url, seen = self._start, set[str]()
         while True:
-            resp = await self._client.request(
-                "GET", url, mailbox=self._mailbox, prefer=self._prefer
-            )
+            try:
+                resp = await self._client.request(
+                    "GET", url, mailbox=self._mailbox, prefer=self._prefer
+                )
+            except ResyncRequired as exc:
+                again = self._restart_url()
+                if again is None or url == again or self.restarts >= MAX_RESTARTS:
+                    raise
+                self.restarts += 1
+                log.info(
+                    "delta round of %s read again from its %s: a nextLink was lost (%s)",
+                    self._mailbox,
+                    "last delta link" if self._restart else "start",
+                    exc.detail or exc,
+                )
+                url, seen = again, set()
+                continue
             payload: Raw = json.loads(resp.content)
+            next_link = payload.get("@odata.nextLink")
+            if next_link and self._restart is not None:
+                payload["@odata.nextLink"] = with_resume(str(next_link), self._restart)
             yield self._parse(payload)
             delta_link = payload.get("@odata.deltaLink")
             if delta_link:
                 self._delta_link = str(delta_link)
                 return
-            next_link = payload.get("@odata.nextLink")
             if not next_link or next_link in seen:
                 raise InvalidRequest(
                     "delta page without a new nextLink or deltaLink", source=errors.SOURCE
@@ -148,9 +219,12 @@ class GraphClient:
         credential: AsyncTokenCredential | None = None,
         http: httpx.AsyncClient | None = None,
         policy: RetryPolicy | None = None,
+        token_credential: AsyncTokenCredential | None = None,
     ) -> None:
         self.service = service  # msgraph GraphServiceClient
         self.settings = settings
+        # What the SDK signs requests with (owned or not); doctor reads its token's roles.
+        self.token_credential = token_credential or credential
         self.base_url = settings.base_url.rstrip("/")
         self.limiter = MailboxLimiter(settings.max_concurrency)
         self.policy = policy or RetryPolicy(max_wait_seconds=settings.max_retry_wait_seconds)
@@ -180,7 +254,9 @@ class GraphClient:
         adapter = GraphRequestAdapter(auth, http)
         adapter.base_url = settings.base_url.rstrip("/")
         service = GraphServiceClient(request_adapter=adapter)
-        return cls(service, settings, credential=owned, http=http, policy=policy)
+        return cls(
+            service, settings, credential=owned, http=http, policy=policy, token_credential=cred
+        )
 
     async def aclose(self) -> None:
         if self._http is not None:
@@ -253,17 +329,25 @@ class GraphClient:
 
     # --- delta rounds ---------------------------------------------------------------------------
     def delta(
-        self, mailbox: str, start: str, prefer: tuple[str, ...], parse: Callable[[Raw], P]
+        self,
+        mailbox: str,
+        start: str,
+        prefer: tuple[str, ...],
+        parse: Callable[[Raw], P],
+        *,
+        initial: str | None = None,
     ) -> DeltaReader[P]:
-        """A delta round from ``start`` (a collection's delta path, or a stored delta link)."""
-        return DeltaReader(self, mailbox, start, prefer, parse)
+        """A delta round from ``start`` (a collection's delta path, or a stored link);
+        ``initial``: the collection's delta path, where a new round starts."""
+        return DeltaReader(self, mailbox, start, prefer, parse, initial=initial)
 
     def sent_messages(
         self, mailbox: str, delta_link: str | None = None, *, page_size: int = 50
     ) -> DeltaReader[DeltaPage[Message]]:
         """Delta over Sent Items (`mailFolders/sentitems/messages/delta`)."""
-        start = delta_link or paths.folder_delta_path(mailbox, "sentitems", MESSAGE_FIELDS)
-        return self.delta(mailbox, start, delta_prefer(page_size), message_page)
+        initial = paths.folder_delta_path(mailbox, "sentitems", MESSAGE_FIELDS)
+        start = delta_link or initial
+        return self.delta(mailbox, start, delta_prefer(page_size), message_page, initial=initial)
 
     # --- subscriptions (raw JSON; the manager in sync.engine.subscriptions owns the policy) -----
     async def create_subscription(self, body: dict[str, Any]) -> dict[str, Any]:

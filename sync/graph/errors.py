@@ -5,7 +5,9 @@ neither the SDK nor a live response.  Rules (graph.md §2.6, §3.2, §1.11):
 
     410, or code syncStateNotFound / resyncRequired  -> ResyncRequired (drop the delta link)
     429, 503, 504, other 5xx, 408, transport errors  -> RetryLater (retry_at from Retry-After)
-    401, 403, token acquisition rejected             -> ReauthRequired (token or permission)
+    401, 403, token acquisition rejected             -> ReauthRequired (token or permission;
+                                                        a 401's WWW-Authenticate error/claims
+                                                        are in the text)
     token endpoint 400 (invalid_client, ...)         -> ReauthRequired
     404                                              -> NotFound
     409, 412                                         -> Conflict
@@ -14,7 +16,9 @@ neither the SDK nor a live response.  Rules (graph.md §2.6, §3.2, §1.11):
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -65,6 +69,47 @@ def parse_retry_after(value: str | None, now: datetime) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+# An auth-param of a WWW-Authenticate challenge: name="quoted value" or name=token (RFC 9110).
+_AUTH_PARAM = re.compile(r'([A-Za-z_][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+CHALLENGE_PARAMS = ("error", "error_description", "claims")  # what an operator can act on
+MESSAGE_CHARS = 200  # of Graph's own message, in the error's text
+
+
+def parse_challenge(value: str | None) -> dict[str, str]:
+    """The auth-params of a ``WWW-Authenticate: Bearer ...`` challenge (lower-case names).
+    Graph answers every 401 with one (``realm``, ``authorization_uri``, ``client_id``); a
+    Continuous Access Evaluation challenge adds ``error="insufficient_claims"`` and
+    ``claims`` (base64 JSON naming what the token lacks)."""
+    if not value:
+        return {}
+    return {
+        m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3) or "")
+        for m in _AUTH_PARAM.finditer(value[:4096])
+    }
+
+
+def _claims_text(claims: str) -> str:
+    """A challenge's ``claims`` as JSON when it is base64 JSON, else as sent (shortened)."""
+    try:
+        text = base64.b64decode(claims + "=" * (-len(claims) % 4), validate=True).decode()
+        json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        text = claims
+    return text[:300]
+
+
+def challenge_text(headers: Mapping[str, str]) -> str:
+    """What a 401's challenge adds, e.g. ``error=insufficient_claims, claims={...}``;
+    empty when it names no error (Graph's plain challenge says only where tokens come from)."""
+    params = parse_challenge(headers.get("WWW-Authenticate") or headers.get("www-authenticate"))
+    found = []
+    for name in CHALLENGE_PARAMS:
+        value = params.get(name, "")
+        if value:
+            found.append(f"{name}={_claims_text(value) if name == 'claims' else value[:300]}")
+    return ", ".join(found)
+
+
 def from_response(
     status: int, headers: Mapping[str, str], body: bytes, *, now: datetime
 ) -> SyncError:
@@ -76,7 +121,16 @@ def from_response(
     if status in (408, 429) or status >= 500:
         retry_at = parse_retry_after(headers.get("Retry-After"), now)
         return RetryLater(text, retry_at=retry_at, source=SOURCE, detail=detail)
-    if status in (401, 403):
+    # What the caller must fix is in Graph's message ("Access to OData is disabled.", "This
+    # request requires a time window ..."): it goes into the text the status shows.
+    if message:
+        text = f"{text}: {message[:MESSAGE_CHARS]}"
+    if status == 401:
+        challenge = challenge_text(headers)
+        if challenge:
+            text, detail = f"{text} (challenge: {challenge})", f"{detail} (challenge: {challenge})"
+        return ReauthRequired(text, source=SOURCE, detail=detail)
+    if status == 403:
         return ReauthRequired(text, source=SOURCE, detail=detail)
     if status == 404:
         return NotFound(text, source=SOURCE, detail=detail)

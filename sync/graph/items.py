@@ -72,7 +72,8 @@ class OutlookItems(ABC):
     def delta(self, link: str | None) -> DeltaReader[Raw]:
         """One delta round as raw JSON pages, from a stored ``link`` or (None) a new round."""
         prefer = delta_prefer(self.page_size, *self.prefer_extra)
-        return self.client.delta(self.mailbox, link or self.delta_start(), prefer, raw_page)
+        start = self.delta_start()
+        return self.client.delta(self.mailbox, link or start, prefer, raw_page, initial=start)
 
     def item_path(self, outlook_id: str) -> str:
         return f"{self.collection()}/{segment(outlook_id)}"
@@ -168,7 +169,7 @@ class Events(OutlookItems):
         recurring: series.Policy = "next",
     ) -> None:
         super().__init__(client, mailbox, category)
-        self.window, self.now, self.recurring = window, now, recurring
+        self.window, self.now, self.recurring = checked_window(*window), now, recurring
         self.kinds: dict[str, str] = {}
         self.masters: dict[str, Raw | None] = {}
 
@@ -212,7 +213,10 @@ class Events(OutlookItems):
         return self.masters[master_id]
 
     async def instances(self, master_id: str, lo: datetime, hi: datetime) -> list[Raw]:
-        """A master's occurrences and exceptions overlapping [lo, hi), every page."""
+        """A master's occurrences and exceptions overlapping [lo, hi), every page.  An empty
+        window holds none, and Graph answers 400 to one: nothing is sent then."""
+        if _aware(hi) <= _aware(lo):
+            return []
         url: str | None = (
             f"{self.item_path(master_id)}/instances"
             f"?startDateTime={iso_utc(lo)}&endDateTime={iso_utc(hi)}"
@@ -290,6 +294,27 @@ class Events(OutlookItems):
 SERIES_LOCKED = ("start", "end", "isAllDay", "recurrence")
 
 
+def _aware(ts: datetime) -> datetime:
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+def checked_window(lo: datetime, hi: datetime) -> tuple[datetime, datetime]:
+    """A calendarView window Graph accepts: both ends known, the end after the start.  Graph
+    answers 400 ``ErrorInvalidParameter`` to an empty or inverted window (and a delta link
+    made of one would carry it for good), so the product refuses to build one."""
+    if not isinstance(lo, datetime) or not isinstance(hi, datetime):
+        raise InvalidRequest("a calendar window needs a start and an end time", source=SOURCE)
+    if lo.tzinfo is None or hi.tzinfo is None:
+        raise InvalidRequest("a calendar window needs time zone aware times", source=SOURCE)
+    if hi <= lo:
+        raise InvalidRequest(
+            f"empty calendar window {iso_utc(lo)} .. {iso_utc(hi)}: the end must be after the "
+            "start (check the mailbox policy's calendar_past_days / calendar_future_days)",
+            source=SOURCE,
+        )
+    return lo, hi
+
+
 class SeriesDelta(DeltaReader[Raw]):
     """A calendarView delta round with every recurring series folded into one row keyed by
     its master (``sync.core.series``).  Pages hand out single events and removals as Graph
@@ -297,7 +322,9 @@ class SeriesDelta(DeltaReader[Raw]):
     then: its rows are held in compact form until the round ends)."""
 
     def __init__(self, events: Events, start_url: str, prefer: tuple[str, ...]) -> None:
-        super().__init__(events.client, events.mailbox, start_url, prefer, raw_page)
+        super().__init__(
+            events.client, events.mailbox, start_url, prefer, raw_page, initial=events.delta_start()
+        )
         self.events = events
 
     async def _pages(self) -> AsyncIterator[Raw]:

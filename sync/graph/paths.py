@@ -37,3 +37,30 @@ def folder_delta_path(mailbox: str, folder: str, select: str) -> str:
 
 def subscription_path(subscription_id: str) -> str:
     return f"{SUBSCRIPTIONS}/{segment(subscription_id)}"
+
+
+def mail_folder_path(mailbox: str, folder: str) -> str:
+    """One mail folder itself (a well-known name such as ``sentitems`` works)."""
+    return f"{user_path(mailbox)}/mailFolders/{segment(folder)}"
+
+
+def folder_messages_path(mailbox: str, folder: str) -> str:
+    return f"{mail_folder_path(mailbox, folder)}/messages"
+
+
+def contacts_path(mailbox: str) -> str:
+    """The default contacts folder's contacts."""
+    return f"{user_path(mailbox)}/contacts"
+
+
+def calendar_view_path(mailbox: str, start: str, end: str) -> str:
+    """The primary calendar's instances in [start, end) (ISO times; never an empty window)."""
+    return f"{user_path(mailbox)}/calendarView?startDateTime={start}&endDateTime={end}"
+
+
+def todo_lists_path(mailbox: str) -> str:
+    return f"{user_path(mailbox)}/todo/lists"
+
+
+def todo_tasks_path(mailbox: str, list_id: str) -> str:
+    return f"{todo_lists_path(mailbox)}/{segment(list_id)}/tasks"

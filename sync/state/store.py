@@ -6,6 +6,7 @@ Layout (physical table = ``SYNC_TABLE_PREFIX`` + logical name, see ``sync.state.
 table          PartitionKey                RowKey
 =============  ==========================  ==========================================
 mailboxes      "mailbox"                   key(mailbox)
+               "doctor"                    key(mailbox): its last doctor report
 subscriptions  key(subscription id)        "sub"
                "wbt|"+tenant / "wbk|"+sha256  "wbhook": Workbooks webhooks (tenant, token)
 cursors        key(mailbox)                stream
@@ -44,7 +45,8 @@ from azure.core.exceptions import (
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from sync.core.keys import address_key, encode_key, normalise_address
+from sync.core.doctor import DoctorReport
+from sync.core.keys import address_key, decode_key, encode_key, normalise_address
 from sync.core.state_models import (
     Cursor,
     EmailRecord,
@@ -60,13 +62,17 @@ from sync.core.state_models import (
     utcnow,
 )
 from sync.core.streams import (
+    LeaseRow,
     LeaseState,
-    MarkerState,
+    Marked,
+    MarkerRow,
+    TakenMarker,
     holds,
     lease_expiry,
     lease_state,
     marker_state,
 )
+from sync.core.streams import marked as marked_outcome
 from sync.core.subscriptions import hash_client_state
 from sync.core.workbooks_hooks import HookTenant, HookToken
 from sync.state.limits import check_entity, chunk_batch, pack_json, unpack_json
@@ -276,6 +282,39 @@ class MailboxRegistry:
         return Mailbox.model_validate_json(row["data"]) if row else None
 
 
+class DoctorResults:
+    """The last ``doctor`` report of each mailbox (``python -m sync status`` shows it): rows in
+    the mailboxes table under their own partition, so the registry's partition holds only
+    mailboxes and one query reads every mailbox's report."""
+
+    PK = "doctor"
+
+    def __init__(self, table: _Table) -> None:
+        self._t = table
+
+    async def put(self, report: DoctorReport) -> None:
+        row: dict[str, Any] = {
+            "PartitionKey": self.PK,
+            "RowKey": encode_key(report.mailbox),
+            "mailbox": report.mailbox,
+            "status": report.status,
+        }
+        row.update(pack_json("data", report.as_dict()))
+        await self._t.upsert(row)
+
+    async def get(self, mailbox_id: str) -> DoctorReport | None:
+        key = _mailbox_key(mailbox_id)
+        row = await self._t.get(self.PK, key) if key else None
+        return DoctorReport.from_dict(unpack_json("data", row)) if row else None
+
+    async def all(self) -> dict[str, DoctorReport]:
+        out = {}
+        async for row in self._t.partition(self.PK):
+            report = DoctorReport.from_dict(unpack_json("data", row))
+            out[report.mailbox] = report
+        return out
+
+
 # ------------------------------------------------------------------------------ subscriptions
 
 
@@ -480,11 +519,21 @@ class CursorStore:
             until = lease_expiry(now, seconds)
             new = self._to_row(cur.model_copy(update={"lease_owner": owner, "lease_until": until}))
             new["PartitionKey"], new["RowKey"] = encode_key(mailbox), stream
-            ok = await (self._t.replace_if(new, row["etag"]) if row else self._t.create(new))
-            if ok:
-                fresh = await self._t.get(encode_key(mailbox), stream)
-                etag = fresh["etag"] if fresh else ""
-                return Lease(mailbox=mailbox, stream=stream, owner=owner, until=until, etag=etag)
+            check_entity(new)
+            try:  # the write answers with the row's new ETag: no read back
+                if row is None:
+                    written = await self._t.client.create_entity(new)
+                else:
+                    written = await self._t.client.update_entity(
+                        new,
+                        mode=UpdateMode.REPLACE,
+                        etag=row["etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+                continue  # another claimer wrote first: read again
+            etag = str(written.get("etag") or "")
+            return Lease(mailbox=mailbox, stream=stream, owner=owner, until=until, etag=etag)
         return None
 
     async def renew(self, lease: Lease, seconds: int, *, now: datetime | None = None) -> Lease:
@@ -507,6 +556,39 @@ class CursorStore:
 
         await self.update(lease.mailbox, lease.stream, change)
 
+    async def leased(self) -> list[LeaseRow]:
+        """Every cursor row that names a lease owner, across mailboxes (the sweeper's query:
+        the streams running now, plus the cut ones)."""
+        flt = "lease_owner gt @empty"
+        return [
+            LeaseRow(
+                str(r.get("mailbox") or ""),
+                str(r["RowKey"]),
+                str(r.get("lease_owner") or ""),
+                _dt(r.get("lease_until")),
+                r["etag"],
+            )
+            async for r in self._t.query(flt, {"empty": ""})
+        ]
+
+    async def clear_cut(self, lease: LeaseRow) -> bool:
+        """Forget a cut run's lease once its stream is re-sent; False if the row changed since
+        the sweeper read it (a claim took the stream meanwhile)."""
+        try:
+            await self._t.client.update_entity(
+                {
+                    "PartitionKey": encode_key(lease.mailbox),
+                    "RowKey": lease.stream,
+                    "lease_owner": "",
+                },
+                mode=UpdateMode.MERGE,
+                etag=lease.etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
+
 
 class LeaseLost(RuntimeError):
     """Our lease expired and another worker took the stream; stop without advancing."""
@@ -517,7 +599,11 @@ class LeaseLost(RuntimeError):
 
 class DirtyMarkers:
     """'A job for this stream is already queued': lets the webhook enqueue once per burst.
-    Marker names and states are those of ``sync.core.streams``."""
+    Marker names, states and outcomes are those of ``sync.core.streams``.
+
+    A row: ``marked_at`` (when its job was queued), ``mailbox``, and ``remembered`` once a
+    webhook instance answers repeats from memory (``mark_or_remember``); the run that takes a
+    remembered marker follows up after the memory window."""
 
     def __init__(self, table: _Table) -> None:
         self._t = table
@@ -525,29 +611,92 @@ class DirtyMarkers:
     async def mark(
         self, mailbox: str, stream: str, *, ttl_seconds: int, now: datetime | None = None
     ) -> bool:
-        """True if the caller should enqueue (no live marker existed); False to coalesce.
+        """True if the caller should enqueue (no live marker existed); False to coalesce."""
+        outcome = await self._mark(mailbox, stream, ttl_seconds, now, remember=False)
+        return outcome is Marked.QUEUE
 
-        Reads first: in a burst almost every call finds the marker, and one read is cheaper
-        than a failed insert (409) followed by a read."""
+    async def mark_or_remember(
+        self,
+        mailbox: str,
+        stream: str,
+        *,
+        ttl_seconds: int,
+        expect_live: bool = False,
+        now: datetime | None = None,
+    ) -> Marked:
+        """``mark`` for the webhook's memory: a live marker is flagged ``remembered`` (one
+        conditional write per marker, by whichever instance finds it unflagged first) and the
+        answer says whether this instance may now answer repeats from memory.
+
+        ``expect_live`` (the last look at this marker found it live: a burst, or jobs that
+        wait) reads first; otherwise it inserts first, which is one round trip when there is no
+        marker, as between bursts, where a read would need an insert after it."""
+        return await self._mark(
+            mailbox, stream, ttl_seconds, now, remember=True, insert_first=not expect_live
+        )
+
+    async def _mark(
+        self,
+        mailbox: str,
+        stream: str,
+        ttl: int,
+        now: datetime | None,
+        *,
+        remember: bool,
+        insert_first: bool = False,
+    ) -> Marked:
         now = now or utcnow()
         pk = encode_key(mailbox)
-        fresh = {"PartitionKey": pk, "RowKey": stream, "marked_at": now}
+        fresh = {"PartitionKey": pk, "RowKey": stream, "marked_at": now, "mailbox": mailbox}
+        lost_flag = False
+        if insert_first and await self._t.create(fresh):
+            return Marked.QUEUE
         for _ in range(3):
             row = await self._t.get(pk, stream)
+            if row is None and lost_flag:
+                return Marked.COALESCED  # taken while we flagged it: the run's read covers us
             marked = _dt(row.get("marked_at")) if row is not None else None
-            state = marker_state(
-                exists=row is not None, marked_at=marked, now=now, ttl_seconds=ttl_seconds
-            )
-            if state is MarkerState.LIVE:
-                return False
+            state = marker_state(exists=row is not None, marked_at=marked, now=now, ttl_seconds=ttl)
+            flagged = bool(row.get("remembered")) if row is not None else False
+            outcome = marked_outcome(state, flagged=flagged, remember=remember)
             if row is None:
                 if await self._t.create(fresh):
-                    return True
+                    return Marked.QUEUE
                 continue  # another instance created it between our read and insert: re-read
+            if outcome is None:
+                # Live and not yet flagged: flag it as it is.  If the run took it meanwhile the
+                # write fails, and the run's read covers this notification (the marker was live
+                # when we read it): coalesced, but not remembered.
+                flag = {**row, "remembered": True}
+                if await self._t.replace_if(flag, row["etag"]):
+                    return Marked.REMEMBERED
+                lost_flag = True
+                continue
+            if outcome is not Marked.QUEUE:
+                return outcome
             # Stale marker: its job was lost (crash between mark and enqueue, or poisoned).
             if await self._t.replace_if(fresh, row["etag"]):
-                return True
-        return False
+                return Marked.QUEUE
+        return Marked.COALESCED
+
+    async def take(self, mailbox: str, stream: str) -> TakenMarker | None:
+        """Remove the marker before a read; None if there was none.  Conditional on the row
+        read, so a ``remembered`` flag written meanwhile is never lost with the row."""
+        pk = encode_key(mailbox)
+        for _ in range(CAS_ATTEMPTS):
+            row = await self._t.get(pk, stream)
+            if row is None:
+                return None
+            # (A row deleted by someone else since our read counts as taken: the SDK ignores
+            # the 404, and following up on it is harmless.)
+            try:
+                await self._t.client.delete_entity(
+                    pk, stream, etag=row["etag"], match_condition=MatchConditions.IfNotModified
+                )
+            except ResourceModifiedError:
+                continue  # flagged or refreshed since we read it: read it again
+            return TakenMarker(remembered=bool(row.get("remembered")))
+        raise ConcurrencyError(f"gave up taking the marker {pk}/{stream}")
 
     async def clear(self, mailbox: str, stream: str) -> bool:
         """Remove the marker; True if there was one (a notification was pending).
@@ -560,6 +709,36 @@ class DirtyMarkers:
 
     async def is_marked(self, mailbox: str, stream: str) -> bool:
         return await self._t.get(encode_key(mailbox), stream) is not None
+
+    async def older_than(self, when: datetime) -> list[MarkerRow]:
+        """Every marker set before ``when``, across mailboxes (the sweeper's one query: it
+        returns only the few markers whose job is late)."""
+        out = []
+        async for row in self._t.query("marked_at lt @t", {"t": when}):
+            mailbox = str(row.get("mailbox") or "") or _decoded(row["PartitionKey"])
+            if mailbox:
+                out.append(
+                    MarkerRow(mailbox, str(row["RowKey"]), _dt(row.get("marked_at")), row["etag"])
+                )
+        return out
+
+    async def refresh(self, marker: MarkerRow, now: datetime | None = None) -> bool:
+        """Date a late marker anew once its job is re-sent (only if nobody touched it)."""
+        pk = encode_key(marker.mailbox)
+        fresh = {
+            "PartitionKey": pk,
+            "RowKey": marker.name,
+            "marked_at": now or utcnow(),
+            "mailbox": marker.mailbox,
+        }
+        return await self._t.replace_if(fresh, marker.etag)
+
+
+def _decoded(key: str) -> str:
+    try:
+        return decode_key(key)
+    except ValueError:
+        return ""
 
 
 # -------------------------------------------------------------------------------------- links
@@ -895,6 +1074,7 @@ class StateStore:
         self.prefix = prefix
         t = {name: _Table(service.get_table_client(f"{prefix}{name}")) for name in TABLES}
         self.mailboxes = MailboxRegistry(t["mailboxes"])
+        self.doctor = DoctorResults(t["mailboxes"])
         self.subscriptions = SubscriptionStore(t["subscriptions"])
         self.workbooks_hooks = WorkbooksHookStore(t["subscriptions"])
         self.cursors = CursorStore(t["cursors"])

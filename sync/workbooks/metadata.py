@@ -13,7 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .schema import EMAIL, EMAILS, LINK_TARGETS, Check, CheckStatus
+from sync.core.checks import Check, CheckStatus
+
+from .schema import EMAIL, EMAILS, LINK_TARGETS
 
 # ====================================================================== metadata
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
 
+from sync.core.checks import Check
 from sync.core.email_linking import CASE, LEAD, OPPORTUNITY, ORGANISATION, PERSON
 from sync.core.errors import InvalidRequest
 from sync.core.mapping.activities import MEETING_TYPE, TASK_TYPE
@@ -241,23 +241,7 @@ STORED_STATUSES = ("FILED", "STORED", "ARCHIVED", "LOGGED", "IMPORTED")
 DRAFT, SEND = "DRAFT", "SEND"
 
 # ====================================================================== checks
-
-
-CheckStatus = Literal["ok", "warn", "fail"]
-
-
-@dataclass(frozen=True)
-class Check:
-    """One named finding: ``ok``, ``warn`` (works, degraded or unverified) or ``fail`` (a
-    feature cannot work), a message, and the one-line fix."""
-
-    name: str
-    status: CheckStatus
-    message: str
-    fix: str = ""
-
-    def as_dict(self) -> dict[str, str]:
-        return {"name": self.name, "status": self.status, "message": self.message, "fix": self.fix}
+# A check (``sync.core.checks.Check``) names what the tenant lacks, with the fix.
 
 
 class SchemaMismatch(InvalidRequest):

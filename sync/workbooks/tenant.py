@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from sync.core.checks import Check
 from sync.core.errors import InvalidRequest, NotFound, ReauthRequired, RetryLater
 
 from . import errors
@@ -50,7 +51,6 @@ from .schema import (
     SEND,
     STORED_STATUSES,
     TASKS,
-    Check,
     Decl,
     SchemaMismatch,
 )

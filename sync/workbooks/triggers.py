@@ -48,7 +48,7 @@ async def list_subscriptions(client: WorkbooksClient) -> list[Existing]:
         rows = [r async for r in iter_records(client, WEBHOOKS, _COLUMNS)]
     except NotFound as exc:
         raise TriggersDenied(
-            f"the API key may not manage webhook triggers ({exc})", source=errors.SOURCE
+            f"the API key may not manage triggers ({exc})", source=errors.SOURCE
         ) from None
     return [
         Existing(
@@ -79,7 +79,10 @@ async def create_subscription(
     )
     (result,) = await write_batch(client, WEBHOOKS, [op])
     if isinstance(result.error, NotFound):
-        raise TriggersDenied(f"creating a webhook subscription: {result.error}")
+        raise TriggersDenied(
+            f"the API key may not manage triggers (creating one: {result.error})",
+            source=errors.SOURCE,
+        )
     secret = result.values.get("secret_key")
     if not result.ok or result.id is None:
         raise result.error or InvalidRequest(f"webhook subscription refused: {result.errors}")

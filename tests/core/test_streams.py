@@ -7,16 +7,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sync.core.jobs import JobKind
+from sync.core.jobs import JobKind, Stream
 from sync.core.streams import (
     BUSY_DELAY_SECONDS,
-    MAX_FOLLOW_UPS,
     NOTIFICATION_BUSY_DELAY_SECONDS,
     RUN_TRANSITIONS,
     Intake,
+    LeaseRow,
     LeaseState,
     LifecycleError,
+    Marked,
     MarkerMemory,
+    MarkerRow,
     MarkerState,
     RunEvent,
     RunState,
@@ -27,11 +29,16 @@ from sync.core.streams import (
     lease_owner,
     lease_state,
     lifecycle_marker,
+    marked,
     marker_state,
     on_notification,
+    owner_kind,
+    parse_lifecycle_marker,
     read_again,
     renew_interval,
+    rerun_kind,
     stream_marker,
+    sweep,
 )
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -60,47 +67,68 @@ def test_a_run_without_a_marker_ends_after_one_pass() -> None:
     assert _state(run) is RunState.DONE
 
 
-def test_taking_the_marker_makes_a_follow_up_due_when_the_window_has_passed() -> None:
+def test_a_marker_nobody_remembers_needs_no_follow_up() -> None:
+    """The read that follows the take covers every notification that set or found it."""
     run = _running(memo=2.0)
-    run.marker_taken(now=100.0)
-    assert (run.state, run.marker_taken_at) == (RunState.RUNNING, 100.0)
-    # The pass took 0.5 s: the follow-up read is due 1.5 s later.
+    run.marker_taken(now=100.0, remembered=False)
+    assert (run.state, run.follow_up_at) == (RunState.RUNNING, None)
+    assert run.pass_ended(ok=True, now=100.5) is None
+    assert _state(run) is RunState.DONE
+
+
+def test_a_remembered_marker_makes_a_follow_up_due_when_the_window_has_passed() -> None:
+    run = _running(memo=2.0)
+    run.marker_taken(now=100.0, remembered=True)
+    assert run.follow_up_at == 102.0
+    # The pass took 0.5 s: the follow-up job is due 1.5 s later, and the run is over (its
+    # lease is released; nothing waits).
     assert run.pass_ended(ok=True, now=100.5) == pytest.approx(1.5)
     assert _state(run) is RunState.FOLLOW_UP_DUE
-    run.window_passed()
-    assert (run.state, run.marker_taken_at, run.follow_ups) == (RunState.RUNNING, None, 1)
-    # Nothing new was pending during the follow-up read: the run ends.
-    assert run.pass_ended(ok=True, now=102.5) is None
-    assert _state(run) is RunState.DONE
 
 
 def test_a_pass_longer_than_the_window_follows_up_at_once() -> None:
     run = _running(memo=2.0)
-    run.marker_taken(now=100.0)
+    run.marker_taken(now=100.0, remembered=True)
     assert run.pass_ended(ok=True, now=107.0) == 0.0
     assert _state(run) is RunState.FOLLOW_UP_DUE
 
 
-def test_each_follow_up_that_takes_a_marker_opens_a_new_window_up_to_the_limit() -> None:
-    run = _running(memo=1.0)
-    now = 0.0
-    run.marker_taken(now)
-    waits = []
-    while (wait := run.pass_ended(ok=True, now=now)) is not None:
-        waits.append(wait)
-        now += wait
-        run.window_passed()
-        run.marker_taken(now)  # a notification keeps arriving during every read
-    assert waits == [1.0] * MAX_FOLLOW_UPS
-    assert (run.state, run.follow_ups) == (RunState.DONE, MAX_FOLLOW_UPS)
+def test_the_latest_window_decides_when_several_markers_were_taken() -> None:
+    run = _running(memo=2.0)
+    run.marker_taken(now=100.0, remembered=True)
+    run.marker_taken(now=101.0, remembered=False)  # read follows: no later follow-up needed
+    assert run.follow_up_at == 102.0
+    run.marker_taken(now=101.5, remembered=True)
+    assert run.follow_up_at == 103.5
+    assert run.pass_ended(ok=True, now=102.0) == pytest.approx(1.5)
+
+
+def test_a_marker_taken_after_the_last_read_is_followed_up_at_once() -> None:
+    """The sent stream reads again while markers arrive, up to a bound; a marker it takes
+    after its last round has a notification behind it that no read covers yet."""
+    run = _running(memo=2.0)
+    run.marker_taken(now=100.0, remembered=False, read_follows=False)
+    assert run.pass_ended(ok=True, now=100.2) == 0.0
+    # Remembered as well: the window still decides.
+    run = _running(memo=2.0)
+    run.marker_taken(now=100.0, remembered=True, read_follows=False)
+    assert run.pass_ended(ok=True, now=100.2) == pytest.approx(1.8)
 
 
 @pytest.mark.parametrize(("ok", "memo"), [(False, 2.0), (True, 0.0)])
 def test_no_follow_up_after_a_failed_pass_or_with_the_memory_off(ok: bool, memo: float) -> None:
     run = _running(memo=memo)
-    run.marker_taken(now=100.0)
+    run.marker_taken(now=100.0, remembered=True)
     assert run.pass_ended(ok=ok, now=100.1) is None
     assert _state(run) is RunState.DONE
+
+
+def test_a_failed_pass_still_tells_how_long_its_redelivery_must_wait() -> None:
+    run = _running(memo=2.0)
+    assert run.follow_up_in(100.0) is None
+    run.marker_taken(now=100.0, remembered=True)
+    assert run.follow_up_in(100.5) == pytest.approx(1.5)
+    assert run.follow_up_in(103.0) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -125,27 +153,26 @@ def _fire(run: StreamRun, event: RunEvent) -> None:
     actions = {
         RunEvent.CLAIMED: run.claimed,
         RunEvent.REFUSED: run.refused,
-        RunEvent.MARKER_TAKEN: lambda: run.marker_taken(1.0),
-        RunEvent.WINDOW_PASSED: run.window_passed,
+        RunEvent.MARKER_TAKEN: lambda: run.marker_taken(1.0, remembered=True),
+        RunEvent.FOLLOW_UP: lambda: run.pass_ended(ok=True, now=1.5),
+        RunEvent.RUN_ENDS: lambda: run.pass_ended(ok=False, now=1.5),
     }
     actions[event]()
 
 
 @pytest.mark.parametrize("state", list(RunState))
-@pytest.mark.parametrize(
-    "event", [RunEvent.CLAIMED, RunEvent.REFUSED, RunEvent.MARKER_TAKEN, RunEvent.WINDOW_PASSED]
-)
+@pytest.mark.parametrize("event", list(RunEvent))
 def test_events_outside_the_table_are_refused_and_change_nothing(
     state: RunState, event: RunEvent
 ) -> None:
-    run = StreamRun(JobKind.DIRTY, 2.0, state=state, marker_taken_at=5.0, follow_ups=1)
+    run = StreamRun(JobKind.DIRTY, 2.0, state=state, follow_up_at=5.0)
     if (state, event) in RUN_TRANSITIONS:
         _fire(run, event)
         assert _state(run) is RUN_TRANSITIONS[(state, event)]
         return
     with pytest.raises(LifecycleError):
         _fire(run, event)
-    assert (run.state, run.marker_taken_at, run.follow_ups) == (state, 5.0, 1)
+    assert (run.state, run.follow_up_at) == (state, 5.0)
 
 
 @pytest.mark.parametrize(
@@ -158,10 +185,13 @@ def test_only_a_running_pass_can_end(state: RunState) -> None:
     assert _state(run) is state
 
 
-def test_the_table_ends_in_busy_or_done_from_every_state() -> None:
-    """Every state the table reaches can reach an end (no run is stuck holding its lease)."""
-    ends = {RunState.BUSY, RunState.DONE}
+def test_every_run_ends_and_none_waits_holding_its_lease() -> None:
+    """Every state the table reaches can reach an end, and the ends (BUSY, DONE, FOLLOW-UP
+    DUE) have no way out: a run that queued its follow-up is over, not sleeping."""
+    ends = {RunState.BUSY, RunState.DONE, RunState.FOLLOW_UP_DUE}
     reach = {s: {t for (f, _), t in RUN_TRANSITIONS.items() if f is s} for s in RunState}
+    for end in ends:
+        assert reach[end] == set(), end
     for state in RunState:
         seen, todo = set(), [state]
         while todo:
@@ -184,6 +214,9 @@ def test_within_a_pass_the_run_reads_again_while_notifications_arrive_up_to_a_bo
 def test_marker_names() -> None:
     assert stream_marker("sent") == "sent"
     assert lifecycle_marker("sub-1", "missed") == "lifecycle:missed:sub-1"
+    assert parse_lifecycle_marker("lifecycle:missed:sub-1") == ("missed", "sub-1")
+    assert parse_lifecycle_marker("sent") is None
+    assert parse_lifecycle_marker("lifecycle:missed") is None
     assert len(lifecycle_marker("x" * 500, "missed")) == 200  # a Table RowKey stays small
     assert lifecycle_marker("sub-1", "missed") != lifecycle_marker("sub-1", "subscriptionRemoved")
 
@@ -227,6 +260,7 @@ def test_lease_ownership_and_timing() -> None:
     assert holds("job-1:ab", "job-1:ab") and not holds("job-1:cd", "job-1:ab")
     assert not holds(None, "job-1:ab")
     assert lease_owner("job-1", "ab") == "job-1:ab"
+    assert lease_owner("job-1", "ab", JobKind.RECONCILE) == "job-1:ab:reconcile"
     assert lease_expiry(NOW, 300) == NOW + timedelta(seconds=300)
     assert renew_interval(300) == 100
 
@@ -269,3 +303,93 @@ def test_memory_is_bounded() -> None:
     memory.saw_marker(("new", "sent"), now=1.0)  # over the limit: starts afresh
     assert memory.remembers(("new", "sent"), now=1.5, window=2.0)
     assert not memory.remembers(("m0", "sent"), now=1.5, window=2.0)
+
+
+@pytest.mark.parametrize(
+    ("state", "flagged", "remember", "outcome"),
+    [
+        (MarkerState.ABSENT, False, True, Marked.QUEUE),
+        (MarkerState.STALE, True, True, Marked.QUEUE),  # its job was lost: queue again
+        (MarkerState.LIVE, False, False, Marked.COALESCED),
+        (MarkerState.LIVE, True, False, Marked.COALESCED),
+        (MarkerState.LIVE, True, True, Marked.REMEMBERED),
+        (MarkerState.LIVE, False, True, None),  # flag it first, then ask again
+    ],
+)
+def test_the_webhook_remembers_only_a_live_flagged_marker(
+    state: MarkerState, flagged: bool, remember: bool, outcome: Marked | None
+) -> None:
+    assert marked(state, flagged=flagged, remember=remember) is outcome
+
+
+# ------------------------------------------------------------------------------- sweeper
+
+
+def test_a_lease_owner_names_the_kind_the_sweeper_runs_again() -> None:
+    assert owner_kind(lease_owner("j", "n", JobKind.RESYNC)) is JobKind.RESYNC
+    assert owner_kind(lease_owner("j", "n")) is None
+    assert owner_kind("job:with:colons:n:push") is JobKind.PUSH
+    assert rerun_kind(JobKind.RECONCILE, "contacts") is JobKind.RECONCILE
+    assert rerun_kind(JobKind.MANUAL, "contacts") is JobKind.RECONCILE
+    assert rerun_kind(JobKind.ATTACH, "sent") is JobKind.DIRTY
+    assert rerun_kind(JobKind.LIFECYCLE, "sent") is JobKind.DIRTY
+    assert rerun_kind(None, "events") is JobKind.DIRTY
+    assert rerun_kind(JobKind.RENEW, "subscriptions") is JobKind.RENEW
+
+
+def _lease(mailbox: str, stream: str, seconds_left: float, kind: JobKind) -> LeaseRow:
+    return LeaseRow(
+        mailbox, stream, lease_owner("job", "n", kind), NOW + timedelta(seconds=seconds_left)
+    )
+
+
+def _marker(mailbox: str, name: str, age: float | None) -> MarkerRow:
+    return MarkerRow(mailbox, name, None if age is None else NOW - timedelta(seconds=age))
+
+
+def test_the_sweeper_resends_cut_runs_and_lost_jobs_once_each() -> None:
+    leases = [
+        _lease("ann", "sent", -1, JobKind.DIRTY),  # cut: expired with its owner named
+        _lease("ann", "events", 30, JobKind.RECONCILE),  # running: left alone
+        _lease("bob", "contacts", -300, JobKind.RECONCILE),
+    ]
+    markers = [
+        _marker("ann", "sent", 500),  # the cut run's stream: one job, not two
+        _marker("ann", "events", 500),  # its stream runs: the run takes it or its job waits
+        _marker("bob", "sent", 61),  # lost job
+        _marker("bob", "todo", 10),  # recent: its job is probably just queued
+        _marker("cid", "sent", None),  # no date: cannot prove a job is queued
+        _marker("cid", "lifecycle:missed:sub-9", 500),
+        _marker("cid", "nonsense", 500),
+    ]
+    got = {
+        (r.mailbox, r.stream or r.subscription_id, r.kind, r.why)
+        for r in sweep(leases, markers, NOW, stale_after_seconds=60)
+    }
+    assert got == {
+        ("ann", "sent", JobKind.DIRTY, "run cut"),
+        ("bob", "contacts", JobKind.RECONCILE, "run cut"),
+        ("bob", "sent", JobKind.DIRTY, "job lost"),
+        ("cid", "sent", JobKind.DIRTY, "job lost"),
+        ("cid", "sub-9", JobKind.LIFECYCLE, "job lost"),
+    }
+
+
+def test_the_sweeper_keeps_what_it_read_so_it_can_undo_only_that() -> None:
+    lease = _lease("ann", "sent", -1, JobKind.PUSH)
+    (resend,) = sweep([lease], [], NOW, stale_after_seconds=60)
+    assert (resend.lease, resend.marker, resend.kind) == (lease, None, JobKind.PUSH)
+    assert resend.stream == Stream.SENT
+
+
+def test_memory_knows_which_check_to_try_first() -> None:
+    memory = MarkerMemory(limit=2)
+    key = ("ann@example.com", "sent")
+    assert not memory.expects_live(key)  # nothing known: no marker is the common case
+    memory.found(key, live=True)
+    assert memory.expects_live(key)
+    memory.found(key, live=False)
+    assert not memory.expects_live(key)
+    memory.found(key, live=True)
+    memory.forget()
+    assert not memory.expects_live(key)

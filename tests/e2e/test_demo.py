@@ -30,6 +30,10 @@ def test_demo_runs_end_to_end() -> None:
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
     assert "Created 3 Graph subscriptions" in out
+    # doctor's table: every check ran against the local stack, and none failed.
+    assert re.search(r"doctor ann@contoso\.example \(.*\): 0 fail, \d+ warn, \d+ ok", out)
+    for name in ("workbooks.login", "graph.roles", "graph.stream.todo", "graph.webhook_handshake"):
+        assert re.search(rf"ok +{re.escape(name)} ", out), name
     assert re.search(r"email \d+ is linked to Private::Crm::Person \d+ after [\d.]+ s", out)
     assert "to  pat.customer@fabrikam.example: matched" in out
     assert re.search(r"The earlier email \d+ is now linked to Sam as well", out)

@@ -43,6 +43,7 @@ def test_http_routes_and_auth_levels(indexed: dict[str, dict[str, Any]]) -> None
         "email_explain": ("emails/{mailbox}/{message}", ("GET",), "FUNCTION"),
         "email_attach": ("emails/{mailbox}/attach", ("POST",), "FUNCTION"),
         "workbooks_webhook": ("workbooks/webhook/{token}", ("POST",), "ANONYMOUS"),
+        "doctor": ("doctor/{mailbox}", ("GET",), "FUNCTION"),
     }
 
 
@@ -66,6 +67,7 @@ def test_schedules_come_from_app_settings_with_the_documented_defaults(
         "renew_timer": "%SYNC_RENEW_SCHEDULE%",
         "todo_poll_timer": "%SYNC_TODO_POLL_SCHEDULE%",
         "retro_poll_timer": "%SYNC_RETRO_POLL_SCHEDULE%",
+        "sweep_timer": "%SYNC_SWEEP_SCHEDULE%",
     }
     defaults = AppSettings.model_fields
     push = croniter(defaults["push_schedule"].default, second_at_beginning=True)
@@ -78,6 +80,10 @@ def test_schedules_come_from_app_settings_with_the_documented_defaults(
     retro = croniter(defaults["retro_poll_schedule"].default, second_at_beginning=True)
     first, second = retro.get_next(float), retro.get_next(float)
     assert second - first < 5 * 60
+    # A dead worker's streams run again within the lease plus one sweep: 2 minutes at most.
+    sweeper = croniter(defaults["sweep_schedule"].default, second_at_beginning=True)
+    first, second = sweeper.get_next(float), sweeper.get_next(float)
+    assert second - first + defaults["lease_seconds"].default <= 120
 
 
 def test_schedules_are_overridable_and_validated(monkeypatch: pytest.MonkeyPatch) -> None:

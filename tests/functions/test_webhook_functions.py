@@ -87,9 +87,13 @@ async def test_concurrent_deliveries_share_one_marker_check(services: Any) -> No
 async def test_memory_answers_repeats_without_touching_storage(services: Any) -> None:
     await register(services, "ann@example.com", "sub-1", "secret-1")
     body = {"value": [notification("sub-1", "secret-1")]}
-    await NOTIFY(http("POST", URL, body=body))
+    await NOTIFY(http("POST", URL, body=body))  # queues the job: nothing remembered yet
+    # A repeat finds the job still pending: coalesced, and the marker flagged for the run.
+    reply = await NOTIFY(http("POST", URL, body=body))
+    assert json.loads(reply.get_body())["coalesced"] == 1
+    taken = await services.store.dirty.take("ann@example.com", "sent")
+    assert taken is not None and taken.remembered
     # Even with the marker gone, a repeat inside the memory window is coalesced ...
-    await services.store.dirty.clear("ann@example.com", "sent")
     reply = await NOTIFY(http("POST", URL, body=body))
     assert json.loads(reply.get_body())["coalesced"] == 1
     assert not await services.store.dirty.is_marked("ann@example.com", "sent")
@@ -98,6 +102,20 @@ async def test_memory_answers_repeats_without_touching_storage(services: Any) ->
     reply = await NOTIFY(http("POST", URL, body=body))
     assert json.loads(reply.get_body())["queued"] == 1
     assert len(await drain(services)) == 2
+
+
+async def test_a_job_that_starts_at_once_leaves_nothing_remembered(services: Any) -> None:
+    """At a steady rate each notification finds the previous job already started: the webhook
+    queues a job each time and answers nothing from memory, so no change waits for a
+    follow-up window."""
+    await register(services, "ann@example.com", "sub-1", "secret-1")
+    body = {"value": [notification("sub-1", "secret-1")]}
+    for _ in range(3):
+        reply = await NOTIFY(http("POST", URL, body=body))
+        assert json.loads(reply.get_body())["queued"] == 1
+        taken = await services.store.dirty.take("ann@example.com", "sent")  # the job starts
+        assert taken is not None and not taken.remembered
+    assert len(await drain(services)) == 3
 
 
 async def test_mailbox_comes_from_state_not_resource_path(services: Any) -> None:

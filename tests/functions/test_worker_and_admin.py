@@ -221,30 +221,99 @@ async def test_status_reports_poison_depth(services: Any) -> None:
     )
 
 
-async def test_notification_run_rereads_after_the_webhook_memory_window(
+async def test_a_remembered_marker_is_followed_up_by_a_delayed_job_not_a_sleep(
     services: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A notification the webhook answered from memory just after the run took the marker has
-    no job of its own: the run reads the delta again once that window has passed."""
+    no job of its own: the run queues a follow-up job, invisible until the memory window has
+    passed, and ends at once (lease and trigger slot free)."""
+    import asyncio
+    import time
+
     await _add(services, "ann@example.com")
-    services.settings.app.webhook_memo_seconds = 0.3
+    services.settings.app.webhook_memo_seconds = 1.5
     passes: list[float] = []
 
     async def processor(ctx: RunContext) -> None:
-        import time
-
         passes.append(time.monotonic())
+
+    monkeypatch.setitem(registry._PROCESSORS, (Stream.EVENTS, JobKind.DIRTY), processor)
+    # A job is pending and a webhook instance remembers it.
+    await services.store.dirty.mark("ann@example.com", "events", ttl_seconds=600)
+    assert (
+        await services.store.dirty.mark_or_remember("ann@example.com", "events", ttl_seconds=600)
+    ).value == "remembered"
+    job = Job(mailbox="ann@example.com", stream=Stream.EVENTS, kind=JobKind.DIRTY)
+    started = time.monotonic()
+    await user_function(worker.sync_worker)(_msg(job))
+    assert time.monotonic() - started < 1.0, "the worker must not wait for the window"
+    assert len(passes) == 1
+    run = (await services.store.runs.recent("ann@example.com"))[0]
+    assert (run.status, run.counts) == ("ok", {"follow_up_queued": 1})
+    assert (await services.store.cursors.get("ann@example.com", "events")).lease_owner is None
+    # The follow-up is queued, invisible until the window has passed, and the stream is marked
+    # so notifications until then coalesce into it.
+    assert await services.queue.depth() == 1
+    assert await drain(services) == []
+    assert await services.store.dirty.is_marked("ann@example.com", "events")
+    # Visibility is in whole seconds: the 1.5 s window becomes 2 s after the send.
+    await asyncio.sleep(max(0.0, started + 3.5 - time.monotonic()))
+    (follow,) = await drain(services)
+    assert (follow.stream, follow.kind, follow.reason) == (
+        Stream.EVENTS,
+        JobKind.DIRTY,
+        "follow-up",
+    )
+    await user_function(worker.sync_worker)(_msg(follow))
+    assert len(passes) == 2 and passes[1] - passes[0] >= 1.5
+    # Nothing was remembered this time: the chain ends.
+    assert (await services.store.runs.recent("ann@example.com"))[0].counts == {}
+    assert await services.queue.depth() == 0
+
+
+async def test_a_marker_nobody_remembers_ends_the_run_without_a_follow_up(
+    services: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _add(services, "ann@example.com")
+
+    async def processor(ctx: RunContext) -> None:
+        return None
 
     monkeypatch.setitem(registry._PROCESSORS, (Stream.EVENTS, JobKind.DIRTY), processor)
     await services.store.dirty.mark("ann@example.com", "events", ttl_seconds=600)
     job = Job(mailbox="ann@example.com", stream=Stream.EVENTS, kind=JobKind.DIRTY)
     await user_function(worker.sync_worker)(_msg(job))
-    assert len(passes) == 2 and passes[1] - passes[0] >= 0.25
-    assert (await services.store.runs.recent("ann@example.com"))[0].counts == {"memo_passes": 1}
-    # No marker taken (nothing was pending): a single pass.
-    passes.clear()
-    await user_function(worker.sync_worker)(_msg(job.model_copy(update={"job_id": "j2"})))
-    assert len(passes) == 1
+    assert (await services.store.runs.recent("ann@example.com"))[0].counts == {}
+    assert await services.queue.depth() == 0
+    assert not await services.store.dirty.is_marked("ann@example.com", "events")
+
+
+async def test_a_retry_after_a_remembered_marker_waits_out_the_window(
+    services: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that ends in a re-delivery of its own (here: throttled, asked to come back in a
+    second) is re-delivered no earlier than its follow-up read would have been."""
+    from datetime import timedelta
+
+    from sync.core.errors import RetryLater
+    from sync.core.state_models import utcnow
+
+    await _add(services, "ann@example.com")
+    services.settings.app.webhook_memo_seconds = 8
+
+    async def throttled(ctx: RunContext) -> None:
+        raise RetryLater("busy", retry_at=utcnow() + timedelta(seconds=1))
+
+    monkeypatch.setitem(registry._PROCESSORS, (Stream.EVENTS, JobKind.DIRTY), throttled)
+    await services.store.dirty.mark("ann@example.com", "events", ttl_seconds=600)
+    await services.store.dirty.mark_or_remember("ann@example.com", "events", ttl_seconds=600)
+    job = Job(mailbox="ann@example.com", stream=Stream.EVENTS, kind=JobKind.DIRTY)
+    await user_function(worker.sync_worker)(_msg(job))
+    run = (await services.store.runs.recent("ann@example.com"))[0]
+    assert run.status == "retry" and "in 8 s" in run.message
+    assert await drain(services) == []  # not visible yet
+    # Only the retry: no separate follow-up job on top of it.
+    assert await services.queue.depth() == 1
 
 
 @pytest.mark.parametrize("mailbox", [" ", "<>", "mailto:"])

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from sync.core.jobs import Stream
 from sync.core.state_models import SubscriptionRecord
 from sync.core.subscriptions import (
+    MAX_LIFETIME,
     CatchUp,
     Create,
     Delete,
@@ -16,6 +17,7 @@ from sync.core.subscriptions import (
     plan_mailbox,
     plan_removal,
 )
+from sync.settings import MAX_SUBSCRIPTION_MINUTES
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 POLICY = SubscriptionPolicy(lifetime=timedelta(days=6), renew_margin=timedelta(hours=48))
@@ -100,8 +102,10 @@ def test_lifecycle_events() -> None:
 
 
 def test_lifetime_is_capped_at_graph_maximum() -> None:
+    # Live Graph refuses more than 10,070 minutes for mail, contacts and events.
     policy = SubscriptionPolicy(lifetime=timedelta(days=30))
-    assert policy.expiry(NOW) == NOW + timedelta(minutes=10_080)
+    assert policy.expiry(NOW) == NOW + timedelta(minutes=10_070)
+    assert timedelta(minutes=MAX_SUBSCRIPTION_MINUTES) == MAX_LIFETIME
 
 
 def test_removal_deletes_everything() -> None:

@@ -14,6 +14,7 @@ import pytest
 from pydantic import SecretStr
 
 from devkit.sandbox.workbooks import SandboxConfig, running_sandbox
+from sync.core.checks import Check
 from sync.core.email_linking import email_fields
 from sync.core.graph_models import Message
 from sync.core.mapping import activities as act
@@ -29,7 +30,6 @@ from sync.workbooks.schema import (
     PEOPLE,
     SALES_LEADS,
     TASKS,
-    Check,
     SchemaMismatch,
 )
 from sync.workbooks.tenant import read_metadata, resolve, tenant_schema, verify

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from devkit.sandbox.graph.permissions import DEFAULT_APP_ROLES
+
 
 def _page_sizes() -> dict[str, int]:
     # Messages: documented default of 10 per delta page (graph.md §2.2). The other defaults are
@@ -27,6 +29,12 @@ class SandboxConfig:
         default_factory=lambda: {"sandbox-client": "sandbox-secret"}, repr=False
     )
     token_lifetime_seconds: int = 3599
+    # Application permissions consented for the app: the `roles` claim of every token issued
+    # from now on (permissions.py).  [] issues tokens without the claim.
+    app_roles: list[str] = field(default_factory=lambda: list(DEFAULT_APP_ROLES))
+    # Exchange's mailbox scoping (RBAC for Applications / application access policy): None lets
+    # the app reach every mailbox; a list of UPNs or user ids, only those (To Do is not scoped).
+    access_policy: list[str] | None = None
     # Managed identity endpoint (/msi/token, App Service protocol) and federated credentials:
     # identity client id -> its principal (object) id; app client id -> principals it trusts.
     identity_header: str = field(default="sandbox-identity-header", repr=False)

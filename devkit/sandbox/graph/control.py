@@ -250,6 +250,7 @@ class Controls:
 
     async def revoke(self, _request: web.Request) -> web.StreamResponse:
         self.sb.state.access_tokens.clear()
+        self.sb.state.token_roles.clear()
         return web.Response(status=204)
 
     async def dump(self, _request: web.Request) -> web.StreamResponse:

@@ -58,6 +58,8 @@ class MailboxApi:
             self.event_zone()  # an unsupported outlook.timezone fails before any work
         if head == "mailfolders" and len(segs) >= 3 and low[2] == "messages":
             return await self.collection(self.folder("message", segs[1]), segs[3:])
+        if head == "mailfolders" and len(segs) == 2 and self.request.method == "GET":
+            return self.respond(self._mail_folder(self.folder("message", segs[1])))
         if head == "messages":
             return await self._loose_item("message", segs[1:])
         if head == "contacts":
@@ -118,6 +120,37 @@ class MailboxApi:
         conts = [c for c in self.box.containers.values() if c.kind == kind]
         return web.json_response({"value": [self._container_json(c) for c in conts]})
 
+    def _listing(self, items: list[Item]) -> dict[str, Any]:
+        """A collection GET: every item, or with ``$top`` (and ``$skip``) one page of them and
+        a nextLink to the rest, as Graph pages lists."""
+        q = self.request.query
+        top, skip = q.get("$top", ""), q.get("$skip", "0")
+        if not top.isdigit():
+            return {"value": [self.render(i) for i in items]}
+        start = int(skip) if skip.isdigit() else 0
+        end = start + int(top)
+        body: dict[str, Any] = {"value": [self.render(i) for i in items[start:end]]}
+        if end < len(items):
+            rest = {k: v for k, v in q.items() if k != "$skip"}
+            query = "&".join(f"{k}={v}" for k, v in {**rest, "$skip": str(end)}.items())
+            body["@odata.nextLink"] = f"{self.request.url.origin()}{self.request.path}?{query}"
+        return body
+
+    def _mail_folder(self, cont: Container) -> dict[str, Any]:
+        """``GET mailFolders/{id}`` (a well-known name works): the mailFolder resource."""
+        items = list(cont.items.values())
+        out: dict[str, Any] = {
+            "id": cont.key.split(":", 1)[1],
+            "displayName": cont.display_name,
+            "parentFolderId": "msgfolderroot",
+            "childFolderCount": 0,
+            "unreadItemCount": sum(1 for i in items if not i.data.get("isRead", True)),
+            "totalItemCount": len(items),
+            "isHidden": False,
+        }
+        chosen = [f.strip() for f in self.request.query.get("$select", "").split(",") if f]
+        return {k: v for k, v in out.items() if k == "id" or not chosen or k in chosen}
+
     @staticmethod
     def _container_json(cont: Container) -> dict[str, Any]:
         out: dict[str, Any] = {"id": cont.key.split(":", 1)[1], "displayName": cont.display_name}
@@ -151,7 +184,7 @@ class MailboxApi:
                 item = self.sb.create_item(self.box, cont, data, strict=True)
                 return self.respond(self.render(item), status=201)
             if method == "GET":
-                return self.respond({"value": [self.render(i) for i in cont.items.values()]})
+                return self.respond(self._listing(list(cont.items.values())))
         elif rest[0].lower() == "delta" and len(rest) == 1 and method == "GET":
             return await self._delta(cont)
         else:

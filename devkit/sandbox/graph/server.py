@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 
-from devkit.sandbox.graph import control, identity
+from devkit.sandbox.graph import control, identity, permissions
 from devkit.sandbox.graph.config import SandboxConfig
 from devkit.sandbox.graph.mailbox_routes import MailboxApi
 from devkit.sandbox.graph.service import Sandbox
@@ -23,6 +24,9 @@ from devkit.sandbox.graph.subscription_routes import handle as handle_subscripti
 from devkit.sandbox.graph.wire import GraphFailure, failure_response, graph_error, split_path
 
 SANDBOX_KEY: web.AppKey[Sandbox] = web.AppKey("graph_sandbox", Sandbox)
+# Graph's resource app id: the client_id Graph names in its 401 challenge.
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+ROLES_KEY = permissions.ROLES_KEY
 
 
 def _sandbox(request: web.Request) -> Sandbox:
@@ -62,9 +66,11 @@ async def token_endpoint(request: web.Request) -> web.Response:
             },
             status=401,
         )
-    token = secrets.token_urlsafe(32)
     lifetime = sb.config.token_lifetime_seconds
+    roles = list(sb.config.app_roles)
+    token = _access_token(request, client_id, str(form.get("scope", "")), roles, lifetime)
     sb.state.access_tokens[token] = utcnow() + timedelta(seconds=lifetime)
+    sb.state.token_roles[token] = frozenset(roles)
     return web.json_response(
         {
             "token_type": "Bearer",
@@ -73,6 +79,33 @@ async def token_endpoint(request: web.Request) -> web.Response:
             "access_token": token,
         }
     )
+
+
+def _access_token(
+    request: web.Request, client_id: str, scope: str, roles: list[str], lifetime: int
+) -> str:
+    """An app-only access token shaped like Entra ID's: a JWT whose ``roles`` claim lists the
+    consented application permissions (absent when there are none), with ``aud`` the resource
+    of the requested ``.default`` scope, ``appid``/``azp`` the client and ``idtyp`` "app".
+    Signed with the sandbox's own key: only the sandbox verifies it; a client reads the claims
+    without verifying, as it may for a token it got from the token endpoint over TLS."""
+    now = int(time.time())
+    tenant = request.match_info["tenant"]
+    claims: dict[str, Any] = {
+        "aud": scope.split()[0].removesuffix("/.default") if scope else GRAPH_APP_ID,
+        "iss": identity.issuer(str(request.url.origin()), tenant),
+        "iat": now,
+        "nbf": now,
+        "exp": now + lifetime,
+        "appid": client_id,
+        "azp": client_id,
+        "idtyp": "app",
+        "tid": tenant,
+        "uti": secrets.token_urlsafe(16),  # unique per token, as Entra's
+    }
+    if roles:
+        claims["roles"] = roles
+    return identity.sign(request.app[identity.SIGNING_KEY], claims)
 
 
 async def openid_configuration(request: web.Request) -> web.Response:
@@ -89,10 +122,6 @@ async def openid_configuration(request: web.Request) -> web.Response:
     )
 
 
-# Graph's resource app id: the client_id Graph names in its 401 challenge.
-GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
-
-
 def _challenge(request: web.Request) -> dict[str, str]:
     """Graph answers every 401 with a Bearer challenge naming where to get a token (public
     captures: `Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/
@@ -107,6 +136,7 @@ def _auth_error(sb: Sandbox, request: web.Request) -> web.Response | None:
     challenge = _challenge(request)
     if not header.lower().startswith("bearer ") or not header[7:].strip():
         return graph_error(401, "InvalidAuthenticationToken", "Access token is empty.", challenge)
+    request[ROLES_KEY] = sb.state.token_roles.get(header[7:].strip(), frozenset())
     expires = sb.state.access_tokens.get(header[7:].strip())
     if expires is None:
         return graph_error(
@@ -156,6 +186,14 @@ async def _mailbox_request(
     box = sb.state.mailbox(segs[1])
     if box is None:
         raise GraphFailure(404, "ErrorInvalidUser", f"The requested user '{segs[1]}' is invalid.")
+    permissions.check_request(
+        permissions.family_of(segs[2:]),
+        request.method != "GET",
+        request.get(ROLES_KEY, frozenset()),
+        sb.config.access_policy,
+        box.upn,
+        box.user_id,
+    )
     retry_after = sb.throttle.enter(box.user_id)
     if retry_after is not None:
         sb.throttled += 1

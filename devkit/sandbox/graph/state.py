@@ -151,6 +151,7 @@ class GraphState:
         self.tokens: dict[str, DeltaState] = {}
         self.subscriptions: dict[str, Subscription] = {}
         self.access_tokens: dict[str, datetime] = {}
+        self.token_roles: dict[str, frozenset[str]] = {}  # the `roles` each token was issued
         self.rest_index: dict[str, str] = {}  # rest id -> immutable id
 
     # --- mailboxes -----------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from devkit.sandbox.graph import permissions
 from devkit.sandbox.graph.service import Sandbox
 from devkit.sandbox.graph.state import (
     CALENDAR,
@@ -116,6 +117,9 @@ async def _create(sb: Sandbox, request: web.Request) -> web.StreamResponse:
     if client_state is not None and len(str(client_state)) > 128:
         raise GraphFailure(400, "InvalidRequest", "clientState must be at most 128 characters.")
     mailbox, kind, container = parse_resource(sb, str(body["resource"]))
+    box = sb.state.mailboxes[mailbox]
+    roles = request.get(permissions.ROLES_KEY, frozenset())
+    permissions.check_subscription(kind, roles, sb.config.access_policy, box.upn, box.user_id)
     expires = _expiry(sb, kind, body["expirationDateTime"])
     for url in [notification_url] + ([str(lifecycle_url)] if lifecycle_url else []):
         problem = await sb.notifier.validate(url)

@@ -1,0 +1,234 @@
+"""Benchmark: emails linked per second by ONE worker process, run by the local Functions host.
+
+    python bench/bench_throughput.py [--rate 30] [--seconds 60] [--mailboxes 100]
+                                     [--profile FILE]
+
+The service runs as it would in Azure, in a process of its own: ``python -m devkit serve``
+with the repository's host.json (batchSize 8, newBatchThreshold 4: at most 12 jobs at once, a
+new batch fetched only when 4 or fewer are in flight).  Azurite and the Graph and Workbooks
+sandboxes run apart from it (the sandboxes in this process), and nothing here dispatches jobs:
+each email the benchmark sends in the Graph sandbox makes the sandbox POST a change
+notification to the host's webhook route, the webhook queues a job on the real queue, and the
+host's queue trigger runs it.
+
+``--mailboxes`` mailboxes (each its own Workbooks user) have sent-items, contacts and events
+subscriptions (the validation handshake goes to the host) and have had their first delta
+round.  Emails are then sent at ``--rate`` per second in total, round-robin over the mailboxes,
+on an absolute schedule; each goes to two known People, one Contact Details address and one
+unknown address, and counts as linked once all its links exist in the Workbooks sandbox.
+
+Printed: throughput (emails linked per second over the run), send -> linked latency p50 / p99
+/ max (the notification is POSTed the moment the email is sent), emails missed (not linked 30 s
+after the last send), and the host process's CPU time per email (webhook and worker together:
+the service's own CPU).  Targets: >= 30 emails/s at p99 <= 1 s, nothing missed; CPU per email
+<= 10 ms.  ``--profile FILE`` runs the host under cProfile (slower) and prints where its CPU
+goes, grouped by package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.bench_emails import _expected_links, _recipients, _seed_people  # noqa: E402
+from bench.rig import SHARED, LinkWatch, percentile, rig_running  # noqa: E402
+from sync.core.email_linking import email_reference  # noqa: E402
+from sync.core.jobs import Stream  # noqa: E402
+from tests.support.local import running_azurite  # noqa: E402
+
+TARGET_RATE = 30.0
+TARGET_P99 = 1.0
+TARGET_CPU_MS = 10.0
+GRACE_SECONDS = 30.0
+
+
+def _package(filename: str) -> str:
+    """Who a profiled function belongs to, for the breakdown."""
+    path = filename.replace("\\", "/")
+    for marker, name in (
+        ("/azure/data/tables/", "azure-data-tables"),
+        ("/azure/storage/queue/", "azure-storage-queue"),
+        ("/azure/core/", "azure-core"),
+        ("/aiohttp/", "aiohttp"),
+        ("/multidict/", "aiohttp"),
+        ("/yarl/", "aiohttp"),
+        ("/pydantic", "pydantic"),
+        ("/asyncio/", "asyncio"),
+        ("/json/", "json"),
+        ("/sync/", "sync (the service)"),
+        ("/devkit/", "devkit (local host)"),
+        ("/azure/functions/", "azure-functions"),
+        ("/logging/", "logging"),
+        ("/ssl", "ssl"),
+        ("/email/", "stdlib email/http"),
+        ("/http/", "stdlib email/http"),
+        ("/urllib/", "urllib"),
+        ("/isodate/", "isodate"),
+        ("/dateutil/", "dateutil"),
+    ):
+        if marker in path:
+            return name
+    if filename.startswith("<") or filename == "~":
+        return "builtins"
+    return "other"
+
+
+def profile_breakdown(path: Path, top: int = 25) -> None:
+    stats = pstats.Stats(str(path))
+    raw: Any = stats.stats  # type: ignore[attr-defined]
+    total = sum(tt for (_, _, tt, _, _) in raw.values())
+    by_pkg: Counter[str] = Counter()
+    for (filename, _, _), (_, _, tt, _, _) in raw.items():
+        by_pkg[_package(filename)] += tt
+    print(f"\nwhere the host's CPU goes (cProfile, CPU clock, whole life: {total:.1f} s):")
+    for pkg, seconds in by_pkg.most_common():
+        print(f"  {seconds / total * 100:5.1f} %  {pkg}")
+    print(f"\ntop {top} functions by own time:")
+    stats.sort_stats("tottime").print_stats(top)
+    print(f"\ntop {top} functions by cumulative time:")
+    stats.sort_stats("cumulative").print_stats(top)
+
+
+async def run(args: argparse.Namespace) -> int:
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
+    with running_azurite() as (conn, azurite_pid):
+        os.environ["AzureWebJobsStorage"] = conn
+        extra = {"SYNC_LOG_LEVEL": args.host_log_level}
+        async with rig_running(
+            conn, mailboxes=args.mailboxes, log_dir=log_dir, env_extra=extra
+        ) as rig:
+            w = rig.world
+            people = _seed_people(w, 200)
+            profile = args.profile
+            host = rig.host("service", queues=True, timers=False, profile=profile)
+            await host.start()
+            await rig.subscribe_all()
+            await rig.initial_sync((Stream.SENT,))
+            print(
+                f"{args.mailboxes} mailboxes subscribed and synced; host pid {host.proc.pid}"  # type: ignore[union-attr]
+                f" (log {host.log_path})",
+                flush=True,
+            )
+            watch = LinkWatch(w)
+            total = int(args.rate * args.seconds)
+
+            def send(i: int) -> None:
+                upn = rig.mailboxes[i % len(rig.mailboxes)]
+                to, cc = _recipients(i, people)
+                imid = f"<tp{i}@example.com>"
+                mid = w.send(
+                    upn, to=to, cc=cc, subject=f"T {i}", categories=SHARED, internet_message_id=imid
+                )
+                watch.expect(email_reference(imid, mid), _expected_links(i, people))
+
+            # Warm-up: a few emails so first-use costs (sessions, schema reads) are not counted.
+            for i in range(args.mailboxes):
+                send(-1 - i)
+            if not await watch.wait(120):
+                print(f"warm-up: {len(watch.missing())} emails not linked", flush=True)
+                return 1
+            watch = LinkWatch(w)
+            watch._seen_emails = len(w.workbooks.state.tables["email/emails"])
+            watch._seen_links = len(w.workbooks.state.tables[watch.link_path])
+
+            async def poller() -> None:
+                while True:
+                    watch.poll()
+                    await asyncio.sleep(0.01)
+
+            polling = asyncio.create_task(poller())
+            cpu0, az0 = host.cpu(), _cpu(azurite_pid)
+            started = time.perf_counter()
+            for i in range(total):
+                send(i)
+                await asyncio.sleep(max(0.0, started + (i + 1) / args.rate - time.perf_counter()))
+            send_end = time.perf_counter()
+            linked_all = await watch.wait(GRACE_SECONDS)
+            polling.cancel()
+            finished = max(watch.done.values(), default=send_end)
+            cpu = host.cpu() - cpu0
+            az_cpu = _cpu(azurite_pid) - az0
+            bench_cpu = time.process_time()
+            host.stop(timeout=60)
+            if profile is not None:
+                await asyncio.sleep(0.5)
+
+        lat = watch.latencies()
+        missed = len(watch.missing())
+        linked = len(watch.done)
+        wall = finished - started
+        rate = linked / wall if wall > 0 else 0.0
+        per_email_ms = cpu / max(linked, 1) * 1000
+        print(f"\n== one worker process through the local host, {args.mailboxes} mailboxes ==")
+        print(f"offered            {total} emails at {args.rate:g}/s over {args.seconds:g} s")
+        print(f"linked             {linked} in {wall:.1f} s: {rate:.1f} emails/s")
+        print(
+            f"send -> linked     p50 {statistics.median(lat) * 1000:.0f} ms, "
+            f"p99 {percentile(lat, 99) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms"
+            if lat
+            else "send -> linked     (nothing linked)"
+        )
+        print(f"missed             {missed} (not linked {GRACE_SECONDS:.0f} s after the last send)")
+        print(
+            f"service CPU        {per_email_ms:.1f} ms per email "
+            f"({cpu:.1f} s of the host process; {cpu / wall * 100:.0f} % of a core)"
+        )
+        if az_cpu == az_cpu:  # not NaN: Azurite was started here
+            print(f"Azurite CPU        {az_cpu / max(linked, 1) * 1000:.1f} ms per email")
+        print(f"benchmark process  {bench_cpu:.0f} s CPU in all (sandboxes, sending, watching)")
+        ok = (
+            linked_all
+            and missed == 0
+            and rate >= TARGET_RATE * 0.98
+            and bool(lat)
+            and percentile(lat, 99) <= TARGET_P99
+        )
+        cpu_ok = per_email_ms <= TARGET_CPU_MS
+        print(
+            f"\nTARGET (>= {TARGET_RATE:g} emails/s, p99 <= {TARGET_P99:g} s, 0 missed): "
+            f"{'PASS' if ok else 'FAIL'}; CPU per email <= {TARGET_CPU_MS:g} ms: "
+            f"{'PASS' if cpu_ok else 'MISS'}"
+        )
+        if profile is not None and profile.exists():
+            profile_breakdown(profile)
+        print(f"host log: {host.log_path}")
+        return 0 if ok else 1
+
+
+def _cpu(pid: int | None) -> float:
+    from bench.rig import cpu_seconds
+
+    return cpu_seconds(pid) if pid else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--rate", type=float, default=TARGET_RATE, help="emails per second in all")
+    p.add_argument("--seconds", type=float, default=60.0, help="how long emails are sent")
+    p.add_argument("--mailboxes", type=int, default=100)
+    p.add_argument("--profile", default=None, help="run the host under cProfile into FILE")
+    p.add_argument("--host-log-level", default="WARNING", help="the host's SYNC_LOG_LEVEL")
+    args = p.parse_args(argv)
+    args.profile = Path(args.profile).resolve() if args.profile else None
+    logging.basicConfig(level=logging.WARNING)
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

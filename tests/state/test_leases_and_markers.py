@@ -1,0 +1,127 @@
+"""Job markers remembered by the webhook, taken by runs, found late by the sweeper; leases
+found cut by the sweeper and cleared only as it read them.  Against Azurite."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from sync.core.jobs import JobKind
+from sync.core.state_models import utcnow
+from sync.core.streams import Marked, lease_owner
+from sync.state.store import StateStore
+
+ANN, BOB = "ann@example.com", "bob+x@example.com"
+
+
+async def test_the_first_repeat_flags_a_live_marker_and_the_take_reports_it(store: Any) -> None:
+    s: StateStore = store
+    assert await s.dirty.mark_or_remember(ANN, "sent", ttl_seconds=600) is Marked.QUEUE
+    taken = await s.dirty.take(ANN, "sent")
+    assert taken is not None and not taken.remembered  # nobody answered from memory
+    assert await s.dirty.take(ANN, "sent") is None
+
+    assert await s.dirty.mark(ANN, "sent", ttl_seconds=600)
+    assert await s.dirty.mark_or_remember(ANN, "sent", ttl_seconds=600) is Marked.REMEMBERED
+    # Another instance finds it flagged already: no second write needed, same answer.
+    assert await s.dirty.mark_or_remember(ANN, "sent", ttl_seconds=600) is Marked.REMEMBERED
+    # Without the memory it is a plain coalesce.
+    assert not await s.dirty.mark(ANN, "sent", ttl_seconds=600)
+    taken = await s.dirty.take(ANN, "sent")
+    assert taken is not None and taken.remembered
+
+
+async def test_a_stale_marker_is_replaced_not_remembered(store: Any) -> None:
+    s: StateStore = store
+    t0 = utcnow()
+    assert await s.dirty.mark(ANN, "sent", ttl_seconds=600, now=t0)
+    later = t0 + timedelta(seconds=601)
+    assert await s.dirty.mark_or_remember(ANN, "sent", ttl_seconds=600, now=later) is Marked.QUEUE
+    taken = await s.dirty.take(ANN, "sent")
+    assert taken is not None and not taken.remembered
+
+
+async def test_a_flag_racing_the_take_is_never_lost(store: Any) -> None:
+    """Either the flag lands before the take (the take reports it and the run follows up) or
+    after (the webhook is told it coalesced but must not remember): never a remembered
+    notification with no follow-up."""
+    s: StateStore = store
+    for _ in range(10):
+        assert await s.dirty.mark(ANN, "sent", ttl_seconds=600)
+        outcome, taken = await asyncio.gather(
+            s.dirty.mark_or_remember(ANN, "sent", ttl_seconds=600), s.dirty.take(ANN, "sent")
+        )
+        assert taken is not None
+        if outcome is Marked.REMEMBERED:
+            assert taken.remembered
+        elif outcome is Marked.QUEUE:  # it ran after the take: a marker of its own, unflagged
+            await s.dirty.clear(ANN, "sent")
+        else:
+            assert outcome is Marked.COALESCED
+        assert not await s.dirty.is_marked(ANN, "sent")
+
+
+async def test_late_markers_are_listed_across_mailboxes_and_refreshed_once(store: Any) -> None:
+    s: StateStore = store
+    t0 = utcnow()
+    old = t0 - timedelta(seconds=120)
+    await s.dirty.mark(ANN, "sent", ttl_seconds=600, now=old)
+    await s.dirty.mark(BOB, "lifecycle:missed:sub-1", ttl_seconds=600, now=old)
+    await s.dirty.mark(BOB, "sent", ttl_seconds=600, now=t0)
+    late = await s.dirty.older_than(t0 - timedelta(seconds=60))
+    assert sorted((m.mailbox, m.name) for m in late) == [
+        (ANN, "sent"),
+        (BOB, "lifecycle:missed:sub-1"),
+    ]
+    ann = next(m for m in late if m.mailbox == ANN)
+    assert await s.dirty.refresh(ann, now=t0)
+    assert not await s.dirty.refresh(ann, now=t0)  # changed since read: left alone
+    assert [m.mailbox for m in await s.dirty.older_than(t0 - timedelta(seconds=60))] == [BOB]
+    # Refreshing keeps the marker live: notifications still coalesce into its job.
+    assert not await s.dirty.mark(ANN, "sent", ttl_seconds=600, now=t0)
+
+
+async def test_leased_rows_show_running_and_cut_streams_and_clear_only_what_was_read(
+    store: Any,
+) -> None:
+    s: StateStore = store
+    t0 = utcnow()
+    owner = lease_owner("job-1", "n1", JobKind.RECONCILE)
+    dead = await s.cursors.claim(ANN, "contacts", owner, 30, now=t0 - timedelta(seconds=60))
+    live = await s.cursors.claim(BOB, "sent", "job-2:n2:dirty", 30, now=t0)
+    assert dead is not None and live is not None
+    await s.cursors.claim(ANN, "events", "job-3:n3:dirty", 30, now=t0)
+    released = await s.cursors.claim(ANN, "todo", "job-4:n4:push", 30, now=t0)
+    assert released is not None
+    await s.cursors.release(released)  # a run that ended well names no owner
+    rows = {(r.mailbox, r.stream): r for r in await s.cursors.leased()}
+    assert set(rows) == {(ANN, "contacts"), (BOB, "sent"), (ANN, "events")}
+    cut = rows[(ANN, "contacts")]
+    assert cut.owner == owner and cut.until is not None and cut.until < t0
+    # A claim after the sweeper read the row wins: the clear is refused.
+    taken = await s.cursors.claim(ANN, "contacts", "job-5:n5:dirty", 30, now=t0)
+    assert taken is not None
+    assert not await s.cursors.clear_cut(cut)
+    assert (await s.cursors.get(ANN, "contacts")).lease_owner == "job-5:n5:dirty"
+    # As read, it is cleared: free for any claim, and no longer listed.
+    again = {(r.mailbox, r.stream): r for r in await s.cursors.leased()}
+    await s.cursors.release(taken)
+    stale = next(r for r in await s.cursors.leased() if r.stream == "events")
+    assert await s.cursors.clear_cut(stale)
+    assert (ANN, "contacts") in again
+    assert {(r.mailbox, r.stream) for r in await s.cursors.leased()} == {(BOB, "sent")}
+    assert await s.cursors.claim(ANN, "events", "job-6:n6:dirty", 30, now=t0) is not None
+
+
+async def test_inserting_first_or_reading_first_comes_to_the_same(store: Any) -> None:
+    s: StateStore = store
+    for expect_live in (False, True):
+        await s.dirty.clear(ANN, "sent")
+        first = await s.dirty.mark_or_remember(
+            ANN, "sent", ttl_seconds=600, expect_live=expect_live
+        )
+        second = await s.dirty.mark_or_remember(
+            ANN, "sent", ttl_seconds=600, expect_live=not expect_live
+        )
+        assert (first, second) == (Marked.QUEUE, Marked.REMEMBERED)
