@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck unit policy lock demo serve bench clean
+.PHONY: setup test lint typecheck unit policy lock demo serve bench soak clean
 
 setup: $(STAMP) node_modules/.package-lock.json
 
@@ -68,6 +68,15 @@ serve: setup
 
 bench: setup
 	$(PY) -m devkit.azurite run -- $(PY) -m bench $(BENCH_ARGS)
+
+# The model-based test of identity with many more examples than make test runs, each new
+# (random seeds, Hypothesis' example database in .hypothesis/ keeps what failed). SOAK_EXAMPLES
+# and SOAK_STEPS size it; it prints examples x steps at the end.
+SOAK_EXAMPLES ?= 200
+SOAK_STEPS    ?= 60
+soak: setup
+	HYPOTHESIS_PROFILE=soak SOAK_EXAMPLES=$(SOAK_EXAMPLES) SOAK_STEPS=$(SOAK_STEPS) \
+	  $(PY) -m devkit.azurite run -- $(PY) -m pytest tests/model -q -s $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .mypy_cache .pytest_cache .ruff_cache
