@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("webhook", "outage", "workbooks", "graph", "emails", "sync")
+ORDER = ("webhook", "outage", "workbooks", "graph", "emails", "retro", "sync")
 
 
 def main(argv: list[str]) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -318,3 +319,37 @@ async def test_a_contacts_push_runs_the_retroactive_stream_after_it(world: World
     record = await w.services.store.emails.get(ANN, mid)
     assert record is not None and record.state == "linked"
     assert utcnow() >= record.processed_at
+
+
+async def test_repeated_hints_are_remembered_only_once_the_marker_promises_a_follow_up(
+    world: World,
+) -> None:
+    """A second hint while the PEOPLE job waits flags its marker, so the run that takes it reads
+    again after the memory window; only then are further hints answered from memory, without
+    a storage read, and a record created meanwhile is not missed."""
+    w = world
+    await w.add_mailbox(ANN, internal_domains=["example.com"])
+    memo, dirty = w.services.cache.webhook_memo, w.services.store.dirty
+    key = (ANN, str(Stream.PEOPLE))
+    w.services.settings.app.webhook_memo_seconds = 30.0
+    assert await hooks.hint_people(w.services, ANN, "workbooks webhook") is True
+    assert not memo.remembers(key, time.monotonic(), 30.0)  # the marker promises nothing yet
+    assert await hooks.hint_people(w.services, ANN, "workbooks webhook") is False
+    assert memo.remembers(key, time.monotonic(), 30.0)
+    reads: list[str] = []
+    original = dirty.mark_or_remember
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        reads.append("marker")
+        return await original(*args, **kwargs)
+
+    dirty.mark_or_remember = counting  # type: ignore[method-assign]
+    try:
+        assert await hooks.hint_people(w.services, ANN, "workbooks webhook") is False
+    finally:
+        del dirty.mark_or_remember
+    assert reads == []  # answered from memory
+    taken = await dirty.take(ANN, str(Stream.PEOPLE))
+    assert taken is not None and taken.remembered  # the run that takes it reads again later
+    jobs = await queued(w)
+    assert [(j.mailbox, j.stream) for j in jobs] == [(ANN, Stream.PEOPLE)]

@@ -56,6 +56,7 @@ CRASH_POINTS = (
     "workbooks_write",
 )
 TOTALS: Counter[str] = Counter()
+PROGRESS = os.environ.get("HYPOTHESIS_PROFILE", "ci") != "ci"
 
 
 class Killed(BaseException):
@@ -143,6 +144,12 @@ class IdentityMachine(RuleBasedStateMachine):
             self.run(self.exits.aclose())
         finally:
             self.loop.close()
+        if PROGRESS:  # a long soak says how far it got, so a stopped one still counts
+            print(
+                f"model: example {TOTALS['examples']}, {TOTALS['steps']} steps so far, "
+                f"{TOTALS['crashes']} crashes",
+                flush=True,
+            )
 
     def name(self, prefix: str) -> str:
         self.seq += 1
