@@ -16,8 +16,8 @@ SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_
 
 settings.register_profile(
     "ci",
-    max_examples=int(os.environ.get("MODEL_EXAMPLES", "6")),
-    stateful_step_count=int(os.environ.get("MODEL_STEPS", "25")),
+    max_examples=int(os.environ.get("MODEL_EXAMPLES", "8")),
+    stateful_step_count=int(os.environ.get("MODEL_STEPS", "40")),
     deadline=None,
     database=None,  # the same examples on every machine: CI reproduces what a developer saw
     derandomize=True,
