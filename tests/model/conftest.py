@@ -16,7 +16,7 @@ SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_
 
 settings.register_profile(
     "ci",
-    max_examples=int(os.environ.get("MODEL_EXAMPLES", "8")),
+    max_examples=int(os.environ.get("MODEL_EXAMPLES", "10")),
     stateful_step_count=int(os.environ.get("MODEL_STEPS", "40")),
     deadline=None,
     database=None,  # the same examples on every machine: CI reproduces what a developer saw

@@ -14,7 +14,8 @@ state is checked against what the model knows:
 4. a record the user removed from Outlook (deleted or unshared while linked) never comes back,
    unless the user shares an item for it again;
 5. every sent email has at most one Workbooks email and one link per record, and after a
-   reconcile every shared email to a known address is linked to each of its records.
+   reconcile every shared email to a known address is linked to each of its records (under
+   ``auto``, which an example may choose, every email: rule 7).
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from sync.core.jobs import JobKind, Stream
 
@@ -118,6 +125,7 @@ class IdentityMachine(RuleBasedStateMachine):
         self.exits = AsyncExitStack()
         self.model = Model()
         self.seq = 0
+        self.auto = False  # the mailbox's email policy: shared (default) or auto
         self.world: Any = self.run(self._start())
 
     # ------------------------------------------------------------------ plumbing
@@ -189,6 +197,14 @@ class IdentityMachine(RuleBasedStateMachine):
 
     async def link_of(self, stream: str, outlook_id: str) -> Any:
         return await self.world.services.store.links.by_outlook(UPN, stream, outlook_id)
+
+    @initialize(auto=st.booleans())
+    def email_policy(self, auto: bool) -> None:
+        """Either email policy: under ``auto`` every sent email to a known address is linked, and
+        one to an unknown address is remembered and linked when a record appears (rule 7)."""
+        if auto:
+            self.run(self.world.set_policy(UPN, email_policy="auto"))
+        self.auto = auto
 
     # ------------------------------------------------------------------ Outlook: the user
     @rule(
@@ -561,9 +577,10 @@ class IdentityMachine(RuleBasedStateMachine):
                 assert ours == theirs, f"{kind} pair disagrees: {ours!r} vs {theirs!r} ({link})"
 
     def check_known_emails_linked(self, before: int) -> None:
-        """Rule 5: a shared email sent before this reconcile is linked to every Person that
-        held a recipient's address when the email was processed and still exists; and when
-        nobody held it then, to a Person that appeared for it before this reconcile."""
+        """Rule 5: a shared email (any email under ``auto``) sent before this reconcile is
+        linked to every Person that held a recipient's address when the email was processed
+        and still exists; and when nobody held it then, to a Person that appeared for it
+        before this reconcile."""
         from sync.core.email_linking import email_reference
 
         emails = {
@@ -575,7 +592,7 @@ class IdentityMachine(RuleBasedStateMachine):
         live = self.rows("crm/people")
         holders = self._people_by_address()
         for msg in self.model.messages:
-            if not msg.shared or msg.sent_at > before or msg.holders is None:
+            if not (msg.shared or self.auto) or msg.sent_at > before or msg.holders is None:
                 continue
             data = self.world.message(UPN, msg.message_id)
             email_id = emails.get(
