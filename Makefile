@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test lint typecheck unit policy lock demo serve bench chaos chaos-quick clean
+.PHONY: setup test lint typecheck unit policy lock demo serve bench chaos chaos-quick soak clean
 
 setup: $(STAMP) node_modules/.package-lock.json
 
@@ -79,6 +79,16 @@ chaos: setup
 
 chaos-quick: setup
 	$(PY) bench/chaos.py --quick $(CHAOS_ARGS)
+
+# The model-based test of identity with many more examples than make test runs, each new
+# (random seeds; Hypothesis' example database in .hypothesis/ keeps what failed). SOAK_EXAMPLES
+# and SOAK_STEPS size it; it prints a line per example and examples x steps at the end. The
+# whole soak is one pytest test, so the per-test timeout of make test is off here.
+SOAK_EXAMPLES ?= 200
+SOAK_STEPS    ?= 60
+soak: setup
+	HYPOTHESIS_PROFILE=soak SOAK_EXAMPLES=$(SOAK_EXAMPLES) SOAK_STEPS=$(SOAK_STEPS) \
+	  $(PY) -m devkit.azurite run -- $(PY) -m pytest tests/model -q -s -o timeout=0 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .mypy_cache .pytest_cache .ruff_cache

@@ -3,7 +3,7 @@ one engine function. See sync/blueprints/ for the functions and README.md for th
 
 import azure.functions as func
 
-from sync.blueprints import admin, emails, timers, webhooks, worker
+from sync.blueprints import admin, emails, timers, webhooks, workbooks_hooks, worker
 from sync.console import routes as console
 from sync.log_levels import configure_logging
 
@@ -17,3 +17,4 @@ app.register_functions(worker.bp)
 app.register_functions(admin.bp)
 app.register_functions(emails.bp)
 app.register_functions(console.bp)
+app.register_functions(workbooks_hooks.bp)

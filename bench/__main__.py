@@ -15,6 +15,7 @@ ORDER = (
     "workbooks",
     "graph",
     "emails",
+    "retro",
     "sync",
     "job_costs",
     "wb_instances",

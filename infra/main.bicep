@@ -63,6 +63,9 @@ param renewSchedule string = '0 7 */4 * * *'
 @description('NCRONTAB (seconds first, UTC) of the To Do poll tick: each tick queues the mailboxes whose To Do poll is due (policy todo_poll_minutes).')
 param todoPollSchedule string = '40 * * * * *'
 
+@description('NCRONTAB (seconds first, UTC): created-since poll for retroactive email links where no Workbooks webhook covers a source.')
+param retroPollSchedule string = '0 */4 * * * *'
+
 @description('NCRONTAB (seconds first, UTC): the sweeper, which re-sends jobs for streams whose run was cut or whose job was lost.')
 param sweepSchedule string = '*/30 * * * * *'
 
@@ -654,6 +657,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     SYNC_RECONCILE_SCHEDULE: reconcileSchedule
     SYNC_RENEW_SCHEDULE: renewSchedule
     SYNC_TODO_POLL_SCHEDULE: todoPollSchedule
+    SYNC_RETRO_POLL_SCHEDULE: retroPollSchedule
     SYNC_SWEEP_SCHEDULE: sweepSchedule
     // Where Graph sends notifications: https://<host>/api/graph/notifications and /lifecycle.
     SYNC_PUBLIC_BASE_URL: 'https://${functionApp.properties.defaultHostName}'

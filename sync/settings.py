@@ -144,6 +144,12 @@ class AppSettings(_Checked):
         "queues the poll of the mailboxes due in its window (policy todo_poll_minutes, "
         "default 5).",
     )
+    retro_poll_schedule: str = Field(
+        default="0 */4 * * * *",
+        description="NCRONTAB of the created-since poll that links earlier emails to new "
+        "People, Sales Leads and Contact Details where no Workbooks webhook covers them (every "
+        "4 minutes: a record is linked within 5).",
+    )
     sweep_schedule: str = Field(
         default="*/30 * * * * *",
         description="NCRONTAB of the sweeper, which re-sends a job for every stream whose run "
@@ -161,7 +167,8 @@ class AppSettings(_Checked):
         default=1_048_576,
         ge=1024,
         le=16_777_216,
-        description="Largest notification body the webhook accepts; larger bodies get 413.",
+        description="Largest notification (Graph) or delivery (Workbooks) body the webhooks "
+        "accept; larger bodies get 413.",
     )
     webhook_max_token_chars: int = Field(
         default=1024,
@@ -250,6 +257,7 @@ class AppSettings(_Checked):
         "reconcile_schedule",
         "renew_schedule",
         "todo_poll_schedule",
+        "retro_poll_schedule",
         "sweep_schedule",
     )
     @classmethod
@@ -456,6 +464,19 @@ class WorkbooksSettings(_Checked):
         default=True,
         description="[INF] Include records the user watches in My People/activities where the "
         "tenant lets 'watched' be filtered on; false: assigned records only.",
+    )
+    webhooks: bool = Field(
+        default=True,
+        description="Subscribe to Workbooks' new-person and new-lead webhooks where the API key "
+        "may manage triggers, so earlier emails are linked within seconds; false: the "
+        "created-since poll only (SYNC_RETRO_POLL_SCHEDULE).",
+    )
+    contact_details_trigger_id: int = Field(
+        default=0,
+        ge=0,
+        le=2**31 - 1,
+        description="[INF] Trigger id of 'new Contact Details row' (no public id is known; the "
+        "sandbox serves 9001); 0: Contact Details are polled.",
     )
     batch_size: int = Field(default=100, ge=1, le=100, description="Objects per write request.")
     page_size: int = Field(default=100, ge=1, le=100, description="Rows per read page.")

@@ -101,6 +101,16 @@ async def todo_poll_timer(timer: func.TimerRequest) -> None:
     await _tick(timer, Cadence.TODO_POLL, "todo poll")
 
 
+@bp.function_name("retro_poll_timer")
+@bp.timer_trigger(schedule="%SYNC_RETRO_POLL_SCHEDULE%", arg_name="timer")
+async def retro_poll_timer(timer: func.TimerRequest) -> None:
+    """Earlier emails to new People and Sales Leads where no Workbooks webhook tells us: one
+    created-since read per tenant, a PEOPLE job for each mailbox waiting on a new address."""
+    from sync.engine.workbooks_webhooks import poll
+
+    await _guarded("retro poll", poll)
+
+
 @bp.function_name("sweep_timer")
 @bp.timer_trigger(schedule="%SYNC_SWEEP_SCHEDULE%", arg_name="timer")
 async def sweep_timer(timer: func.TimerRequest) -> None:

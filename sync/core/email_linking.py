@@ -15,8 +15,9 @@ Rules (issue #5, design.md §1):
   owning Person or Lead); organisations found through an address are ignored.
 * **Idempotency.** Links already recorded on the ``EmailRecord`` are never planned again; an
   email id already recorded is reused, never created twice.
-* **Pending addresses** (retroactive linking): recipients of *category-shared* messages that
-  matched nobody.  ``plan_retro`` later links those messages, once, within the look-back window.
+* **Pending addresses** (retroactive linking): recipients that matched nobody, of messages the
+  user categorised and, under ``auto``, of every message in the look-back window (not stored in
+  Workbooks).  ``plan_retro`` later links those messages, once, within the look-back window.
 
 Everything here is pure: the caller passes ``now`` and the address matches it resolved.
 """
@@ -320,6 +321,11 @@ def plan_message(
             matched[who.address] = usable
     shared_by = _shared_by(message, policy, categorised, refs, bool(matched))
     expl = _explanation(message, policy, candidates, excluded, matched, refs, shared_by, now)
+    # Recipients nobody matches yet are remembered for retroactive linking: for a message the
+    # user categorised, and under ``auto`` for every message (its look-back window already
+    # kept older ones out), so an email to an unknown address is linked once a record appears.
+    remember = categorised or policy.email_policy == "auto"
+    pending = tuple(w.address for w in candidates if w.address not in matched) if remember else ()
     if shared_by is None:
         # Not shared: no recipient addresses are kept, only how many there were.
         expl["recipients"] = {"count": len(candidates) + len(excluded)}
@@ -328,12 +334,9 @@ def plan_message(
             # Un-sharing after linking never unlinks: the links stay, the reason says why.
             expl["reason"] += "; links made while it was shared are kept"
             kept = tuple(RecordRef.from_key(k) for k in existing.linked)
-            return _plan(message, existing, "linked", kept, (), expl)
-        return _plan(message, existing, "not_shared", (), (), expl)
+            return _plan(message, existing, "linked", kept, pending, expl)
+        return _plan(message, existing, "not_shared", (), pending, expl)
     targets = _targets(matched, refs, existing)
-    pending = (
-        tuple(w.address for w in candidates if w.address not in matched) if categorised else ()
-    )
     if not targets:
         decision: Decision = "excluded" if not candidates else "no_match"
         expl["reason"] = (
@@ -640,18 +643,22 @@ def plan_retro(
     *,
     now: datetime,
     lookback_days: int,
+    auto: bool = False,
 ) -> RetroPlan:
     """Given addresses that now match records, their pending entries and the messages' records
-    (by message key), which links to add.  Each (message, record) pair is planned once."""
+    (by message key), which links to add.  Each (message, record) pair is planned once.
+    A message that was not shared (remembered under ``auto``) is linked only while the mailbox
+    is still ``auto``; otherwise its entries are stale."""
     horizon = now - timedelta(days=lookback_days)
     by_message: dict[str, list[PendingAddress]] = {}
     expired: list[PendingAddress] = []
     stale: list[PendingAddress] = []
     for entry in pending:
         when = entry.sent_at or entry.added_at
+        record = records.get(entry.message_key)
         if when < horizon:
             expired.append(entry)
-        elif records.get(entry.message_key) is None:
+        elif record is None or (record.state == "not_shared" and not auto):
             stale.append(entry)
         elif _address_matches(matches, entry.address):
             by_message.setdefault(entry.message_key, []).append(entry)
@@ -690,6 +697,9 @@ def retro_explanation(
         }
     )
     expl["retroactive"] = history
+    if not expl.get("shared"):
+        # ``auto``: a message nobody matched was not shared; a record for a recipient makes it so.
+        expl["shared"], expl["shared_by"] = True, "auto: a recipient matched a record later"
     resolved = {e.address for e in action.resolved}
     expl["pending"] = [a for a in expl.get("pending", []) if a not in resolved]
     for rcpt in expl.get("recipients", []) if isinstance(expl.get("recipients"), list) else []:

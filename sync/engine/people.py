@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from sync.core.email_linking import RetroAction, note_unlinked, plan_retro, retro_explanation
 from sync.core.errors import ResyncRequired
 from sync.core.graph_models import Message
-from sync.core.jobs import Stream
+from sync.core.jobs import JobKind, Stream
 from sync.core.keys import normalise_address
 from sync.core.mapping.scope import is_deleted
 from sync.core.state_models import Cursor, EmailRecord, PendingAddress, utcnow
@@ -178,7 +178,8 @@ async def _link_waiting(
     records: dict[str, EmailRecord | None] = dict(zip(keys, loaded, strict=True))
     now = utcnow()
     lookback = mailbox.policy.retro_lookback_days
-    plan = plan_retro(matches, pending, records, now=now, lookback_days=lookback)
+    auto = mailbox.policy.email_policy == "auto"
+    plan = plan_retro(matches, pending, records, now=now, lookback_days=lookback, auto=auto)
     ended = [*plan.expired, *plan.stale]
     await store.pending.remove_many(ended)
     ctx.count("pending_expired", len(plan.expired))
@@ -250,3 +251,20 @@ async def _apply(
         settled += action.resolved
         ctx.count("retro_linked", len(work.linked - set(record.linked)))
     return settled
+
+
+# ===================================================================== at every push
+
+
+@register(Stream.CONTACTS, JobKind.PUSH)
+async def push_contacts_then_link(ctx: RunContext) -> None:
+    """A contacts push (2-hour timer, ``--kind push``, ``{"kind": "push"}``) may have made
+    People from shared contacts; the retroactive stream runs right after it (through the
+    PEOPLE marker, so it coalesces with any webhook or poll hint) instead of at the next
+    reconcile."""
+    from sync.engine.contacts import sync_contacts
+    from sync.engine.workbooks_webhooks import hint_people
+
+    await sync_contacts(ctx)
+    if await hint_people(ctx.services, ctx.mailbox.id, "push"):
+        ctx.count("retro_queued")

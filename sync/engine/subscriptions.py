@@ -290,17 +290,42 @@ async def handshake_test(services: Services, mailbox: Mailbox) -> tuple[Probe, P
 
 
 async def ensure_for_mailbox(services: Services, mailbox: Mailbox) -> Outcome:
-    return await manager(services).ensure_mailbox(mailbox)
+    outcome = await manager(services).ensure_mailbox(mailbox)
+    await _workbooks_hooks(services, mailbox, outcome, force=True)
+    return outcome
 
 
 async def remove_for_mailbox(services: Services, mailbox_id: str) -> Outcome:
-    return await manager(services).remove_mailbox(mailbox_id)
+    outcome = await manager(services).remove_mailbox(mailbox_id)
+    await _workbooks_hooks(services, mailbox_id, outcome)
+    return outcome
+
+
+async def _workbooks_hooks(
+    services: Services, mailbox: Mailbox | str, outcome: Outcome, *, force: bool = False
+) -> None:
+    """The Workbooks webhooks of the mailbox's tenant, kept up with its Graph subscriptions
+    (``sync.engine.workbooks_webhooks``); a failure is reported like a failed Graph action."""
+    from sync.engine import workbooks_webhooks as hooks
+
+    mailbox_id = mailbox if isinstance(mailbox, str) else mailbox.id
+    try:
+        if isinstance(mailbox, str):
+            await hooks.release(services, mailbox)
+        else:
+            await hooks.keep_up(services, mailbox, force=force)
+    except Exception as exc:
+        log.warning("workbooks webhook upkeep for %s failed: %s", mailbox_id, type(exc).__name__)
+        outcome.failed.append(hooks.failure_note(mailbox_id, exc))
 
 
 @register(Stream.SUBSCRIPTIONS)
 async def renew(ctx: RunContext) -> None:
-    """RENEW (timer) or any other subscriptions job: create what is missing, renew what is due."""
-    _record(ctx, await manager(ctx.services).ensure_mailbox(ctx.mailbox))
+    """RENEW (timer) or any other subscriptions job: create what is missing, renew what is due
+    (the Workbooks webhooks of the mailbox's tenant too)."""
+    outcome = await manager(ctx.services).ensure_mailbox(ctx.mailbox)
+    await _workbooks_hooks(ctx.services, ctx.mailbox, outcome)
+    _record(ctx, outcome)
 
 
 async def lifecycle(ctx: RunContext) -> None:

@@ -8,6 +8,7 @@ table          PartitionKey                RowKey
 mailboxes      "mailbox"                   key(mailbox)
                "doctor"                    key(mailbox): its last doctor report
 subscriptions  key(subscription id)        "sub"
+               "wbt|"+tenant / "wbk|"+sha256  "wbhook": Workbooks webhooks (tenant, token)
 cursors        key(mailbox)                stream
 dirty          key(mailbox)                stream
 links          key(mailbox)|stream         "o:"+key(outlook id)  and  "w:"+type:id
@@ -78,6 +79,7 @@ from sync.core.streams import (
 )
 from sync.core.streams import marked as marked_outcome
 from sync.core.subscriptions import hash_client_state
+from sync.core.workbooks_hooks import HookTenant, HookToken
 from sync.state.health import StreamHealthStore
 from sync.state.limits import check_entity, chunk_batch, pack_json, unpack_json
 from sync.state.tables import TABLES
@@ -554,6 +556,61 @@ class SubscriptionStore:
             SubscriptionRecord.model_validate_json(r["data"])
             async for r in self._t.query(flt, {"rk": self.RK, "mb": normalise_address(mailbox)})
         ]
+
+
+# ------------------------------------------------------------------- Workbooks webhooks
+
+
+class WorkbooksHookStore:
+    """Workbooks webhook subscriptions, per tenant (a Workbooks database shared by mailboxes),
+    and the callback tokens deliveries arrive with: rows of the subscriptions table beside the
+    Graph ones (RowKey ``wbhook``; Graph's are ``sub``).  A token row is keyed by the token's
+    sha256 only and holds the subscription's secret sealed under the token
+    (``sync.core.workbooks_hooks``), so a delivery is verified after one point read."""
+
+    RK = "wbhook"
+    TENANT, TOKEN = "wbt|", "wbk|"
+
+    def __init__(self, table: _Table) -> None:
+        self._t = table
+
+    async def tenant(self, tenant: str) -> HookTenant | None:
+        row = await self._t.get(self.TENANT + tenant, self.RK)
+        return HookTenant.model_validate_json(row["data"]) if row else None
+
+    async def update_tenant(
+        self, tenant: str, change: Callable[[HookTenant | None], HookTenant | None]
+    ) -> HookTenant | None:
+        """ETag-guarded read-modify-write; ``change`` returns None to leave the row as it is."""
+
+        def apply(row: dict[str, Any] | None) -> dict[str, Any] | None:
+            current = HookTenant.model_validate_json(row["data"]) if row else None
+            new = change(current)
+            return None if new is None else {"data": new.model_dump_json()}
+
+        row = await self._t.cas(self.TENANT + tenant, self.RK, apply)
+        return HookTenant.model_validate_json(row["data"]) if row else None
+
+    async def tenants(self) -> list[HookTenant]:
+        flt = "PartitionKey ge @lo and PartitionKey lt @hi and RowKey eq @rk"
+        params = {"lo": self.TENANT, "hi": self.TENANT[:-1] + "}", "rk": self.RK}
+        return [HookTenant.model_validate_json(r["data"]) async for r in self._t.query(flt, params)]
+
+    async def delete_tenant(self, tenant: str) -> None:
+        await self._t.delete(self.TENANT + tenant, self.RK)
+
+    async def token(self, token_hash: str) -> HookToken | None:
+        if not token_hash or len(token_hash) > 64:
+            return None
+        row = await self._t.get(self.TOKEN + token_hash, self.RK)
+        return HookToken.model_validate_json(row["data"]) if row else None
+
+    async def put_token(self, token: HookToken) -> None:
+        row = {"PartitionKey": self.TOKEN + token.token_hash, "RowKey": self.RK}
+        await self._t.upsert({**row, "data": token.model_dump_json()})
+
+    async def delete_token(self, token_hash: str) -> None:
+        await self._t.delete(self.TOKEN + token_hash, self.RK)
 
 
 # ------------------------------------------------------------------------- cursors and leases
@@ -1549,6 +1606,7 @@ class StateStore:
         self.mailboxes = MailboxRegistry(t["mailboxes"])
         self.doctor = DoctorResults(t["mailboxes"])
         self.subscriptions = SubscriptionStore(t["subscriptions"])
+        self.workbooks_hooks = WorkbooksHookStore(t["subscriptions"])
         self.cursors = CursorStore(t["cursors"])
         self.dirty = DirtyMarkers(t["dirty"])
         self.links = LinkStore(t["links"])

@@ -23,9 +23,11 @@ from sync.core.email_linking import (
     needs_resolution,
     note_unlinked,
     parse_reference,
+    pending_entries,
     plan_message,
     plan_retro,
     record_for,
+    retro_explanation,
     split_recipients,
 )
 from sync.core.graph_models import Message
@@ -189,7 +191,39 @@ def test_auto_policy_needs_a_match_or_a_reference() -> None:
     lone = plan_message(msg(to=["x@nowhere.org"]), {}, None, AUTO, MB, now=NOW)
     assert lone.decision == "not_shared"
     ref = plan_message(msg(to=["x@nowhere.org"], subject="CASE-8"), {}, None, AUTO, MB, now=NOW)
-    assert ref.links == (RecordRef(CASE, 8),) and ref.pending == ()  # auto: nothing pending
+    assert ref.links == (RecordRef(CASE, 8),)
+
+
+def test_auto_policy_remembers_unknown_recipients_for_retroactive_links() -> None:
+    """Under ``auto`` an email to an unknown address is remembered (a pending entry), whether
+    the message is shared yet or not; internal and blocklisted addresses never are."""
+    policy = AUTO.model_copy(update={"blocklist": ["spam.net"]})
+    to = ["x@nowhere.org", "colleague@example.com", "y@spam.net"]
+    lone = plan_message(msg(to=to), {}, None, policy, MB, now=NOW)
+    assert (lone.decision, lone.pending) == ("not_shared", ("x@nowhere.org",))
+    assert lone.explanation["recipients"] == {"count": 3}  # still no recipient list kept
+    matches = {"pat@cust.com": [person("pat@cust.com", 1)]}
+    mixed = plan_message(
+        msg(to=["pat@cust.com", "x@nowhere.org"]), matches, None, AUTO, MB, now=NOW
+    )
+    assert (mixed.decision, mixed.pending) == ("linked", ("x@nowhere.org",))
+    shared = plan_message(msg(to=["x@nowhere.org"]), {}, None, SHARED, MB, now=NOW)
+    assert shared.pending == ()  # the shared policy remembers categorised messages only
+    entries = pending_entries(lone, msg(to=to), MB, NOW)
+    assert [(e.address, e.mailbox) for e in entries] == [("x@nowhere.org", MB)]
+
+
+def test_retro_links_an_unshared_auto_message_only_while_the_policy_is_auto() -> None:
+    records = {"m1": EmailRecord(mailbox=MB, message_key="m1", state="not_shared")}
+    pending = [_pending("a@x.com", "m1", 1)]
+    matches = {"a@x.com": [person("a@x.com", 7)]}
+    auto = plan_retro(matches, pending, records, now=NOW, lookback_days=90, auto=True)
+    (action,) = auto.actions
+    assert action.links == (RecordRef(PERSON, 7),) and action.email_id is None
+    shared = plan_retro(matches, pending, records, now=NOW, lookback_days=90)
+    assert shared.actions == () and shared.stale == tuple(pending)
+    expl = retro_explanation(records["m1"], action, [f"{PERSON}:7"], NOW)
+    assert expl["shared"] is True and expl["shared_by"].startswith("auto")
 
 
 def test_excluded_and_no_match_decisions() -> None:

@@ -111,8 +111,12 @@ async def test_auto_policy_links_every_message_with_a_known_recipient(world: Wor
     assert w.links() == [(w.emails()[0]["id"], LEAD, lid)]
     assert (await explain(w.services, ANN, known))["explanation"]["shared_by"].startswith("auto")
     assert (await explain(w.services, ANN, unknown))["state"] == "not_shared"
-    # auto-captured messages are not "shared": their unmatched recipients are not kept
-    assert await _pending(w, "nobody@else.com") == []
+    # Recipients nobody matches are remembered in our state for retroactive linking (rule 7 of
+    # docs/email-linking.md: under auto too), never written to Workbooks: only the email with
+    # a match exists there.
+    assert len(w.emails()) == 1
+    assert [p.message_key for p in await _pending(w, "nobody@else.com")] == [known]
+    assert [p.message_key for p in await _pending(w, "stranger@else.com")] == [unknown]
 
 
 async def test_auto_policy_does_not_copy_history_beyond_the_look_back_window(world: World) -> None:

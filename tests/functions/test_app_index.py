@@ -39,6 +39,7 @@ def test_http_routes_and_auth_levels(indexed: dict[str, dict[str, Any]]) -> None
         "two_way_items": ("items/{mailbox}", ("GET",), "FUNCTION"),
         "email_explain": ("emails/{mailbox}/{message}", ("GET",), "FUNCTION"),
         "email_attach": ("emails/{mailbox}/attach", ("POST",), "FUNCTION"),
+        "workbooks_webhook": ("workbooks/webhook/{token}", ("POST",), "ANONYMOUS"),
         "doctor": ("doctor/{mailbox}", ("GET",), "FUNCTION"),
         # The console signs people in itself (App Service Authentication in front, the
         # principal header checked on every route: sync/console/auth.py), so no function key.
@@ -67,6 +68,7 @@ def test_schedules_come_from_app_settings_with_the_documented_defaults(
         "reconcile_timer": "%SYNC_RECONCILE_SCHEDULE%",
         "renew_timer": "%SYNC_RENEW_SCHEDULE%",
         "todo_poll_timer": "%SYNC_TODO_POLL_SCHEDULE%",
+        "retro_poll_timer": "%SYNC_RETRO_POLL_SCHEDULE%",
         "sweep_timer": "%SYNC_SWEEP_SCHEDULE%",
     }
     defaults = AppSettings.model_fields
@@ -78,6 +80,10 @@ def test_schedules_come_from_app_settings_with_the_documented_defaults(
         assert second - first == 60, name
     policy = MailboxPolicy()
     assert (policy.push_interval_minutes, policy.reconcile_interval_minutes) == (120, 30)
+    # A new record is linked within 5 minutes where no webhook covers it (poll + the run).
+    retro = croniter(defaults["retro_poll_schedule"].default, second_at_beginning=True)
+    first, second = retro.get_next(float), retro.get_next(float)
+    assert second - first < 5 * 60
     # A dead worker's streams run again within the lease plus one sweep: 2 minutes at most.
     sweeper = croniter(defaults["sweep_schedule"].default, second_at_beginning=True)
     first, second = sweeper.get_next(float), sweeper.get_next(float)
