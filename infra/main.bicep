@@ -803,13 +803,15 @@ output SYNC_CONSOLE_REDIRECT_URI string = 'https://${functionApp.properties.defa
 // ---------------------------------------------------------------------------------------------
 // Console sign-in: the paths App Service Authentication lets through without one (consoleAuth;
 // Bicep declarations may come in any order): Graph's webhooks (each notification carries its
-// subscription's clientState) and the operator API, which keeps its function keys because
+// subscription's clientState), Workbooks' webhook (each delivery is signed with its
+// subscription's secret: X-Workbooks-Signature) and the operator API, which keeps its function keys because
 // scripts cannot sign in interactively.  Everything else, the console, needs a sign-in.
 // tests/console/test_infra_auth.py checks that every route of the app except the console's is
 // listed here, and nothing more.
 var anonymousPaths = [
   '/api/graph/notifications'
   '/api/graph/lifecycle'
+  '/api/workbooks/webhook/*'
   '/api/sync/*'
   '/api/status'
   '/api/items/*'

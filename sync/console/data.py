@@ -41,6 +41,7 @@ from sync.core.keys import encode_key, normalise_address
 from sync.core.state_models import EmailRecord, JobStatus, Mailbox, RunRecord, utcnow
 from sync.runtime import Services
 from sync.state.limits import unpack_json
+from sync.state.store import EmailStore
 
 from .health import (
     SENT,
@@ -237,7 +238,11 @@ class Reads:
         rows = await self.rows(
             "emails", flt, {"pk": encode_key(mailbox), "since": since}, limit=limit
         )
-        records = [EmailRecord.model_validate(unpack_json("data", r)) for r in rows]
+        records = [
+            EmailRecord.model_validate(unpack_json("data", r))
+            for r in rows
+            if EmailStore.is_record(r)
+        ]
         return sorted(records, key=lambda r: r.sent_at or r.processed_at, reverse=True)
 
     async def mailbox_for_viewer(self, name: str, object_id: str) -> Mailbox | None:

@@ -1288,6 +1288,12 @@ class EmailStore:
     def table(self) -> _Table:
         return self._t
 
+    @staticmethod
+    def is_record(row: Mapping[str, Any]) -> bool:
+        """Whether a row of the emails table is an EmailRecord (a mailbox's partition also
+        holds its create intents and pending addresses, under their own prefixes)."""
+        return not str(row.get("RowKey", "")).startswith((INTENT_PREFIX, PENDING_PREFIX))
+
     async def get(self, mailbox: str, message_key: str) -> EmailRecord | None:
         if not mailbox or not message_key:
             return None  # no such row: empty keys are never written
