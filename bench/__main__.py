@@ -15,6 +15,7 @@ ORDER = (
     "workbooks",
     "graph",
     "emails",
+    "throughput",
     "retro",
     "sync",
     "job_costs",
