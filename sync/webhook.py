@@ -220,49 +220,44 @@ async def _mark_and_send(
     return Marked.QUEUE
 
 
-async def _enqueue_dirty(services: Services, record: SubscriptionRecord, out: _Outcome) -> None:
-    """Queue one job per dirty stream, cheaply under bursts (the cases are
-    ``sync.core.streams.Intake``):
+async def queue_stream(services: Services, mailbox: str, stream: Stream, reason: str) -> bool:
+    """Queue one DIRTY job for a stream through its 'job pending' marker, cheaply under bursts
+    (the cases are ``sync.core.streams.Intake``): True when a job was queued, False when one
+    was already pending.
 
-    * within one request, repeats are counted once;
     * a stream whose marker this instance found live (a job queued, not started) and flagged
       less than ``webhook_memo_seconds`` ago is answered from memory (the run that takes a
       flagged marker queues a follow-up read for when that window has passed, so no change
       waits for the next timer);
     * concurrent requests for one stream share a single marker check (single flight), and a
-      follower fails with the leader, so Graph retries both if the leader could not persist.
+      follower fails with the leader, so the caller's sender retries both if the leader could
+      not persist.
+
+    Graph notifications and Workbooks webhooks (``sync.engine.workbooks_webhooks``) both come
+    through here.
     """
-    key = (record.mailbox, record.stream, "dirty")
-    stream_key = (record.mailbox, record.stream)
+    stream_key = (mailbox, str(stream))
     memo, flights = services.cache.webhook_memo, services.cache.webhook_flights
     window = services.settings.app.webhook_memo_seconds
     intake = on_notification(
-        repeat=key in out.seen,
+        repeat=False,
         remembered=memo.remembers(stream_key, time.monotonic(), window),
         in_flight=stream_key in flights,
     )
-    out.seen.add(key)
-    if intake is Intake.REPEAT or intake is Intake.REMEMBERED:
-        out.coalesced += 1
-        return
+    if intake is Intake.REMEMBERED:
+        return False
     if intake is Intake.IN_FLIGHT:
         await asyncio.shield(flights[stream_key])  # raises if the leader failed: answer 503
-        out.coalesced += 1
-        return
+        return False
     flight = asyncio.get_running_loop().create_future()
     flights[stream_key] = flight
     asked = time.monotonic()  # the memory dates from before the marker was read
     try:
         outcome = await _mark_and_send(
             services,
-            record.mailbox,
-            stream_marker(record.stream),
-            lambda: Job(
-                mailbox=record.mailbox,
-                stream=Stream(record.stream),
-                kind=JobKind.DIRTY,
-                reason="notification",
-            ),
+            mailbox,
+            stream_marker(stream),
+            lambda: Job(mailbox=mailbox, stream=stream, kind=JobKind.DIRTY, reason=reason),
             remember=window > 0,
             expect_live=memo.expects_live(stream_key),
         )
@@ -274,11 +269,24 @@ async def _enqueue_dirty(services: Services, record: SubscriptionRecord, out: _O
         queued = outcome is Marked.QUEUE
         flight.set_result(queued)
         memo.found(stream_key, live=not queued)
+        # Only a flagged marker promises a follow-up read after the window: only then may
+        # repeats be answered from memory.
         if outcome is Marked.REMEMBERED:
             memo.saw_marker(stream_key, asked)
     finally:
         flights.pop(stream_key, None)
-    if queued:
+    return queued
+
+
+async def _enqueue_dirty(services: Services, record: SubscriptionRecord, out: _Outcome) -> None:
+    """Queue one job per dirty stream (``queue_stream``); within one request, repeats are
+    counted once."""
+    key = (record.mailbox, record.stream, "dirty")
+    if key in out.seen:
+        out.coalesced += 1
+        return
+    out.seen.add(key)
+    if await queue_stream(services, record.mailbox, Stream(record.stream), "notification"):
         out.queued += 1
     else:
         out.coalesced += 1

@@ -31,10 +31,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from sync.core.errors import InvalidRequest, SyncError
-from sync.core.jobs import Job, JobKind, Stream
+from sync.core.jobs import Stream
 from sync.core.keys import normalise_address
 from sync.core.state_models import Mailbox, utcnow
-from sync.core.streams import Intake, Marked, on_notification, stream_marker
 from sync.core.workbooks_hooks import (
     SOURCES,
     Delivery,
@@ -58,7 +57,7 @@ from sync.core.workbooks_hooks import (
 )
 from sync.engine.clients import identity_fingerprint, workbooks_client
 from sync.runtime import Services
-from sync.webhook import _mark_and_send
+from sync.webhook import queue_stream
 
 if TYPE_CHECKING:
     from sync.state.store import StateStore
@@ -408,50 +407,10 @@ async def affected(
 
 
 async def hint_people(services: Services, mailbox: str, reason: str) -> bool:
-    """Queue the mailbox's PEOPLE job through its stream marker (``sync.core.streams``): True
-    when a job was queued, False when one was already pending.  Repeats within the webhook's
-    memory window are answered from memory; the run that takes the marker reads again after
-    that window, as for Graph notifications."""
-    key = (mailbox, str(Stream.PEOPLE))
-    memo, flights = services.cache.webhook_memo, services.cache.webhook_flights
-    window = services.settings.app.webhook_memo_seconds
-    intake = on_notification(
-        repeat=False,
-        remembered=memo.remembers(key, time.monotonic(), window),
-        in_flight=key in flights,
-    )
-    if intake is Intake.REMEMBERED:
-        return False
-    if intake is Intake.IN_FLIGHT:
-        await asyncio.shield(flights[key])
-        return False
-    flight = asyncio.get_running_loop().create_future()
-    flights[key] = flight
-    asked = time.monotonic()  # the memory dates from before the marker was read
-    try:
-        outcome = await _mark_and_send(
-            services,
-            mailbox,
-            stream_marker(Stream.PEOPLE),
-            lambda: Job(mailbox=mailbox, stream=Stream.PEOPLE, kind=JobKind.DIRTY, reason=reason),
-            remember=window > 0,
-            expect_live=memo.expects_live(key),
-        )
-    except BaseException as exc:
-        flight.set_exception(exc)
-        flight.exception()
-        raise
-    else:
-        queued = outcome is Marked.QUEUE
-        flight.set_result(queued)
-        memo.found(key, live=not queued)
-        # Only a flagged marker promises a follow-up read after the window: only then may
-        # repeats be answered from memory.
-        if outcome is Marked.REMEMBERED:
-            memo.saw_marker(key, asked)
-    finally:
-        flights.pop(key, None)
-    return queued
+    """Queue the mailbox's PEOPLE job through its stream marker, as for Graph notifications
+    (``sync.webhook.queue_stream``): True when a job was queued, False when one was already
+    pending."""
+    return await queue_stream(services, mailbox, Stream.PEOPLE, reason)
 
 
 async def _hint_all(services: Services, mailboxes: Iterable[str], reason: str, out: Hinted) -> None:
