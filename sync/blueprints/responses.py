@@ -71,11 +71,3 @@ def read_body(
         return shape(payload)
     except BodyError as exc:
         return error_response(exc)
-
-
-def too_large(req: func.HttpRequest) -> func.HttpResponse | None:
-    """A 413 answer for an oversized body, before anything reads or parses it (``read_body``
-    checks this too)."""
-    if len(req.get_body() or b"") > MAX_BODY_BYTES:
-        return json_response({"error": f"body larger than {MAX_BODY_BYTES} bytes"}, 413)
-    return None
