@@ -419,14 +419,17 @@ class MailboxRegistry:
         return Mailbox.model_validate_json(row["data"], context=STORED) if row else None
 
     async def put(self, mailbox: Mailbox) -> None:
-        self._forget(mailbox.id)
-        await self._t.upsert(self._row(mailbox.model_copy(update={"updated_at": utcnow()})))
-        self._forget(mailbox.id)
+        try:
+            await self._t.upsert(self._row(mailbox.model_copy(update={"updated_at": utcnow()})))
+        finally:
+            self._forget(mailbox.id)
 
     async def add(self, mailbox: Mailbox) -> bool:
         """Register a new mailbox; False if it already exists."""
-        self._forget(mailbox.id)
-        return await self._t.create(self._row(mailbox)) is not None
+        try:
+            return await self._t.create(self._row(mailbox)) is not None
+        finally:
+            self._forget(mailbox.id)
 
     async def list(self, *, enabled_only: bool = False) -> list[Mailbox]:
         out = [
@@ -436,11 +439,13 @@ class MailboxRegistry:
         return [m for m in out if m.enabled or not enabled_only]
 
     async def remove(self, mailbox_id: str) -> bool:
-        self._forget(mailbox_id)
         key = _mailbox_key(mailbox_id)
-        if key is None or await self._t.get(self.PK, key) is None:
-            return False
-        return await self._t.delete(self.PK, key)
+        try:
+            if key is None or await self._t.get(self.PK, key) is None:
+                return False
+            return await self._t.delete(self.PK, key)
+        finally:
+            self._forget(mailbox_id)
 
     async def set_enabled(self, mailbox_id: str, enabled: bool, reason: str = "") -> Mailbox | None:
         key = _mailbox_key(mailbox_id)
@@ -455,9 +460,10 @@ class MailboxRegistry:
             )
             return self._row(mb)
 
-        self._forget(mailbox_id)
-        row = await self._t.cas(self.PK, key, change)
-        self._forget(mailbox_id)
+        try:
+            row = await self._t.cas(self.PK, key, change)
+        finally:
+            self._forget(mailbox_id)
         return Mailbox.model_validate_json(row["data"], context=STORED) if row else None
 
     async def update(self, mailbox_id: str, change: Callable[[Mailbox], Mailbox]) -> Mailbox | None:
@@ -474,9 +480,10 @@ class MailboxRegistry:
             mb = change(current).model_copy(update={"id": current.id, "updated_at": utcnow()})
             return self._row(mb)
 
-        self._forget(mailbox_id)
-        row = await self._t.cas(self.PK, key, apply)
-        self._forget(mailbox_id)
+        try:
+            row = await self._t.cas(self.PK, key, apply)
+        finally:
+            self._forget(mailbox_id)
         return Mailbox.model_validate_json(row["data"], context=STORED) if row else None
 
 
