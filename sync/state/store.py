@@ -1201,10 +1201,7 @@ class IdentityStore:
         self._t = table
 
     async def _rows(self, mailbox: str, stream: str, prefix: str) -> AsyncIterator[dict[str, Any]]:
-        flt = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
-        hi = prefix[:-1] + ";"  # ';' sorts right after ':'
-        params = {"pk": _link_pk(mailbox, stream), "lo": prefix, "hi": hi}
-        async for row in self._t.query(flt, params):
+        async for row in self._t.prefix(_link_pk(mailbox, stream), prefix):
             yield row
 
     async def removals(self, mailbox: str, stream: str) -> list[Removal]:
