@@ -266,9 +266,19 @@ class _Table:
                 raise
 
     async def transact_inserting(self, operations: list[Operation]) -> set[str]:
-        """Submit operations of one partition, where some are inserts that may find their row
-        already there: an insert that conflicts is left out, with the operations it names in
-        ``drop_with``, and the rest submitted again.  Returns the RowKeys that existed."""
+        """Submit operations, one partition's at a time, where some are inserts that may find
+        their row already there: an insert that conflicts is left out, with the operations it
+        names in ``drop_with``, and the rest submitted again.  Returns the RowKeys that
+        existed."""
+        by_pk: dict[str, list[Operation]] = {}
+        for op in operations:
+            by_pk.setdefault(str(op.entity["PartitionKey"]), []).append(op)
+        existing: set[str] = set()
+        for ops in by_pk.values():
+            existing |= await self._transact_partition(ops)
+        return existing
+
+    async def _transact_partition(self, operations: list[Operation]) -> set[str]:
         existing: set[str] = set()
         todo = list(operations)
         while todo:
@@ -1333,13 +1343,7 @@ class EmailStore:
         transaction per partition where the limits allow.  Inserts (``create``) that find their
         row there already are left out with the operations they name (``Operation``); returns
         the RowKeys of those rows."""
-        by_pk: dict[str, list[Operation]] = {}
-        for op in operations:
-            by_pk.setdefault(str(op.entity["PartitionKey"]), []).append(op)
-        existing: set[str] = set()
-        for ops in by_pk.values():
-            existing |= await self._t.transact_inserting(ops)
-        return existing
+        return await self._t.transact_inserting(operations)
 
     async def list(self, mailbox: str) -> AsyncIterator[EmailRecord]:
         async for row in self._t.partition(encode_key(mailbox)):
@@ -1416,12 +1420,7 @@ class EmailIntents:
 
     async def claim(self, rows: list[dict[str, Any]]) -> set[str]:
         """Insert these intents; returns the references whose intent existed already."""
-        by_pk: dict[str, list[Operation]] = {}
-        for row in rows:
-            by_pk.setdefault(str(row["PartitionKey"]), []).append(Operation("create", row))
-        existing: set[str] = set()
-        for ops in by_pk.values():
-            existing |= await self._t.transact_inserting(ops)
+        existing = await self._t.transact_inserting([Operation("create", row) for row in rows])
         return {r for r in (self.reference_of(k) for k in existing) if r}
 
 
