@@ -610,7 +610,7 @@ class WorkbooksHookStore:
 
     async def tenants(self) -> list[HookTenant]:
         flt = "PartitionKey ge @lo and PartitionKey lt @hi and RowKey eq @rk"
-        params = {"lo": self.TENANT, "hi": self.TENANT[:-1] + "}", "rk": self.RK}
+        params = {"lo": self.TENANT, "hi": _after_prefix(self.TENANT), "rk": self.RK}
         return [HookTenant.model_validate_json(r["data"]) async for r in self._t.query(flt, params)]
 
     async def delete_tenant(self, tenant: str) -> None:
@@ -939,13 +939,9 @@ class DirtyMarkers:
             row = await self._t.get(pk, stream)
             if row is None:
                 return None
-            # (A row deleted by someone else since our read counts as taken: the SDK ignores
-            # the 404, and following up on it is harmless.)
-            try:
-                await self._t.client.delete_entity(
-                    pk, stream, etag=row["etag"], match_condition=MatchConditions.IfNotModified
-                )
-            except ResourceModifiedError:
+            # (A row deleted by someone else since our read counts as taken: following up on
+            # it is harmless.)
+            if not await self._t.delete(pk, stream, row["etag"]):
                 continue  # flagged or refreshed since we read it: read it again
             return TakenMarker(remembered=bool(row.get("remembered")))
         raise ConcurrencyError(f"gave up taking the marker {pk}/{stream}")
