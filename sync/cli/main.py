@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sync.cli import emails as email_cli
+from sync.core.onboarding import problems
 from sync.core.state_models import Mailbox, MailboxPolicy
 from sync.settings import SettingsError, get_settings
 
@@ -143,11 +144,7 @@ def _problems(exc: ValidationError | json.JSONDecodeError) -> str:
     value, and a rejected ``--api-key-ref`` is typically the API key itself."""
     if isinstance(exc, json.JSONDecodeError):
         return f"--policy is not JSON: {exc}"
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or exc.title}: "
-        + str(err["msg"]).removeprefix("Value error, ")
-        for err in exc.errors()
-    )
+    return problems(exc)
 
 
 async def _mailboxes(args: argparse.Namespace, services: Any) -> int:

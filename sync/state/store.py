@@ -266,9 +266,19 @@ class _Table:
                 raise
 
     async def transact_inserting(self, operations: list[Operation]) -> set[str]:
-        """Submit operations of one partition, where some are inserts that may find their row
-        already there: an insert that conflicts is left out, with the operations it names in
-        ``drop_with``, and the rest submitted again.  Returns the RowKeys that existed."""
+        """Submit operations, one partition's at a time, where some are inserts that may find
+        their row already there: an insert that conflicts is left out, with the operations it
+        names in ``drop_with``, and the rest submitted again.  Returns the RowKeys that
+        existed."""
+        by_pk: dict[str, list[Operation]] = {}
+        for op in operations:
+            by_pk.setdefault(str(op.entity["PartitionKey"]), []).append(op)
+        existing: set[str] = set()
+        for ops in by_pk.values():
+            existing |= await self._transact_partition(ops)
+        return existing
+
+    async def _transact_partition(self, operations: list[Operation]) -> set[str]:
         existing: set[str] = set()
         todo = list(operations)
         while todo:
@@ -419,14 +429,17 @@ class MailboxRegistry:
         return Mailbox.model_validate_json(row["data"], context=STORED) if row else None
 
     async def put(self, mailbox: Mailbox) -> None:
-        self._forget(mailbox.id)
-        await self._t.upsert(self._row(mailbox.model_copy(update={"updated_at": utcnow()})))
-        self._forget(mailbox.id)
+        try:
+            await self._t.upsert(self._row(mailbox.model_copy(update={"updated_at": utcnow()})))
+        finally:
+            self._forget(mailbox.id)
 
     async def add(self, mailbox: Mailbox) -> bool:
         """Register a new mailbox; False if it already exists."""
-        self._forget(mailbox.id)
-        return await self._t.create(self._row(mailbox)) is not None
+        try:
+            return await self._t.create(self._row(mailbox)) is not None
+        finally:
+            self._forget(mailbox.id)
 
     async def list(self, *, enabled_only: bool = False) -> list[Mailbox]:
         out = [
@@ -436,11 +449,13 @@ class MailboxRegistry:
         return [m for m in out if m.enabled or not enabled_only]
 
     async def remove(self, mailbox_id: str) -> bool:
-        self._forget(mailbox_id)
         key = _mailbox_key(mailbox_id)
-        if key is None or await self._t.get(self.PK, key) is None:
-            return False
-        return await self._t.delete(self.PK, key)
+        try:
+            if key is None or await self._t.get(self.PK, key) is None:
+                return False
+            return await self._t.delete(self.PK, key)
+        finally:
+            self._forget(mailbox_id)
 
     async def set_enabled(self, mailbox_id: str, enabled: bool, reason: str = "") -> Mailbox | None:
         key = _mailbox_key(mailbox_id)
@@ -455,9 +470,10 @@ class MailboxRegistry:
             )
             return self._row(mb)
 
-        self._forget(mailbox_id)
-        row = await self._t.cas(self.PK, key, change)
-        self._forget(mailbox_id)
+        try:
+            row = await self._t.cas(self.PK, key, change)
+        finally:
+            self._forget(mailbox_id)
         return Mailbox.model_validate_json(row["data"], context=STORED) if row else None
 
     async def update(self, mailbox_id: str, change: Callable[[Mailbox], Mailbox]) -> Mailbox | None:
@@ -474,9 +490,10 @@ class MailboxRegistry:
             mb = change(current).model_copy(update={"id": current.id, "updated_at": utcnow()})
             return self._row(mb)
 
-        self._forget(mailbox_id)
-        row = await self._t.cas(self.PK, key, apply)
-        self._forget(mailbox_id)
+        try:
+            row = await self._t.cas(self.PK, key, apply)
+        finally:
+            self._forget(mailbox_id)
         return Mailbox.model_validate_json(row["data"], context=STORED) if row else None
 
 
@@ -593,7 +610,7 @@ class WorkbooksHookStore:
 
     async def tenants(self) -> list[HookTenant]:
         flt = "PartitionKey ge @lo and PartitionKey lt @hi and RowKey eq @rk"
-        params = {"lo": self.TENANT, "hi": self.TENANT[:-1] + "}", "rk": self.RK}
+        params = {"lo": self.TENANT, "hi": _after_prefix(self.TENANT), "rk": self.RK}
         return [HookTenant.model_validate_json(r["data"]) async for r in self._t.query(flt, params)]
 
     async def delete_tenant(self, tenant: str) -> None:
@@ -922,13 +939,9 @@ class DirtyMarkers:
             row = await self._t.get(pk, stream)
             if row is None:
                 return None
-            # (A row deleted by someone else since our read counts as taken: the SDK ignores
-            # the 404, and following up on it is harmless.)
-            try:
-                await self._t.client.delete_entity(
-                    pk, stream, etag=row["etag"], match_condition=MatchConditions.IfNotModified
-                )
-            except ResourceModifiedError:
+            # (A row deleted by someone else since our read counts as taken: following up on
+            # it is harmless.)
+            if not await self._t.delete(pk, stream, row["etag"]):
                 continue  # flagged or refreshed since we read it: read it again
             return TakenMarker(remembered=bool(row.get("remembered")))
         raise ConcurrencyError(f"gave up taking the marker {pk}/{stream}")
@@ -1194,10 +1207,7 @@ class IdentityStore:
         self._t = table
 
     async def _rows(self, mailbox: str, stream: str, prefix: str) -> AsyncIterator[dict[str, Any]]:
-        flt = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
-        hi = prefix[:-1] + ";"  # ';' sorts right after ':'
-        params = {"pk": _link_pk(mailbox, stream), "lo": prefix, "hi": hi}
-        async for row in self._t.query(flt, params):
+        async for row in self._t.prefix(_link_pk(mailbox, stream), prefix):
             yield row
 
     async def removals(self, mailbox: str, stream: str) -> list[Removal]:
@@ -1329,13 +1339,7 @@ class EmailStore:
         transaction per partition where the limits allow.  Inserts (``create``) that find their
         row there already are left out with the operations they name (``Operation``); returns
         the RowKeys of those rows."""
-        by_pk: dict[str, list[Operation]] = {}
-        for op in operations:
-            by_pk.setdefault(str(op.entity["PartitionKey"]), []).append(op)
-        existing: set[str] = set()
-        for ops in by_pk.values():
-            existing |= await self._t.transact_inserting(ops)
-        return existing
+        return await self._t.transact_inserting(operations)
 
     async def list(self, mailbox: str) -> AsyncIterator[EmailRecord]:
         async for row in self._t.partition(encode_key(mailbox)):
@@ -1412,12 +1416,7 @@ class EmailIntents:
 
     async def claim(self, rows: list[dict[str, Any]]) -> set[str]:
         """Insert these intents; returns the references whose intent existed already."""
-        by_pk: dict[str, list[Operation]] = {}
-        for row in rows:
-            by_pk.setdefault(str(row["PartitionKey"]), []).append(Operation("create", row))
-        existing: set[str] = set()
-        for ops in by_pk.values():
-            existing |= await self._t.transact_inserting(ops)
+        existing = await self._t.transact_inserting([Operation("create", row) for row in rows])
         return {r for r in (self.reference_of(k) for k in existing) if r}
 
 
