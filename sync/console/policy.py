@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from sync.core.state_models import FilterRule, MailboxPolicy
+from sync.core.state_models import FilterRule, MailboxPolicy, merge_policy
 
 from .web import Form
 
@@ -292,9 +292,8 @@ def validate(
             )
     if parsed.errors:
         return None
-    data = {**current.model_dump(), **parsed.values}
     try:
-        return MailboxPolicy.model_validate(data)
+        return merge_policy(current, parsed.values)
     except ValidationError as exc:
         for err in exc.errors():
             loc = [str(p) for p in err["loc"]]
