@@ -19,7 +19,7 @@ from sync.core.errors import (
     NotFound,
     SyncError,
 )
-from sync.core.state_models import JobStatus, Mailbox, MailboxPolicy, utcnow
+from sync.core.state_models import JobStatus, Mailbox, MailboxPolicy
 from sync.runtime import Services
 
 log = logging.getLogger("sync.console")
@@ -134,13 +134,17 @@ async def save_policy(
 ) -> Mailbox:
     """Store a new policy.  ``loaded_at`` is the mailbox's ``updated_at`` when the form was
     shown; a mailbox changed since then (by another admin, or an enable) is not overwritten."""
-    current = await services.store.mailboxes.get(mailbox_id)
-    if current is None:
+
+    def change(current: Mailbox) -> Mailbox:
+        if loaded_at is not None and abs((current.updated_at - loaded_at).total_seconds()) > 0.001:
+            raise EditConflict(mailbox_id)
+        return current.model_copy(update={"policy": policy})
+
+    # ETag-guarded: a change made between the read and the write (an enable, a pause) is
+    # neither overwritten nor lost.
+    updated = await services.store.mailboxes.update(mailbox_id, change)
+    if updated is None:
         raise NotFound(f"{mailbox_id} is not registered")
-    if loaded_at is not None and abs((current.updated_at - loaded_at).total_seconds()) > 0.001:
-        raise EditConflict(mailbox_id)
-    updated = current.model_copy(update={"policy": policy, "updated_at": utcnow()})
-    await services.store.mailboxes.put(updated)
     log.info("console: policy of %s saved", mailbox_id)
     return updated
 

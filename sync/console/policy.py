@@ -23,16 +23,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from sync.core.state_models import FilterRule, MailboxPolicy
+from sync.core.state_models import FILTER_OPERATORS, FilterRule, MailboxPolicy, merge_policy
 
 from .web import Form
 
+# The words for each operator the model accepts (``FILTER_OPERATORS``): a rule set through the
+# CLI or API with any of them shows, and saves again, here.
 FILTER_OPS: dict[str, str] = {
     "eq": "is",
+    "xeq": "is exactly",
     "ne": "is not",
     "ct": "contains",
     "nct": "does not contain",
     "bg": "begins with",
+    "nbg": "does not begin with",
     "gt": "is after / greater than",
     "ge": "is on or after / at least",
     "lt": "is before / less than",
@@ -42,6 +46,8 @@ FILTER_OPS: dict[str, str] = {
     "true": "is true",
     "false": "is false",
 }
+if set(FILTER_OPS) != set(FILTER_OPERATORS):  # a new operator needs its words here
+    raise RuntimeError(f"FILTER_OPS does not match FILTER_OPERATORS: {sorted(FILTER_OPS)}")
 SPARE_RULES = 2  # empty filter rows offered below the existing ones (no script needed)
 
 HELP: dict[str, str] = {
@@ -292,9 +298,8 @@ def validate(
             )
     if parsed.errors:
         return None
-    data = {**current.model_dump(), **parsed.values}
     try:
-        return MailboxPolicy.model_validate(data)
+        return merge_policy(current, parsed.values)
     except ValidationError as exc:
         for err in exc.errors():
             loc = [str(p) for p in err["loc"]]
