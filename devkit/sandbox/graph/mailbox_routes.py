@@ -131,9 +131,7 @@ class MailboxApi:
         end = start + int(top)
         body: dict[str, Any] = {"value": [self.render(i) for i in items[start:end]]}
         if end < len(items):
-            rest = {k: v for k, v in q.items() if k != "$skip"}
-            query = "&".join(f"{k}={v}" for k, v in {**rest, "$skip": str(end)}.items())
-            body["@odata.nextLink"] = f"{self.request.url.origin()}{self.request.path}?{query}"
+            body["@odata.nextLink"] = str(self.request.url.update_query({"$skip": str(end)}))
         return body
 
     def _mail_folder(self, cont: Container) -> dict[str, Any]:

@@ -26,7 +26,6 @@ from devkit.sandbox.graph.wire import GraphFailure, failure_response, graph_erro
 SANDBOX_KEY: web.AppKey[Sandbox] = web.AppKey("graph_sandbox", Sandbox)
 # Graph's resource app id: the client_id Graph names in its 401 challenge.
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
-ROLES_KEY = permissions.ROLES_KEY
 
 
 def _sandbox(request: web.Request) -> Sandbox:
@@ -134,10 +133,11 @@ def _challenge(request: web.Request) -> dict[str, str]:
 def _auth_error(sb: Sandbox, request: web.Request) -> web.Response | None:
     header = request.headers.get("Authorization", "")
     challenge = _challenge(request)
-    if not header.lower().startswith("bearer ") or not header[7:].strip():
+    token = header[7:].strip()
+    if not header.lower().startswith("bearer ") or not token:
         return graph_error(401, "InvalidAuthenticationToken", "Access token is empty.", challenge)
-    request[ROLES_KEY] = sb.state.token_roles.get(header[7:].strip(), frozenset())
-    expires = sb.state.access_tokens.get(header[7:].strip())
+    request[permissions.ROLES_KEY] = sb.state.token_roles.get(token, frozenset())
+    expires = sb.state.access_tokens.get(token)
     if expires is None:
         return graph_error(
             401, "InvalidAuthenticationToken", "IDX14100: JWT is not well formed.", challenge
@@ -189,7 +189,7 @@ async def _mailbox_request(
     permissions.check_request(
         permissions.family_of(segs[2:]),
         request.method != "GET",
-        request.get(ROLES_KEY, frozenset()),
+        request.get(permissions.ROLES_KEY, frozenset()),
         sb.config.access_policy,
         box.upn,
         box.user_id,
