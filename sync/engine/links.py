@@ -18,10 +18,10 @@ linked": that answer would make the planner create a second record or item.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
+from sync.concurrency import gather_bounded
 from sync.core.reconcile import LinkIndex
 from sync.core.state_models import Link
 from sync.state.store import LinkStore, LinkSummary
@@ -160,7 +160,9 @@ class RunLinks(LinkIndex):
         if self._cheaper_whole(len(todo)):
             await self.load_all()
             return
-        found = await _bounded(self.store.by_outlook(self.mailbox, self.stream, i) for i in todo)
+        found = await gather_bounded(
+            (self.store.by_outlook(self.mailbox, self.stream, i) for i in todo), READ_CONCURRENCY
+        )
         self.reads += len(todo)
         for oid, link in zip(todo, found, strict=True):
             self._outlook.looked.add(oid)
@@ -178,9 +180,12 @@ class RunLinks(LinkIndex):
         if self._cheaper_whole(len(named)):
             await self.load_all()
             return
-        found = await _bounded(
-            self.store.by_workbooks(self.mailbox, self.stream, self.summary.ids[i], i)
-            for i in named
+        found = await gather_bounded(
+            (
+                self.store.by_workbooks(self.mailbox, self.stream, self.summary.ids[i], i)
+                for i in named
+            ),
+            READ_CONCURRENCY,
         )
         self.reads += len(named)
         for wid, link in zip(named, found, strict=True):
@@ -196,13 +201,3 @@ async def look_up(
     if isinstance(links, RunLinks):
         await links.outlook(outlook)
         await links.workbooks(workbooks)
-
-
-async def _bounded(coros: Iterable[Any]) -> list[Any]:
-    gate = asyncio.Semaphore(READ_CONCURRENCY)
-
-    async def one(c: Any) -> Any:
-        async with gate:
-            return await c
-
-    return list(await asyncio.gather(*(one(c) for c in coros)))

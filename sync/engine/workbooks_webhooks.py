@@ -20,16 +20,16 @@ calls in ``sync.workbooks.triggers``; this module carries them out.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
+from sync.concurrency import gather_bounded
 from sync.core.errors import InvalidRequest, SyncError
 from sync.core.jobs import Stream
 from sync.core.keys import normalise_address
@@ -375,16 +375,6 @@ class Hinted:
     coalesced: int = 0
 
 
-async def _bounded(coros: Iterable[Awaitable[T]]) -> list[T]:
-    gate = asyncio.Semaphore(LOOKUPS)
-
-    async def one(c: Awaitable[T]) -> T:
-        async with gate:
-            return await c
-
-    return list(await asyncio.gather(*(one(c) for c in coros)))
-
-
 async def affected(
     services: Services, workbooks_url: str, addresses: Iterable[str], *, everyone: bool = False
 ) -> list[str]:
@@ -402,7 +392,9 @@ async def affected(
     if everyone or len(wanted) > MAX_ADDRESSES:
         return sorted(mailboxes)
     pending = services.store.pending
-    found = await _bounded(pending.for_address(m, a) for m in mailboxes for a in wanted)
+    found = await gather_bounded(
+        (pending.for_address(m, a) for m in mailboxes for a in wanted), LOOKUPS
+    )
     return sorted({p.mailbox for entries in found for p in entries})
 
 
