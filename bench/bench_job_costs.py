@@ -17,7 +17,7 @@ job that job queued (a follow-up read) until the queue is empty.  For each email
 Targets: <= 8 Table transactions and <= 3 Workbooks calls per streamed email job.
 
 Run:  .venv/bin/python -m devkit.azurite run -- .venv/bin/python bench/bench_job_costs.py
-      [--emails 40] [--mailboxes 10]
+      [--emails 40] [--mailboxes 10] [--trace]
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def _workbooks_total(w: World) -> int:
     return sum(n for k, n in calls.items() if not k.startswith(("GET metadata", "GET picklist")))
 
 
-async def measure(conn: str, emails: int, mailboxes: int) -> dict[str, Any]:
+async def measure(conn: str, emails: int, mailboxes: int, trace: bool = False) -> dict[str, Any]:
     os.environ["SYNC_WEBHOOK_MEMO_SECONDS"] = "0"  # one notification, one job: no follow-up
     async with world_running(conn, workbooks_config=_workbooks_config(mailboxes)) as w:
         people = _seed_people(w, 200)
@@ -133,6 +133,7 @@ async def measure(conn: str, emails: int, mailboxes: int) -> dict[str, Any]:
                 intake = counter.since(before, "table")
                 intake_q = _queue_ops(counter, before)
                 before = counter.snapshot()
+                mark = len(counter.order)
                 w.reset_call_counts()
                 run = await _run(w, message)
                 if run.status != "ok" or not run.counts.get("linked", 1):
@@ -141,6 +142,12 @@ async def measure(conn: str, emails: int, mailboxes: int) -> dict[str, Any]:
                 ops_total += _table_ops(counter, before)
                 job_queue = _queue_ops(counter, before)
                 job_wb = _workbooks_total(w)
+                if trace and i == emails - 1:
+                    print("  trace of the last job, in order:")
+                    for service, name, op in counter.order[mark:]:
+                        print(f"    {service} {op} {_table(name)}")
+                    for call, n in sorted(w.workbooks_calls().items()):
+                        print(f"    workbooks {call} x{n}")
                 before = counter.snapshot()
                 w.reset_call_counts()
                 follow = 0
@@ -176,7 +183,7 @@ async def main(args: argparse.Namespace) -> int:
     os.environ.setdefault("SYNC_PUBLIC_BASE_URL", "http://127.0.0.1:7071")
     with running_azurite() as (conn, _):
         os.environ["AzureWebJobsStorage"] = conn
-        res = await measure(conn, args.emails, args.mailboxes)
+        res = await measure(conn, args.emails, args.mailboxes, args.trace)
     jobs = res["jobs"]
     n = len(jobs)
     table = statistics.mean(j["table"] for j in jobs)
@@ -209,4 +216,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--emails", type=int, default=40)
     parser.add_argument("--mailboxes", type=int, default=10)
+    parser.add_argument(
+        "--trace", action="store_true", help="print the last job's requests in order"
+    )
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -73,6 +73,8 @@ class StorageCounter:
     """Requests sent to Table and Queue Storage while installed, by (service, name, op)."""
 
     requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    # The same requests in the order they were sent, for a trace of one piece of work.
+    order: list[tuple[str, str, str]] = field(default_factory=list)
 
     def total(self, service: str) -> int:
         return sum(n for (s, _, _), n in self.requests.items() if s == service)
@@ -86,6 +88,7 @@ class StorageCounter:
 
     def reset(self) -> None:
         self.requests.clear()
+        self.order.clear()
 
     def snapshot(self) -> Counter[tuple[str, str, str]]:
         return Counter(self.requests)
@@ -114,6 +117,7 @@ def counting_storage(connection_string: str = "") -> Iterator[StorageCounter]:
         service = _service(str(request.url))
         name, op = _operation(str(request.method), str(request.url), service)
         counter.requests[(service, name, op)] += 1
+        counter.order.append((service, name, op))
         return await original(self, request, **kwargs)
 
     AioHttpTransport.send = send

@@ -235,7 +235,7 @@ class AppSettings(_Checked):
         ge=0,
         le=3650,
         description="Days of run history kept per mailbox (the runs table, shown by status); "
-        "older runs are deleted as new ones are written. 0 keeps every run.",
+        "older runs are deleted by the mailbox's renewal job (every few hours). 0 keeps every run.",
     )
     log_level: LogLevel = Field(
         default="INFO",

@@ -192,25 +192,21 @@ async def _mark_and_send(
     services: Services,
     mailbox: str,
     marker: str,
-    make_job: Callable[[], Job],
+    make_job: Callable[[str | None], Job],
     *,
     remember: bool = False,
     expect_live: bool = False,
 ) -> Marked:
-    """Set the 'job pending' marker and queue the job (built only then).  ``remember``: a live
-    marker is flagged so this instance may answer repeats from memory (``Marked``)."""
+    """Set the 'job pending' marker and queue the job (built only then, with the marker's
+    ETag so its run takes the marker in one request).  ``remember``: a live marker is
+    flagged so this instance may answer repeats from memory (``Marked``)."""
     ttl = services.settings.app.dirty_marker_ttl_seconds
-    dirty = services.store.dirty
-    if remember:
-        outcome = await dirty.mark_or_remember(
-            mailbox, marker, ttl_seconds=ttl, expect_live=expect_live
-        )
-    else:
-        queue = await dirty.mark(mailbox, marker, ttl_seconds=ttl)
-        outcome = Marked.QUEUE if queue else Marked.COALESCED
-    if outcome is not Marked.QUEUE:
-        return outcome
-    job = make_job()
+    placed = await services.store.dirty.place(
+        mailbox, marker, ttl_seconds=ttl, remember=remember, expect_live=expect_live
+    )
+    if placed.outcome is not Marked.QUEUE:
+        return placed.outcome
+    job = make_job(placed.etag)
     try:
         await services.queue.send(job)
     except Exception:
@@ -257,7 +253,13 @@ async def queue_stream(services: Services, mailbox: str, stream: Stream, reason:
             services,
             mailbox,
             stream_marker(stream),
-            lambda: Job(mailbox=mailbox, stream=stream, kind=JobKind.DIRTY, reason=reason),
+            lambda etag: Job(
+                mailbox=mailbox,
+                stream=stream,
+                kind=JobKind.DIRTY,
+                reason=reason,
+                marker_etag=etag,
+            ),
             remember=window > 0,
             expect_live=memo.expects_live(stream_key),
         )
@@ -308,7 +310,7 @@ async def _enqueue_lifecycle(
         services,
         record.mailbox,
         lifecycle_marker(record.subscription_id, event),
-        lambda: Job(
+        lambda _etag: Job(
             mailbox=record.mailbox,
             stream=Stream(record.stream),
             kind=JobKind.LIFECYCLE,

@@ -62,6 +62,12 @@ class Job(BaseModel):
     mode: str | None = Field(default=None, max_length=32, description="push | full | resync")
     args: dict[str, str] = Field(default_factory=dict, description="Small extra arguments.")
     enqueued_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    marker_etag: str | None = Field(
+        default=None,
+        max_length=256,
+        description="ETag of the 'job pending' marker its sender set, so the run takes the "
+        "marker with one conditional delete (stale or absent: the run reads it instead).",
+    )
     attempt: int = Field(
         default=0,
         ge=0,

@@ -685,7 +685,8 @@ async def _advance(run: _Run, link: str, *, final: bool) -> None:
             update.update(last_success_at=now, last_error="", consecutive_failures=0)
         return c.model_copy(update=update)
 
-    await ctx.save_cursor(Stream.SENT, change)
+    # The round's last position goes with the lease's release: one write per run, not two.
+    await ctx.save_cursor(Stream.SENT, change, at_release=final)
     await run.step("advance")
 
 

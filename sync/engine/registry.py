@@ -31,16 +31,21 @@ class RunContext:
     counts: dict[str, int] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
     life: StreamRun | None = None  # the run's lifecycle (``sync.core.streams``), from the runner
+    # The cursor change to write with the lease's release (``save_cursor(at_release=True)``).
+    at_release: Callable[[Cursor], Cursor] | None = None
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n
 
-    async def clear_marker(self, *, read_follows: bool = True) -> bool:
+    async def clear_marker(self, *, read_follows: bool = True, first: bool = False) -> bool:
         """Take the stream's 'job pending' marker: the delta read that follows covers every
         notification so far. True if there was one; the lifecycle notes when, and whether a
-        webhook remembers it (then a follow-up read is due after the memory window)."""
+        webhook remembers it (then a follow-up read is due after the memory window).
+        ``first``: the run's first take, which may use the ETag the job carries."""
         taken = await self.services.store.dirty.take(
-            self.job.mailbox, stream_marker(self.job.stream)
+            self.job.mailbox,
+            stream_marker(self.job.stream),
+            self.job.marker_etag if first else None,
         )
         if taken is not None and self.life is not None:
             self.life.marker_taken(
@@ -58,14 +63,33 @@ class RunContext:
             self.count("extra_rounds")
         return read_again(marker_taken=taken, rounds=rounds, max_rounds=max_rounds)
 
-    async def save_cursor(self, stream: str, change: Callable[[Cursor], Cursor]) -> None:
+    async def save_cursor(
+        self, stream: str, change: Callable[[Cursor], Cursor], *, at_release: bool = False
+    ) -> None:
         """Apply ``change`` to the stream's cursor: under the run's lease when it holds one
-        (a lost lease fails the write), else directly."""
+        (a lost lease fails the write), else directly.
+
+        ``at_release``: the run's last position, written together with the lease's release
+        (one write instead of two; the runner applies ``at_release``).  A run cut before its
+        release reads those changes again, which finds their records and creates nothing.
+        A later immediate write carries it along, so a position never goes back."""
         store = self.services.store.cursors
-        if self.lease is not None:
-            await store.advance(self.lease, change)
-        else:
+        if self.lease is None or stream != self.lease.stream:
             await store.update(self.mailbox.id, stream, change)
+            return
+        pending = self.at_release
+        combined = change if pending is None else _then(pending, change)
+        if at_release:
+            self.at_release = combined
+            return
+        await store.advance(self.lease, combined)
+        self.at_release = None
+
+
+def _then(
+    first: Callable[[Cursor], Cursor], second: Callable[[Cursor], Cursor]
+) -> Callable[[Cursor], Cursor]:
+    return lambda c: second(first(c))
 
 
 Processor = Callable[[RunContext], Awaitable[None]]

@@ -38,6 +38,7 @@ from sync.core.state_models import Cursor, JobStatus, Lease, Mailbox, RunRecord,
 from sync.core.streams import (
     FOLLOW_UP_REASON,
     LeaseState,
+    Marked,
     StreamRun,
     lease_owner,
     lease_state,
@@ -284,9 +285,14 @@ async def _follow_up(services: Services, job: Job, wait: float) -> None:
     one per notification).  Nothing waits in this worker: its lease and slot are freed."""
     marker = stream_marker(job.stream)
     ttl = services.settings.app.dirty_marker_ttl_seconds
-    marked = await services.store.dirty.mark(job.mailbox, marker, ttl_seconds=ttl)
+    placed = await services.store.dirty.place(job.mailbox, marker, ttl_seconds=ttl)
+    marked = placed.outcome is Marked.QUEUE
     follow = Job(
-        mailbox=job.mailbox, stream=job.stream, kind=JobKind.DIRTY, reason=FOLLOW_UP_REASON
+        mailbox=job.mailbox,
+        stream=job.stream,
+        kind=JobKind.DIRTY,
+        reason=FOLLOW_UP_REASON,
+        marker_etag=placed.etag,
     )
     # Whole seconds, rounded up: the read must not come before the window has passed.
     seconds = int(min(math.ceil(wait), MAX_DELAY_SECONDS))
@@ -374,10 +380,10 @@ async def _run_stream(services: Services, job: Job, mailbox: Mailbox, run: RunRe
         return
     life.claimed()
     keeper = asyncio.create_task(_keep_lease(services, lease))
+    ctx = RunContext(job=job, mailbox=mailbox, lease=lease, services=services, life=life)
     try:
-        ctx = RunContext(job=job, mailbox=mailbox, lease=lease, services=services, life=life)
         # The run about to start reads the delta, which covers every notification so far.
-        await ctx.clear_marker()
+        await ctx.clear_marker(first=True)
         try:
             with job_slots(workbooks_share(services)):
                 await _pass(services, job, run, ctx, life)
@@ -389,7 +395,15 @@ async def _run_stream(services: Services, job: Job, mailbox: Mailbox, run: RunRe
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await keeper
-        await services.store.cursors.release(lease)
+        # The run's last position (if it left one) is written with the release: a position
+        # reached by a completed round is kept even when a later round failed.
+        last = ctx.at_release
+        if not await services.store.cursors.release(lease, last) and last is not None:
+            run.status = "stopped"
+            run.message = (
+                "lease lost before the run's position was saved; the next run reads those "
+                "changes again (their records exist, nothing is created twice)"
+            )
 
 
 async def run_job(services: Services, job: Job, *, dequeue_count: int = 1) -> RunRecord:

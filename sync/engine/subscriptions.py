@@ -326,6 +326,11 @@ async def renew(ctx: RunContext) -> None:
     outcome = await manager(ctx.services).ensure_mailbox(ctx.mailbox)
     await _workbooks_hooks(ctx.services, ctx.mailbox, outcome)
     _record(ctx, outcome)
+    # The mailbox's run history is trimmed here, every few hours, rather than by the sync
+    # runs themselves: a run's only write to the history is its own row.
+    pruned = await ctx.services.store.runs.prune(ctx.mailbox.id)
+    if pruned:
+        ctx.count("runs_pruned", pruned)
 
 
 async def lifecycle(ctx: RunContext) -> None:

@@ -48,6 +48,8 @@ class Table(Protocol):
         pk: str,
         rk: str,
         change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+        *,
+        from_known: bool = False,
     ) -> dict[str, Any] | None: ...
 
 
@@ -95,7 +97,9 @@ class StreamHealthStore:
                 "data": health.model_dump_json(),
             }
 
-        row = await self._runs.cas(PARTITION, self._key(run.mailbox, run.stream), change)
+        # Usually this process wrote the row last (its previous run): write from that version.
+        key = self._key(run.mailbox, run.stream)
+        row = await self._runs.cas(PARTITION, key, change, from_known=True)
         assert row is not None  # ``change`` always writes
         return StreamHealth.model_validate_json(row["data"])
 

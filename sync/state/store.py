@@ -31,7 +31,6 @@ and a run loads them with the links.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -80,6 +79,7 @@ from sync.core.streams import (
 from sync.core.streams import marked as marked_outcome
 from sync.core.subscriptions import hash_client_state
 from sync.core.workbooks_hooks import HookTenant, HookToken
+from sync.state.batch import submit as submit_batch
 from sync.state.health import StreamHealthStore
 from sync.state.limits import check_entity, chunk_batch, pack_json, unpack_json
 from sync.state.tables import TABLES
@@ -90,6 +90,9 @@ __all__ = ["StateStore", "hash_client_state"]
 
 CAS_ATTEMPTS = 8
 KNOWN_ROWS = 20_000  # rows a remembering table keeps per process (a few MB at most)
+# Tables whose rows one process rewrites run after run: the streams' cursors and their health
+# rows (in the runs table), written from the version last seen instead of read first.
+REMEMBERING = ("cursors", "runs")
 T = TypeVar("T")
 
 
@@ -161,11 +164,15 @@ class _Table:
         self._note(pk, rk, row)
         return row
 
-    async def upsert(self, entity: dict[str, Any], *, replace: bool = True) -> None:
+    async def upsert(
+        self, entity: dict[str, Any], *, replace: bool = True, note: bool = True
+    ) -> None:
+        """Insert or replace (or merge).  ``note=False``: a row this process will not write
+        again (a run's record), so it is not kept among the rows it remembers."""
         check_entity(entity)
         mode = UpdateMode.REPLACE if replace else UpdateMode.MERGE
         meta = await self.client.upsert_entity(entity, mode=mode)
-        if replace:
+        if replace and note:
             self._wrote(entity, meta)
         else:  # a merge: the stored row is more than what was sent
             self._note(str(entity["PartitionKey"]), str(entity["RowKey"]), None)
@@ -256,7 +263,7 @@ class _Table:
             for _, entity in batch:
                 self._note(str(entity["PartitionKey"]), str(entity["RowKey"]), None)
             try:
-                await self.client.submit_transaction(_operations(batch))
+                await submit_batch(self.client, _operations(batch))
             except TableTransactionError as exc:
                 # Deleting a row that is already gone is success for us (idempotent replays).
                 if getattr(exc, "error_code", "") == "ResourceNotFound" and all(
@@ -287,7 +294,7 @@ class _Table:
             for op in chunk:
                 self._note(str(op.entity["PartitionKey"]), str(op.entity["RowKey"]), None)
             try:
-                await self.client.submit_transaction(_operations(batch))
+                await submit_batch(self.client, _operations(batch))
             except TableTransactionError as exc:
                 index = getattr(exc, "index", None)
                 code = getattr(exc, "error_code", "")
@@ -312,9 +319,22 @@ class _Table:
         change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
         *,
         attempts: int = CAS_ATTEMPTS,
+        from_known: bool = False,
     ) -> dict[str, Any] | None:
         """Read-modify-write with ETag; ``change`` gets the current row (or None) and returns
-        the new row (or None to leave it).  Retries on conflict, at most ``attempts`` times."""
+        the new row (or None to leave it).  Retries on conflict, at most ``attempts`` times.
+
+        ``from_known``: start from the version this process last read or wrote (a remembering
+        table), with no read; a 412 (someone wrote since) falls back to reading."""
+        known = self.known(pk, rk) if from_known else None
+        if known is not None:
+            new = change(dict(known))
+            if new is None:
+                return known
+            new["PartitionKey"], new["RowKey"] = pk, rk
+            etag = await self.replace_if(new, str(known.get("etag") or ""))
+            if etag is not None:
+                return {**new, "etag": etag}
         for _ in range(attempts):
             current = await self.get(pk, rk)
             new = change(dict(current) if current else None)
@@ -800,13 +820,21 @@ class CursorStore:
         await self.update(lease.mailbox, lease.stream, change)
         return lease.model_copy(update={"until": until})
 
-    async def release(self, lease: Lease) -> None:
+    async def release(self, lease: Lease, then: Callable[[Cursor], Cursor] | None = None) -> bool:
+        """Free the stream, applying ``then`` (the run's last position) in the same write.
+        False when the lease was no longer ours: nothing is written."""
+        ours = True
+
         def change(c: Cursor) -> Cursor:
-            if not holds(c.lease_owner, lease.owner):
-                return c  # someone else owns it now; leave their lease alone
+            nonlocal ours
+            ours = holds(c.lease_owner, lease.owner)
+            if not ours:
+                return c  # someone else owns it now; leave their lease and cursor alone
+            c = then(c) if then is not None else c
             return c.model_copy(update={"lease_owner": None, "lease_until": None})
 
         await self.update(lease.mailbox, lease.stream, change)
+        return ours
 
     async def leased(self) -> list[LeaseRow]:
         """Every cursor row that names a lease owner, across mailboxes (the sweeper's query:
@@ -849,6 +877,20 @@ class LeaseLost(RuntimeError):
 # ------------------------------------------------------------------------ dirty-stream markers
 
 
+@dataclass(frozen=True)
+class Placed:
+    """What placing a marker came to, and the ETag of the marker it set (None otherwise)."""
+
+    outcome: Marked
+    etag: str | None = None
+
+
+def _real_etag(etag: str) -> str | None:
+    """``_Table.create``/``replace_if`` answer ``"*"`` when the service named no ETag; a
+    conditional delete on that would match any version, so it is no ETag at all."""
+    return None if etag == "*" else etag
+
+
 class DirtyMarkers:
     """'A job for this stream is already queued': lets the webhook enqueue once per burst.
     Marker names, states and outcomes are those of ``sync.core.streams``.
@@ -864,8 +906,26 @@ class DirtyMarkers:
         self, mailbox: str, stream: str, *, ttl_seconds: int, now: datetime | None = None
     ) -> bool:
         """True if the caller should enqueue (no live marker existed); False to coalesce."""
-        outcome = await self._mark(mailbox, stream, ttl_seconds, now, remember=False)
-        return outcome is Marked.QUEUE
+        placed = await self.place(mailbox, stream, ttl_seconds=ttl_seconds, now=now)
+        return placed.outcome is Marked.QUEUE
+
+    async def place(
+        self,
+        mailbox: str,
+        stream: str,
+        *,
+        ttl_seconds: int,
+        remember: bool = False,
+        expect_live: bool = False,
+        now: datetime | None = None,
+    ) -> Placed:
+        """``mark`` (or, with ``remember``, ``mark_or_remember``) that also answers with the
+        ETag of a marker it set: the job it queues carries it, so the run takes the marker
+        with one conditional delete instead of a read and a delete (``take``).  Inserts first
+        unless ``expect_live``: one round trip when there is no marker."""
+        return await self._mark(
+            mailbox, stream, ttl_seconds, now, remember=remember, insert_first=not expect_live
+        )
 
     async def mark_or_remember(
         self,
@@ -883,9 +943,10 @@ class DirtyMarkers:
         ``expect_live`` (the last look at this marker found it live: a burst, or jobs that
         wait) reads first; otherwise it inserts first, which is one round trip when there is no
         marker, as between bursts, where a read would need an insert after it."""
-        return await self._mark(
+        placed = await self._mark(
             mailbox, stream, ttl_seconds, now, remember=True, insert_first=not expect_live
         )
+        return placed.outcome
 
     async def _mark(
         self,
@@ -896,24 +957,25 @@ class DirtyMarkers:
         *,
         remember: bool,
         insert_first: bool = False,
-    ) -> Marked:
+    ) -> Placed:
         now = now or utcnow()
         pk = encode_key(mailbox)
         fresh = {"PartitionKey": pk, "RowKey": stream, "marked_at": now, "mailbox": mailbox}
         lost_flag = False
-        if insert_first and await self._t.create(fresh):
-            return Marked.QUEUE
+        if insert_first and (etag := await self._t.create(fresh)):
+            return Placed(Marked.QUEUE, _real_etag(etag))
         for _ in range(3):
             row = await self._t.get(pk, stream)
             if row is None and lost_flag:
-                return Marked.COALESCED  # taken while we flagged it: the run's read covers us
+                # Taken while we flagged it: the run's read covers us.
+                return Placed(Marked.COALESCED)
             marked = _dt(row.get("marked_at")) if row is not None else None
             state = marker_state(exists=row is not None, marked_at=marked, now=now, ttl_seconds=ttl)
             flagged = bool(row.get("remembered")) if row is not None else False
             outcome = marked_outcome(state, flagged=flagged, remember=remember)
             if row is None:
-                if await self._t.create(fresh):
-                    return Marked.QUEUE
+                if etag := await self._t.create(fresh):
+                    return Placed(Marked.QUEUE, _real_etag(etag))
                 continue  # another instance created it between our read and insert: re-read
             if outcome is None:
                 # Live and not yet flagged: flag it as it is.  If the run took it meanwhile the
@@ -921,20 +983,35 @@ class DirtyMarkers:
                 # when we read it): coalesced, but not remembered.
                 flag = {**row, "remembered": True}
                 if await self._t.replace_if(flag, row["etag"]):
-                    return Marked.REMEMBERED
+                    return Placed(Marked.REMEMBERED)
                 lost_flag = True
                 continue
             if outcome is not Marked.QUEUE:
-                return outcome
+                return Placed(outcome)
             # Stale marker: its job was lost (crash between mark and enqueue, or poisoned).
-            if await self._t.replace_if(fresh, row["etag"]):
-                return Marked.QUEUE
-        return Marked.COALESCED
+            if etag := await self._t.replace_if(fresh, row["etag"]):
+                return Placed(Marked.QUEUE, _real_etag(etag))
+        return Placed(Marked.COALESCED)
 
-    async def take(self, mailbox: str, stream: str) -> TakenMarker | None:
+    async def take(self, mailbox: str, stream: str, etag: str | None = None) -> TakenMarker | None:
         """Remove the marker before a read; None if there was none.  Conditional on the row
-        read, so a ``remembered`` flag written meanwhile is never lost with the row."""
+        read, so a ``remembered`` flag written meanwhile is never lost with the row.
+
+        ``etag``: the marker as its job's sender set it (``place``).  A delete conditional on
+        it succeeds only while the marker is exactly that unflagged row, so it takes the
+        marker in one request; any other answer (flagged or refreshed since: 412) falls back
+        to reading."""
         pk = encode_key(mailbox)
+        if etag:
+            try:
+                await self._t.client.delete_entity(
+                    pk, stream, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+                return TakenMarker(remembered=False)
+            except ResourceNotFoundError:
+                return None  # taken by another run already: nothing pending
+            except ResourceModifiedError:
+                pass
         for _ in range(CAS_ATTEMPTS):
             row = await self._t.get(pk, stream)
             if row is None:
@@ -1497,11 +1574,10 @@ def _inverted(ts: datetime) -> str:
 
 
 class RunLog:
-    """One row per job run, newest first in each mailbox's partition, kept ``keep_days``: a
-    put now and then (one in ``PRUNE_EVERY``, by job id) deletes the mailbox's older rows,
-    which sit at the end of its partition (one range read, deletes in transactions)."""
-
-    PRUNE_EVERY = 16
+    """One row per job run, newest first in each mailbox's partition, kept ``keep_days``:
+    the mailbox's renewal job (every few hours) deletes its older rows, which sit at the end
+    of its partition (one range read, deletes in transactions), so a sync run writes its row
+    and nothing else."""
 
     def __init__(self, table: _Table, keep_days: int = 14) -> None:
         self._t = table
@@ -1515,12 +1591,13 @@ class RunLog:
             "stream": run.stream,
         }
         row.update(pack_json("data", run.model_dump(mode="json")))
-        await self._t.upsert(row)
-        if self.keep_days and _one_in(run.job_id, self.PRUNE_EVERY):
-            await self.prune(run.mailbox)
+        await self._t.upsert(row, note=False)
 
     async def prune(self, mailbox: str, *, now: datetime | None = None) -> int:
-        """Delete the mailbox's runs older than ``keep_days``; returns how many."""
+        """Delete the mailbox's runs older than ``keep_days`` (0: keep every run); returns how
+        many."""
+        if not self.keep_days:
+            return 0
         pk = encode_key(mailbox)
         cutoff = _inverted((now or utcnow()) - timedelta(days=self.keep_days))
         old = [
@@ -1548,11 +1625,6 @@ class RunLog:
         return len(
             [1 async for _ in self._t.query("PartitionKey eq @pk", {"pk": pk}, select=["RowKey"])]
         )
-
-
-def _one_in(key: str, n: int) -> bool:
-    """A stable one-in-``n`` choice by key (spreads periodic work over calls)."""
-    return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) % n == 0
 
 
 class JobStatusStore:
@@ -1605,7 +1677,7 @@ class StateStore:
         # Cursor rows are written by the run that holds their lease, so this process usually
         # knows their current version: remember it, and write without reading first.
         t = {
-            name: _Table(service.get_table_client(f"{prefix}{name}"), remember=name == "cursors")
+            name: _Table(service.get_table_client(f"{prefix}{name}"), remember=name in REMEMBERING)
             for name in TABLES
         }
         self.mailboxes = MailboxRegistry(t["mailboxes"])

@@ -24,7 +24,6 @@ from sync.state.store import (
     EmailIntents,
     MailboxRegistry,
     Operation,
-    RunLog,
     StateStore,
     hash_client_state,
 )
@@ -466,7 +465,7 @@ async def test_run_log_newest_first(store: Any) -> None:
     assert [r.job_id for r in await s.runs.recent("ann@example.com")] == ["j2", "j1", "j0"]
 
 
-async def test_run_log_keeps_a_bounded_history(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_run_log_keeps_a_bounded_history(store: Any) -> None:
     s: StateStore = store
     s.runs.keep_days = 3
     now = utcnow()
@@ -492,10 +491,13 @@ async def test_run_log_keeps_a_bounded_history(store: Any, monkeypatch: pytest.M
     assert await s.runs.prune("ann@example.com", now=now) == 2
     assert [r.job_id for r in await s.runs.recent("ann@example.com")] == ["old0", "old2"]
     assert await s.runs.count("bob@example.com") == 1  # another mailbox: its own prune
-    # a put prunes now and then by itself (one in PRUNE_EVERY job ids)
-    monkeypatch.setattr(RunLog, "PRUNE_EVERY", 1)
+    # a put never prunes (the renewal job does): the old run is still there
     await s.runs.put(RunRecord(mailbox="bob@example.com", stream="sent", job_id="c", kind="dirty"))
-    assert [r.job_id for r in await s.runs.recent("bob@example.com")] == ["c"]
+    assert [r.job_id for r in await s.runs.recent("bob@example.com")] == ["c", "b"]
+    # keep_days 0 keeps every run
+    s.runs.keep_days = 0
+    assert await s.runs.prune("bob@example.com", now=now) == 0
+    assert await s.runs.count("bob@example.com") == 2
 
 
 async def test_cursor_keeps_very_long_delta_links_and_watermarks(store: Any) -> None:
