@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import os
 import pstats
@@ -37,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +107,7 @@ def profile_breakdown(path: Path, top: int = 25) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
-    with running_azurite() as (conn, azurite_pid):
+    with running_azurite(on_disk=True) as (conn, azurite_pid):
         os.environ["AzureWebJobsStorage"] = conn
         extra = {"SYNC_LOG_LEVEL": args.host_log_level}
         async with rig_running(
@@ -145,13 +147,29 @@ async def run(args: argparse.Namespace) -> int:
             watch._seen_emails = len(w.workbooks.state.tables["email/emails"])
             watch._seen_links = len(w.workbooks.state.tables[watch.link_path])
 
+            samples: list[tuple[float, int, int, int, float]] = []
+
             async def poller() -> None:
+                next_sample = time.perf_counter()
                 while True:
                     watch.poll()
+                    if args.samples and time.perf_counter() >= next_sample:
+                        next_sample += 1.0
+                        depth = await w.services.queue.depth()
+                        samples.append(
+                            (
+                                time.perf_counter() - started,
+                                len(watch.sent),
+                                len(watch.done),
+                                depth,
+                                host.cpu(),
+                            )
+                        )
                     await asyncio.sleep(0.01)
 
             polling = asyncio.create_task(poller())
             cpu0, az0 = host.cpu(), _cpu(azurite_pid)
+            started_at = datetime.now(UTC)
             started = time.perf_counter()
             for i in range(total):
                 send(i)
@@ -164,6 +182,7 @@ async def run(args: argparse.Namespace) -> int:
             az_cpu = _cpu(azurite_pid) - az0
             bench_cpu = time.process_time()
             host.stop(timeout=60)
+            runs = await _run_outcomes(w, rig.mailboxes, started_at)
             if profile is not None:
                 await asyncio.sleep(0.5)
 
@@ -183,6 +202,15 @@ async def run(args: argparse.Namespace) -> int:
             else "send -> linked     (nothing linked)"
         )
         print(f"missed             {missed} (not linked {GRACE_SECONDS:.0f} s after the last send)")
+        for line in _timeline(watch, started):
+            print(line)
+        for i, (at, sent, done, depth, host_cpu) in enumerate(samples[1:], 1):
+            busy = (host_cpu - samples[i - 1][4]) / (at - samples[i - 1][0]) * 100
+            print(
+                f"  t={at:5.1f} s  sent {sent:5d}  linked {done:5d}  queue {depth:4d}  "
+                f"host {busy:3.0f} % CPU"
+            )
+        print("runs               " + ", ".join(f"{k} {n}" for k, n in runs.most_common()))
         print(
             f"service CPU        {per_email_ms:.1f} ms per email "
             f"({cpu:.1f} s of the host process; {cpu / wall * 100:.0f} % of a core)"
@@ -209,6 +237,45 @@ async def run(args: argparse.Namespace) -> int:
         return 0 if ok else 1
 
 
+def _timeline(watch: LinkWatch, started: float, window: float = 10.0) -> list[str]:
+    """send -> linked by when the email was sent: a backlog that grows shows as a rising p99,
+    a few late jobs as a high max in otherwise quiet windows."""
+    by_window: dict[int, list[float]] = {}
+    for ref, sent in watch.sent.items():
+        if ref in watch.done:
+            by_window.setdefault(int((sent - started) // window), []).append(watch.done[ref] - sent)
+    out = []
+    for k in sorted(by_window):
+        lat = by_window[k]
+        slow = sum(x > TARGET_P99 for x in lat)
+        out.append(
+            f"  sent {k * window:3.0f}-{(k + 1) * window:3.0f} s  {len(lat):4d} emails, "
+            f"p50 {statistics.median(lat) * 1000:5.0f} ms, p99 {percentile(lat, 99) * 1000:6.0f} ms,"
+            f" max {max(lat) * 1000:6.0f} ms, {slow} over {TARGET_P99:g} s"
+        )
+    return out
+
+
+async def _run_outcomes(w: Any, mailboxes: list[str], since: datetime) -> Counter[str]:
+    """The sent-items runs recorded since ``since``, by status and reason (busy re-sends,
+    follow-ups and retries explain a tail), and the longest time no run started (a stalled
+    worker shows there)."""
+    out: Counter[str] = Counter()
+    starts: list[datetime] = []
+    for upn in mailboxes:
+        for run in await w.services.store.runs.recent(upn, limit=500):
+            if run.started_at >= since and run.stream == Stream.SENT:
+                out[f"{run.status}/{run.reason.split(':')[0]}"] += 1
+                starts.append(run.started_at)
+    starts.sort()
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
+    if gaps:
+        at = gaps.index(max(gaps))
+        offset = (starts[at] - since).total_seconds()
+        out[f"longest pause between run starts {max(gaps):.1f} s, {offset:.0f} s in"] = 1
+    return out
+
+
 def _cpu(pid: int | None) -> float:
     from bench.rig import cpu_seconds
 
@@ -223,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60.0, help="how long emails are sent")
     p.add_argument("--mailboxes", type=int, default=100)
     p.add_argument("--profile", default=None, help="run the host under cProfile into FILE")
+    p.add_argument(
+        "--samples", action="store_true", help="print sent/linked/queue depth/CPU every second"
+    )
     p.add_argument("--host-log-level", default="WARNING", help="the host's SYNC_LOG_LEVEL")
     args = p.parse_args(argv)
     args.profile = Path(args.profile).resolve() if args.profile else None

@@ -514,7 +514,7 @@ def report_flood(ids: int, times: list[float], statuses: dict[str, int], queued:
 
 async def amain(args: argparse.Namespace) -> int:
     # Azurite's pid only when started here (for its CPU figure).
-    with running_azurite() as (conn, azurite_pid):
+    with running_azurite(on_disk=True) as (conn, azurite_pid):
         tag = uuid.uuid4().hex[:8]
         prefix = f"bench{tag}"
         queue = f"bench-jobs-{tag}"
