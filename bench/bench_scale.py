@@ -48,6 +48,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_emails import _workbooks_config
+from bench.bench_job_costs import _table as _table_name
 from bench.counting import counting_storage
 from sync.core.jobs import Job
 from sync.core.schedule import Cadence
@@ -78,6 +79,7 @@ class Cycle:
     table: int = 0
     queue_sends: int = 0
     queue_ops: int = 0
+    job_ops: Counter[str] = field(default_factory=Counter)  # the jobs' Table requests
     fan_out_table: int = 0
     per_minute: Counter[int] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)
@@ -232,8 +234,12 @@ async def run_cycle(
                     _clock.ticking = None
                 cycle.fan_out_table += counter.total("table") - before
             before = counter.total("table")
+            snap = counter.snapshot()
             await _run_due(w, sent, cycle, start, window[1], sample)
             cycle.job_table += counter.total("table") - before
+            for key, n in counter.requests.items():
+                if key[0] == "table" and n - snap.get(key, 0):
+                    cycle.job_ops[f"{key[2]} {_table_name(key[1])}"] += n - snap.get(key, 0)
         # what jobs queued for after the cycle (follow-ups, retries) is left to the next one
         cycle.table = counter.total("table")
         cycle.queue_ops = counter.total("queue")
@@ -283,7 +289,9 @@ def _report(c: Cycle, mailboxes: int, sampled: int) -> Projected:
         f"{sampled} sampled mailboxes ran ({dict(c.statuses)}) in {c.seconds:.0f} s\n"
         f"  measured on the sample: Graph calls {c.graph}, Workbooks calls {c.workbooks}, "
         f"Workbooks rows read {c.rows}, Table transactions of jobs {c.job_table} "
-        f"({c.job_table / max(c.ran, 1):.1f}/job)\n"
+        f"({c.job_table / max(c.ran, 1):.1f}/job: "
+        + ", ".join(f"{k} {n / max(c.ran, 1):.2f}" for k, n in sorted(c.job_ops.items()))
+        + ")\n"
         f"  timers, every mailbox: Table transactions {c.fan_out_table}, queue messages "
         f"{c.queue_sends} (+{c.jobs + c.left_over - c.queue_sends} queued by jobs, "
         f"{c.left_over} of them for after the cycle)\n"

@@ -746,7 +746,9 @@ class TwoWayRun:
             update["extra"].pop("window_end", None)
             return c.model_copy(update=update)
 
-        await self.ctx.save_cursor(self.ctx.job.stream, change)
+        # Written with the lease's release (one write, not two); a run cut before it reads
+        # the same changes again, which the identity rules settle without creating twice.
+        await self.ctx.save_cursor(self.ctx.job.stream, change, at_release=True)
 
 
 def unsettled(links: LinkIndex) -> set[int]:

@@ -81,11 +81,19 @@ async def test_killed_after_outlook_create_before_links(
 
 
 async def test_killed_before_cursor_advance(sides: Sides, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's position is written with the lease's release: killed there, the run's
+    writes are done, its position is not, and its lease is left to expire."""
     sides.wb_create(PEOPLE, {"name": "Cur Sor", "main_location[email]": "cur@cust.test"})
     sides.outlook_create("contact", {"displayName": "Own", "categories": [CATEGORY]})
-    kill_once(sides.world.services.store.cursors, "advance", monkeypatch)
+    cursors = sides.world.services.store.cursors
+    before = await cursors.get(UPN, Stream.CONTACTS)
+    kill_once(cursors, "release", monkeypatch)
     with pytest.raises(Killed):
         await sides.world.run(UPN, Stream.CONTACTS, JobKind.RECONCILE)
+    cut = await cursors.get(UPN, Stream.CONTACTS)
+    assert cut.delta_link == before.delta_link and cut.lease_owner  # nothing advanced
+    # the lease expires (as after a crash)
+    await cursors.update(UPN, Stream.CONTACTS, lambda c: c.model_copy(update={"lease_owner": None}))
     await converged(sides, people=2, contacts=2)
 
 
