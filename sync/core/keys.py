@@ -13,6 +13,7 @@ long that they are truncated and suffixed with a SHA-256 digest.
 from __future__ import annotations
 
 import hashlib
+import re
 
 MAX_KEY_CHARS = 400  # below Azurite's 512 and Azure's 1 KiB, with room for composite keys
 _FORBIDDEN = frozenset("/\\#?%")
@@ -24,11 +25,19 @@ def _bad(ch: str) -> bool:
     return ch in _FORBIDDEN or code <= 0x1F or 0x7F <= code <= 0x9F or ch == "'"
 
 
+# Any character ``_bad`` escapes (below 256): most keys hold none and are returned as they are,
+# without looking at each character in Python (keys are built for every row a job touches).
+_ESCAPED = re.compile("[/\\\\#?%'\x00-\x1f\x7f-\x9f]")
+
+
 def encode_key(value: str) -> str:
     """Make ``value`` safe as a PartitionKey/RowKey; same input, same key, always."""
     if value == "":
         raise ValueError("an empty string cannot be a key")
-    out = "".join(f"%{ord(ch):02X}" if _bad(ch) and ord(ch) < 256 else ch for ch in value)
+    if _ESCAPED.search(value) is None:
+        out = value
+    else:
+        out = "".join(f"%{ord(ch):02X}" if _bad(ch) and ord(ch) < 256 else ch for ch in value)
     if len(out) > MAX_KEY_CHARS:
         digest = hashlib.sha256(value.encode("utf-8")).hexdigest()
         out = out[: MAX_KEY_CHARS - len(digest) - len(_HASH_MARK)] + _HASH_MARK + digest
