@@ -382,8 +382,12 @@ async def _run_stream(services: Services, job: Job, mailbox: Mailbox, run: RunRe
     keeper = asyncio.create_task(_keep_lease(services, lease))
     ctx = RunContext(job=job, mailbox=mailbox, lease=lease, services=services, life=life)
     try:
-        # The run about to start reads the delta, which covers every notification so far.
-        await ctx.clear_marker(first=True)
+        # A notification's job takes its stream's marker: the delta read that follows covers
+        # every notification so far.  Other jobs (timers, manual runs, resyncs) leave the
+        # marker to the job it stands for, which runs anyway; while it stands, notifications
+        # coalesce into that job instead of queuing one more (and the run saves a read).
+        if job.kind is JobKind.DIRTY:
+            await ctx.clear_marker(first=True)
         try:
             with job_slots(workbooks_share(services)):
                 await _pass(services, job, run, ctx, life)

@@ -147,6 +147,11 @@ async def test_worker_runs_registered_processor_under_a_lease(
     assert (runs[0].status, runs[0].counts) == ("ok", {"processed": 3})
     cursor = await services.store.cursors.get("ann@example.com", "people")
     assert cursor.lease_owner is None, "lease released after the run"
+    # a timer's run leaves the 'job pending' marker to the notification's job it stands for
+    assert await services.store.dirty.is_marked("ann@example.com", "people")
+    monkeypatch.setitem(registry._PROCESSORS, (Stream.PEOPLE, JobKind.DIRTY), processor)
+    dirty = Job(mailbox="ann@example.com", stream=Stream.PEOPLE, kind=JobKind.DIRTY)
+    await user_function(worker.sync_worker)(_msg(dirty))
     assert not await services.store.dirty.is_marked("ann@example.com", "people")
 
 
