@@ -169,6 +169,12 @@ async def _serve(args: argparse.Namespace) -> int:
         await stop.wait()
     finally:
         await host.stop()
+        # This process is ending: close the functions' services too (their Workbooks and
+        # Graph sessions), rather than leave them to the interpreter's exit, which warns.
+        from sync.runtime import reset_services
+
+        with contextlib.suppress(Exception):
+            await reset_services()
     return 0
 
 
