@@ -19,14 +19,10 @@ meanwhile, succeeds.  If this SDK's internals ever move, the same fallback takes
 
 from __future__ import annotations
 
-import logging
 import re
 import uuid
 from collections.abc import Sequence
-from email.utils import formatdate
 from typing import Any
-
-log = logging.getLogger("sync.state")
 
 # The status line of each operation's answer inside the multipart response, in order.
 _STATUS = re.compile(rb"^HTTP/1\.1 (\d{3})", re.MULTILINE)
@@ -106,7 +102,6 @@ async def submit(client: Any, operations: Sequence[Any]) -> None:
             "MaxDataServiceVersion": "3.0;NetFx",
             "Content-Type": f"multipart/mixed; boundary={boundary}",
             "Accept": "application/json",
-            "x-ms-date": formatdate(usegmt=True),
         },
         content=body,
     )

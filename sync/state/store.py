@@ -174,7 +174,7 @@ class _Table:
         meta = await self.client.upsert_entity(entity, mode=mode)
         if replace and note:
             self._wrote(entity, meta)
-        else:  # a merge: the stored row is more than what was sent
+        else:  # a merge (the stored row is more than what was sent), or a row not kept
             self._note(str(entity["PartitionKey"]), str(entity["RowKey"]), None)
 
     async def create(self, entity: dict[str, Any]) -> str | None:
@@ -216,6 +216,20 @@ class _Table:
             return False
         except ResourceNotFoundError:
             return True
+        return True
+
+    async def delete_if(self, pk: str, rk: str, etag: str) -> bool | None:
+        """Delete only the version ``etag``: True when deleted, False when the row changed
+        since (412), None when it is gone (404)."""
+        self._note(pk, rk, None)
+        try:
+            await self.client.delete_entity(
+                pk, rk, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+        except ResourceModifiedError:
+            return False
+        except ResourceNotFoundError:
+            return None
         return True
 
     async def delete_existing(self, pk: str, rk: str) -> bool:
@@ -943,8 +957,13 @@ class DirtyMarkers:
         ``expect_live`` (the last look at this marker found it live: a burst, or jobs that
         wait) reads first; otherwise it inserts first, which is one round trip when there is no
         marker, as between bursts, where a read would need an insert after it."""
-        placed = await self._mark(
-            mailbox, stream, ttl_seconds, now, remember=True, insert_first=not expect_live
+        placed = await self.place(
+            mailbox,
+            stream,
+            ttl_seconds=ttl_seconds,
+            remember=True,
+            expect_live=expect_live,
+            now=now,
         )
         return placed.outcome
 
@@ -1003,15 +1022,11 @@ class DirtyMarkers:
         to reading."""
         pk = encode_key(mailbox)
         if etag:
-            try:
-                await self._t.client.delete_entity(
-                    pk, stream, etag=etag, match_condition=MatchConditions.IfNotModified
-                )
-                return TakenMarker(remembered=False)
-            except ResourceNotFoundError:
+            deleted = await self._t.delete_if(pk, stream, etag)
+            if deleted is None:
                 return None  # taken by another run already: nothing pending
-            except ResourceModifiedError:
-                pass
+            if deleted:
+                return TakenMarker(remembered=False)
         for _ in range(CAS_ATTEMPTS):
             row = await self._t.get(pk, stream)
             if row is None:

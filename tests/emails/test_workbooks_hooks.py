@@ -347,17 +347,17 @@ async def test_repeated_hints_are_remembered_only_once_the_marker_promises_a_fol
     assert await hooks.hint_people(w.services, ANN, "workbooks webhook") is False
     assert memo.remembers(key, time.monotonic(), 30.0)
     reads: list[str] = []
-    original = dirty.mark_or_remember
+    original = dirty.place  # every marker write or read of the webhook path goes through it
 
     async def counting(*args: Any, **kwargs: Any) -> Any:
         reads.append("marker")
         return await original(*args, **kwargs)
 
-    dirty.mark_or_remember = counting  # type: ignore[method-assign]
+    dirty.place = counting  # type: ignore[method-assign]
     try:
         assert await hooks.hint_people(w.services, ANN, "workbooks webhook") is False
     finally:
-        del dirty.mark_or_remember
+        del dirty.place
     assert reads == []  # answered from memory
     taken = await dirty.take(ANN, str(Stream.PEOPLE))
     assert taken is not None and taken.remembered  # the run that takes it reads again later
