@@ -262,17 +262,23 @@ async def _run_outcomes(w: Any, mailboxes: list[str], since: datetime) -> Counte
     worker shows there)."""
     out: Counter[str] = Counter()
     starts: list[datetime] = []
+    notes: list[str] = []  # why the first few runs that did not end well did not
     for upn in mailboxes:
         for run in await w.services.store.runs.recent(upn, limit=500):
             if run.started_at >= since and run.stream == Stream.SENT:
                 out[f"{run.status}/{run.reason.split(':')[0]}"] += 1
                 starts.append(run.started_at)
+                if run.status not in ("ok", "skipped") and len(notes) < 3:
+                    at = (run.started_at - since).total_seconds()
+                    notes.append(f"{run.status} {at:.0f} s in: {run.message[:160]}")
     starts.sort()
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
     if gaps:
         at = gaps.index(max(gaps))
         offset = (starts[at] - since).total_seconds()
         out[f"longest pause between run starts {max(gaps):.1f} s, {offset:.0f} s in"] = 1
+    for note in notes:
+        out[note] = 1
     return out
 
 

@@ -75,6 +75,7 @@ STREAMS = ("sent", "contacts", "events")  # the streams Graph notifies about
 @dataclass
 class Results:
     latencies_ms: list[float] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)  # seconds after the start, per request
     from_schedule_ms: list[float] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
     max_send_lag_ms: float = 0.0
@@ -404,6 +405,7 @@ async def run_load(
                 status = type(exc).__name__
             done = time.perf_counter()
             res.latencies_ms.append((done - sent) * 1000)
+            res.sent_at.append(sent - start)
             res.from_schedule_ms.append((done - scheduled) * 1000)
             res.statuses[status] = res.statuses.get(status, 0) + 1
 
@@ -419,6 +421,20 @@ async def run_load(
         await asyncio.gather(*tasks)
         res.finished = time.perf_counter()
     return res
+
+
+def _timeline(res: Results, step: float = 5.0) -> None:
+    """Latency per ``step`` seconds of sending: a pause shows as one bad window, waiting for a
+    core as a tail spread over all of them."""
+    windows: dict[int, list[float]] = {}
+    for at, ms in zip(res.sent_at, res.latencies_ms, strict=True):
+        windows.setdefault(int(at // step), []).append(ms)
+    for index in sorted(windows):
+        lat = windows[index]
+        print(
+            f"  sent {index * step:4.0f}-{(index + 1) * step:4.0f} s  {len(lat):5d} requests, "
+            f"p50 {_pct(lat, 50):6.1f} ms, p99 {_pct(lat, 99):7.1f} ms, max {max(lat):7.1f} ms"
+        )
 
 
 def report(res: Results, figures: dict[str, Any], extra: dict[str, Any], rate: float) -> bool:
@@ -442,6 +458,7 @@ def report(res: Results, figures: dict[str, Any], extra: dict[str, Any], rate: f
         f"p99 {_pct(sched, 99):.1f}  max {max(sched):.1f} ms; max send lag {res.max_send_lag_ms:.1f} ms"
     )
     print(f"replies over 2.9 s  {over}")
+    _timeline(res)
     for key, value in {**extra, **figures}.items():
         print(f"{key:36s}{value if not isinstance(value, float) else f'{value:.1f}'}")
     msgraph_ok = not figures.get("msgraph_after_import_sync_webhook", False) and not figures.get(

@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sync.core.bodies import BodyError, read_json
 from sync.core.jobs import Job, JobKind, Stream
@@ -40,10 +41,21 @@ from sync.core.notifications import (
     plan_lookups,
 )
 from sync.core.state_models import SubscriptionRecord
-from sync.core.streams import Intake, Marked, lifecycle_marker, on_notification, stream_marker
+from sync.core.streams import (
+    Intake,
+    Marked,
+    MarkerCheck,
+    OwnMarker,
+    lifecycle_marker,
+    on_notification,
+    stream_marker,
+)
 from sync.core.subscriptions import hash_client_state
 from sync.logs import RateLimitedLog, expected_failure
 from sync.runtime import Services
+
+if TYPE_CHECKING:
+    from sync.state.store import Placed
 
 log = logging.getLogger("sync.webhook")
 LOG = RateLimitedLog(log)
@@ -195,17 +207,24 @@ async def _mark_and_send(
     make_job: Callable[[str | None], Job],
     *,
     remember: bool = False,
-    expect_live: bool = False,
-) -> Marked:
+    check: MarkerCheck = MarkerCheck.INSERT,
+    own: OwnMarker | None = None,
+) -> Placed:
     """Set the 'job pending' marker and queue the job (built only then, with the marker's
     ETag so its run takes the marker in one request).  ``remember``: a live marker is
-    flagged so this instance may answer repeats from memory (``Marked``)."""
+    flagged so this instance may answer repeats from memory (``Marked``); ``check``: the
+    first look at the marker (``MarkerMemory.first_check``), ``own`` the version it needs."""
     ttl = services.settings.app.dirty_marker_ttl_seconds
     placed = await services.store.dirty.place(
-        mailbox, marker, ttl_seconds=ttl, remember=remember, expect_live=expect_live
+        mailbox,
+        marker,
+        ttl_seconds=ttl,
+        remember=remember,
+        expect_live=check is MarkerCheck.READ,
+        own=own if check is MarkerCheck.OWN else None,
     )
     if placed.outcome is not Marked.QUEUE:
-        return placed.outcome
+        return placed
     job = make_job(placed.etag)
     try:
         await services.queue.send(job)
@@ -213,7 +232,7 @@ async def _mark_and_send(
         # Undo the marker so the retry Graph makes after our 5xx can enqueue again.
         await services.store.dirty.clear(mailbox, marker)
         raise
-    return Marked.QUEUE
+    return placed
 
 
 async def queue_stream(services: Services, mailbox: str, stream: Stream, reason: str) -> bool:
@@ -248,8 +267,10 @@ async def queue_stream(services: Services, mailbox: str, stream: Stream, reason:
     flight = asyncio.get_running_loop().create_future()
     flights[stream_key] = flight
     asked = time.monotonic()  # the memory dates from before the marker was read
+    remember = window > 0
+    own = memo.own(stream_key)
     try:
-        outcome = await _mark_and_send(
+        placed = await _mark_and_send(
             services,
             mailbox,
             stream_marker(stream),
@@ -260,20 +281,25 @@ async def queue_stream(services: Services, mailbox: str, stream: Stream, reason:
                 reason=reason,
                 marker_etag=etag,
             ),
-            remember=window > 0,
-            expect_live=memo.expects_live(stream_key),
+            remember=remember,
+            check=memo.first_check(stream_key, remember=remember),
+            own=own,
         )
     except BaseException as exc:
+        memo.placed(stream_key, None)  # the version it knew may be spent
         flight.set_exception(exc)
         flight.exception()  # mark retrieved: followers may be none
         raise
     else:
-        queued = outcome is Marked.QUEUE
+        queued = placed.outcome is Marked.QUEUE
         flight.set_result(queued)
         memo.found(stream_key, live=not queued)
+        if own is not None and placed.found is not None:
+            memo.learned(still_there=placed.found)  # whichever look was made
+        memo.placed(stream_key, placed.own if queued else None)
         # Only a flagged marker promises a follow-up read after the window: only then may
         # repeats be answered from memory.
-        if outcome is Marked.REMEMBERED:
+        if placed.outcome is Marked.REMEMBERED:
             memo.saw_marker(stream_key, asked)
     finally:
         flights.pop(stream_key, None)
@@ -306,7 +332,7 @@ async def _enqueue_lifecycle(
         out.coalesced += 1
         return
     out.seen.add(key)
-    outcome = await _mark_and_send(
+    placed = await _mark_and_send(
         services,
         record.mailbox,
         lifecycle_marker(record.subscription_id, event),
@@ -319,7 +345,7 @@ async def _enqueue_lifecycle(
             lifecycle_event=event,
         ),
     )
-    if outcome is Marked.QUEUE:
+    if placed.outcome is Marked.QUEUE:
         out.queued += 1
     else:
         out.coalesced += 1

@@ -229,16 +229,66 @@ def on_notification(*, repeat: bool, remembered: bool, in_flight: bool) -> Intak
     return Intake.MARK
 
 
+class MarkerCheck(Enum):
+    """How the webhook first looks at a stream's marker (``first_check``)."""
+
+    INSERT = "insert"  # insert a fresh marker; refused when one exists
+    READ = "read"  # read it, then act on what is there
+    OWN = "own"  # flag the marker this instance set, conditional on its version (ETag)
+
+
+@dataclass(frozen=True)
+class OwnMarker:
+    """A marker this instance set and has not looked at since: its version and its date, so
+    it can be flagged without reading it (the row is exactly what this instance wrote)."""
+
+    etag: str
+    marked_at: datetime
+
+
+OWN_LIVE_WEIGHT = 0.2  # the weight of the newest repeat in ``MarkerMemory.own_live_share``
+# Inserting first costs one round trip when the marker is gone and three when it is still
+# there (refused, read, flagged); flagging the known version costs one when it is there and
+# two when it is gone (refused, inserted).  The known version is the cheaper guess once more
+# than a third of repeats find their marker still there.
+OWN_FIRST_ABOVE = 1 / 3
+
+
+def first_check(
+    *, own: bool, own_live_share: float, expects_live: bool, remember: bool
+) -> MarkerCheck:
+    """The cheapest first look at a marker, given what this instance knows of it.
+
+    * ``own``: this instance set the marker and has not looked at it since.  Whether it is
+      still there depends on how fast jobs start (a backlog keeps markers live), so the
+      choice follows ``own_live_share``, what recent repeats of this kind found;
+    * ``expects_live``: the last look found a marker (a burst, or jobs that wait): read;
+    * otherwise no marker is the common case: insert."""
+    if own and remember and own_live_share > OWN_FIRST_ABOVE:
+        return MarkerCheck.OWN
+    if expects_live:
+        return MarkerCheck.READ
+    return MarkerCheck.INSERT
+
+
 class MarkerMemory:
     """The webhook's memory: when this instance last found each stream's marker live and
     flagged it (``Marked.REMEMBERED``), by (mailbox, stream), on the monotonic clock.  The time
     given is the moment *before* the storage call, so the memory never outlasts the window
-    the run that takes the marker waits before its follow-up."""
+    the run that takes the marker waits before its follow-up.
+
+    It also keeps what the last check of each stream found (``expects_live``), the markers
+    this instance set (``own``), and how often a repeat found such a marker still there
+    (``own_live_share``), which together choose the first look (``first_check``).  None of it
+    is ever trusted as an answer: every look is a storage call, conditional where it relies
+    on a version this memory holds."""
 
     def __init__(self, limit: int = MEMORY_LIMIT) -> None:
         self._seen: dict[tuple[str, str], float] = {}
         self._live: dict[tuple[str, str], bool] = {}  # what the last marker check found
+        self._own: dict[tuple[str, str], OwnMarker] = {}
         self._limit = limit
+        self.own_live_share = 0.0
 
     def remembers(self, key: tuple[str, str], now: float, window: float) -> bool:
         seen = self._seen.get(key)
@@ -259,9 +309,37 @@ class MarkerMemory:
     def expects_live(self, key: tuple[str, str]) -> bool:
         return self._live.get(key, False)
 
+    def placed(self, key: tuple[str, str], marker: OwnMarker | None) -> None:
+        """Note the marker this instance just set (None: it set none, or the version it knew
+        is spent)."""
+        if marker is None:
+            self._own.pop(key, None)
+            return
+        if len(self._own) > self._limit:
+            self._own.clear()
+        self._own[key] = marker
+
+    def own(self, key: tuple[str, str]) -> OwnMarker | None:
+        return self._own.get(key)
+
+    def learned(self, *, still_there: bool) -> None:
+        """A repeat looked at a marker this instance had set: was it still there?"""
+        share = self.own_live_share
+        self.own_live_share = share + OWN_LIVE_WEIGHT * (float(still_there) - share)
+
+    def first_check(self, key: tuple[str, str], *, remember: bool) -> MarkerCheck:
+        return first_check(
+            own=key in self._own,
+            own_live_share=self.own_live_share,
+            expects_live=self.expects_live(key),
+            remember=remember,
+        )
+
     def forget(self) -> None:
         self._seen.clear()
         self._live.clear()
+        self._own.clear()
+        self.own_live_share = 0.0
 
 
 # -------------------------------------------------------------------------- one run

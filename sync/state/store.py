@@ -70,6 +70,8 @@ from sync.core.streams import (
     LeaseState,
     Marked,
     MarkerRow,
+    MarkerState,
+    OwnMarker,
     TakenMarker,
     holds,
     lease_expiry,
@@ -201,6 +203,26 @@ class _Table:
         except (ResourceModifiedError, ResourceNotFoundError):
             self._note(str(body["PartitionKey"]), str(body["RowKey"]), None)
             return None
+        return self._wrote(body, meta) or "*"
+
+    async def replace_version(self, entity: dict[str, Any], etag: str) -> str | bool:
+        """Replace only the version ``etag``: the new ETag when replaced, False when the row
+        changed since (412), True when it is gone (404)."""
+        check_entity(entity)
+        body = {k: v for k, v in entity.items() if k != "etag"}
+        try:
+            meta = await self.client.update_entity(
+                body,
+                mode=UpdateMode.REPLACE,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except ResourceModifiedError:
+            self._note(str(body["PartitionKey"]), str(body["RowKey"]), None)
+            return False
+        except ResourceNotFoundError:
+            self._note(str(body["PartitionKey"]), str(body["RowKey"]), None)
+            return True
         return self._wrote(body, meta) or "*"
 
     async def delete(self, pk: str, rk: str, etag: str | None = None) -> bool:
@@ -893,10 +915,20 @@ class LeaseLost(RuntimeError):
 
 @dataclass(frozen=True)
 class Placed:
-    """What placing a marker came to, and the ETag of the marker it set (None otherwise)."""
+    """What placing a marker came to; the marker it set (its ETag and date), if it set one;
+    and whether its first look found a marker there (None when it cannot say)."""
 
     outcome: Marked
     etag: str | None = None
+    marked_at: datetime | None = None
+    found: bool | None = None
+
+    @property
+    def own(self) -> OwnMarker | None:
+        """The marker set, as the webhook's memory keeps it (``OwnMarker``)."""
+        if self.etag is None or self.marked_at is None:
+            return None
+        return OwnMarker(self.etag, self.marked_at)
 
 
 def _real_etag(etag: str) -> str | None:
@@ -931,14 +963,25 @@ class DirtyMarkers:
         ttl_seconds: int,
         remember: bool = False,
         expect_live: bool = False,
+        own: OwnMarker | None = None,
         now: datetime | None = None,
     ) -> Placed:
         """``mark`` (or, with ``remember``, ``mark_or_remember``) that also answers with the
-        ETag of a marker it set: the job it queues carries it, so the run takes the marker
-        with one conditional delete instead of a read and a delete (``take``).  Inserts first
-        unless ``expect_live``: one round trip when there is no marker."""
+        marker it set (ETag and date): the job it queues carries the ETag, so the run takes the
+        marker with one conditional delete instead of a read and a delete (``take``).
+
+        The first look: inserts first unless ``expect_live`` (reads first); with ``own`` (the
+        marker this caller set last, ``Placed.own``) and ``remember``, flags that version with
+        one conditional write and no read, which only succeeds while the row is exactly the
+        one the caller wrote."""
         return await self._mark(
-            mailbox, stream, ttl_seconds, now, remember=remember, insert_first=not expect_live
+            mailbox,
+            stream,
+            ttl_seconds,
+            now,
+            remember=remember,
+            insert_first=not expect_live,
+            own=own if remember else None,
         )
 
     async def mark_or_remember(
@@ -976,25 +1019,36 @@ class DirtyMarkers:
         *,
         remember: bool,
         insert_first: bool = False,
+        own: OwnMarker | None = None,
     ) -> Placed:
         now = now or utcnow()
         pk = encode_key(mailbox)
         fresh = {"PartitionKey": pk, "RowKey": stream, "marked_at": now, "mailbox": mailbox}
+        found: bool | None = None  # what the first look found
+        if own is not None:
+            placed = await self._flag_own(fresh, own, now, ttl)
+            if placed is not None:
+                return placed
+            found = True  # there, but not as we wrote it: read it below
+        elif insert_first:
+            if etag := await self._t.create(fresh):
+                return Placed(Marked.QUEUE, _real_etag(etag), now, found=False)
+            found = True
         lost_flag = False
-        if insert_first and (etag := await self._t.create(fresh)):
-            return Placed(Marked.QUEUE, _real_etag(etag))
         for _ in range(3):
             row = await self._t.get(pk, stream)
+            if found is None:
+                found = row is not None
             if row is None and lost_flag:
                 # Taken while we flagged it: the run's read covers us.
-                return Placed(Marked.COALESCED)
+                return Placed(Marked.COALESCED, found=found)
             marked = _dt(row.get("marked_at")) if row is not None else None
             state = marker_state(exists=row is not None, marked_at=marked, now=now, ttl_seconds=ttl)
             flagged = bool(row.get("remembered")) if row is not None else False
             outcome = marked_outcome(state, flagged=flagged, remember=remember)
             if row is None:
                 if etag := await self._t.create(fresh):
-                    return Placed(Marked.QUEUE, _real_etag(etag))
+                    return Placed(Marked.QUEUE, _real_etag(etag), now, found=found)
                 continue  # another instance created it between our read and insert: re-read
             if outcome is None:
                 # Live and not yet flagged: flag it as it is.  If the run took it meanwhile the
@@ -1002,15 +1056,37 @@ class DirtyMarkers:
                 # when we read it): coalesced, but not remembered.
                 flag = {**row, "remembered": True}
                 if await self._t.replace_if(flag, row["etag"]):
-                    return Placed(Marked.REMEMBERED)
+                    return Placed(Marked.REMEMBERED, found=found)
                 lost_flag = True
                 continue
             if outcome is not Marked.QUEUE:
-                return Placed(outcome)
+                return Placed(outcome, found=found)
             # Stale marker: its job was lost (crash between mark and enqueue, or poisoned).
             if etag := await self._t.replace_if(fresh, row["etag"]):
-                return Placed(Marked.QUEUE, _real_etag(etag))
-        return Placed(Marked.COALESCED)
+                return Placed(Marked.QUEUE, _real_etag(etag), now, found=found)
+        return Placed(Marked.COALESCED, found=found)
+
+    async def _flag_own(
+        self, fresh: dict[str, Any], own: OwnMarker, now: datetime, ttl: int
+    ) -> Placed | None:
+        """The first look at a marker this instance set (``OwnMarker``), without reading it:
+        the row is exactly what it wrote, or the conditional write fails.  Live, it is flagged
+        (``remembered``, as a read would have done); stale, it is set afresh and its job must be
+        queued again; gone (its run took it), a new one is inserted.  None when the row changed
+        since (another instance flagged it, the sweeper refreshed it): the caller reads it."""
+        state = marker_state(exists=True, marked_at=own.marked_at, now=now, ttl_seconds=ttl)
+        live = state is MarkerState.LIVE
+        row = {**fresh, "marked_at": own.marked_at, "remembered": True} if live else fresh
+        result = await self._t.replace_version(row, own.etag)
+        if isinstance(result, str):
+            if live:
+                return Placed(Marked.REMEMBERED, found=True)
+            return Placed(Marked.QUEUE, _real_etag(result), now, found=True)
+        if result is False:
+            return None
+        if etag := await self._t.create(fresh):
+            return Placed(Marked.QUEUE, _real_etag(etag), now, found=False)
+        return None  # inserted by another instance meanwhile: read it
 
     async def take(self, mailbox: str, stream: str, etag: str | None = None) -> TakenMarker | None:
         """Remove the marker before a read; None if there was none.  Conditional on the row

@@ -17,13 +17,16 @@ from sync.core.streams import (
     LeaseState,
     LifecycleError,
     Marked,
+    MarkerCheck,
     MarkerMemory,
     MarkerRow,
     MarkerState,
+    OwnMarker,
     RunEvent,
     RunState,
     StreamRun,
     busy_delay,
+    first_check,
     holds,
     lease_expiry,
     lease_owner,
@@ -393,3 +396,49 @@ def test_memory_knows_which_check_to_try_first() -> None:
     memory.found(key, live=True)
     memory.forget()
     assert not memory.expects_live(key)
+
+
+@pytest.mark.parametrize(
+    ("own", "share", "expects_live", "remember", "check"),
+    [
+        (False, 0.0, False, True, MarkerCheck.INSERT),  # nothing known: no marker is usual
+        (False, 0.0, True, True, MarkerCheck.READ),  # last look found one
+        (True, 0.0, False, True, MarkerCheck.INSERT),  # jobs start at once: ours is gone
+        (True, 0.3, True, True, MarkerCheck.READ),  # below a third: not worth the guess
+        (True, 0.34, False, True, MarkerCheck.OWN),  # a backlog: ours is probably there
+        (True, 1.0, True, True, MarkerCheck.OWN),
+        (True, 1.0, False, False, MarkerCheck.INSERT),  # no memory: nothing to flag
+        (False, 1.0, False, True, MarkerCheck.INSERT),  # no version of ours to rely on
+    ],
+)
+def test_the_first_look_at_a_marker_is_the_cheapest_guess(
+    own: bool, share: float, expects_live: bool, remember: bool, check: MarkerCheck
+) -> None:
+    found = first_check(own=own, own_live_share=share, expects_live=expects_live, remember=remember)
+    assert found is check
+
+
+def test_memory_learns_whether_its_own_markers_outlive_a_repeat() -> None:
+    memory = MarkerMemory(limit=2)
+    key = ("ann@example.com", "sent")
+    mine = OwnMarker('W/"v1"', datetime(2026, 12, 6, tzinfo=UTC))
+    memory.placed(key, mine)
+    assert memory.own(key) == mine
+    assert memory.first_check(key, remember=True) is MarkerCheck.INSERT  # no backlog seen
+    memory.learned(still_there=True)
+    assert memory.first_check(key, remember=True) is MarkerCheck.INSERT  # one is not a trend
+    memory.learned(still_there=True)
+    assert memory.own_live_share > 1 / 3
+    assert memory.first_check(key, remember=True) is MarkerCheck.OWN
+    assert memory.first_check(("bob@example.com", "sent"), remember=True) is MarkerCheck.INSERT
+    for _ in range(5):  # the backlog is over: jobs take their markers before repeats come
+        memory.learned(still_there=False)
+    assert memory.first_check(key, remember=True) is MarkerCheck.INSERT
+    memory.placed(key, None)  # its version is spent
+    assert memory.own(key) is None
+    for i in range(4):  # bounded like the rest of the memory
+        memory.placed((f"m{i}", "sent"), mine)
+    assert memory.own(("m3", "sent")) == mine and memory.own(("m0", "sent")) is None
+    memory.learned(still_there=True)
+    memory.forget()
+    assert memory.own(("m3", "sent")) is None and memory.own_live_share == 0.0

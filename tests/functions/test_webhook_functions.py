@@ -118,6 +118,61 @@ async def test_a_job_that_starts_at_once_leaves_nothing_remembered(services: Any
     assert len(await drain(services)) == 3
 
 
+async def test_under_a_backlog_repeats_flag_the_marker_they_set_in_one_request(
+    services: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs that wait (a backlog) leave their markers live: the first repeat of each stream
+    then costs an insert that is refused, a read and the flag.  Once repeats keep finding
+    their marker there, the instance flags the version it set without reading it: one
+    request.  When jobs start at once again, it goes back to inserting first."""
+    from azure.core.pipeline.transport import AioHttpTransport
+
+    users = [f"user{i}@example.com" for i in range(6)]
+    for i, user in enumerate(users):
+        await register(services, user, f"sub-{i}", f"secret-{i}")
+    sent: list[str] = []
+    original = AioHttpTransport.send
+
+    async def send(self: AioHttpTransport, request: Any, **kwargs: Any) -> Any:
+        response = await original(self, request, **kwargs)
+        sent.append(f"{request.method} {response.status_code}")
+        return response
+
+    monkeypatch.setattr(AioHttpTransport, "send", send)
+
+    async def notify(i: int) -> tuple[dict[str, int], list[str]]:
+        sent.clear()
+        body = {"value": [notification(f"sub-{i}", f"secret-{i}")]}
+        reply = await NOTIFY(http("POST", URL, body=body))
+        assert reply.status_code == 202
+        return json.loads(reply.get_body()), list(sent)
+
+    costs = []
+    for i in range(len(users)):
+        first, _ = await notify(i)
+        assert first["queued"] == 1
+        repeat, requests = await notify(i)  # its job has not started
+        assert repeat["coalesced"] == 1
+        costs.append(requests)
+    assert costs[0] == ["POST 409", "GET 200", "PUT 204"]
+    assert costs[-1] == ["PUT 204"]
+    for i in range(len(users)):  # every marker was flagged for its run, however it was
+        taken = await services.store.dirty.take(users[i], "sent")
+        assert taken is not None and taken.remembered
+    memo = services.cache.webhook_memo
+    assert memo.own_live_share > 1 / 3
+    services.settings.app.webhook_memo_seconds = 0.001  # no answers from memory below
+    # The backlog clears: jobs take their markers before the repeats come.
+    for _ in range(3):
+        for i in range(2):
+            assert (await notify(i))[0]["queued"] == 1
+            assert await services.store.dirty.take(users[i], "sent") is not None
+    assert memo.own_live_share < 1 / 3
+    _, requests = await notify(0)
+    assert requests[0] == "POST 201"  # inserting first again
+    assert len(await drain(services)) == len(users) + 7
+
+
 async def test_mailbox_comes_from_state_not_resource_path(services: Any) -> None:
     await register(services, "ann@example.com", "sub-1", "secret-1")
     item = notification("sub-1", "secret-1")

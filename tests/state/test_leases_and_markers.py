@@ -7,6 +7,9 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+import pytest
+from azure.core.pipeline.transport import AioHttpTransport
+
 from sync.core.jobs import JobKind
 from sync.core.state_models import utcnow
 from sync.core.streams import Marked, lease_owner
@@ -125,3 +128,94 @@ async def test_inserting_first_or_reading_first_comes_to_the_same(store: Any) ->
             ANN, "sent", ttl_seconds=600, expect_live=not expect_live
         )
         assert (first, second) == (Marked.QUEUE, Marked.REMEMBERED)
+
+
+def _requests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every storage request sent from now on: (method, status)."""
+    sent: list[tuple[str, int]] = []
+    original = AioHttpTransport.send
+
+    async def send(self: AioHttpTransport, request: Any, **kwargs: Any) -> Any:
+        response = await original(self, request, **kwargs)
+        sent.append((str(request.method), int(response.status_code)))
+        return response
+
+    monkeypatch.setattr(AioHttpTransport, "send", send)
+    return sent
+
+
+async def test_a_marker_of_ours_is_flagged_in_one_write_without_a_read(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s: StateStore = store
+    placed = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember=True)
+    assert placed.outcome is Marked.QUEUE and placed.found is False
+    mine = placed.own
+    assert mine is not None and mine.marked_at == placed.marked_at
+    sent = _requests(monkeypatch)
+    again = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember=True, own=mine)
+    assert (again.outcome, again.found, again.own) == (Marked.REMEMBERED, True, None)
+    assert sent == [("PUT", 204)]
+    # Flagged as a read would have flagged it: the run's take reports the memory.
+    taken = await s.dirty.take(ANN, "sent", mine.etag)
+    assert taken is not None and taken.remembered
+
+
+async def test_a_marker_of_ours_taken_by_its_run_is_set_anew(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s: StateStore = store
+    mine = (await s.dirty.place(ANN, "sent", ttl_seconds=600, remember=True)).own
+    assert mine is not None
+    assert await s.dirty.take(ANN, "sent", mine.etag) is not None  # the job started
+    sent = _requests(monkeypatch)
+    again = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember=True, own=mine)
+    assert (again.outcome, again.found) == (Marked.QUEUE, False)
+    assert again.own is not None and again.own.etag != mine.etag
+    assert sent == [("PUT", 404), ("POST", 201)]
+    taken = await s.dirty.take(ANN, "sent", again.own.etag)  # its own job takes it in one go
+    assert taken is not None and not taken.remembered
+
+
+async def test_a_marker_of_ours_changed_by_others_is_read_before_anything_is_decided(
+    store: Any,
+) -> None:
+    s: StateStore = store
+    mine = (await s.dirty.place(ANN, "sent", ttl_seconds=600, remember=True)).own
+    assert mine is not None
+    # Another instance flagged it meanwhile: our version is spent, the read decides.
+    assert await s.dirty.mark_or_remember(ANN, "sent", ttl_seconds=600) is Marked.REMEMBERED
+    again = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember=True, own=mine)
+    assert (again.outcome, again.found) == (Marked.REMEMBERED, True)
+    # Taken and set again by another instance's job: still read, and coalesced into it.
+    await s.dirty.take(ANN, "sent")
+    theirs = await s.dirty.place(ANN, "sent", ttl_seconds=600)
+    assert theirs.outcome is Marked.QUEUE
+    again = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember=True, own=mine)
+    assert again.outcome is Marked.REMEMBERED
+    taken = await s.dirty.take(ANN, "sent", theirs.etag)
+    assert taken is not None and taken.remembered  # the flag landed on their marker
+
+
+async def test_a_stale_marker_of_ours_is_set_anew_and_queued_again(store: Any) -> None:
+    s: StateStore = store
+    t0 = utcnow()
+    first = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember=True, now=t0)
+    mine = first.own
+    assert mine is not None
+    later = t0 + timedelta(seconds=601)  # its job was lost
+    again = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember=True, own=mine, now=later)
+    assert (again.outcome, again.found, again.marked_at) == (Marked.QUEUE, True, later)
+    assert again.own is not None
+    taken = await s.dirty.take(ANN, "sent", again.own.etag)
+    assert taken is not None and not taken.remembered
+
+
+async def test_without_the_memory_a_marker_of_ours_is_not_flagged(store: Any) -> None:
+    s: StateStore = store
+    mine = (await s.dirty.place(ANN, "sent", ttl_seconds=600)).own
+    assert mine is not None
+    again = await s.dirty.place(ANN, "sent", ttl_seconds=600, own=mine)
+    assert again.outcome is Marked.COALESCED
+    taken = await s.dirty.take(ANN, "sent", mine.etag)  # untouched: taken in one request
+    assert taken is not None and not taken.remembered
