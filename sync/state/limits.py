@@ -16,6 +16,7 @@ from typing import Any
 MAX_ENTITY_BYTES = 1024 * 1024
 MAX_PROPERTIES = 252
 MAX_STRING_CHARS = 32 * 1024
+MAX_BINARY_BYTES = 64 * 1024
 MAX_BATCH_OPERATIONS = 100
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 # Keep a margin below the hard limits: our size estimate is close but not the wire size.
@@ -58,6 +59,8 @@ def check_entity(entity: Mapping[str, Any]) -> None:
     for key, value in entity.items():
         if isinstance(value, str) and len(value) > MAX_STRING_CHARS:
             raise EntityTooLarge(f"property {key!r} has {len(value)} characters (max 32K)")
+        if isinstance(value, bytes | bytearray) and len(value) > MAX_BINARY_BYTES:
+            raise EntityTooLarge(f"property {key!r} has {len(value)} bytes (max 64 KiB)")
     size = entity_bytes(entity)
     if size > ENTITY_BUDGET:
         raise EntityTooLarge(f"entity is ~{size} bytes; Table Storage allows 1 MiB")
@@ -82,6 +85,60 @@ def unpack_json(name: str, entity: Mapping[str, Any], default: Any = None) -> An
     count = int(entity.get(f"{name}__n") or 1)
     text = str(entity[name]) + "".join(str(entity.get(f"{name}__{i}", "")) for i in range(1, count))
     return json.loads(text)
+
+
+def pack_bytes(name: str, data: bytes) -> dict[str, Any]:
+    """Store bytes in one or more binary properties (``name``, ``name__1``, ...; the count in
+    ``name__n``), because a single one holds at most 64 KiB."""
+    parts = [data[i : i + MAX_BINARY_BYTES] for i in range(0, len(data), MAX_BINARY_BYTES)]
+    parts = parts or [b""]
+    out: dict[str, Any] = {f"{name}__n": len(parts), name: parts[0]}
+    for i, part in enumerate(parts[1:], start=1):
+        out[f"{name}__{i}"] = part
+    return out
+
+
+def unpack_bytes(name: str, entity: Mapping[str, Any]) -> bytes:
+    count = int(entity.get(f"{name}__n") or 1)
+    parts = [entity.get(name)] + [entity.get(f"{name}__{i}") for i in range(1, count)]
+    return b"".join(bytes(part or b"") for part in parts)
+
+
+def pack_ints(values: Iterable[int]) -> bytes:
+    """Non-negative integers, sorted, as the differences between neighbours in LEB128
+    varints: ids close together (as a user's records are) take a byte or two each, where JSON
+    takes seven or more characters (14+ bytes stored)."""
+    out = bytearray()
+    previous = 0
+    for value in sorted(values):
+        if value < 0:
+            raise ValueError(f"cannot pack a negative id: {value}")
+        delta, previous = value - previous, value
+        while delta >= 0x80:
+            out.append((delta & 0x7F) | 0x80)
+            delta >>= 7
+        out.append(delta)
+    return bytes(out)
+
+
+def unpack_ints(data: bytes, count: int, start: int = 0) -> tuple[list[int], int]:
+    """``count`` integers packed by ``pack_ints`` from ``data[start:]``, and where they end."""
+    values: list[int] = []
+    previous, at = 0, start
+    for _ in range(count):
+        delta = shift = 0
+        while True:
+            if at >= len(data):
+                raise ValueError("packed ids end early")
+            byte = data[at]
+            at += 1
+            delta |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        previous += delta
+        values.append(previous)
+    return values, at
 
 
 def chunk_batch(

@@ -83,7 +83,16 @@ from sync.core.subscriptions import hash_client_state
 from sync.core.workbooks_hooks import HookTenant, HookToken
 from sync.state.batch import submit as submit_batch
 from sync.state.health import StreamHealthStore
-from sync.state.limits import check_entity, chunk_batch, pack_json, unpack_json
+from sync.state.limits import (
+    check_entity,
+    chunk_batch,
+    pack_bytes,
+    pack_ints,
+    pack_json,
+    unpack_bytes,
+    unpack_ints,
+    unpack_json,
+)
 from sync.state.tables import TABLES
 
 log = logging.getLogger(__name__)
@@ -1199,20 +1208,47 @@ class LinkSummary:
         return sorted(i for i, t in self.ids.items() if t == workbooks_type)
 
     def to_row(self, pk: str) -> dict[str, Any]:
+        """The summary's row: how many ids of each type (JSON) and the ids themselves packed
+        (``pack_ints``, one run per type, then the unsettled ones) in binary properties.  At
+        one to three bytes an id it holds a few hundred thousand linked records, where the JSON
+        of the first layout reached Table Storage's 1 MiB at about 75,000."""
         types: dict[str, list[int]] = {}
-        for wid, kind in sorted(self.ids.items()):
+        for wid, kind in self.ids.items():
             types.setdefault(kind, []).append(wid)
+        order = sorted(types)
+        packed = b"".join(pack_ints(types[kind]) for kind in order) + pack_ints(self.unsettled)
+        meta = {
+            "v": 2,
+            "types": {kind: len(types[kind]) for kind in order},
+            "unsettled": len(self.unsettled),
+        }
         row: dict[str, Any] = {"PartitionKey": pk, "RowKey": SUMMARY_KEY, "data_kind": "summary"}
-        row.update(pack_json("data", {"v": 1, "types": types, "unsettled": sorted(self.unsettled)}))
+        row.update(pack_json("data", meta))
+        row.update(pack_bytes("ids", packed))
         return row
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> LinkSummary | None:
-        data = unpack_json("data", row, {}) or {}
-        if data.get("v") != 1:
-            return None  # unknown layout: rebuilt by the next full read
-        ids = {int(i): str(t) for t, found in data.get("types", {}).items() for i in found}
-        return cls(ids, {int(i) for i in data.get("unsettled", [])})
+        """The summary a row holds; None when it cannot be read (an unknown layout, damaged
+        data): the next full read of the links writes it anew."""
+        try:
+            data = unpack_json("data", row, {}) or {}
+            if data.get("v") == 1:  # the first layout: every id in the JSON
+                ids = {int(i): str(t) for t, found in data.get("types", {}).items() for i in found}
+                return cls(ids, {int(i) for i in data.get("unsettled", [])})
+            if data.get("v") != 2:
+                return None
+            packed, at = unpack_bytes("ids", row), 0
+            ids = {}
+            for kind in sorted(data.get("types", {})):
+                found, at = unpack_ints(packed, int(data["types"][kind]), at)
+                ids.update(dict.fromkeys(found, str(kind)))
+            unsettled, at = unpack_ints(packed, int(data.get("unsettled", 0)), at)
+        except (ValueError, TypeError, AttributeError):
+            return None
+        if at != len(packed):
+            return None  # more bytes than counts: not what ``to_row`` wrote
+        return cls(ids, set(unsettled))
 
     @classmethod
     def of(cls, links: Iterable[Link]) -> LinkSummary:
