@@ -28,6 +28,9 @@ Scenarios (time to converge is measured from the moment the fault ends):
                  restart.  Target <= 90 s after a 30 s outage;
 * ``graph-storm``     every Graph request answers 503 without Retry-After for ``Profile.storm``;
 * ``workbooks-storm`` every Workbooks request answers 503 for ``Profile.storm``;
+* ``workbooks-throttle`` every Workbooks request is throttled for ``Profile.storm``: Workbooks'
+                 own answer, a 302 back to the same URL (workbooks-api.md §1.8), which the
+                 client must replay unchanged and never take for a success or a login page;
                  from the storm's end, target <= 120 s each;
 * ``duplicates`` every notification delivered four times, in random order (up to 2 s apart);
 * ``delta-expiry``  every mailbox's delta tokens expire three times during the traffic;
@@ -133,6 +136,7 @@ TARGETS = {
     "outage": 90.0,
     "graph-storm": 120.0,
     "workbooks-storm": 120.0,
+    "workbooks-throttle": 120.0,
 }
 DEFAULT_TARGET = 120.0
 
@@ -457,6 +461,21 @@ async def workbooks_storm(stage: Stage) -> tuple[str, float]:
     )
 
 
+async def workbooks_throttle(stage: Stage) -> tuple[str, float]:
+    p = stage.profile
+    state = stage.rig.world.workbooks.state
+    await asyncio.sleep(p.send_seconds * 0.2)
+    throttled = state.stats["throttled"]
+    state.faults.throttle_next = 10**7
+    await asyncio.sleep(p.storm)
+    state.faults.throttle_next = 0
+    return (
+        f"Workbooks 302 throttling for {p.storm:.0f} s "
+        f"({state.stats['throttled'] - throttled} requests), from its end",
+        time.perf_counter(),
+    )
+
+
 async def duplicates(stage: Stage) -> tuple[str, float]:
     config = stage.rig.world.graph.sandbox.notifier.config
     config.notify_duplicates, config.notify_reorder_seconds = 3, 2.0
@@ -501,6 +520,7 @@ EMAIL_SCENARIOS: dict[str, Fault] = {
     "outage": storage_outage,
     "graph-storm": graph_storm,
     "workbooks-storm": workbooks_storm,
+    "workbooks-throttle": workbooks_throttle,
     "duplicates": duplicates,
     "delta-expiry": delta_expiry,
     "lifecycle": lifecycle,

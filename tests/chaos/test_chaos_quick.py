@@ -1,6 +1,6 @@
 """The fault suite's quick version (``bench/chaos.py --quick``, also ``make chaos-quick``).
 
-Every scenario (kill -9 of the worker mid-run, storage outage, Graph and Workbooks storms,
+Every scenario (kill -9 of the worker mid-run, storage outage, Graph and Workbooks storms, Workbooks throttling,
 duplicate and reordered notifications, delta expiry, lifecycle events, conflicting edits) runs
 against the real parts: Azurite on disk in a process of its own, the local Functions host as
 two processes, the sandboxes over HTTP.  Each must end in the fault-free run's final state
@@ -25,6 +25,7 @@ SCENARIOS = (
     "outage",
     "graph-storm",
     "workbooks-storm",
+    "workbooks-throttle",
     "duplicates",
     "delta-expiry",
     "lifecycle",
@@ -45,7 +46,7 @@ def test_every_fault_ends_in_the_fault_free_state() -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=280,
+        timeout=360,
         check=False,
     )
     out = proc.stdout
