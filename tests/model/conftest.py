@@ -16,7 +16,7 @@ SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_
 
 settings.register_profile(
     "ci",
-    max_examples=int(os.environ.get("MODEL_EXAMPLES", "10")),
+    max_examples=int(os.environ.get("MODEL_EXAMPLES", "25")),
     stateful_step_count=int(os.environ.get("MODEL_STEPS", "40")),
     deadline=None,
     database=None,  # the same examples on every machine: CI reproduces what a developer saw
@@ -49,7 +49,10 @@ def _report_size() -> Iterator[None]:
     print(
         f"\nmodel-based test ({profile}): {TOTALS['examples']} examples x "
         f"{TOTALS['steps']} steps in all ({TOTALS['sync_runs']} sync runs, "
-        f"{TOTALS['crashes']} crashes, {TOTALS['checks']} invariant checks, "
+        f"{TOTALS['crashes']} crashes asked, {TOTALS['deaths']} reached their point, "
+        f"{TOTALS['checks']} invariant checks, "
         f"{TOTALS['pairs_compared']} linked pairs compared, {TOTALS['links_expected']} email "
         f"links expected, {TOTALS['removals_watched']} removals watched)"
     )
+    died = {k[len("died at ") :]: n for k, n in TOTALS.items() if k.startswith("died at ")}
+    print("deaths by point: " + (", ".join(f"{k} {n}" for k, n in sorted(died.items())) or "none"))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
-from contextlib import AsyncExitStack, suppress
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -58,6 +58,7 @@ CRASH_POINTS = (
     "outlook_stamp",
     "links_put",
     "cursor_advance",
+    "cursor_release",
     "email_put",
     "pending_remove",
     "workbooks_write",
@@ -126,6 +127,7 @@ class IdentityMachine(RuleBasedStateMachine):
         self.model = Model()
         self.seq = 0
         self.auto = False  # the mailbox's email policy: shared (default) or auto
+        self.armed: Armed | None = None  # a worker death waiting for a run to reach its point
         self.world: Any = self.run(self._start())
 
     # ------------------------------------------------------------------ plumbing
@@ -407,7 +409,7 @@ class IdentityMachine(RuleBasedStateMachine):
         self.model.person_address[int(row["id"])] = address
 
     # ------------------------------------------------------------------ syncing
-    async def _job(self, stream: Stream, kind: JobKind) -> Any:
+    async def _job(self, stream: Stream, kind: JobKind, *, may_die: bool = True) -> Any:
         from sync.core.jobs import Job
         from sync.engine.runner import run_job
 
@@ -419,9 +421,18 @@ class IdentityMachine(RuleBasedStateMachine):
             for msg in self.model.messages:
                 if msg.holders is None:
                     msg.holders = {a: set(held.get(a, ())) for a in msg.to}
-        run = await run_job(
-            self.world.services, Job(mailbox=UPN, stream=stream, kind=kind, reason="model")
-        )
+        job = Job(mailbox=UPN, stream=stream, kind=kind, reason="model")
+        armed = self.armed if may_die else None
+        if armed is None:
+            run = await run_job(self.world.services, job)
+        else:
+            try:
+                with _dying(self.world, armed):
+                    run = await run_job(self.world.services, job)
+            except Killed:
+                self.armed = None
+                await self._lease_expires()
+                run = await run_job(self.world.services, job)  # the queue delivers it again
         self._observe_new_people(before, held)
         return run
 
@@ -479,7 +490,7 @@ class IdentityMachine(RuleBasedStateMachine):
         self.check_pairs_agree()
         self.check_known_emails_linked(before=start)
         for stream in ALL_STREAMS:
-            run = self.run(self._job(stream, JobKind.RECONCILE))
+            run = self.run(self._job(stream, JobKind.RECONCILE, may_die=False))
             assert run.status == "ok", (stream, run.status, run.message)
             assert _writes(run.counts) == {}, f"{stream} flaps: {run.counts}"
 
@@ -490,10 +501,22 @@ class IdentityMachine(RuleBasedStateMachine):
         nth=st.integers(1, 3),
     )
     def crash(self, point: str, stream: Stream, kind: JobKind, nth: int) -> None:
-        """A worker dies at the nth time it reaches ``point``; the next run picks up."""
+        """A worker dies the nth time a run reaches ``point``: this run, or, when it does not
+        get there (nothing to write), whichever run gets there first from now on.  Its job is
+        delivered again once the dead worker's lease has run out (``_job``)."""
         TOTALS["crashes"] += 1
-        with _dying(self.world, point, nth), suppress(Killed):
-            self.run(self._job(stream, kind))
+        self.armed = Armed(point, nth)
+        self.run(self._job(stream, kind))
+
+    async def _lease_expires(self) -> None:
+        """A dead worker's lease runs out and the sweeper clears it (``sync.engine.sweeper``),
+        as it does once ``SYNC_LEASE_SECONDS`` have passed; the model's next rules are the runs
+        that follow.  (Most deaths unwind through the runner, which releases the lease; a death
+        in the release itself does not.)"""
+        store = self.world.services.store.cursors
+        for lease in await store.leased():
+            if lease.mailbox == UPN:
+                await store.clear_cut(lease)
 
     # ------------------------------------------------------------------ invariants
     @invariant()
@@ -638,10 +661,19 @@ def _writes(counts: dict[str, int]) -> dict[str, int]:
     return {**two_way, **emails}
 
 
-class _dying:
-    """Make one durable step raise ``Killed`` the nth time it is reached."""
+@dataclass
+class Armed:
+    """A worker death to come: the nth time any run reaches ``point``."""
 
-    def __init__(self, world: Any, point: str, nth: int) -> None:
+    point: str
+    nth: int
+    reached: int = 0
+
+
+class _dying:
+    """Make one durable step raise ``Killed`` when it is reached for the ``Armed`` time."""
+
+    def __init__(self, world: Any, armed: Armed) -> None:
         from sync.engine.outlook_side import OutlookSide
         from sync.engine.workbooks_side import WorkbooksSide
 
@@ -651,21 +683,25 @@ class _dying:
             "outlook_stamp": (OutlookSide, "stamp"),
             "links_put": (store.links, "put_many"),
             "cursor_advance": (store.cursors, "advance"),
+            # A run's last position travels with its lease's release: a death there leaves
+            # the lease to expire and the changes to be read again.
+            "cursor_release": (store.cursors, "release"),
             "email_put": (store.emails, "put"),
             "pending_remove": (store.pending, "remove"),
             "workbooks_write": (WorkbooksSide, "write"),
-        }[point]
-        self.nth = nth
+        }[armed.point]
+        self.armed = armed
         self.original: Any = None
 
     def __enter__(self) -> None:
         original = self.original = getattr(self.target, self.attr)
-        calls = {"n": 0}
-        nth = self.nth
+        armed = self.armed
 
         async def dying(*args: Any, **kwargs: Any) -> Any:
-            calls["n"] += 1
-            if calls["n"] == nth:
+            armed.reached += 1
+            if armed.reached == armed.nth:
+                TOTALS["deaths"] += 1
+                TOTALS[f"died at {armed.point}"] += 1
                 raise Killed(self.attr)
             return await original(*args, **kwargs)
 
