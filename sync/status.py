@@ -291,8 +291,7 @@ async def two_way_items(
     store = services.store
     out: dict[str, Any] = {"mailbox": record.id, "streams": {}}
     for name in [stream] if stream else TWO_WAY_STREAMS:
-        issues = await store.identity.issues(record.id, name)
-        removals = await store.identity.removals(record.id, name)
+        removals, issues = await store.identity.load(record.id, name)
         out["streams"][name] = {
             "linked": await store.links.count(record.id, name),
             "ambiguous": [_issue(i, record.id) for i in issues if i.kind == "ambiguous"],

@@ -226,8 +226,9 @@ async def run_two_way(
     if ctx.job.kind == JobKind.RESYNC and ctx.job.args.get("restore_removed") == "1":
         # An operator asked for the items the user removed to come back (docs/two-way-sync.md).
         ctx.count("removals_restored", await store.identity.clear_removals(mailbox, stream))
-    removals = {r.workbooks_id: r for r in await store.identity.removals(mailbox, stream)}
-    issues = {i.outlook_id: i for i in await store.identity.issues(mailbox, stream)}
+    removed, unlinked = await store.identity.load(mailbox, stream)
+    removals = {r.workbooks_id: r for r in removed}
+    issues = {i.outlook_id: i for i in unlinked}
     policy = ctx.mailbox.policy
     wb = await workbooks_client(ctx.services, ctx.mailbox)
     tz = await mailbox_time_zone(ctx.services, ctx.mailbox)

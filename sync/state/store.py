@@ -1426,6 +1426,18 @@ class IdentityStore:
             async for r in self._rows(mailbox, stream, _ISSUE)
         ]
 
+    async def load(self, mailbox: str, stream: str) -> tuple[list[Removal], list[IdentityIssue]]:
+        """``removals`` and ``issues`` with one range read (a run needs both)."""
+        removals: list[Removal] = []
+        issues: list[IdentityIssue] = []
+        async for row in self._rows(mailbox, stream, "x:"):
+            key = str(row["RowKey"])
+            if key.startswith(_REMOVAL):
+                removals.append(Removal.model_validate(unpack_json("data", row)))
+            elif key.startswith(_ISSUE):
+                issues.append(IdentityIssue.model_validate(unpack_json("data", row)))
+        return removals, issues
+
     async def counts(self, mailbox: str, stream: str) -> dict[str, int]:
         """{"ambiguous", "duplicate", "removed"} for status, without unpacking the rows."""
         out = {"ambiguous": 0, "duplicate": 0, "removed": 0}

@@ -51,6 +51,22 @@ async def test_removals_and_issues_live_beside_the_links_without_mixing(store: A
     assert found["AA/z"].linked_outlook_id == "AA/b+c=="
     assert await s.identity.counts(MB, STREAM) == {"ambiguous": 1, "duplicate": 1, "removed": 1}
     assert await s.identity.counts(MB, "todo") == {"ambiguous": 0, "duplicate": 0, "removed": 0}
+    # A run reads both at once: the same rows, one range read, no link among them.
+    apart = (await s.identity.removals(MB, STREAM), await s.identity.issues(MB, STREAM))
+    ranges: list[str] = []
+    real_prefix = s.identity._t.prefix
+
+    def counted(pk: str, prefix: str) -> Any:
+        ranges.append(prefix)
+        return real_prefix(pk, prefix)
+
+    s.identity._t.prefix = counted  # type: ignore[method-assign,assignment]
+    try:
+        assert await s.identity.load(MB, STREAM) == apart
+        assert ranges == ["x:"]
+        assert await s.identity.load(MB, "todo") == ([], [])
+    finally:
+        del s.identity._t.prefix
     # saving again replaces; dropping missing rows is fine
     await s.identity.save(MB, STREAM, issues=[issue("AA/y?#", "duplicate")])
     assert await s.identity.counts(MB, STREAM) == {"ambiguous": 0, "duplicate": 2, "removed": 1}
