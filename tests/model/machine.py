@@ -59,7 +59,7 @@ CRASH_POINTS = (
     "links_put",
     "cursor_advance",
     "cursor_release",
-    "email_put",
+    "email_write",
     "pending_remove",
     "workbooks_write",
 )
@@ -686,8 +686,9 @@ class _dying:
             # A run's last position travels with its lease's release: a death there leaves
             # the lease to expire and the changes to be read again.
             "cursor_release": (store.cursors, "release"),
-            "email_put": (store.emails, "put"),
-            "pending_remove": (store.pending, "remove"),
+            # A sent email's records: its intent, then its Workbooks email and links.
+            "email_write": (store.emails, "write"),
+            "pending_remove": (store.pending, "remove_many"),
             "workbooks_write": (WorkbooksSide, "write"),
         }[armed.point]
         self.armed = armed
