@@ -11,8 +11,9 @@ state is checked against what the model knows:
    Person for an address a live Person already held (nor two for one address);
 2. at most one shared Outlook item per record and stream (stamped or linked);
 3. after a reconcile, linked pairs agree, and a second reconcile writes nothing (no flapping);
-4. a record the user removed from Outlook (deleted or unshared while linked) never comes back,
-   unless the user shares an item for it again;
+4. a record the user removed from Outlook (deleted while linked, except under the
+   ``outlook_delete: restore`` policy an example may choose, or unshared while linked) never
+   comes back, unless the user shares an item for it again;
 5. every sent email has at most one Workbooks email and one link per record, and after a
    reconcile every shared email to a known address is linked to each of its records (under
    ``auto``, which an example may choose, every email: rule 7).
@@ -127,6 +128,7 @@ class IdentityMachine(RuleBasedStateMachine):
         self.model = Model()
         self.seq = 0
         self.auto = False  # the mailbox's email policy: shared (default) or auto
+        self.delete_policy = "unlink"  # outlook_delete: what deleting a linked item does
         self.armed: Armed | None = None  # a worker death waiting for a run to reach its point
         self.world: Any = self.run(self._start())
 
@@ -208,6 +210,16 @@ class IdentityMachine(RuleBasedStateMachine):
             self.run(self.world.set_policy(UPN, email_policy="auto"))
         self.auto = auto
 
+    @initialize(policy=st.sampled_from(["unlink", "restore", "delete"]))
+    def outlook_delete_policy(self, policy: str) -> None:
+        """Any ``outlook_delete`` policy (docs/two-way-sync.md, rule 3): under ``unlink`` and
+        ``delete`` a linked item the user deletes never comes back (``delete`` also deletes
+        the record, when it is in the user's scope); under ``restore`` its record's item comes
+        back with the next full read, once: rule 4 does not watch it, rules 1 and 2 do."""
+        if policy != "unlink":
+            self.run(self.world.set_policy(UPN, outlook_delete=policy))
+        self.delete_policy = policy
+
     # ------------------------------------------------------------------ Outlook: the user
     @rule(
         kind=st.sampled_from(KINDS),
@@ -281,7 +293,9 @@ class IdentityMachine(RuleBasedStateMachine):
         cont, item = self.find(kind, item_id)  # type: ignore[misc]
         self.sb.delete_item(self.box(), cont, item)
         self.model.items.pop(item_id, None)
-        if link is not None:  # a linked item: the user removed its record from Outlook
+        # A linked item: the user removed its record from Outlook, for good unless the policy
+        # is ``restore`` (unsharing, in ``outlook_share``, is a removal under every policy).
+        if link is not None and self.delete_policy != "restore":
             self.model.removed[(STREAM_OF[kind], link.workbooks_id)] = item_id
 
     @precondition(lambda self: any(self.outlook(k) for k in KINDS))

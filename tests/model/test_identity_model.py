@@ -46,3 +46,32 @@ def test_a_worker_dying_at_a_sent_emails_or_pending_entrys_steps_loses_and_doubl
         _check(machine)
     finally:
         machine.teardown()
+
+
+@pytest.mark.parametrize("policy", ["unlink", "restore", "delete"])
+def test_each_outlook_delete_policy_keeps_the_models_rules(policy: str) -> None:
+    """What the random examples may choose, once each on purpose: a linked contact deleted in
+    Outlook leaves its Person (``unlink``, ``restore``) or deletes it (``delete``, the Person
+    being in the user's scope); only under ``restore`` does a resync bring the contact back,
+    and then once."""
+    from sync.core.jobs import JobKind, Stream
+
+    machine = IdentityMachine()
+    try:
+        machine.outlook_delete_policy(policy)
+        machine.workbooks_create(kind="contact", mine=True, address="p1@cust.test")
+        machine.reconcile()
+        (pid,) = machine.rows("crm/people")
+        (item_id,) = machine.outlook("contact")
+        machine.outlook_delete(kind="contact", index=0)
+        machine.notification_run(Stream.CONTACTS)
+        _check(machine)
+        assert (pid in machine.rows("crm/people")) is (policy != "delete")
+        machine.resync(Stream.CONTACTS)
+        _check(machine)
+        back = [i for i in machine.outlook("contact") if i != item_id]
+        assert len(back) == (1 if policy == "restore" else 0), back
+        machine.run(machine._job(Stream.CONTACTS, JobKind.RECONCILE))
+        _check(machine)
+    finally:
+        machine.teardown()
