@@ -207,21 +207,21 @@ async def _mark_and_send(
     make_job: Callable[[str | None], Job],
     *,
     remember: bool = False,
-    check: MarkerCheck = MarkerCheck.INSERT,
+    expect_live: bool = False,
     own: OwnMarker | None = None,
 ) -> Placed:
     """Set the 'job pending' marker and queue the job (built only then, with the marker's
     ETag so its run takes the marker in one request).  ``remember``: a live marker is
-    flagged so this instance may answer repeats from memory (``Marked``); ``check``: the
-    first look at the marker (``MarkerMemory.first_check``), ``own`` the version it needs."""
+    flagged so this instance may answer repeats from memory (``Marked``); ``expect_live``
+    and ``own``: the first look at the marker (``DirtyMarkers.place``)."""
     ttl = services.settings.app.dirty_marker_ttl_seconds
     placed = await services.store.dirty.place(
         mailbox,
         marker,
         ttl_seconds=ttl,
         remember=remember,
-        expect_live=check is MarkerCheck.READ,
-        own=own if check is MarkerCheck.OWN else None,
+        expect_live=expect_live,
+        own=own,
     )
     if placed.outcome is not Marked.QUEUE:
         return placed
@@ -269,6 +269,7 @@ async def queue_stream(services: Services, mailbox: str, stream: Stream, reason:
     asked = time.monotonic()  # the memory dates from before the marker was read
     remember = window > 0
     own = memo.own(stream_key)
+    check = memo.first_check(stream_key, remember=remember)
     try:
         placed = await _mark_and_send(
             services,
@@ -282,8 +283,8 @@ async def queue_stream(services: Services, mailbox: str, stream: Stream, reason:
                 marker_etag=etag,
             ),
             remember=remember,
-            check=memo.first_check(stream_key, remember=remember),
-            own=own,
+            expect_live=check is MarkerCheck.READ,
+            own=own if check is MarkerCheck.OWN else None,
         )
     except BaseException as exc:
         memo.placed(stream_key, None)  # the version it knew may be spent

@@ -200,23 +200,12 @@ class _Table:
     async def replace_if(self, entity: dict[str, Any], etag: str) -> str | None:
         """Replace only if unchanged since ``etag``; the new ETag, or None when someone else
         wrote first (or the row is gone)."""
-        check_entity(entity)
-        body = {k: v for k, v in entity.items() if k != "etag"}
-        try:
-            meta = await self.client.update_entity(
-                body,
-                mode=UpdateMode.REPLACE,
-                etag=etag,
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except (ResourceModifiedError, ResourceNotFoundError):
-            self._note(str(body["PartitionKey"]), str(body["RowKey"]), None)
-            return None
-        return self._wrote(body, meta) or "*"
+        result = await self.replace_version(entity, etag)
+        return result if isinstance(result, str) else None
 
-    async def replace_version(self, entity: dict[str, Any], etag: str) -> str | bool:
+    async def replace_version(self, entity: dict[str, Any], etag: str) -> str | bool | None:
         """Replace only the version ``etag``: the new ETag when replaced, False when the row
-        changed since (412), True when it is gone (404)."""
+        changed since (412), None when it is gone (404), as ``delete_if`` answers."""
         check_entity(entity)
         body = {k: v for k, v in entity.items() if k != "etag"}
         try:
@@ -231,7 +220,7 @@ class _Table:
             return False
         except ResourceNotFoundError:
             self._note(str(body["PartitionKey"]), str(body["RowKey"]), None)
-            return True
+            return None
         return self._wrote(body, meta) or "*"
 
     async def delete(self, pk: str, rk: str, etag: str | None = None) -> bool:
@@ -1093,6 +1082,7 @@ class DirtyMarkers:
             return Placed(Marked.QUEUE, _real_etag(result), now, found=True)
         if result is False:
             return None
+        # Gone (its run took it): insert a new one.
         if etag := await self._t.create(fresh):
             return Placed(Marked.QUEUE, _real_etag(etag), now, found=False)
         return None  # inserted by another instance meanwhile: read it
@@ -1402,6 +1392,14 @@ def _issue_key(outlook_id: str) -> str:
     return _ISSUE + encode_key(outlook_id)
 
 
+def _removal(row: Mapping[str, Any]) -> Removal:
+    return Removal.model_validate(unpack_json("data", row))
+
+
+def _issue(row: Mapping[str, Any]) -> IdentityIssue:
+    return IdentityIssue.model_validate(unpack_json("data", row))
+
+
 class IdentityStore:
     """What a (mailbox, stream) remembers beyond its links: records the user removed from
     Outlook (so no run puts them back) and shared items left unlinked as ambiguous or
@@ -1415,16 +1413,10 @@ class IdentityStore:
             yield row
 
     async def removals(self, mailbox: str, stream: str) -> list[Removal]:
-        return [
-            Removal.model_validate(unpack_json("data", r))
-            async for r in self._rows(mailbox, stream, _REMOVAL)
-        ]
+        return [_removal(r) async for r in self._rows(mailbox, stream, _REMOVAL)]
 
     async def issues(self, mailbox: str, stream: str) -> list[IdentityIssue]:
-        return [
-            IdentityIssue.model_validate(unpack_json("data", r))
-            async for r in self._rows(mailbox, stream, _ISSUE)
-        ]
+        return [_issue(r) async for r in self._rows(mailbox, stream, _ISSUE)]
 
     async def load(self, mailbox: str, stream: str) -> tuple[list[Removal], list[IdentityIssue]]:
         """``removals`` and ``issues`` with one range read (a run needs both)."""
@@ -1433,9 +1425,9 @@ class IdentityStore:
         async for row in self._rows(mailbox, stream, "x:"):
             key = str(row["RowKey"])
             if key.startswith(_REMOVAL):
-                removals.append(Removal.model_validate(unpack_json("data", row)))
+                removals.append(_removal(row))
             elif key.startswith(_ISSUE):
-                issues.append(IdentityIssue.model_validate(unpack_json("data", row)))
+                issues.append(_issue(row))
         return removals, issues
 
     async def counts(self, mailbox: str, stream: str) -> dict[str, int]:
