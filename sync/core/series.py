@@ -229,25 +229,37 @@ def is_series(fields: Mapping[str, Any]) -> bool:
     return bool(str(fields.get("recurrence") or "").strip())
 
 
+def tracked_text(fields: Mapping[str, Any]) -> str:
+    """The time a pair's fields say its tracked occurrence ends, as stored ("" for none): what
+    a stream's link summary keeps of each linked series (``sync.state.store.LinkSummary``), so
+    a run can tell which series are due without reading every link."""
+    return str(fields.get("end") or "") or str(fields.get("start") or "")
+
+
+def end_of(text: str, tz: str) -> datetime | None:
+    """``tracked_text`` as an instant (UTC; an all-day date read in ``tz``); None for none."""
+    if not text:
+        return None
+    if times.is_date(text):
+        return times.parse_instant(times.date_start_instant(text, tz))
+    return times.parse_instant(text)
+
+
 def tracked_end(fields: Mapping[str, Any], tz: str) -> datetime | None:
     """When the occurrence a pair's fields describe ends (UTC; all-day dates read in ``tz``)."""
-    start, end = str(fields.get("start") or ""), str(fields.get("end") or "")
-    value = end or start
-    if not value:
-        return None
-    if times.is_date(value):
-        return times.parse_instant(times.date_start_instant(value, tz))
-    return times.parse_instant(value)
+    return end_of(tracked_text(fields), tz)
+
+
+def due_at(end: datetime | None, since: datetime | None, now: datetime) -> bool:
+    """``due`` on a known end: it passed after the previous check (``since``) and by ``now``."""
+    return end is not None and end <= now and (since is None or end > since)
 
 
 def due(fields: Mapping[str, Any], since: datetime | None, now: datetime, tz: str) -> bool:
     """Should a linked series be read again to move on to its next occurrence?  Yes when the
     occurrence it stands for ended after the previous check (``since``) and by ``now``: once,
     so a series that has no later occurrence is not read again on every run."""
-    if not is_series(fields):
-        return False
-    end = tracked_end(fields, tz)
-    return end is not None and end <= now and (since is None or end > since)
+    return is_series(fields) and due_at(tracked_end(fields, tz), since, now)
 
 
 def deletes_record(created_by_service: bool, end: datetime | None, now: datetime) -> bool:

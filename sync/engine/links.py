@@ -9,8 +9,10 @@ Outlook id (a point read each, or all of them once the run asks for many), by Wo
 
 Runs that need every link read them all (``load_all``): a new Outlook round (a linked item it
 does not return was deleted), a full Workbooks read (a linked record it does not return left
-the scope), the calendar (its series are all checked for time passing), and a stream with no
-summary yet (which the full read writes).
+the scope), and a stream with no summary yet (which the full read writes).  The calendar
+checks every linked series for time passing: the summary names them with the time each one's
+tracked occurrence ends (``series_ends``), and only a calendar whose summary does not (written
+before it did, or more series than it keeps) is read whole.
 
 A lookup of an id the run did not read raises ``LinkNotLoaded`` instead of answering "not
 linked": that answer would make the planner create a second record or item.
@@ -18,10 +20,11 @@ linked": that answer would make the planner create a second record or item.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from sync.concurrency import gather_bounded
+from sync.core import series
 from sync.core.reconcile import LinkIndex
 from sync.core.state_models import Link
 from sync.state.store import LinkStore, LinkSummary
@@ -107,18 +110,25 @@ class RunLinks(LinkIndex):
         self.reads = 0  # point reads of links this run made
 
     @classmethod
-    async def open(cls, store: LinkStore, mailbox: str, stream: str, *, whole: bool) -> RunLinks:
-        """The stream's links for a run; every one of them read when ``whole`` or when the
-        stream has no summary yet."""
+    async def open(
+        cls, store: LinkStore, mailbox: str, stream: str, *, whole: bool, series: bool = False
+    ) -> RunLinks:
+        """The stream's links for a run; every one of them read when ``whole``, when the
+        stream has no summary yet, or when the run needs the linked ``series`` and the summary
+        does not name them."""
         summary = await store.summary(mailbox, stream)
         links = cls(store, mailbox, stream, summary or LinkSummary())
-        if whole or summary is None:
+        if whole or summary is None or (series and summary.series is None):
             await links.load_all(write=summary is None)
         return links
 
     @property
     def whole(self) -> bool:
         return self._outlook.whole
+
+    def read_by_outlook(self) -> dict[str, Link]:
+        """The links this run has read or made so far, by Outlook id."""
+        return dict(dict.items(self._outlook))
 
     def __len__(self) -> int:
         """The links the stream had when the run began (the brake's base)."""
@@ -192,6 +202,58 @@ class RunLinks(LinkIndex):
             self._workbooks.looked.add(wid)
             if link is not None:
                 self.add(link)
+
+
+def series_ends(links: LinkIndex) -> dict[str, str]:
+    """Linked series -> the time their tracked occurrence ends (``series.tracked_text``): from
+    the links when every one was read, else from the summary (a superset: look a series up
+    before trusting it)."""
+    if not isinstance(links, RunLinks) or links.whole:
+        return {
+            oid: series.tracked_text(link.snapshot)
+            for oid, link in links.by_outlook.items()
+            if series.is_series(link.snapshot)
+        }
+    if links.summary.series is None:
+        raise LinkNotLoaded("the run went through the linked series without reading them")
+    out = dict(links.summary.series)
+    for oid, link in links.read_by_outlook().items():  # read or made by this run: as they are
+        if series.is_series(link.snapshot):
+            out[oid] = series.tracked_text(link.snapshot)
+        else:
+            out.pop(oid, None)
+    return out
+
+
+async def correct_series(links: LinkIndex, named: Mapping[str, str]) -> int:
+    """The summary named these series with these times; where their links (looked up) say
+    otherwise (a run stopped between writing a link and its summary), the summary is written
+    as the links are, so no series waits for the next full read to move on.  Returns how many
+    were corrected."""
+    if not isinstance(links, RunLinks) or links.whole or links.persisted.series is None:
+        return 0
+    wrong: dict[str, str | None] = {}
+    for oid, text in named.items():
+        link = links.by_outlook.get(oid)
+        actual = (
+            series.tracked_text(link.snapshot)
+            if link is not None and series.is_series(link.snapshot)
+            else None
+        )
+        if actual != text:
+            wrong[oid] = actual
+    if not wrong:
+        return 0
+    for summary in (links.summary, links.persisted):
+        if summary.series is None:
+            continue
+        for oid, actual in wrong.items():
+            if actual is None:
+                summary.series.pop(oid, None)
+            else:
+                summary.series[oid] = actual
+    await links.store.write_summary(links.mailbox, links.stream, links.persisted)
+    return len(wrong)
 
 
 async def look_up(

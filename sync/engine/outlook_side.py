@@ -74,9 +74,9 @@ class OutlookRound:
 class OutlookSide:
     """Reads and writes one mailbox's items of one kind, in canonical fields."""
 
-    # Whether a round goes through every link of the stream (``after_round``), so the run
-    # must read them all (``sync.engine.links``).
-    needs_all_links = False
+    # Whether a round goes through every linked series of the stream (``after_round``), so
+    # the run needs them named (``sync.engine.links.series_ends``).
+    needs_series = False
 
     def __init__(
         self, items: OutlookItems, mapping: OutlookMapping, time_zone: str, ctx: RunContext

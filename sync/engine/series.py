@@ -27,6 +27,7 @@ from typing import Any
 from sync.core import series
 from sync.core.mapping.contacts import is_shared
 from sync.core.reconcile import LinkIndex, OutlookRemoval
+from sync.engine.links import correct_series, look_up, series_ends
 from sync.engine.outlook_side import (
     OutlookMapping,
     OutlookRound,
@@ -41,7 +42,7 @@ class SeriesSide(OutlookSide):
     """Reads and writes the calendar, one pair per recurring series.  ``now`` places series
     on their next occurrence; ``since`` is when the previous run checked them."""
 
-    needs_all_links = True  # every linked series is checked for time passing
+    needs_series = True  # every linked series is checked for time passing (``series_ends``)
 
     def __init__(
         self,
@@ -60,31 +61,37 @@ class SeriesSide(OutlookSide):
 
     # --- reading -------------------------------------------------------------------------
     async def after_round(self, full: bool, links: LinkIndex, into: OutlookRound) -> None:
-        self.series_ids = {
-            oid for oid, link in links.by_outlook.items() if series.is_series(link.snapshot)
-        }
+        ends = series_ends(links)
+        self.series_ids = set(ends)
         self.series_ids |= {k for k, v in self.events.kinds.items() if v == series.MASTER}
         if self.events.recurring != "next":
             return
         if full:
             seen = into.seen()
-            into.removed += [oid for oid in self.linked_series(links) if oid not in seen]
+            into.removed += [oid for oid in ends if oid not in seen]
         else:
-            await self.advance(links, into)
+            await self.advance(links, ends, into)
         self.keep_descriptions(links, into)
 
-    def linked_series(self, links: LinkIndex) -> list[str]:
-        return [oid for oid, link in links.by_outlook.items() if series.is_series(link.snapshot)]
-
-    async def advance(self, links: LinkIndex, into: OutlookRound) -> None:
+    async def advance(self, links: LinkIndex, ends: Mapping[str, str], into: OutlookRound) -> None:
         """Linked series the round did not carry whose tracked occurrence has passed: read
-        each again and hold it for the plan, on its next occurrence."""
+        each again and hold it for the plan, on its next occurrence.  ``ends`` names the
+        candidates; each one's own link decides."""
         skip = into.items.keys() | into.done | set(into.removed)
+        maybe = [
+            oid
+            for oid, text in ends.items()
+            if oid not in skip and series.due_at(series.end_of(text, self.tz), self.since, self.now)
+        ]
+        await look_up(links, outlook=maybe)
+        fixed = await correct_series(links, {oid: ends[oid] for oid in maybe})
+        if fixed:
+            self.ctx.count("series_summary_corrected", fixed)
         due = [
             oid
-            for oid in self.linked_series(links)
-            if oid not in skip
-            and series.due(links.by_outlook[oid].snapshot, self.since, self.now, self.tz)
+            for oid in maybe
+            if (link := links.by_outlook.get(oid)) is not None
+            and series.due(link.snapshot, self.since, self.now, self.tz)
         ]
         if not due:
             return

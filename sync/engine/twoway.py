@@ -239,7 +239,7 @@ async def run_two_way(
         cursor, ctx.job.kind, extra, policy
     )
     links = await RunLinks.open(
-        store.links, mailbox, stream, whole=full or whole_read or outlook.needs_all_links
+        store.links, mailbox, stream, whole=full or whole_read, series=outlook.needs_series
     )
     run = TwoWayRun(
         ctx,

@@ -50,6 +50,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 from sync.core.doctor import DoctorReport
 from sync.core.keys import address_key, decode_key, encode_key, normalise_address
+from sync.core.series import is_series, tracked_text
 from sync.core.state_models import (
     STORED,
     Cursor,
@@ -1172,6 +1173,9 @@ def _w_key(workbooks_type: str, workbooks_id: int) -> str:
 
 
 SUMMARY_KEY = "!summary"  # sorts before "o:", "w:" and "x:": never part of a range read
+# Linked series a summary names (Outlook id and tracked time, ~200 characters each); a calendar
+# with more is read whole by the runs that need its series (``sync.engine.links``).
+MAX_SUMMARY_SERIES = 500
 
 
 @dataclass
@@ -1186,13 +1190,19 @@ class LinkSummary:
 
     ids: dict[int, str] = field(default_factory=dict)
     unsettled: set[int] = field(default_factory=set)
+    # Linked series (Outlook id -> ``tracked_text`` of its snapshot), so a calendar run finds
+    # the series whose occurrence has passed without reading every link.  None: not known (a
+    # row written before it was kept, or more than ``MAX_SUMMARY_SERIES``).  Never one too
+    # few: a new series enters with its rows, a changed or gone one is updated after them.
+    series: dict[str, str] | None = field(default_factory=dict)
 
     @property
     def count(self) -> int:
         return len(self.ids)
 
     def copy(self) -> LinkSummary:
-        return LinkSummary(dict(self.ids), set(self.unsettled))
+        series = None if self.series is None else dict(self.series)
+        return LinkSummary(dict(self.ids), set(self.unsettled), series)
 
     def of_type(self, workbooks_type: str) -> list[int]:
         return sorted(i for i, t in self.ids.items() if t == workbooks_type)
@@ -1207,11 +1217,13 @@ class LinkSummary:
             types.setdefault(kind, []).append(wid)
         order = sorted(types)
         packed = b"".join(pack_ints(types[kind]) for kind in order) + pack_ints(self.unsettled)
-        meta = {
+        meta: dict[str, Any] = {
             "v": 2,
             "types": {kind: len(types[kind]) for kind in order},
             "unsettled": len(self.unsettled),
         }
+        if self.series is not None:  # absent: not known (a reader of the first v2 rows)
+            meta["series"] = self.series
         row: dict[str, Any] = {"PartitionKey": pk, "RowKey": SUMMARY_KEY, "data_kind": "summary"}
         row.update(pack_json("data", meta))
         row.update(pack_bytes("ids", packed))
@@ -1225,7 +1237,7 @@ class LinkSummary:
             data = unpack_json("data", row, {}) or {}
             if data.get("v") == 1:  # the first layout: every id in the JSON
                 ids = {int(i): str(t) for t, found in data.get("types", {}).items() for i in found}
-                return cls(ids, {int(i) for i in data.get("unsettled", [])})
+                return cls(ids, {int(i) for i in data.get("unsettled", [])}, None)
             if data.get("v") != 2:
                 return None
             packed, at = unpack_bytes("ids", row), 0
@@ -1234,19 +1246,73 @@ class LinkSummary:
                 found, at = unpack_ints(packed, int(data["types"][kind]), at)
                 ids.update(dict.fromkeys(found, str(kind)))
             unsettled, at = unpack_ints(packed, int(data.get("unsettled", 0)), at)
+            found_series = data.get("series")
+            series = (
+                None
+                if found_series is None
+                else {str(k): str(v) for k, v in dict(found_series).items()}
+            )
         except (ValueError, TypeError, AttributeError):
             return None
         if at != len(packed):
             return None  # more bytes than counts: not what ``to_row`` wrote
-        return cls(ids, set(unsettled))
+        return cls(ids, set(unsettled), series)
 
     @classmethod
     def of(cls, links: Iterable[Link]) -> LinkSummary:
         out = cls()
+        series: dict[str, str] = {}
         for link in links:
             out.ids[link.workbooks_id] = link.workbooks_type
             if link.unsettled:
                 out.unsettled.add(link.workbooks_id)
+            if is_series(link.snapshot):
+                series[link.outlook_id] = tracked_text(link.snapshot)
+        out.series = series if len(series) <= MAX_SUMMARY_SERIES else None
+        return out
+
+    def add(self, links: Iterable[Link]) -> dict[str, str | None]:
+        """Name the records (and new series) of links about to be written; returns the series
+        values that change or go once they are written (``settle``).  Before the rows: never
+        one too few."""
+        later: dict[str, str | None] = {}
+        for link in links:
+            self.ids[link.workbooks_id] = link.workbooks_type
+            if link.unsettled:
+                self.unsettled.add(link.workbooks_id)
+            if self.series is None:
+                continue
+            text = tracked_text(link.snapshot) if is_series(link.snapshot) else None
+            if link.outlook_id not in self.series:
+                if text is not None:
+                    self.series[link.outlook_id] = text
+            elif self.series[link.outlook_id] != text:
+                later[link.outlook_id] = text
+        if self.series is not None and len(self.series) > MAX_SUMMARY_SERIES:
+            self.series = None
+        return later
+
+    def settle(
+        self, written: Iterable[Link], removed: Iterable[Link], later: Mapping[str, str | None]
+    ) -> LinkSummary:
+        """The summary once ``written`` are stored and ``removed`` deleted (a new one)."""
+        out = self.copy()
+        written = list(written)
+        kept = {x.workbooks_id for x in written}
+        kept_items = {x.outlook_id for x in written}
+        for link in removed:
+            if link.workbooks_id not in kept:
+                out.ids.pop(link.workbooks_id, None)
+                out.unsettled.discard(link.workbooks_id)
+            if out.series is not None and link.outlook_id not in kept_items:
+                out.series.pop(link.outlook_id, None)
+        out.unsettled -= {x.workbooks_id for x in written if not x.unsettled}
+        if out.series is not None:
+            for oid, text in later.items():
+                if text is None:
+                    out.series.pop(oid, None)
+                else:
+                    out.series[oid] = text
         return out
 
 
@@ -1339,27 +1405,18 @@ class LinkStore:
         upserts = [op for op in last.values() if op[0] == "upsert"]
         deletes = [op for op in last.values() if op[0] == "delete"]
         before = summary.copy()
-        for link in links:
-            summary.ids[link.workbooks_id] = link.workbooks_type
-            if link.unsettled:
-                summary.unsettled.add(link.workbooks_id)
-        grown = summary.ids != before.ids or summary.unsettled != before.unsettled
+        later = summary.add(links)
+        grown = summary != before
         if grown or upserts:
             head = [("upsert", summary.to_row(pk))] if grown else []
             await self._t.transact([*head, *upserts])
         for _, entity in deletes:
             await self._t.delete(str(entity["PartitionKey"]), str(entity["RowKey"]))
-        kept = {x.workbooks_id for x in links}
-        settled = {x.workbooks_id for x in links if not x.unsettled}
-        shrunk = summary.copy()
-        for link in removed:
-            if link.workbooks_id not in kept:
-                shrunk.ids.pop(link.workbooks_id, None)
-                shrunk.unsettled.discard(link.workbooks_id)
-        shrunk.unsettled -= settled
-        if shrunk.ids != summary.ids or shrunk.unsettled != summary.unsettled:
+        shrunk = summary.settle(links, removed, later)
+        if shrunk != summary:
             await self._t.upsert(shrunk.to_row(pk))
             summary.ids, summary.unsettled = shrunk.ids, shrunk.unsettled
+            summary.series = shrunk.series
 
     async def delete(self, link: Link) -> None:
         await self.put_many([], removed=[link])

@@ -22,7 +22,7 @@ from sync.state.limits import (
     unpack_bytes,
     unpack_ints,
 )
-from sync.state.store import SUMMARY_KEY, LinkSummary, StateStore
+from sync.state.store import MAX_SUMMARY_SERIES, SUMMARY_KEY, LinkSummary, StateStore
 
 UPN = "ann@example.com"
 PERSON, ORG = "Private::Crm::Person", "Private::Crm::Organisation"
@@ -76,7 +76,8 @@ def test_a_few_hundred_thousand_links_fit_one_row(count: int, spread: int) -> No
 def test_the_first_layout_is_still_read() -> None:
     row = {"PartitionKey": "pk", "RowKey": SUMMARY_KEY, "data_kind": "summary"}
     row.update(pack_json("data", {"v": 1, "types": {PERSON: [5, 9], ORG: [7]}, "unsettled": [9]}))
-    assert LinkSummary.from_row(row) == LinkSummary({5: PERSON, 9: PERSON, 7: ORG}, {9})
+    # It predates the series: they are not known (a calendar run reads its links whole once).
+    assert LinkSummary.from_row(row) == LinkSummary({5: PERSON, 9: PERSON, 7: ORG}, {9}, None)
 
 
 @pytest.mark.parametrize(
@@ -114,3 +115,80 @@ async def test_a_large_summary_survives_storage_and_transactions(store: Any) -> 
     assert stored is not None and stored.count == 200_001
     assert stored.ids[9_999_999] == PERSON and 9_999_999 in stored.unsettled
     assert stored == big  # the caller's copy was kept in step
+
+
+MEETING = "Private::Activity::Meeting"
+
+
+def meeting(oid: str, wid: int, end: str | None = "2030-01-07T09:30:00Z") -> Link:
+    """A calendar link; a series when ``end`` is given (its snapshot has a recurrence)."""
+    snapshot: dict[str, Any] = {"subject": "x", "start": "2030-01-07T09:00:00Z"}
+    if end is not None:
+        snapshot |= {"recurrence": "Every week on Monday.", "end": end}
+    return Link(
+        mailbox=UPN,
+        stream="events",
+        outlook_id=oid,
+        workbooks_type=MEETING,
+        workbooks_id=wid,
+        snapshot=snapshot,
+    )
+
+
+def test_the_summary_names_linked_series_with_their_tracked_end() -> None:
+    summary = LinkSummary.of([meeting("A", 1), meeting("B", 2, end=None), meeting("C", 3, "")])
+    # C has no end: its start is what its occurrence is tracked by
+    assert summary.series == {"A": "2030-01-07T09:30:00Z", "C": "2030-01-07T09:00:00Z"}
+    assert LinkSummary.from_row(summary.to_row("pk")) == summary
+    bare = LinkSummary({1: MEETING}).to_row("pk")  # a row written before series were kept
+    bare.update(pack_json("data", {"v": 2, "types": {MEETING: 1}, "unsettled": 0}))
+    found = LinkSummary.from_row(bare)
+    assert found is not None and found.series is None and found.ids == {1: MEETING}
+
+
+def test_more_series_than_a_summary_keeps_are_not_known() -> None:
+    many = [meeting(f"S{i}", i) for i in range(MAX_SUMMARY_SERIES + 1)]
+    summary = LinkSummary.of(many)
+    assert summary.series is None and summary.count == MAX_SUMMARY_SERIES + 1
+    assert LinkSummary.from_row(summary.to_row("pk")) == summary
+    growing = LinkSummary.of(many[:-1])
+    assert growing.series is not None and len(growing.series) == MAX_SUMMARY_SERIES
+    growing.add([many[-1]])
+    assert growing.series is None  # a calendar run reads the links whole from then on
+
+
+def test_a_series_enters_before_its_rows_and_changes_or_leaves_after_them() -> None:
+    """Never one too few: a new series is named before its link is written; a changed time, a
+    series that is one no more, or a removed link, only once the rows are written."""
+    summary = LinkSummary.of([meeting("A", 1), meeting("B", 2), meeting("C", 3)])
+    later = summary.add(
+        [meeting("A", 1, "2030-01-14T09:30:00Z"), meeting("B", 2, end=None), meeting("N", 4)]
+    )
+    assert summary.series == {
+        "A": "2030-01-07T09:30:00Z",  # the old time until the new one is stored
+        "B": "2030-01-07T09:30:00Z",
+        "C": "2030-01-07T09:30:00Z",
+        "N": "2030-01-07T09:30:00Z",  # new: named at once
+    }
+    assert later == {"A": "2030-01-14T09:30:00Z", "B": None}
+    done = summary.settle(
+        [meeting("A", 1, "2030-01-14T09:30:00Z"), meeting("B", 2, end=None), meeting("N", 4)],
+        [meeting("C", 3)],
+        later,
+    )
+    assert done.series == {"A": "2030-01-14T09:30:00Z", "N": "2030-01-07T09:30:00Z"}
+    assert done.ids == {1: MEETING, 2: MEETING, 4: MEETING}
+
+
+async def test_series_are_kept_in_step_with_the_links_written(store: Any) -> None:
+    s: StateStore = store
+    await s.links.put_many([meeting("A", 1), meeting("B", 2, end=None)])
+    stored = await s.links.summary(UPN, "events")
+    assert stored is not None and stored.series == {"A": "2030-01-07T09:30:00Z"}
+    await s.links.put_many([meeting("A", 1, "2030-01-14T09:30:00Z"), meeting("B", 2, "2030-02")])
+    stored = await s.links.summary(UPN, "events")
+    assert stored is not None
+    assert stored.series == {"A": "2030-01-14T09:30:00Z", "B": "2030-02"}
+    await s.links.put_many([meeting("B", 2, end=None)], removed=[meeting("A", 1)])
+    stored = await s.links.summary(UPN, "events")
+    assert stored is not None and stored.series == {} and stored.ids == {2: MEETING}

@@ -16,6 +16,7 @@ import pytest
 
 from sync.core.jobs import Job, JobKind, Stream
 from sync.core.series import NOTE_PREFIX
+from sync.core.state_models import Cursor
 from sync.engine.activities import run_events
 from sync.engine.registry import RunContext
 from tests.sync.conftest import CATEGORY, UPN, Sides, writes
@@ -412,3 +413,90 @@ async def test_skip_policy_syncs_no_series_and_unlinks_one_linked_before(sides: 
     assert "workbooks_create" not in counts and counts.get("unlink") == 1, counts
     assert [m["name"] for m in meetings(sides)] == ["Linked first"]
     assert await sides.links(Stream.EVENTS) == []
+
+
+def single(subject: str, day: int) -> dict[str, Any]:
+    """A shared one-off meeting on 2030-01-<day> 14:00-15:00 UTC."""
+    return {
+        "subject": subject,
+        "categories": [CATEGORY],
+        "start": wall(f"2030-01-{day:02d}T14:00:00"),
+        "end": wall(f"2030-01-{day:02d}T15:00:00"),
+    }
+
+
+async def test_a_calendar_run_reads_the_links_of_due_series_only(sides: Sides) -> None:
+    """The summary names each linked series with the time its tracked occurrence ends, so an
+    incremental run checks them for time passing without reading every link."""
+    master_id = sides.outlook_create("event", weekly())
+    for day in range(8, 28):  # enough links that one point read beats reading them all
+        sides.outlook_create("event", single(f"Call {day}", day))
+    first = await run_at(sides, MONDAY)
+    assert first.get("links_read_whole") == 1 and len(await sides.links(Stream.EVENTS)) == 21
+    store = sides.world.services.store.links
+    summary = await store.summary(UPN, Stream.EVENTS)
+    assert summary is not None and summary.series == {master_id: "2030-01-07T09:30:00Z"}
+    assert writes(await run_at(sides, MONDAY + timedelta(minutes=30))) == {}  # the echo
+    quiet = await run_at(sides, MONDAY + timedelta(minutes=45))  # no change, nothing due
+    assert quiet.get("links_read_by_id") == 1 and "link_reads" not in quiet, quiet
+    counts = await run_at(sides, MONDAY + timedelta(hours=2))  # today's occurrence is over
+    assert counts.get("links_read_by_id") == 1 and "links_read_whole" not in counts, counts
+    assert counts.get("link_reads") == 1 and counts.get("series_read_again") == 1, counts
+    assert (await the_meeting_of(sides, master_id))["start"].startswith("2030-01-14T09:00:00")
+    summary = await store.summary(UPN, Stream.EVENTS)
+    assert summary is not None and summary.series == {master_id: "2030-01-14T09:30:00Z"}
+
+
+async def test_a_summary_that_does_not_name_series_makes_the_run_read_every_link(
+    sides: Sides,
+) -> None:
+    """A summary written before series were kept in it: the calendar reads its links whole
+    once, and writes the summary with them."""
+    master_id = sides.outlook_create("event", weekly())
+    await run_at(sides, MONDAY)
+    assert writes(await run_at(sides, MONDAY + timedelta(minutes=30))) == {}  # the echo
+    store = sides.world.services.store.links
+    old = await store.summary(UPN, Stream.EVENTS)
+    assert old is not None
+    old.series = None
+    await store.write_summary(UPN, Stream.EVENTS, old)
+    counts = await run_at(sides, MONDAY + timedelta(hours=2))
+    assert counts.get("links_read_whole") == 1 and counts.get("series_read_again") == 1, counts
+    summary = await store.summary(UPN, Stream.EVENTS)
+    assert summary is not None and summary.series == {master_id: "2030-01-14T09:30:00Z"}
+
+
+async def test_a_series_time_left_stale_by_a_stopped_run_is_corrected(sides: Sides) -> None:
+    """A run stopped after writing a series' link but before its summary (and its cursor):
+    the summary still holds the passed occurrence.  The next run looks that link up, finds it
+    moved on, and writes the summary as the link is, so the series is checked again when its
+    new occurrence passes, not only at the next full round."""
+    master_id = sides.outlook_create("event", weekly())
+    for day in range(8, 28):  # enough links that the run reads them by id, not all
+        sides.outlook_create("event", single(f"Call {day}", day))
+    await run_at(sides, MONDAY)
+    store = sides.world.services.store
+    await run_at(sides, MONDAY + timedelta(minutes=30))  # the stamps' echo
+    await run_at(sides, MONDAY + timedelta(hours=2))  # moved on to 2030-01-14
+    await run_at(sides, MONDAY + timedelta(hours=2, minutes=5))  # that update's echo
+    stale = await store.links.summary(UPN, Stream.EVENTS)
+    assert stale is not None and stale.series is not None
+    stale.series[master_id] = "2030-01-07T09:30:00Z"  # its update lost with the run
+
+    def cut(c: Cursor) -> Cursor:  # nor did that run advance its cursor
+        return c.model_copy(update={"extra": {**c.extra, "series_at": MONDAY.isoformat()}})
+
+    await store.links.write_summary(UPN, Stream.EVENTS, stale)
+    await store.cursors.update(UPN, Stream.EVENTS, cut)
+    counts = await run_at(sides, MONDAY + timedelta(hours=3))
+    assert counts.get("series_summary_corrected") == 1 and writes(counts) == {}, counts
+    assert "links_read_whole" not in counts, counts
+    assert "series_read_again" not in counts  # its link says 2030-01-14: not due
+    summary = await store.links.summary(UPN, Stream.EVENTS)
+    assert summary is not None and summary.series == {master_id: "2030-01-14T09:30:00Z"}
+    assert (await the_meeting_of(sides, master_id))["start"].startswith("2030-01-14T09:00:00")
+
+
+async def the_meeting_of(sides: Sides, master_id: str) -> dict[str, Any]:
+    link = next(x for x in await sides.links(Stream.EVENTS) if x.outlook_id == master_id)
+    return await sides.wb_get(MEETINGS, link.workbooks_id)
