@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sync.core.checks import STATUSES, Check, CheckStatus
+from sync.core.workbooks_hooks import Existing, HookTenant
 
 KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
 ESSENTIAL: frozenset[str] = frozenset(
@@ -495,3 +496,92 @@ def handshake_check(notification_url: str, probe: Probe, cleanup: Probe | None =
             "grant Contacts.Read or more (subscriptions need the read permission) for this mailbox",
         )
     return Check(name, "fail", f"the test subscription failed: {probe.said()}", "try again")
+
+
+# ================================================================== Workbooks webhooks
+
+# An address source left to the poll for this reason is how the service is meant to run (no
+# built-in trigger for it, e.g. Contact Details without WORKBOOKS_CONTACT_DETAILS_TRIGGER_ID).
+NO_TRIGGER = "no webhook trigger for it"
+RESUBSCRIBE = (
+    "`python -m sync mailboxes enable <mailbox>` (or the console's Enable) makes them again "
+    "now; otherwise the next subscription renewal does (SYNC_RENEW_SCHEDULE, every 4 hours)"
+)
+
+
+def workbooks_webhooks_check(
+    why_not: str,
+    stored: HookTenant | None,
+    live: Iterable[Existing] | None,
+    *,
+    denied: str = "",
+    unread: str = "",
+) -> Check:
+    """How new People, Sales Leads and Contact Details reach the service for this mailbox's
+    tenant: by a Workbooks webhook (seconds) or by the created-since poll (minutes), and
+    whether the subscriptions the service stored still exist in Workbooks.
+
+    ``why_not``: why webhooks are not wanted ("" when they are); ``stored``: the tenant's
+    ``HookTenant`` (None: not set up yet); ``live``: the subscriptions Workbooks lists now
+    (None when not read: ``denied`` says the key may not manage triggers, ``unread`` why else).
+    """
+    name = "workbooks.webhooks"
+    poll = "found by the created-since poll within minutes (SYNC_RETRO_POLL_SCHEDULE)"
+    if why_not:
+        status: CheckStatus = "ok" if "WORKBOOKS_WEBHOOKS" in why_not else "warn"
+        fix = "" if status == "ok" else "set SYNC_PUBLIC_BASE_URL to the app's public https URL"
+        return Check(
+            name, status, f"no Workbooks webhooks ({why_not}): new records are {poll}", fix
+        )
+    if denied:
+        return Check(
+            name,
+            "warn",
+            f"{denied}: new People, Sales Leads and Contact Details are {poll}, not seconds",
+            "let the API key's user manage webhook subscriptions (admin/triggers), or set "
+            "WORKBOOKS_WEBHOOKS=false to say the poll is intended",
+        )
+    if stored is None or stored.verified_at is None:
+        return Check(
+            name,
+            "warn",
+            "not set up yet for this tenant: new records are found by the poll until the "
+            "mailbox's next subscription renewal subscribes",
+            RESUBSCRIBE,
+        )
+    hooks = sorted(stored.subscriptions, key=lambda s: s.source)
+    polled = dict(sorted(stored.polled_sources.items()))
+    covered = ", ".join(s.source for s in hooks) or "none"
+    tail = ""
+    if polled:
+        tail = "; polled: " + "; ".join(f"{s} ({why})" for s, why in polled.items())
+    if live is None:
+        return Check(
+            name,
+            "warn",
+            f"webhooks: {covered}{tail}; Workbooks' list of subscriptions not read ({unread})",
+            "try again",
+        )
+    listed = {h.subscription_id: h for h in live}
+    gone = [s for s in hooks if s.subscription_id not in listed]
+    off = [
+        s for s in hooks if s.subscription_id in listed and not listed[s.subscription_id].enabled
+    ]
+    if gone or off:
+        parts = [
+            f"{s.source} (subscription {s.subscription_id}) deleted in Workbooks" for s in gone
+        ]
+        parts += [f"{s.source} (subscription {s.subscription_id}) disabled" for s in off]
+        return Check(
+            name,
+            "warn",
+            f"{'; '.join(parts)}: new records of "
+            f"{'that source' if len(gone) + len(off) == 1 else 'those sources'} are not seen "
+            f"until the subscription is made again{tail}",
+            RESUBSCRIBE,
+        )
+    refused = {s: why for s, why in polled.items() if why != NO_TRIGGER}
+    status = "warn" if refused else "ok"
+    message = f"webhooks: {covered} ({len(hooks)} live in Workbooks){tail}"
+    fix = f"see why each source is polled; once mended, {RESUBSCRIBE}" if refused else ""
+    return Check(name, status, message, fix)

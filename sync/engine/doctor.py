@@ -7,7 +7,9 @@ The reads are made here and at the edges; what each answer means is decided in
   not resolve), and the mailbox's ``api_key_ref`` resolves to a key;
 * **Workbooks** (``sync.engine.clients.workbooks_checks``): login with the key, the user and
   their time zone, every schema declaration and the email-link strategy; then the login's
-  personal queues (``my_queues``);
+  personal queues (``my_queues``), and how new records reach the service: the tenant's
+  webhook subscriptions as stored against those Workbooks lists now
+  (``sync.engine.workbooks_webhooks.doctor_check``);
 * **Graph** (``sync.graph.probes``): a token from the app's credential and the application
   permissions in it; the mailbox itself; one read per stream (Sent Items, contacts,
   calendar, the default To Do list) and the Outlook settings; the public webhook URL, and a
@@ -31,6 +33,7 @@ from sync.core.checks import Check
 from sync.core.doctor import DoctorReport, Probe
 from sync.core.errors import SyncError
 from sync.core.state_models import Mailbox
+from sync.engine import workbooks_webhooks
 from sync.engine.clients import graph_client, workbooks_checks, workbooks_client
 from sync.runtime import Services
 from sync.secrets import SecretError, secret_provider
@@ -114,6 +117,7 @@ async def _workbooks(services: Services, mailbox: Mailbox, key: Check) -> list[C
         return checks
     if login is not None:
         checks.append(doctor.queues_check(login.my_queues, WANTED_QUEUES))
+    checks.append(await workbooks_webhooks.doctor_check(services, mailbox))
     return checks
 
 

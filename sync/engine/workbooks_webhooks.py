@@ -30,6 +30,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from sync.concurrency import gather_bounded
+from sync.core.checks import Check
+from sync.core.doctor import NO_TRIGGER, workbooks_webhooks_check
 from sync.core.errors import InvalidRequest, SyncError
 from sync.core.jobs import Stream
 from sync.core.keys import normalise_address
@@ -169,7 +171,7 @@ async def keep_up(services: Services, mailbox: Mailbox, *, force: bool = False) 
     covered = {s.source for s in subscriptions}
     for source in SOURCES:
         if source not in covered:
-            polled_why.setdefault(source, "no webhook trigger for it")
+            polled_why.setdefault(source, NO_TRIGGER)
 
     def done(current: HookTenant | None) -> HookTenant:
         base = current or claimed
@@ -187,6 +189,25 @@ async def keep_up(services: Services, mailbox: Mailbox, *, force: bool = False) 
 
     saved = await store.update_tenant(tenant, done)
     return _report(saved, into=out)
+
+
+async def doctor_check(services: Services, mailbox: Mailbox) -> Check:
+    """``doctor``'s ``workbooks.webhooks``: the tenant's stored webhook state against the
+    subscriptions Workbooks lists now.  Reads only: it creates, mends and deletes nothing."""
+    from sync.workbooks.triggers import TriggersDenied, list_subscriptions
+
+    wanted, why_not = _wanted(services)
+    if not wanted:
+        return workbooks_webhooks_check(why_not, None, None)
+    tenant, client = await tenant_of(services, mailbox)
+    stored = await services.store.workbooks_hooks.tenant(tenant)
+    try:
+        live = await list_subscriptions(client)
+    except TriggersDenied as exc:
+        return workbooks_webhooks_check("", stored, None, denied=str(exc))
+    except SyncError as exc:
+        return workbooks_webhooks_check("", stored, None, unread=str(exc))
+    return workbooks_webhooks_check("", stored, live)
 
 
 def _unclaim(owner: str) -> Change:

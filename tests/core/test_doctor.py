@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from sync.core import doctor
 from sync.core.checks import Check
 from sync.core.doctor import DoctorReport, Probe, render
+from sync.core.workbooks_hooks import Existing, HookSubscription, HookTenant
 
 WHEN = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
 ALL_ROLES = [
@@ -180,3 +181,36 @@ def test_probe_says_what_graph_said() -> None:
     probe = Probe(False, status=403, code="ErrorAccessDenied", message="Access is denied.")
     assert probe.said() == "403 ErrorAccessDenied: Access is denied."
     assert Probe(False, message="unreachable").said() == "unreachable"
+
+
+def _hooked_tenant(polled: dict[str, str]) -> HookTenant:
+    sub = HookSubscription(
+        trigger_id=1, source="people", subscription_id=41, token_hash="h", created_at=WHEN
+    )
+    return HookTenant(
+        tenant="t",
+        workbooks_url="https://wb.example",
+        allowed=True,
+        subscriptions=[sub],
+        polled_sources=polled,
+        verified_at=WHEN,
+    )
+
+
+def test_workbooks_webhooks_polled_by_design_is_ok_and_by_refusal_warns() -> None:
+    live = [Existing(41, 1, "https://app/api/workbooks/webhook/x", True)]
+    by_design = doctor.workbooks_webhooks_check(
+        "", _hooked_tenant({"leads": doctor.NO_TRIGGER}), live
+    )
+    assert by_design.status == "ok", by_design
+    assert by_design.message == (
+        "webhooks: people (1 live in Workbooks); polled: leads (no webhook trigger for it)"
+    )
+    refused = doctor.workbooks_webhooks_check(
+        "", _hooked_tenant({"leads": "trigger 5 refused: no such trigger"}), live
+    )
+    assert refused.status == "warn" and "trigger 5 refused" in refused.message, refused
+    unread = doctor.workbooks_webhooks_check(
+        "", _hooked_tenant({}), None, unread="Workbooks is unavailable"
+    )
+    assert unread.status == "warn" and "not read (Workbooks is unavailable)" in unread.message

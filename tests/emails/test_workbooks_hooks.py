@@ -363,3 +363,55 @@ async def test_repeated_hints_are_remembered_only_once_the_marker_promises_a_fol
     assert taken is not None and taken.remembered  # the run that takes it reads again later
     jobs = await queued(w)
     assert [(j.mailbox, j.stream) for j in jobs] == [(ANN, Stream.PEOPLE)]
+
+
+# ------------------------------------------------------------------ doctor
+
+
+async def test_doctor_says_how_new_records_arrive_and_sees_subscriptions_gone(world: World) -> None:
+    """``workbooks.webhooks``: not set up, then every source by webhook, then a subscription
+    an admin deleted or disabled in Workbooks; the check reads and never repairs."""
+    w = world
+    ann = await w.add_mailbox(ANN)
+    before = await hooks.doctor_check(w.services, ann)
+    assert before.status == "warn" and "not set up yet" in before.message, before
+    await hooks.keep_up(w.services, ann, force=True)
+    healthy = await hooks.doctor_check(w.services, ann)
+    assert healthy.status == "ok", healthy
+    assert healthy.message == "webhooks: contact_details, leads, people (3 live in Workbooks)"
+    (tenant,) = await w.services.store.workbooks_hooks.tenants()
+    ids = {s.source: s.subscription_id for s in tenant.subscriptions}
+    w.workbooks.state.tables[SUBS].pop(ids["people"])  # an admin deleted it
+    w.workbooks.state.tables[SUBS][ids["leads"]]["enabled"] = False  # and switched one off
+    broken = await hooks.doctor_check(w.services, ann)
+    assert broken.status == "warn", broken
+    assert f"people (subscription {ids['people']}) deleted in Workbooks" in broken.message
+    assert f"leads (subscription {ids['leads']}) disabled" in broken.message
+    assert "mailboxes enable" in broken.fix
+    assert len(live_subscriptions(w)) == 2  # nothing made again by looking
+    (after,) = await w.services.store.workbooks_hooks.tenants()
+    assert after == tenant
+
+
+@pytest.mark.parametrize("world", [False], indirect=True)
+async def test_doctor_warns_when_the_key_may_not_manage_triggers(world: World) -> None:
+    w = world
+    ann = await w.add_mailbox(ANN)
+    await hooks.keep_up(w.services, ann, force=True)
+    check = await hooks.doctor_check(w.services, ann)
+    assert check.status == "warn" and "may not manage triggers" in check.message, check
+    assert "within minutes" in check.message and "WORKBOOKS_WEBHOOKS=false" in check.fix
+
+
+async def test_doctor_accepts_webhooks_turned_off_on_purpose(world: World) -> None:
+    w = world
+    ann = await w.add_mailbox(ANN)
+    w.services.settings.workbooks.webhooks = False
+    w.reset_call_counts()
+    check = await hooks.doctor_check(w.services, ann)
+    assert check.status == "ok" and "WORKBOOKS_WEBHOOKS=false" in check.message, check
+    assert w.workbooks_calls() == {}  # nothing to ask Workbooks
+    w.services.settings.app.public_base_url = None
+    w.services.settings.workbooks.webhooks = True
+    check = await hooks.doctor_check(w.services, ann)
+    assert check.status == "warn" and "SYNC_PUBLIC_BASE_URL" in check.fix, check
