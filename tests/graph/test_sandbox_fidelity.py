@@ -1,6 +1,6 @@
 """Places where the sandbox used to be easier than Graph: the default To Do list, the real
 subscription lifetime cap, the 401 challenge, calendarView windows, the SDK's move body,
-invalidated nextLinks and `Prefer: outlook.timezone`."""
+invalidated nextLinks, `Prefer: outlook.timezone` and `$top` in delta queries."""
 
 from __future__ import annotations
 
@@ -282,3 +282,28 @@ def test_every_windows_zone_maps_to_a_known_iana_zone() -> None:
         assert ZoneInfo(iana) == resolve_zone(windows)
     assert resolve_zone("pacific standard time") == ZoneInfo("America/Los_Angeles")
     assert resolve_zone("Australia Eastern Time") is None and resolve_zone("") is None
+
+
+async def test_top_caps_a_message_delta_round_and_calendar_view_delta_refuses_it() -> None:
+    """`$top` is no page size in delta (graph.md §2.2, §2.4): message delta stops the round
+    after that many changes and its delta link is past the rest, which are never reported;
+    calendarView delta refuses it.  The client pages with `Prefer: odata.maxpagesize`."""
+    async with sandbox_http() as (_handle, http):
+        for i in range(5):
+            await http.post(f"/_sim/users/{UPN}/send", json={"subject": f"m{i}", "to": ["x@y.z"]})
+        sent = f"/v1.0/users/{UPN}/mailFolders('sentitems')/messages/delta()"
+        capped = (await http.get(f"{sent}?$top=2")).json()
+        assert len(capped["value"]) == 2 and "@odata.deltaLink" in capped
+        after = (await http.get(capped["@odata.deltaLink"])).json()
+        assert after["value"] == []  # the three others are lost to this sync
+        whole = (await http.get(sent, headers={"Prefer": "odata.maxpagesize=2"})).json()
+        ids: list[str] = [v["id"] for v in whole["value"]]
+        while "@odata.nextLink" in whole:
+            whole = (await http.get(whole["@odata.nextLink"])).json()
+            ids += [v["id"] for v in whole["value"]]
+        assert len(set(ids)) == 5
+        assert (await http.get(f"{sent}?$top=zero")).status_code == 400
+        refused = await http.get(DELTA, params={**JANUARY, "$top": "5"})
+        assert refused.status_code == 400
+        assert refused.json()["error"]["code"] == "ErrorInvalidUrlQuery"
+        assert "'$top'" in refused.json()["error"]["message"]

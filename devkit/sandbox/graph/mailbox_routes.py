@@ -300,13 +300,20 @@ class MailboxApi:
     def _initial_params(self, cont: Container) -> dict[str, str]:
         q = self.request.query
         params = {k: v for k, v in q.items() if k in ("$select", "$expand")}
+        if cont.kind == "message" and "$top" in q:
+            # Message delta reads $top as a cap on the round, not a page size: the round ends
+            # after that many changes and its delta link skips the rest (graph.md §2.2).
+            if not q["$top"].isdigit() or int(q["$top"]) < 1:
+                raise GraphFailure(400, "BadRequest", f"Invalid $top value '{q['$top']}'.")
+            params["$top"] = q["$top"]
         if cont.kind == "event":
-            if "$select" in q or "$expand" in q or "$filter" in q:
+            if "$select" in q or "$expand" in q or "$filter" in q or "$top" in q:
+                used = ", ".join(k for k in ("$select", "$expand", "$filter", "$top") if k in q)
                 raise GraphFailure(
                     400,
                     "ErrorInvalidUrlQuery",
                     "The following parameters are not supported "
-                    "with change tracking over the 'CalendarView' resource: '$select, $expand'.",
+                    f"with change tracking over the 'CalendarView' resource: '{used}'.",
                 )
             try:
                 calendar.parse_window(q)

@@ -202,6 +202,9 @@ class Sandbox:
                     for entry in self._removals(cont, tomb, window):
                         gone[entry.rest_id] = entry
                         pending.append(("gone", entry.rest_id))
+        cap = params.get("$top", "")
+        if cap.isdigit():  # message delta: the round stops there; its delta link is past the rest
+            pending = pending[: int(cap)]
         state = DeltaState(box.user_id, cont.key, since, upto, params, pending, gone)
         state.round_id = secrets.token_hex(8)
         self.rounds[state.round_id] = 0
