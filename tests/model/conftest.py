@@ -50,6 +50,7 @@ def _report_size() -> Iterator[None]:
         f"\nmodel-based test ({profile}): {TOTALS['examples']} examples x "
         f"{TOTALS['steps']} steps in all ({TOTALS['sync_runs']} sync runs, "
         f"{TOTALS['crashes']} crashes asked, {TOTALS['deaths']} reached their point, "
+        f"{TOTALS['crashes_dropped']} made way for later ones unreached, "
         f"{TOTALS['checks']} invariant checks, "
         f"{TOTALS['pairs_compared']} linked pairs compared, {TOTALS['links_expected']} email "
         f"links expected, {TOTALS['removals_watched']} removals watched)"

@@ -135,7 +135,9 @@ class IdentityMachine(RuleBasedStateMachine):
         self.seq = 0
         self.auto = False  # the mailbox's email policy: shared (default) or auto
         self.delete_policy = "unlink"  # outlook_delete: what deleting a linked item does
-        self.armed: Armed | None = None  # a worker death waiting for a run to reach its point
+        # Worker deaths waiting for a run to reach their point (a few: a later crash rule adds
+        # one rather than replacing one still waiting, the oldest making way past MAX_ARMED).
+        self.armed: list[Armed] = []
         self.world: Any = self.run(self._start())
 
     # ------------------------------------------------------------------ plumbing
@@ -438,15 +440,16 @@ class IdentityMachine(RuleBasedStateMachine):
                 if msg.holders is None:
                     msg.holders = {a: set(held.get(a, ())) for a in msg.to}
         job = Job(mailbox=UPN, stream=stream, kind=kind, reason="model")
-        armed = self.armed if may_die else None
-        if armed is None:
+        armed = list(self.armed) if may_die else []
+        if not armed:
             run = await run_job(self.world.services, job)
         else:
+            dying = _dying(self.world, armed)
             try:
-                with _dying(self.world, armed):
+                with dying:
                     run = await run_job(self.world.services, job)
             except Killed:
-                self.armed = None
+                self.armed = [a for a in self.armed if a is not dying.fired]
                 await self._lease_expires()
                 run = await run_job(self.world.services, job)  # the queue delivers it again
         self._observe_new_people(before, held)
@@ -521,7 +524,10 @@ class IdentityMachine(RuleBasedStateMachine):
         get there (nothing to write), whichever run gets there first from now on.  Its job is
         delivered again once the dead worker's lease has run out (``_job``)."""
         TOTALS["crashes"] += 1
-        self.armed = Armed(point, nth)
+        self.armed.append(Armed(point, nth))
+        if len(self.armed) > MAX_ARMED:
+            TOTALS["crashes_dropped"] += 1  # never reached while the later ones waited
+            self.armed.pop(0)
         self.run(self._job(stream, kind))
 
     async def _lease_expires(self) -> None:
@@ -677,6 +683,9 @@ def _writes(counts: dict[str, int]) -> dict[str, int]:
     return {**two_way, **emails}
 
 
+MAX_ARMED = 3  # worker deaths waiting at once
+
+
 @dataclass
 class Armed:
     """A worker death to come: the nth time any run reaches ``point``."""
@@ -687,14 +696,15 @@ class Armed:
 
 
 class _dying:
-    """Make one durable step raise ``Killed`` when it is reached for the ``Armed`` time."""
+    """Make durable steps raise ``Killed`` when one is reached for an ``Armed`` death's time
+    (the first to get there fires: ``fired``)."""
 
-    def __init__(self, world: Any, armed: Armed) -> None:
+    def __init__(self, world: Any, armed: list[Armed]) -> None:
         from sync.engine.outlook_side import OutlookSide
         from sync.engine.workbooks_side import WorkbooksSide
 
         store = world.services.store
-        self.target, self.attr = {
+        where = {
             "outlook_create": (OutlookSide, "create"),
             "outlook_stamp": (OutlookSide, "stamp"),
             "links_put": (store.links, "put_many"),
@@ -706,26 +716,36 @@ class _dying:
             "email_write": (store.emails, "write"),
             "pending_remove": (store.pending, "remove_many"),
             "workbooks_write": (WorkbooksSide, "write"),
-        }[armed.point]
-        self.armed = armed
-        self.original: Any = None
+        }
+        self.points: dict[str, tuple[Any, str, list[Armed]]] = {}
+        for death in armed:
+            target, attr = where[death.point]
+            self.points.setdefault(death.point, (target, attr, []))[2].append(death)
+        self.originals: dict[str, Any] = {}
+        self.fired: Armed | None = None
 
     def __enter__(self) -> None:
-        original = self.original = getattr(self.target, self.attr)
-        armed = self.armed
+        for point, (target, attr, deaths) in self.points.items():
+            self.originals[point] = getattr(target, attr)
+            setattr(target, attr, self._wrap(self.originals[point], attr, deaths))
 
+    def _wrap(self, original: Any, attr: str, deaths: list[Armed]) -> Any:
         async def dying(*args: Any, **kwargs: Any) -> Any:
-            armed.reached += 1
-            if armed.reached == armed.nth:
+            for death in deaths:
+                death.reached += 1
+            due = next((d for d in deaths if d.reached == d.nth), None)
+            if due is not None and self.fired is None:
+                self.fired = due
                 TOTALS["deaths"] += 1
-                TOTALS[f"died at {armed.point}"] += 1
-                raise Killed(self.attr)
+                TOTALS[f"died at {due.point}"] += 1
+                raise Killed(attr)
             return await original(*args, **kwargs)
 
-        setattr(self.target, self.attr, dying)
+        return dying
 
     def __exit__(self, *exc: object) -> None:
-        if isinstance(self.target, type):
-            setattr(self.target, self.attr, self.original)
-        else:
-            delattr(self.target, self.attr)  # the instance's own patch; the class method is back
+        for point, (target, attr, _) in self.points.items():
+            if isinstance(target, type):
+                setattr(target, attr, self.originals[point])
+            else:
+                delattr(target, attr)  # the instance's own patch; the class method is back
