@@ -383,6 +383,9 @@ class RunRecord(BaseModel):
     counts: dict[str, int] = Field(default_factory=dict)
     message: str = ""
     errors: list[str] = Field(default_factory=list)
+    # A two-way run's identity rows as it left them ({"ambiguous", "duplicate", "removed"}), for
+    # its stream's health row without reading them again; not stored with the run.
+    identity_counts: dict[str, int] | None = Field(default=None, exclude=True)
 
 
 class JobStatus(BaseModel):

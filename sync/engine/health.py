@@ -33,11 +33,9 @@ async def record_outcome(services: Services, job: Job, run: RunRecord) -> None:
     if run.stream == Stream.ALL or (run.status == "skipped" and "not registered" in run.message):
         return  # a manual job's fan-out is not a stream; a removed mailbox keeps no health
     try:
-        identity = (
-            await services.store.identity.counts(run.mailbox, run.stream)
-            if run.stream in TWO_WAY
-            else None
-        )
+        identity = run.identity_counts
+        if identity is None and run.stream in TWO_WAY:  # a run that did not get that far
+            identity = await services.store.identity.counts(run.mailbox, run.stream)
         await services.store.health.record(run, identity)
     except Exception as exc:
         PROBLEMS.failure("stream health not recorded; the next run records it", exc)

@@ -33,6 +33,8 @@ class RunContext:
     life: StreamRun | None = None  # the run's lifecycle (``sync.core.streams``), from the runner
     # The cursor change to write with the lease's release (``save_cursor(at_release=True)``).
     at_release: Callable[[Cursor], Cursor] | None = None
+    # A two-way run's identity rows as it left them (``RunRecord.identity_counts``).
+    identity_counts: dict[str, int] | None = None
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n

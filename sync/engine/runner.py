@@ -393,6 +393,7 @@ async def _run_stream(services: Services, job: Job, mailbox: Mailbox, run: RunRe
                 await _pass(services, job, run, ctx, life)
         finally:
             run.counts = ctx.counts
+            run.identity_counts = ctx.identity_counts
             if ctx.messages and not run.message:
                 run.message = "; ".join(ctx.messages)[:2000]
     finally:

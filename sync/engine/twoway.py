@@ -48,7 +48,7 @@ both.  A resync with ``restore_removed`` first forgets the stream's removals.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -158,6 +158,45 @@ class Outcome:
         return bool(self.links or self.removed or self.removals or self.issues or self.cleared)
 
 
+@dataclass
+class IdentityRows:
+    """The stream's identity rows (removals remembered, issues recorded) as the run leaves
+    them, kept in step with what it saves and drops, so the stream's health row gets their
+    counts without reading them again (``sync.engine.health``)."""
+
+    kinds: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, removals: Iterable[Removal], issues: Iterable[IdentityIssue]) -> IdentityRows:
+        out = cls()
+        out.saved(removals, issues)
+        return out
+
+    def saved(self, removals: Iterable[Removal], issues: Iterable[IdentityIssue]) -> None:
+        for removal in removals:
+            self.kinds[_removal_key(removal)] = "removed"
+        for issue in issues:
+            self.kinds[("issue", issue.outlook_id)] = issue.kind
+
+    def dropped(self, removals: Iterable[Removal], issues: Iterable[str]) -> None:
+        for removal in removals:
+            self.kinds.pop(_removal_key(removal), None)
+        for oid in issues:
+            self.kinds.pop(("issue", oid), None)
+
+    def counts(self) -> dict[str, int]:
+        """As ``IdentityStore.counts`` reads them."""
+        out = {"ambiguous": 0, "duplicate": 0, "removed": 0}
+        for kind in self.kinds.values():
+            if kind in out:
+                out[kind] += 1
+        return out
+
+
+def _removal_key(removal: Removal) -> tuple[str, str]:
+    return ("removal", f"{removal.workbooks_type}:{removal.workbooks_id}")
+
+
 def direction_for(kind: JobKind) -> Direction:
     return Direction.BOTH if kind in TWO_WAY_KINDS else Direction.OUTLOOK_TO_WORKBOOKS
 
@@ -252,9 +291,11 @@ async def run_two_way(
         extra_cursor=extra,
         removals=removals,
         issues=issues,
+        identity_rows=IdentityRows.of(removed, unlinked),
     )
     try:
         await run.execute()
+        ctx.identity_counts = run.identity_rows.counts()
     finally:
         if links.reads:
             ctx.count("link_reads", links.reads)
@@ -273,6 +314,7 @@ class TwoWayRun:
     extra_cursor: dict[str, Any] = field(default_factory=dict)
     removals: dict[int, Removal] = field(default_factory=dict)  # by record, kept up to date
     issues: dict[str, IdentityIssue] = field(default_factory=dict)  # by Outlook id, as loaded
+    identity_rows: IdentityRows = field(default_factory=IdentityRows)  # as the run leaves them
     linked: int = field(init=False)  # the brake's base: the items linked before this run
     full_read: bool = field(init=False)  # the Workbooks side reads its whole scope
 
@@ -715,6 +757,7 @@ class TwoWayRun:
         remember = [r for keep, r in done.removals.values() if keep]
         forget = [r for keep, r in done.removals.values() if not keep]
         await store.identity.save(mailbox, stream, removals=remember, issues=done.issues)
+        self.identity_rows.saved(remember, done.issues)
         if done.links or done.removed:
             summary = self.links.persisted if isinstance(self.links, RunLinks) else None
             await store.links.put_many(done.links, removed=done.removed, summary=summary)
@@ -724,6 +767,7 @@ class TwoWayRun:
         ]
         cleared += [o for o in linked if o in self.issues and o not in cleared]
         await store.identity.drop(mailbox, stream, removals=forget, issues=cleared)
+        self.identity_rows.dropped(forget, cleared)
 
     async def advance(self, delta_link: str, mark: Watermark | None) -> None:
         extra = {k: v for k, v in self.extra_cursor.items() if k != "rebaseline_workbooks"}

@@ -453,6 +453,9 @@ class IdentityMachine(RuleBasedStateMachine):
                 await self._lease_expires()
                 run = await run_job(self.world.services, job)  # the queue delivers it again
         self._observe_new_people(before, held)
+        if run.identity_counts is not None:  # counted by the run, not read again: as stored
+            stored = await self.world.services.store.identity.counts(UPN, stream)
+            assert run.identity_counts == stored, (stream, run.identity_counts, stored)
         return run
 
     def _people_by_address(self) -> dict[str, set[int]]:
