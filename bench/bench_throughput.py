@@ -127,6 +127,7 @@ async def run(args: argparse.Namespace) -> int:
             )
             watch = LinkWatch(w)
             total = int(args.rate * args.seconds)
+            mailbox_of: dict[str, str] = {}
 
             def send(i: int) -> None:
                 upn = rig.mailboxes[i % len(rig.mailboxes)]
@@ -135,7 +136,9 @@ async def run(args: argparse.Namespace) -> int:
                 mid = w.send(
                     upn, to=to, cc=cc, subject=f"T {i}", categories=SHARED, internet_message_id=imid
                 )
-                watch.expect(email_reference(imid, mid), _expected_links(i, people))
+                ref = email_reference(imid, mid)
+                watch.expect(ref, _expected_links(i, people))
+                mailbox_of[ref] = upn
 
             # Warm-up: a few emails so first-use costs (sessions, schema reads) are not counted.
             for i in range(args.mailboxes):
@@ -169,6 +172,8 @@ async def run(args: argparse.Namespace) -> int:
 
             polling = asyncio.create_task(poller())
             cpu0, az0 = host.cpu(), _cpu(azurite_pid)
+            notifier = w.graph.sandbox.notifier
+            first_delivery = len(notifier.deliveries)
             started_at = datetime.now(UTC)
             started = time.perf_counter()
             for i in range(total):
@@ -183,6 +188,8 @@ async def run(args: argparse.Namespace) -> int:
             bench_cpu = time.process_time()
             host.stop(timeout=60)
             runs = await _run_outcomes(w, rig.mailboxes, started_at)
+            deliveries = notifier.deliveries[first_delivery:]
+            tail = await _slowest(w, watch, mailbox_of, started, started_at)
             if profile is not None:
                 await asyncio.sleep(0.5)
 
@@ -211,6 +218,14 @@ async def run(args: argparse.Namespace) -> int:
                 f"host {busy:3.0f} % CPU"
             )
         print("runs               " + ", ".join(f"{k} {n}" for k, n in runs.most_common()))
+        retried = sum(d.attempts > 1 for d in deliveries)
+        refused = sum(not (d.status and 200 <= d.status < 300) for d in deliveries)
+        print(
+            f"notifications      {len(deliveries)} POSTed by the Graph sandbox, {retried} sent "
+            f"again (no 2xx within 3 s), {refused} never accepted"
+        )
+        for line in tail:
+            print(line)
         print(
             f"service CPU        {per_email_ms:.1f} ms per email "
             f"({cpu:.1f} s of the host process; {cpu / wall * 100:.0f} % of a core)"
@@ -252,6 +267,41 @@ def _timeline(watch: LinkWatch, started: float, window: float = 10.0) -> list[st
             f"  sent {k * window:3.0f}-{(k + 1) * window:3.0f} s  {len(lat):4d} emails, "
             f"p50 {statistics.median(lat) * 1000:5.0f} ms, p99 {percentile(lat, 99) * 1000:6.0f} ms,"
             f" max {max(lat) * 1000:6.0f} ms, {slow} over {TARGET_P99:g} s"
+        )
+    return out
+
+
+async def _slowest(
+    w: Any,
+    watch: LinkWatch,
+    mailbox_of: dict[str, str],
+    started: float,
+    started_at: datetime,
+    count: int = 3,
+) -> list[str]:
+    """The slowest emails, each with its mailbox's sent-items runs from its send until it was
+    linked (when each started and how long it took, and why it ran): where a tail came from."""
+    lat = sorted(((watch.done[r] - watch.sent[r], r) for r in watch.done), reverse=True)
+    out: list[str] = []
+    for took, ref in lat[:count]:
+        if took <= TARGET_P99:
+            break
+        upn = mailbox_of.get(ref, "")
+        sent_at = watch.sent[ref] - started
+        runs = [
+            r
+            for r in await w.services.store.runs.recent(upn, limit=200)
+            if r.stream == Stream.SENT and r.started_at >= started_at
+        ]
+        window = []
+        for r in sorted(runs, key=lambda r: r.started_at):
+            at = (r.started_at - started_at).total_seconds()
+            if sent_at - 1 <= at <= sent_at + took + 1:
+                ran = ((r.finished_at or r.started_at) - r.started_at).total_seconds()
+                window.append(f"{at:.1f} s ({ran * 1000:.0f} ms, {r.status}/{r.reason[:20]})")
+        out.append(
+            f"slow email         sent {sent_at:.1f} s in by {upn}, linked {took:.1f} s later; "
+            f"its mailbox's runs from then: {', '.join(window) or 'none'}"
         )
     return out
 
