@@ -85,30 +85,17 @@ async def _optional(
 async def _resolve_chunk(
     client: WorkbooksClient, tenant: Tenant, chunk: list[str]
 ) -> tuple[list[AddressMatch], list[tuple[str, str, int, int]]]:
+    """Contact Details first, then People and Sales Leads by address, which also confirm the
+    Contact Details owners are live records (Workbooks may still list the Contact Details of
+    a deleted record [INF]: an email linked there would be hidden, and its address would not
+    wait for a record that appears later).  With ``WORKBOOKS_SPLIT_CONCURRENCY`` a job's reads
+    go one after another anyway, so the order costs no time there."""
     values = in_list(chunk)
-    lead_fields = list(tenant.lead_email_fields)
-    party = ["party[type]", "party[id]"] if tenant.party_columns else []
+    wanted = set(chunk)
     details = tenant.types[schema.CONTACT_DETAILS.key]
-    people, leads, locations = await asyncio.gather(
-        _collect(
-            client,
-            schema.PEOPLE.endpoint,
-            ["main_location[email]"],
-            Cond("main_location[email]", "eq", values),
-        ),
-        _optional(
-            tenant,
-            schema.SALES_LEADS,
-            _collect(
-                client,
-                schema.SALES_LEADS.endpoint,
-                lead_fields,
-                any_of(*(Cond(f, "eq", values) for f in lead_fields)),
-            ),
-        )
-        if lead_fields
-        else _nothing(),
-        _optional(
+    party = ["party[type]", "party[id]"] if tenant.party_columns else []
+    locations = (
+        await _optional(
             tenant,
             schema.CONTACT_DETAILS,
             _collect(
@@ -119,20 +106,92 @@ async def _resolve_chunk(
             ),
         )
         if details.failure is None
+        else []
+    )
+    owned, pending = _location_matches(locations, wanted)
+    owners: dict[str, set[int]] = {}
+    for match in owned:
+        owners.setdefault(match.record_type, set()).add(match.record_id)
+    lead_fields = list(tenant.lead_email_fields)
+    size = client.config.in_list_size
+    people_ids = sorted(owners.pop(PERSON, set()))
+    lead_ids = sorted(owners.pop(LEAD, set()))
+    by_address = asyncio.gather(
+        _collect(
+            client,
+            schema.PEOPLE.endpoint,
+            ["main_location[email]"],
+            _or_ids(Cond("main_location[email]", "eq", values), people_ids, size),
+        ),
+        _optional(
+            tenant,
+            schema.SALES_LEADS,
+            _collect(
+                client,
+                schema.SALES_LEADS.endpoint,
+                lead_fields,
+                _or_ids(any_of(*(Cond(f, "eq", values) for f in lead_fields)), lead_ids, size),
+            ),
+        )
+        if lead_fields
         else _nothing(),
     )
-    wanted = set(chunk)
+    people, leads = await by_address
+    live = {(PERSON, int(r["id"])) for r in people} | {(LEAD, int(r["id"])) for r in leads}
+    if len(people_ids) > size:  # more owners than one IN-list holds: confirmed on their own
+        live |= {(PERSON, i) for i in await _live(client, PERSON, people_ids)}
+    if lead_ids and (not lead_fields or len(lead_ids) > size or not leads):
+        # Not confirmed by the leads read (none, refused, or too many ids): on their own.
+        live |= {(LEAD, i) for i in await _live(client, LEAD, lead_ids)}
+    # Owners of other types (an Organisation's main email) are not linked by address
+    # (docs/email-linking.md): reported as found, never confirmed at the cost of a read.
+    live |= {(kind, i) for kind, ids in owners.items() for i in ids}
     matches = _field_matches(people, PERSON, ["main_location[email]"], wanted)
     matches += _field_matches(leads, LEAD, lead_fields, wanted)
+    matches += [m for m in owned if (m.record_type, m.record_id) in live]
+    return matches, pending
+
+
+def _or_ids(by_address: Filter | None, ids: list[int], size: int) -> Filter | None:
+    """``by_address``, or one of ``ids`` (when they fit one IN-list)."""
+    if not ids or len(ids) > size:
+        return by_address
+    return any_of(by_address, Cond("id", "eq", in_list(str(i) for i in ids)))
+
+
+async def _live(client: WorkbooksClient, record_type: str, ids: Iterable[int]) -> set[int]:
+    """Which of these records exist (a deleted one is not listed).  A type the service does
+    not read, or one the key may not read, is taken as it is: it was matched before this
+    check existed, and a refusal says nothing about the record."""
+    wanted = sorted(set(ids))
+    endpoint = schema.ENDPOINT_OF_CLASS.get(record_type)
+    if endpoint is None:
+        return set(wanted)
+    found: set[int] = set()
+    try:
+        for chunk in chunked(wanted, client.config.in_list_size):
+            where = Cond("id", "eq", in_list(str(i) for i in chunk))
+            found |= {int(r["id"]) for r in await _collect(client, endpoint, [], where)}
+    except (InvalidRequest, NotFound):
+        return set(wanted)
+    return found
+
+
+def _location_matches(
+    rows: list[Record], wanted: set[str]
+) -> tuple[list[AddressMatch], list[tuple[str, str, int, int]]]:
+    """Contact Details rows that hold a wanted address: matched to the owner they name, or left
+    for a look-up by party id where the tenant's rows do not name it [INF]."""
+    owned: list[AddressMatch] = []
     pending: list[tuple[str, str, int, int]] = []
-    for row in locations:
+    for row in rows:
         for fname in ("email", "alternate_email"):
             address = normalise(str(row.get(fname) or ""))
             if address not in wanted:
                 continue
             owner_type, owner_id = row.get("party[type]"), row.get("party[id]")
             if owner_type and owner_id is not None:
-                matches.append(
+                owned.append(
                     AddressMatch(
                         address,
                         str(owner_type),
@@ -143,7 +202,7 @@ async def _resolve_chunk(
                 )
             elif row.get("party_id") is not None:  # [INF] no party[...] columns: look up later
                 pending.append((address, fname, int(row["party_id"]), int(row["id"])))
-    return matches, pending
+    return owned, pending
 
 
 async def _nothing() -> list[Record]:

@@ -133,3 +133,24 @@ async def test_many_earlier_emails_are_linked_in_batches(ann: World, strategy: s
         e["created_through_reference"] for e in w.emails()
     }
     assert {r["mailbox"] for r in intents} == {ANN}
+
+
+async def test_an_address_held_by_a_deleted_person_waits_for_a_live_record(ann: World) -> None:
+    """Workbooks may still list a deleted Person's Contact Details [INF] (the sandbox does): an
+    email to such an address is not linked to the deleted Person, and a Person who later
+    holds the address gets it, once."""
+    w = ann
+    await _reconcile(w)
+    gone = w.person("Left Company", "left@cust.com")
+    w.contact_detail(gone, "left.private@home.net", alternate=True)
+    w.workbooks.state.tables["crm/people"][gone]["is_deleted"] = True
+    mid = w.send(ANN, to=["left@cust.com", "left.private@home.net"], categories=SHARED)
+    await w.run(ANN)
+    assert w.emails() == [] and w.links() == []
+    record = await explain(w.services, ANN, mid)
+    assert record["state"] == "no_match"
+    assert len(await w.services.store.pending.for_address(ANN, "left@cust.com")) == 1
+    successor = w.person("Successor", "left@cust.com")
+    assert (await _reconcile(w)).get("retro_linked") == 1
+    (email,) = w.emails()
+    assert w.links() == [(email["id"], PERSON, successor)]
