@@ -38,7 +38,8 @@ async def resolve_addresses(
     client: WorkbooksClient, addresses: Iterable[str]
 ) -> dict[str, list[AddressMatch]]:
     """Which People / Sales Leads (and Organisations) each address belongs to, and via which
-    field.  Three reads per IN-list chunk: people main emails, lead emails, Contact Details;
+    field.  Three reads per IN-list chunk: Contact Details, then people main emails and lead
+    emails (which also confirm the People and Leads owning those Contact Details exist);
     each as the tenant's schema allows (``sync.workbooks.schema``).  A lead or Contact Details
     read the tenant refuses is left out and noted (``Tenant.notes``), so it never stops the
     People match; throttling and outages still fail the whole resolution.
