@@ -100,11 +100,20 @@ async def test_contact_details_without_party_columns_find_their_owners(
         lid = w.lead("Lee", "lee@pro.com")
         party = w.workbooks.state.tables["crm/sales_leads"][lid]["person_lead_party_id"]
         w.seed("crm/party_locations", [{"party_id": party, "email": "lee.work@pro.com"}])
-        w.send(ANN, to=["olly.private@home.net", "lee.work@pro.com"], categories=SHARED)
+        gone = w.person("Gone", "gone@cust.com")  # deleted: its Contact Details match nothing
+        w.contact_detail(gone, "gone.private@home.net", alternate=True)
+        w.workbooks.state.tables["crm/people"][gone]["is_deleted"] = True
+        w.send(
+            ANN,
+            to=["olly.private@home.net", "lee.work@pro.com", "gone.private@home.net"],
+            categories=SHARED,
+        )
         run = await w.run(ANN)
         assert run.status == "ok", run.message
         assert w.links() == sorted([(email_id(w), PERSON, owner), (email_id(w), LEAD, lid)])
         assert "Contact Details owners are looked up by id" in run.message
+        pending = await w.services.store.pending.for_address(ANN, "gone.private@home.net")
+        assert len(list(pending)) == 1  # waits for a live record
 
 
 # ----------------------------------------------------------------------------- 3. watched
