@@ -514,6 +514,7 @@ def workbooks_webhooks_check(
     stored: HookTenant | None,
     live: Iterable[Existing] | None,
     *,
+    turned_off: bool = False,
     denied: str = "",
     unread: str = "",
 ) -> Check:
@@ -521,14 +522,15 @@ def workbooks_webhooks_check(
     tenant: by a Workbooks webhook (seconds) or by the created-since poll (minutes), and
     whether the subscriptions the service stored still exist in Workbooks.
 
-    ``why_not``: why webhooks are not wanted ("" when they are); ``stored``: the tenant's
+    ``why_not``: why webhooks are not wanted ("" when they are; ``turned_off``: because the
+    admin said so, ``WORKBOOKS_WEBHOOKS=false``); ``stored``: the tenant's
     ``HookTenant`` (None: not set up yet); ``live``: the subscriptions Workbooks lists now
     (None when not read: ``denied`` says the key may not manage triggers, ``unread`` why else).
     """
     name = "workbooks.webhooks"
     poll = "found by the created-since poll within minutes (SYNC_RETRO_POLL_SCHEDULE)"
     if why_not:
-        status: CheckStatus = "ok" if "WORKBOOKS_WEBHOOKS" in why_not else "warn"
+        status: CheckStatus = "ok" if turned_off else "warn"
         fix = "" if status == "ok" else "set SYNC_PUBLIC_BASE_URL to the app's public https URL"
         return Check(
             name, status, f"no Workbooks webhooks ({why_not}): new records are {poll}", fix

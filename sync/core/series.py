@@ -236,6 +236,11 @@ def tracked_text(fields: Mapping[str, Any]) -> str:
     return str(fields.get("end") or "") or str(fields.get("start") or "")
 
 
+def series_time(fields: Mapping[str, Any]) -> str | None:
+    """``tracked_text`` of a series-backed pair; None for a pair that is not a series."""
+    return tracked_text(fields) if is_series(fields) else None
+
+
 def end_of(text: str, tz: str) -> datetime | None:
     """``tracked_text`` as an instant (UTC; an all-day date read in ``tz``); None for none."""
     if not text:

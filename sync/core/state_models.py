@@ -7,6 +7,7 @@ works on them directly.  Timestamps are timezone-aware UTC.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -282,6 +283,18 @@ class Link(BaseModel):
     # snapshot holds Outlook's): the next two-way run re-reads the record and settles the pair.
     unsettled: bool = False
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+IDENTITY_KINDS = ("ambiguous", "duplicate", "removed")  # the kinds of a stream's identity rows
+
+
+def identity_counts(kinds: Iterable[str]) -> dict[str, int]:
+    """How many identity rows of each kind (``IDENTITY_KINDS``) these are, as status shows."""
+    out = dict.fromkeys(IDENTITY_KINDS, 0)
+    for kind in kinds:
+        if kind in out:
+            out[kind] += 1
+    return out
 
 
 MAX_CANDIDATES = 20  # candidates kept on an ambiguous item (enough to act on, bounded in state)

@@ -209,19 +209,19 @@ def series_ends(links: LinkIndex) -> dict[str, str]:
     the links when every one was read, else from the summary (a superset: look a series up
     before trusting it)."""
     if not isinstance(links, RunLinks) or links.whole:
-        return {
-            oid: series.tracked_text(link.snapshot)
-            for oid, link in links.by_outlook.items()
-            if series.is_series(link.snapshot)
-        }
-    if links.summary.series is None:
+        found = links.by_outlook.items()
+        out: dict[str, str] = {}
+    elif links.summary.series is None:
         raise LinkNotLoaded("the run went through the linked series without reading them")
-    out = dict(links.summary.series)
-    for oid, link in links.read_by_outlook().items():  # read or made by this run: as they are
-        if series.is_series(link.snapshot):
-            out[oid] = series.tracked_text(link.snapshot)
-        else:
+    else:
+        found = links.read_by_outlook().items()  # read or made by this run: as they are
+        out = dict(links.summary.series)
+    for oid, link in found:
+        text = series.series_time(link.snapshot)
+        if text is None:
             out.pop(oid, None)
+        else:
+            out[oid] = text
     return out
 
 
@@ -235,11 +235,7 @@ async def correct_series(links: LinkIndex, named: Mapping[str, str]) -> int:
     wrong: dict[str, str | None] = {}
     for oid, text in named.items():
         link = links.by_outlook.get(oid)
-        actual = (
-            series.tracked_text(link.snapshot)
-            if link is not None and series.is_series(link.snapshot)
-            else None
-        )
+        actual = None if link is None else series.series_time(link.snapshot)
         if actual != text:
             wrong[oid] = actual
     if not wrong:

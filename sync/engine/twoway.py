@@ -81,6 +81,7 @@ from sync.core.state_models import (
     MatchCandidate,
     Removal,
     RemovalHow,
+    identity_counts,
     utcnow,
 )
 from sync.engine.clients import mailbox_time_zone, workbooks_client
@@ -186,11 +187,7 @@ class IdentityRows:
 
     def counts(self) -> dict[str, int]:
         """As ``IdentityStore.counts`` reads them."""
-        out = {"ambiguous": 0, "duplicate": 0, "removed": 0}
-        for kind in self.kinds.values():
-            if kind in out:
-                out[kind] += 1
-        return out
+        return identity_counts(self.kinds.values())
 
 
 def _removal_key(removal: Removal) -> tuple[str, str]:

@@ -198,7 +198,8 @@ async def doctor_check(services: Services, mailbox: Mailbox) -> Check:
 
     wanted, why_not = _wanted(services)
     if not wanted:
-        return workbooks_webhooks_check(why_not, None, None)
+        off = not services.settings.workbooks.webhooks
+        return workbooks_webhooks_check(why_not, None, None, turned_off=off)
     tenant, client = await tenant_of(services, mailbox)
     stored = await services.store.workbooks_hooks.tenant(tenant)
     try:

@@ -50,7 +50,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 from sync.core.doctor import DoctorReport
 from sync.core.keys import address_key, decode_key, encode_key, normalise_address
-from sync.core.series import is_series, tracked_text
+from sync.core.series import series_time
 from sync.core.state_models import (
     STORED,
     Cursor,
@@ -64,6 +64,7 @@ from sync.core.state_models import (
     Removal,
     RunRecord,
     SubscriptionRecord,
+    identity_counts,
     utcnow,
 )
 from sync.core.streams import (
@@ -1266,8 +1267,8 @@ class LinkSummary:
             out.ids[link.workbooks_id] = link.workbooks_type
             if link.unsettled:
                 out.unsettled.add(link.workbooks_id)
-            if is_series(link.snapshot):
-                series[link.outlook_id] = tracked_text(link.snapshot)
+            if (text := series_time(link.snapshot)) is not None:
+                series[link.outlook_id] = text
         out.series = series if len(series) <= MAX_SUMMARY_SERIES else None
         return out
 
@@ -1282,7 +1283,7 @@ class LinkSummary:
                 self.unsettled.add(link.workbooks_id)
             if self.series is None:
                 continue
-            text = tracked_text(link.snapshot) if is_series(link.snapshot) else None
+            text = series_time(link.snapshot)
             if link.outlook_id not in self.series:
                 if text is not None:
                     self.series[link.outlook_id] = text
@@ -1489,12 +1490,9 @@ class IdentityStore:
 
     async def counts(self, mailbox: str, stream: str) -> dict[str, int]:
         """{"ambiguous", "duplicate", "removed"} for status, without unpacking the rows."""
-        out = {"ambiguous": 0, "duplicate": 0, "removed": 0}
-        async for row in self._rows(mailbox, stream, "x:"):
-            kind = str(row.get("kind") or "")
-            if kind in out:
-                out[kind] += 1
-        return out
+        return identity_counts(
+            [str(row.get("kind") or "") async for row in self._rows(mailbox, stream, "x:")]
+        )
 
     async def save(
         self,

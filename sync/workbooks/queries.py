@@ -140,10 +140,10 @@ async def _resolve_chunk(
     people, leads = await by_address
     live = {(PERSON, int(r["id"])) for r in people} | {(LEAD, int(r["id"])) for r in leads}
     if len(people_ids) > size:  # more owners than one IN-list holds: confirmed on their own
-        live |= {(PERSON, i) for i in await _live(client, PERSON, people_ids)}
+        live |= {(PERSON, i) for i in await _live(client, schema.PEOPLE.endpoint, people_ids)}
     if lead_ids and (not lead_fields or len(lead_ids) > size or not leads):
         # Not confirmed by the leads read (none, refused, or too many ids): on their own.
-        live |= {(LEAD, i) for i in await _live(client, LEAD, lead_ids)}
+        live |= {(LEAD, i) for i in await _live(client, schema.SALES_LEADS.endpoint, lead_ids)}
     # Owners of other types (an Organisation's main email) are not linked by address
     # (docs/email-linking.md): reported as found, never confirmed at the cost of a read.
     live |= {(kind, i) for kind, ids in owners.items() for i in ids}
@@ -160,14 +160,10 @@ def _or_ids(by_address: Filter | None, ids: list[int], size: int) -> Filter | No
     return any_of(by_address, Cond("id", "eq", in_list(str(i) for i in ids)))
 
 
-async def _live(client: WorkbooksClient, record_type: str, ids: Iterable[int]) -> set[int]:
-    """Which of these records exist (a deleted one is not listed).  A type the service does
-    not read, or one the key may not read, is taken as it is: it was matched before this
-    check existed, and a refusal says nothing about the record."""
+async def _live(client: WorkbooksClient, endpoint: str, ids: Iterable[int]) -> set[int]:
+    """Which of these records exist (a deleted one is not listed).  Records the key may not
+    read are taken as they are: a refusal says nothing about the record."""
     wanted = sorted(set(ids))
-    endpoint = schema.ENDPOINT_OF_CLASS.get(record_type)
-    if endpoint is None:
-        return set(wanted)
     found: set[int] = set()
     try:
         for chunk in chunked(wanted, client.config.in_list_size):
