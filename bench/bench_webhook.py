@@ -24,6 +24,9 @@ How it works:
 
 It also measures the import time of ``sync.webhook`` in fresh interpreters and checks in a
 subprocess that importing the webhook path (and ``function_app``) leaves msgraph unimported.
+The host's CPU per notification is split by its CPU ledger (``devkit/host/cpu_ledger.py``) into
+the webhook function's own (what the Python worker spends in Azure), the local host's HTTP
+handling (Azure's .NET host does it) and the event loop's remainder.
 With ``--profile`` the host runs under cProfile and the top entries are printed.
 
 After the rate test the same host gets the unauthenticated worst case: ``--flood-requests``
@@ -44,6 +47,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -57,6 +61,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from devkit.host import cpu_ledger  # noqa: E402
 from tests.support.local import free_port, running_azurite  # noqa: E402
 
 SLOW_MS = 2900.0
@@ -535,6 +540,7 @@ async def amain(args: argparse.Namespace) -> int:
         tag = uuid.uuid4().hex[:8]
         prefix = f"bench{tag}"
         queue = f"bench-jobs-{tag}"
+        ledger_file = Path(tempfile.mkdtemp(prefix="bench-webhook-")) / "cpu-ledger.json"
         env = dict(os.environ)
         env.update(
             {
@@ -550,6 +556,7 @@ async def amain(args: argparse.Namespace) -> int:
                 "SYNC_PUBLIC_BASE_URL": "http://127.0.0.1",
                 "SYNC_LOG_LEVEL": "WARNING",
                 "PYTHONPATH": str(ROOT),
+                cpu_ledger.ENV: str(ledger_file),
             }
         )
         env.pop("SYNC_LOCAL_FUNCTION_KEY", None)
@@ -567,6 +574,8 @@ async def amain(args: argparse.Namespace) -> int:
             depth_before = await queue_depth(conn, queue)
             res: Results | None = None
             if args.seconds:
+                await asyncio.sleep(1.5)  # the host writes its CPU ledger every second
+                ledger0 = cpu_ledger.read(ledger_file)
                 cpu0, t0 = _cpu_seconds(proc.pid), time.perf_counter()
                 az0 = _cpu_seconds(azurite_pid) if azurite_pid else float("nan")
                 me0 = time.process_time()
@@ -578,6 +587,8 @@ async def amain(args: argparse.Namespace) -> int:
                     if azurite_pid
                     else float("nan")
                 )
+                await asyncio.sleep(1.5)
+                ledger = _ledger_ms(ledger0, cpu_ledger.read(ledger_file), len(res.latencies_ms))
             depth_after = await queue_depth(conn, queue)
             if args.flood:
                 if res is not None:
@@ -598,6 +609,7 @@ async def amain(args: argparse.Namespace) -> int:
                 "host process CPU %": host_cpu,
                 "load generator CPU %": gen_cpu,
                 "Azurite CPU %": az_cpu,
+                **ledger,
             }
             passed = report(res, figures, extra, args.rate)
         if args.flood:
@@ -610,6 +622,22 @@ async def amain(args: argparse.Namespace) -> int:
             print("\n== host profile (tottime, top 25) ==")
             pstats.Stats(str(profile)).sort_stats("tottime").print_stats(25)
         return 0 if passed else 1
+
+
+def _ledger_ms(before: dict[str, Any], after: dict[str, Any], answered: int) -> dict[str, float]:
+    """The host's CPU per notification in ms, split by its ledger: the webhook function's own
+    (what the Python worker spends in Azure), the local host's HTTP handling, the loop."""
+    if not after or answered <= 0:
+        return {}
+    spent = {k: float(v) - float(before.get(k, 0.0)) for k, v in after.items()}
+    shared = (cpu_ledger.HOST, cpu_ledger.LOOP)
+    return {
+        "function CPU per notification ms": sum(v for k, v in spent.items() if k not in shared)
+        / answered
+        * 1000,
+        "host HTTP CPU per notification ms": spent.get(cpu_ledger.HOST, 0.0) / answered * 1000,
+        "loop CPU per notification ms": spent.get(cpu_ledger.LOOP, 0.0) / answered * 1000,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

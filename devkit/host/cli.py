@@ -127,7 +127,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    from devkit.host import cpu_ledger
     from devkit.host.localhost import LocalHost
+
+    ledger_path = os.environ.get(cpu_ledger.ENV)
+    if ledger_path:  # benchmarks: the CPU of the functions apart from the host's
+        cpu_ledger.install()
 
     try:
         host = LocalHost(
@@ -165,9 +170,16 @@ async def _serve(args: argparse.Namespace) -> int:
         )
     sys.stdout.write("Press Ctrl+C to stop.\n")
     sys.stdout.flush()
+    ledger = (
+        asyncio.create_task(cpu_ledger.keep_writing(Path(ledger_path))) if ledger_path else None
+    )
     try:
         await stop.wait()
     finally:
+        if ledger is not None:
+            ledger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ledger
         await host.stop()
         # This process is ending: close the functions' services too (their Workbooks and
         # Graph sessions), rather than leave them to the interpreter's exit, which warns.

@@ -38,6 +38,7 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 from multidict import CIMultiDict
 
+from devkit.host import cpu_ledger
 from devkit.host.appsettings import resolve
 from devkit.host.config import HostConfig
 from devkit.host.devauth import DevSignIn, strip_principal
@@ -315,7 +316,9 @@ class LocalHost:
         started = time.perf_counter()
         self._running += 1
         try:
-            result = await self._call(fn, kwargs)
+            # In Azure the host writes output bindings; only the call is the function's.
+            with cpu_ledger.charged_to(fn.name):
+                result = await self._call(fn, kwargs)
             await self._write_outputs(fn, outs, result)
         except BaseException as exc:
             duration = (time.perf_counter() - started) * 1000

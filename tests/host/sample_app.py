@@ -4,6 +4,7 @@ each test can use its own queues."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -71,6 +72,27 @@ async def text(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="boom", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def boom(req: func.HttpRequest) -> func.HttpResponse:
     raise RuntimeError("boom")
+
+
+def _spin(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+@app.route(route="burn/{ms:int}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def burn(req: func.HttpRequest) -> func.HttpResponse:
+    """Spends ``ms`` of CPU: half itself, half in a task it starts (the CPU ledger's test)."""
+    half = int(req.route_params["ms"]) / 2000
+    _spin(half)
+    await asyncio.sleep(0)
+    await asyncio.create_task(_burn_later(half))
+    return func.HttpResponse("burnt")
+
+
+async def _burn_later(seconds: float) -> None:
+    await asyncio.sleep(0)
+    _spin(seconds)
 
 
 @app.route(route="secure", methods=["GET"])  # the app default: AuthLevel.FUNCTION

@@ -6,12 +6,14 @@ import asyncio
 import base64
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from azure.storage.queue.aio import QueueClient
 
+from devkit.host import cpu_ledger
 from devkit.host.functions import FunctionLoadError, import_app_module, index_app
 from devkit.host.localhost import LocalHost
 from tests.conftest import unique
@@ -309,3 +311,37 @@ def test_serve_exits_2_on_bad_settings(
     finally:
         get_settings.cache_clear()
     assert "SYNC_JOBS_QUEUE" in capsys.readouterr().err
+
+
+async def test_the_cpu_ledger_charges_a_function_and_the_tasks_it_starts(
+    queues: dict[str, str], http: aiohttp.ClientSession
+) -> None:
+    """What ``bench_throughput`` reports as the functions' own CPU: a function's callbacks,
+    including a task it starts, are charged to it; the host's HTTP handling is not."""
+    cpu_ledger.install()
+    try:
+        async with LocalHost(APP, host_json=FAST_RETRY, timers=False) as host:
+            before = cpu_ledger.snapshot(cpu_ledger.process_cpu())
+            for _ in range(3):
+                async with http.get(f"{host.base_url}/api/burn/40") as resp:
+                    assert resp.status == 200 and await resp.text() == "burnt"
+            async with http.get(f"{host.base_url}/api/text") as resp:
+                assert resp.status == 202
+            after = cpu_ledger.snapshot(cpu_ledger.process_cpu())
+    finally:
+        cpu_ledger.uninstall()
+    spent = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    assert 0.120 <= spent["burn"] < 0.200  # 3 x 40 ms, half of it in the task it started
+    assert spent.get("text", 0.0) < 0.020
+    assert 0.0 < spent[cpu_ledger.HOST] < 0.100  # parsing and answering the four requests
+    assert set(spent) >= {"burn", cpu_ledger.HOST, cpu_ledger.LOOP}
+
+
+def test_the_cpu_ledger_file_is_read_back_and_a_missing_one_is_empty(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.json"
+    assert cpu_ledger.read(path) == {}
+    cpu_ledger.write(path)
+    got = cpu_ledger.read(path)
+    assert got[cpu_ledger.LOOP] >= 0.0 and sum(got.values()) > 0.0
+    path.write_text("{not json")
+    assert cpu_ledger.read(path) == {}
