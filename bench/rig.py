@@ -152,6 +152,8 @@ class HostProcess:
             self.proc.wait()
 
     def stop(self, timeout: float = 30.0) -> None:
+        """SIGINT, then SIGKILL after ``timeout``.  Blocks: from a coroutine whose event loop
+        also runs the sandboxes, use ``halt``."""
         if self.alive():
             assert self.proc is not None
             self.proc.send_signal(signal.SIGINT)
@@ -160,6 +162,23 @@ class HostProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    async def halt(self, timeout: float = 30.0) -> None:
+        """``stop`` without blocking the event loop.  A stopping host closes its services,
+        which logs out of every Workbooks session: with the sandbox in this loop, a blocking
+        wait would leave those calls unanswered until the SIGKILL (and a profiled host would
+        never write its profile)."""
+        if not self.alive():
+            return
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                return
+            await asyncio.sleep(0.05)
 
 
 @dataclass
@@ -247,9 +266,8 @@ class Rig:
                     pending.discard((upn, stream))
             await asyncio.sleep(0.5)
 
-    def stop_hosts(self) -> None:
-        for host in self.hosts:
-            host.stop()
+    async def stop_hosts(self) -> None:
+        await asyncio.gather(*(host.halt() for host in self.hosts))
 
 
 @contextlib.asynccontextmanager
@@ -291,7 +309,7 @@ async def rig_running(
             try:
                 yield rig
             finally:
-                rig.stop_hosts()
+                await rig.stop_hosts()
 
 
 class LinkWatch:

@@ -8,12 +8,17 @@ process's CPU time overstates what the service would cost there.  This ledger sp
 Every asyncio callback runs in a ``contextvars.Context`` (a task's steps in the task's context,
 a socket's read callbacks in the context the connection was opened in).  ``LocalHost.invoke``
 marks the context of the function's call with the function's name, and tasks it starts inherit
-the mark; the ledger times each callback with the thread's CPU clock and charges it to the name
-its context carries at the end, or to the host when there is none.  What no callback accounts
-for (waiting in ``epoll``, the loop's own scheduling, other threads) is the loop's share.
+the mark.  The ledger samples: a profiling timer (``ITIMER_PROF``, which runs on the process's
+CPU time, not the clock's) interrupts the process every millisecond of CPU, and the signal
+handler, which Python runs in whatever context is current, counts one sample for the function
+named there, or for the host (its own callbacks and the loop's scheduling), or for the loop
+when it was in ``select``.  The process's CPU time is then shared out by the samples.  Timing
+every callback instead (two thread-clock reads, each a system call) cost about 2.5 us per
+callback, enough to slow the benchmark it measures.
 
 Off unless the host is started with ``DEVKIT_CPU_LEDGER=<file>``: then the host writes the
-totals to that file as JSON every second and when it stops, for ``bench/bench_throughput.py``.
+counts and its CPU time to that file as JSON every second and when it stops, for
+``bench/bench_throughput.py`` and ``bench/bench_webhook.py``.  POSIX only (``setitimer``).
 """
 
 from __future__ import annotations
@@ -23,49 +28,50 @@ import contextlib
 import contextvars
 import json
 import os
-import time
-from collections import defaultdict
-from collections.abc import Iterator
+import signal
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 ENV = "DEVKIT_CPU_LEDGER"
-HOST = "(host)"  # callbacks outside any invocation: queue polling, HTTP parsing, outputs
-LOOP = "(loop)"  # process CPU no callback accounts for
+HOST = "(host)"  # outside any invocation: queue polling, HTTP parsing, outputs, scheduling
+LOOP = "(loop)"  # waiting in select (the system call's own CPU)
+INTERVAL = 0.001  # seconds of process CPU between samples
 
 FUNCTION: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "devkit_function", default=None
 )
-_spent: defaultdict[str, float] = defaultdict(float)
-_original: Any = None  # Handle._run before install()
+_samples: Counter[str] = Counter()
+_previous: Any = None  # the SIGPROF handler before install()
+
+
+def _sample(signum: int, frame: FrameType | None) -> None:
+    name = FUNCTION.get()
+    if name is None:
+        in_select = frame is not None and frame.f_code.co_filename.endswith("selectors.py")
+        name = LOOP if in_select else HOST
+    _samples[name] += 1
 
 
 def install() -> None:
-    """Time every event-loop callback in this process (idempotent)."""
-    global _original
-    if _original is not None:
+    """Start sampling this process (idempotent; the main thread only)."""
+    global _previous
+    if _previous is not None:
         return
-    original = _original = asyncio.events.Handle._run
-    clock = time.thread_time
-
-    def _run(handle: asyncio.Handle) -> None:
-        start = clock()
-        try:
-            original(handle)
-        finally:
-            name = handle._context.get(FUNCTION)  # type: ignore[attr-defined]
-            _spent[name or HOST] += clock() - start
-
-    asyncio.events.Handle._run = _run  # type: ignore[method-assign,assignment]
+    _previous = signal.signal(signal.SIGPROF, _sample) or signal.SIG_DFL
+    signal.setitimer(signal.ITIMER_PROF, INTERVAL, INTERVAL)
 
 
 def uninstall() -> None:
-    """Stop timing callbacks and forget the totals."""
-    global _original
-    if _original is not None:
-        asyncio.events.Handle._run = _original  # type: ignore[method-assign]
-        _original = None
-    _spent.clear()
+    """Stop sampling and forget the counts."""
+    global _previous
+    if _previous is not None:
+        signal.setitimer(signal.ITIMER_PROF, 0, 0)
+        signal.signal(signal.SIGPROF, _previous)
+        _previous = None
+    _samples.clear()
 
 
 @contextlib.contextmanager
@@ -78,27 +84,38 @@ def charged_to(name: str) -> Iterator[None]:
         FUNCTION.reset(token)
 
 
-def snapshot(process_cpu: float) -> dict[str, float]:
-    """Seconds of CPU by function, the host's callbacks and the loop's remainder."""
-    out = dict(_spent)
-    out[LOOP] = max(0.0, process_cpu - sum(out.values()))
-    return out
-
-
 def process_cpu() -> float:
     times = os.times()
     return times.user + times.system
 
 
+def snapshot() -> dict[str, Any]:
+    """The samples so far by name, and the process's CPU seconds."""
+    return {"samples": dict(_samples), "cpu": process_cpu()}
+
+
+def spent(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, float]:
+    """CPU seconds by name between two snapshots: the process's CPU time in that span, shared
+    out by the samples taken in it (empty when either snapshot is missing)."""
+    if not before or not after:
+        return {}
+    was: Mapping[str, int] = before.get("samples", {})
+    now: Mapping[str, int] = after.get("samples", {})
+    taken = {k: n - was.get(k, 0) for k, n in now.items() if n - was.get(k, 0) > 0}
+    total = sum(taken.values())
+    cpu = float(after.get("cpu", 0.0)) - float(before.get("cpu", 0.0))
+    return {k: cpu * n / total for k, n in taken.items()} if total else {}
+
+
 def write(path: Path) -> None:
-    """The current totals to ``path``, replaced whole (a reader never sees half a file)."""
+    """The current snapshot to ``path``, replaced whole (a reader never sees half a file)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(snapshot(process_cpu())))
+    tmp.write_text(json.dumps(snapshot()))
     tmp.replace(path)
 
 
 async def keep_writing(path: Path, every: float = 1.0) -> None:
-    """Write the totals every ``every`` seconds until cancelled, and once more then."""
+    """Write the snapshot every ``every`` seconds until cancelled, and once more then."""
     try:
         while True:
             write(path)
@@ -108,7 +125,7 @@ async def keep_writing(path: Path, every: float = 1.0) -> None:
 
 
 def read(path: Path) -> dict[str, Any]:
-    """The totals a host wrote (empty when it has not written yet)."""
+    """The snapshot a host wrote (empty when it has not written yet)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
