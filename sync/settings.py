@@ -176,6 +176,15 @@ class AppSettings(_Checked):
         le=8192,
         description="Longest validationToken echoed back; longer tokens get 400.",
     )
+    webhook_deadline_seconds: float = Field(
+        default=2.5,
+        ge=0.5,
+        le=2.9,
+        description="Longest a Graph notification waits for storage: past it the webhook "
+        "answers 503 and Graph sends the notification again later. Graph counts a reply after "
+        "2.9 s as slow and drops every notification to an endpoint with 15 % slow replies; a "
+        "503 is not slow. The intake goes on after the 503, and what it queues is kept.",
+    )
     webhook_memo_seconds: float = Field(
         default=1.0,
         ge=0,

@@ -24,9 +24,9 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sync.core.bodies import BodyError, read_json
 from sync.core.jobs import Job, JobKind, Stream
@@ -61,6 +61,11 @@ log = logging.getLogger("sync.webhook")
 LOG = RateLimitedLog(log)
 DROPPED = "webhook: notification items dropped"
 UNAVAILABLE = "webhook: storage or queue unavailable, answering 503 so Graph retries"
+LATE = "webhook: storage slower than the deadline, answering 503 so Graph retries"
+BUSY = '{"error":"temporarily unable to accept notifications"}'
+# Intakes still running after their request was answered 503 at the deadline: referenced
+# here until they finish, so they are not collected half-way.
+_LATE: set[asyncio.Future[Reply]] = set()
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class IntakeStats:
     dropped_malformed: int = 0
     rejected_requests: int = 0
     failures: int = 0
+    late: int = 0  # answered 503 at the deadline while storage was still busy
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -399,7 +405,7 @@ async def _process(
             LOG.failure(UNAVAILABLE, exc)
         else:
             LOG.failure("webhook: could not persist notifications, answered 503", exc)
-        return Reply(503, '{"error":"temporarily unable to accept notifications"}')
+        return Reply(503, BUSY)
     STATS.queued += out.queued
     STATS.coalesced += out.coalesced
     _count_drops(out, len(items))
@@ -423,4 +429,26 @@ async def handle(
     except BodyError as exc:
         STATS.rejected_requests += 1
         return Reply(exc.status, json.dumps({"error": str(exc)}))
-    return await _process(services, items, lifecycle_only=lifecycle)
+    return await _within_deadline(services, _process(services, items, lifecycle_only=lifecycle))
+
+
+async def _within_deadline(services: Services, intake: Coroutine[Any, Any, Reply]) -> Reply:
+    """The intake's reply, or 503 once ``webhook_deadline_seconds`` have passed.
+
+    Graph waits 3 s for a reply, counts one after 2.9 s as slow, and drops every notification
+    to an endpoint with 15 % slow replies: a storage service that accepts requests and then
+    answers late (a brownout, or the SDK's own retries) would otherwise make the whole
+    tenant's notifications late, then lost.  A 503 is not slow: Graph sends it again later.
+    The intake is not cancelled (a marker set and its job not yet queued would hold the
+    stream until the sweeper); it goes on, and a job it queues is kept, so the notification
+    Graph sends again finds the stream's job pending."""
+    work = asyncio.ensure_future(intake)
+    deadline = services.settings.app.webhook_deadline_seconds
+    try:
+        return await asyncio.wait_for(asyncio.shield(work), deadline)
+    except TimeoutError:
+        STATS.late += 1
+        _LATE.add(work)
+        work.add_done_callback(_LATE.discard)
+        LOG.failure(LATE, TimeoutError(f"no reply from storage within {deadline:g} s"))
+        return Reply(503, BUSY)

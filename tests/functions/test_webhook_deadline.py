@@ -1,0 +1,159 @@
+"""The webhook answers within its deadline when storage is slow, and keeps what it queues.
+
+Graph counts a reply after 2.9 s as slow and drops every notification to an endpoint with 15 %
+slow replies.  Storage here is Azurite behind a TCP relay that holds each request's bytes for
+a while before passing them on (a brownout: connections accepted, answers late), or a listener
+that never answers at all.  The services' table and queue clients are rebuilt against them with
+the app's own builders, so with its retry policy and timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from sync import webhook
+from sync.queues import JobQueue
+from sync.state.store import StateStore
+from sync.storage import queue_service, table_service
+from tests.functions.helpers import drain, notification, register
+
+DEADLINE = 0.5
+HOLD = 1.5  # seconds the slow relay holds each request
+
+
+@contextlib.asynccontextmanager
+async def relay(port: int, hold: float) -> AsyncIterator[int]:
+    """A TCP relay to ``127.0.0.1:port`` that holds every chunk from the client for ``hold``
+    seconds (``hold < 0``: never passes anything on).  Yields its own port."""
+
+    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, delay: float) -> None:
+        with contextlib.suppress(ConnectionError):
+            while chunk := await src.read(65536):
+                if delay:
+                    await asyncio.sleep(delay)
+                dst.write(chunk)
+                await dst.drain()
+        dst.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if hold < 0:
+            await reader.read()  # swallow the request, answer nothing, until closed
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.gather(pipe(reader, up_writer, hold), pipe(up_reader, writer, 0))
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 1)
+
+
+def _through(connection: str, table_port: int, queue_port: int) -> str:
+    """Azurite's connection string with its table and queue endpoints on other ports."""
+    out = re.sub(r"(TableEndpoint=http://127\.0\.0\.1:)\d+", rf"\g<1>{table_port}", connection)
+    return re.sub(r"(QueueEndpoint=http://127\.0\.0\.1:)\d+", rf"\g<1>{queue_port}", out)
+
+
+def _port(connection: str, name: str) -> int:
+    found = re.search(rf"{name}Endpoint=http://127\.0\.0\.1:(\d+)", connection)
+    assert found, connection
+    return int(found.group(1))
+
+
+@contextlib.asynccontextmanager
+async def storage_behind(services: Any, connection: str, hold: float) -> AsyncIterator[None]:
+    """The services' table and queue clients rebuilt to reach Azurite through relays."""
+    store, queue = services.store, services.queue
+    async with (
+        relay(_port(connection, "Table"), hold) as table_port,
+        relay(_port(connection, "Queue"), hold) as queue_port,
+    ):
+        app = services.settings.app.model_copy(
+            update={"storage_connection": SecretStr(_through(connection, table_port, queue_port))}
+        )
+        services.store = StateStore(table_service(app), app.table_prefix)
+        services.queue = JobQueue(queue_service(app), app.jobs_queue)
+        try:
+            yield
+        finally:
+            for late in list(webhook._LATE):  # a test's own leftovers only
+                late.cancel()
+            with contextlib.suppress(Exception):
+                await services.store.close()
+                await services.queue.close()
+            services.store, services.queue = store, queue
+
+
+async def _notify(services: Any) -> tuple[webhook.Reply, float]:
+    body = json.dumps({"value": [notification("sub-1", "secret-1")]}).encode()
+    started = time.monotonic()
+    reply = await webhook.handle(
+        services, query={}, headers={"content-type": "application/json"}, body=body
+    )
+    return reply, time.monotonic() - started
+
+
+@pytest.fixture
+def deadline(services: Any) -> Any:
+    settings = services.settings
+    app = settings.app.model_copy(update={"webhook_deadline_seconds": DEADLINE})
+    services.settings = dataclasses.replace(settings, app=app)
+    yield services
+    services.settings = settings
+
+
+async def test_slow_storage_gets_a_503_in_time_and_the_intake_still_queues_the_job(
+    deadline: Any, azurite_connection: str
+) -> None:
+    services = deadline
+    await register(services, "ann@example.com", "sub-1", "secret-1")
+    late_before = webhook.STATS.late
+    async with storage_behind(services, azurite_connection, HOLD):
+        reply, took = await _notify(services)
+        assert reply.status == 503 and took < DEADLINE + 0.4  # not the 1.5 s and more
+        assert webhook.STATS.late == late_before + 1
+        pending = list(webhook._LATE)
+        assert len(pending) == 1
+        finished = await asyncio.wait_for(pending[0], 30)  # the intake went on
+        assert finished.status == 202
+    # What it queued is kept: one job for the stream; Graph's retry finds it pending.
+    jobs = await drain(services)
+    assert [(j.mailbox, str(j.stream)) for j in jobs] == [("ann@example.com", "sent")]
+    await services.queue.send(jobs[0])  # back on the queue, not yet run
+    again, _ = await _notify(services)
+    assert again.status == 202
+    assert len(await drain(services)) == 1  # coalesced: no second job
+
+
+async def test_storage_that_never_answers_gets_a_503_in_time(
+    deadline: Any, azurite_connection: str
+) -> None:
+    services = deadline
+    await register(services, "bob@example.com", "sub-1", "secret-1")
+    async with storage_behind(services, azurite_connection, -1):
+        reply, took = await _notify(services)
+        assert reply.status == 503 and took < DEADLINE + 0.4
+        assert json.loads(reply.body) == {"error": "temporarily unable to accept notifications"}
+
+
+async def test_a_fast_intake_is_answered_as_before(deadline: Any) -> None:
+    services = deadline
+    await register(services, "cy@example.com", "sub-1", "secret-1")
+    late_before = webhook.STATS.late
+    reply, _ = await _notify(services)
+    assert reply.status == 202 and webhook.STATS.late == late_before
+    assert len(await drain(services)) == 1
