@@ -64,8 +64,11 @@ UNAVAILABLE = "webhook: storage or queue unavailable, answering 503 so Graph ret
 LATE = "webhook: storage slower than the deadline, answering 503 so Graph retries"
 BUSY = '{"error":"temporarily unable to accept notifications"}'
 # Intakes still running after their request was answered 503 at the deadline: referenced
-# here until they finish, so they are not collected half-way.
+# here until they finish, so they are not collected half-way.  Past MAX_LATE of them storage
+# is plainly struggling: new requests are answered 503 at once, without adding to its load
+# (and without a pile of waiting intakes growing for as long as a brownout lasts).
 _LATE: set[asyncio.Future[Reply]] = set()
+MAX_LATE = 256
 
 
 @dataclass(frozen=True)
@@ -442,8 +445,13 @@ async def _within_deadline(services: Services, intake: Coroutine[Any, Any, Reply
     The intake is not cancelled (a marker set and its job not yet queued would hold the
     stream until the sweeper); it goes on, and a job it queues is kept, so the notification
     Graph sends again finds the stream's job pending."""
-    work = asyncio.ensure_future(intake)
     deadline = services.settings.app.webhook_deadline_seconds
+    if len(_LATE) >= MAX_LATE:
+        intake.close()  # never started
+        STATS.late += 1
+        LOG.failure(LATE, TimeoutError(f"{len(_LATE)} earlier intakes still waiting"))
+        return Reply(503, BUSY)
+    work = asyncio.ensure_future(intake)
     try:
         return await asyncio.wait_for(asyncio.shield(work), deadline)
     except TimeoutError:

@@ -90,8 +90,10 @@ async def storage_behind(services: Any, connection: str, hold: float) -> AsyncIt
         try:
             yield
         finally:
-            for late in list(webhook._LATE):  # a test's own leftovers only
+            leftovers = list(webhook._LATE)  # this test's own
+            for late in leftovers:
                 late.cancel()
+            await asyncio.gather(*leftovers, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await services.store.close()
                 await services.queue.close()
@@ -157,3 +159,20 @@ async def test_a_fast_intake_is_answered_as_before(deadline: Any) -> None:
     reply, _ = await _notify(services)
     assert reply.status == 202 and webhook.STATS.late == late_before
     assert len(await drain(services)) == 1
+
+
+async def test_past_the_cap_of_waiting_intakes_requests_get_a_503_at_once(
+    deadline: Any, azurite_connection: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long brownout does not pile up intakes: past ``MAX_LATE`` still waiting, a request
+    is answered 503 without touching storage."""
+    services = deadline
+    await register(services, "dee@example.com", "sub-1", "secret-1")
+    monkeypatch.setattr(webhook, "MAX_LATE", 1)
+    async with storage_behind(services, azurite_connection, -1):
+        first, took = await _notify(services)
+        assert first.status == 503 and took >= DEADLINE  # waited for storage, then answered
+        assert len(webhook._LATE) == 1
+        second, took = await _notify(services)
+        assert second.status == 503 and took < DEADLINE / 2  # answered at once
+        assert len(webhook._LATE) == 1  # nothing more started
