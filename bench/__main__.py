@@ -19,6 +19,7 @@ ORDER = (
     "retro",
     "sync",
     "job_costs",
+    "storage_sdk",
     "wb_instances",
     "scale",
     "console",
