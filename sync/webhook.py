@@ -7,7 +7,8 @@ message.  Answers:
 
 * ``?validationToken=`` -> 200 text/plain with the decoded token (400 if it is not plain text);
 * notifications -> 202 once every valid item is queued (or already pending);
-* 5xx only when state or the queue failed, so Graph retries later;
+* 5xx only when state or the queue failed, or had not answered within
+  ``webhook_deadline_seconds``, so Graph retries later;
 * 4xx for bodies Graph would never send (``sync.core.bodies``: too large, not JSON, nested too
   deep, numbers too long, wrong shapes), with no state change.
 
@@ -456,7 +457,15 @@ async def _within_deadline(services: Services, intake: Coroutine[Any, Any, Reply
         return await asyncio.wait_for(asyncio.shield(work), deadline)
     except TimeoutError:
         STATS.late += 1
-        _LATE.add(work)
-        work.add_done_callback(_LATE.discard)
+        _keep(work)
         LOG.failure(LATE, TimeoutError(f"no reply from storage within {deadline:g} s"))
         return Reply(503, BUSY)
+    except asyncio.CancelledError:  # the request went away: the intake still finishes
+        _keep(work)
+        raise
+
+
+def _keep(work: asyncio.Future[Reply]) -> None:
+    if not work.done():
+        _LATE.add(work)
+        work.add_done_callback(_LATE.discard)

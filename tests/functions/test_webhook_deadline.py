@@ -176,3 +176,22 @@ async def test_past_the_cap_of_waiting_intakes_requests_get_a_503_at_once(
         second, took = await _notify(services)
         assert second.status == 503 and took < DEADLINE / 2  # answered at once
         assert len(webhook._LATE) == 1  # nothing more started
+
+
+async def test_a_request_that_goes_away_still_has_its_intake_finished(
+    deadline: Any, azurite_connection: str
+) -> None:
+    """Graph hanging up (or the host cancelling the request) does not cancel the intake."""
+    services = deadline
+    await register(services, "eve@example.com", "sub-1", "secret-1")
+    async with storage_behind(services, azurite_connection, HOLD):
+        request = asyncio.create_task(_notify(services))
+        await asyncio.sleep(0.1)
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        pending = list(webhook._LATE)
+        assert len(pending) == 1
+        assert (await asyncio.wait_for(pending[0], 30)).status == 202
+    jobs = await drain(services)
+    assert [(j.mailbox, str(j.stream)) for j in jobs] == [("eve@example.com", "sent")]
