@@ -257,7 +257,7 @@ async def run(args: argparse.Namespace) -> int:
             finally:
                 await admin.close()
                 await user.close()
-                await host.halt()
+                await host.stop()
     print(f"load average at the end: {_load()}")
     slow = [f for f in figures if f.worst > TARGET_MS]
     every = [t for f in figures for t in f.times_ms]

@@ -194,7 +194,7 @@ async def run(args: argparse.Namespace) -> int:
             bench_cpu = time.process_time()
             await asyncio.sleep(LEDGER_EVERY * 1.5)  # the host writes its ledger every second
             by_function = cpu_ledger.spent(ledger0, cpu_ledger.read(ledger_file))
-            await host.halt(timeout=60)
+            await host.stop(timeout=60)
             runs = await _run_outcomes(w, rig.mailboxes, started_at)
             deliveries = notifier.deliveries[first_delivery:]
             tail = await _slowest(w, watch, mailbox_of, started, started_at)
@@ -267,8 +267,7 @@ def _own_ms(by_function: dict[str, float], linked: int) -> float | None:
     """The functions' own CPU per email in ms (None without a ledger)."""
     if not by_function or linked <= 0:
         return None
-    shared = (cpu_ledger.HOST, cpu_ledger.LOOP)
-    return sum(v for k, v in by_function.items() if k not in shared) / linked * 1000
+    return cpu_ledger.own(by_function) / linked * 1000
 
 
 def _ledger_lines(by_function: dict[str, float], linked: int) -> list[str]:

@@ -630,9 +630,8 @@ def _ledger_ms(before: dict[str, Any], after: dict[str, Any], answered: int) -> 
     spent = cpu_ledger.spent(before, after)
     if not spent or answered <= 0:
         return {}
-    shared = (cpu_ledger.HOST, cpu_ledger.LOOP)
-    own = sum(v for k, v in spent.items() if k not in shared)
-    host = sum(spent.get(k, 0.0) for k in shared)
+    own = cpu_ledger.own(spent)
+    host = sum(spent.values()) - own
     return {
         "function CPU per notification ms": own / answered * 1000,
         "host HTTP CPU per notification ms": host / answered * 1000,

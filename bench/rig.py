@@ -151,23 +151,11 @@ class HostProcess:
             self.proc.kill()
             self.proc.wait()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGINT, then SIGKILL after ``timeout``.  Blocks: from a coroutine whose event loop
-        also runs the sandboxes, use ``halt``."""
-        if self.alive():
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    async def halt(self, timeout: float = 30.0) -> None:
-        """``stop`` without blocking the event loop.  A stopping host closes its services,
-        which logs out of every Workbooks session: with the sandbox in this loop, a blocking
-        wait would leave those calls unanswered until the SIGKILL (and a profiled host would
-        never write its profile)."""
+    async def stop(self, timeout: float = 30.0) -> None:
+        """SIGINT, then SIGKILL after ``timeout``, without blocking the event loop.  A
+        stopping host closes its services, which logs out of every Workbooks session: with the
+        sandbox in this loop, a blocking wait would leave those calls unanswered until the
+        SIGKILL (and a profiled host would never write its profile)."""
         if not self.alive():
             return
         assert self.proc is not None
@@ -267,7 +255,7 @@ class Rig:
             await asyncio.sleep(0.5)
 
     async def stop_hosts(self) -> None:
-        await asyncio.gather(*(host.halt() for host in self.hosts))
+        await asyncio.gather(*(host.stop() for host in self.hosts))
 
 
 @contextlib.asynccontextmanager

@@ -454,18 +454,19 @@ async def _within_deadline(services: Services, intake: Coroutine[Any, Any, Reply
         return Reply(503, BUSY)
     work = asyncio.ensure_future(intake)
     try:
-        return await asyncio.wait_for(asyncio.shield(work), deadline)
-    except TimeoutError:
-        STATS.late += 1
+        # Neither the timeout nor this request's cancellation (Graph hung up) cancels it.
+        await asyncio.wait({work}, timeout=deadline)
+    finally:
         _keep(work)
-        LOG.failure(LATE, TimeoutError(f"no reply from storage within {deadline:g} s"))
-        return Reply(503, BUSY)
-    except asyncio.CancelledError:  # the request went away: the intake still finishes
-        _keep(work)
-        raise
+    if work.done():
+        return work.result()
+    STATS.late += 1
+    LOG.failure(LATE, TimeoutError(f"no reply from storage within {deadline:g} s"))
+    return Reply(503, BUSY)
 
 
 def _keep(work: asyncio.Future[Reply]) -> None:
+    """Hold an unfinished intake until it finishes (the loop keeps only weak references)."""
     if not work.done():
         _LATE.add(work)
         work.add_done_callback(_LATE.discard)

@@ -107,6 +107,11 @@ def spent(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, floa
     return {k: cpu * n / total for k, n in taken.items()} if total else {}
 
 
+def own(spent_by_name: Mapping[str, float]) -> float:
+    """The functions' share of ``spent`` (seconds): everything but the host's and the loop's."""
+    return sum(v for k, v in spent_by_name.items() if k not in (HOST, LOOP))
+
+
 def write(path: Path) -> None:
     """The current snapshot to ``path``, replaced whole (a reader never sees half a file)."""
     tmp = path.with_suffix(path.suffix + ".tmp")

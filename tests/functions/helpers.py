@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -10,6 +12,30 @@ import azure.functions as func
 
 from sync.core.state_models import Mailbox, SubscriptionRecord, utcnow
 from sync.state.store import hash_client_state
+
+
+def use_storage(services: Any, connection: str) -> Callable[[], Awaitable[None]]:
+    """Point the running services' table and queue clients at ``connection``, built with the
+    app's own builders (so with its retry policy and timeouts).  Returns what closes them and
+    puts the previous clients back."""
+    from pydantic import SecretStr
+
+    from sync.queues import JobQueue
+    from sync.state.store import StateStore
+    from sync.storage import queue_service, table_service
+
+    store, queue = services.store, services.queue
+    app = services.settings.app.model_copy(update={"storage_connection": SecretStr(connection)})
+    services.store = StateStore(table_service(app), app.table_prefix)
+    services.queue = JobQueue(queue_service(app), app.jobs_queue)
+
+    async def restore() -> None:
+        with contextlib.suppress(Exception):
+            await services.store.close()
+            await services.queue.close()
+        services.store, services.queue = store, queue
+
+    return restore
 
 
 def user_function(builder: Any) -> Any:

@@ -24,7 +24,6 @@ from typing import Any
 import aiohttp
 import pytest
 from azure.functions.queue import QueueMessage
-from pydantic import SecretStr
 
 from devkit.azurite import ACCOUNT, ACCOUNT_KEY
 from devkit.host.localhost import LocalHost
@@ -32,10 +31,7 @@ from sync import webhook
 from sync.blueprints import timers, worker
 from sync.core.jobs import Job, JobKind, Stream, encode_job
 from sync.engine import runner
-from sync.queues import JobQueue
-from sync.state.store import StateStore
-from sync.storage import queue_service, table_service
-from tests.functions.helpers import notification, register, user_function
+from tests.functions.helpers import notification, register, use_storage, user_function
 from tests.support.local import free_port
 
 OUTAGE_SECONDS = 30.0
@@ -54,18 +50,14 @@ class ServiceLines(logging.Handler):
             self.records.append(record)
 
 
-def _unreachable(services: Any) -> None:
-    """Point the running services at storage that refuses every connection (the caller puts
-    the real clients back)."""
+def _unreachable() -> str:
+    """A connection string to storage that refuses every connection."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}/{ACCOUNT}"
-    closed = (
+    return (
         f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
         f"BlobEndpoint={endpoint};QueueEndpoint={endpoint};TableEndpoint={endpoint};"
     )
-    app = services.settings.app.model_copy(update={"storage_connection": SecretStr(closed)})
-    services.store = StateStore(table_service(app), app.table_prefix)
-    services.queue = JobQueue(queue_service(app), app.jobs_queue)
 
 
 async def _notifications(
@@ -122,10 +114,10 @@ async def test_a_30_s_storage_outage_writes_one_line_per_cause(services: Any) ->
     logging.getLogger("sync").addHandler(lines)
     failures_before, late_before = webhook.STATS.failures, webhook.STATS.late
     durations: list[float] = []
-    store, queue = services.store, services.queue
+    restore = None
     try:
         async with LocalHost("function_app", timers=False, queues=False) as host:
-            _unreachable(services)
+            restore = use_storage(services, _unreachable())
             stop = asyncio.Event()
             traffic = asyncio.create_task(_notifications(host.base_url, stop, durations))
             jobs = asyncio.create_task(_jobs(stop))
@@ -142,10 +134,8 @@ async def test_a_30_s_storage_outage_writes_one_line_per_cause(services: Any) ->
         webhook.LOG.flush()  # the summary the next window would write
     finally:
         logging.getLogger("sync").removeHandler(lines)
-        with contextlib.suppress(Exception):
-            await services.store.close()
-            await services.queue.close()
-        services.store, services.queue = store, queue
+        if restore is not None:
+            await restore()
     failures = webhook.STATS.failures - failures_before
     late = webhook.STATS.late - late_before
     assert statuses[503] == failures >= 200  # the outage really hit every request

@@ -19,13 +19,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from sync import webhook
-from sync.queues import JobQueue
-from sync.state.store import StateStore
-from sync.storage import queue_service, table_service
-from tests.functions.helpers import drain, notification, register
+from tests.functions.helpers import drain, notification, register, use_storage
 
 DEADLINE = 0.5
 HOLD = 1.5  # seconds the slow relay holds each request
@@ -77,16 +73,11 @@ def _port(connection: str, name: str) -> int:
 @contextlib.asynccontextmanager
 async def storage_behind(services: Any, connection: str, hold: float) -> AsyncIterator[None]:
     """The services' table and queue clients rebuilt to reach Azurite through relays."""
-    store, queue = services.store, services.queue
     async with (
         relay(_port(connection, "Table"), hold) as table_port,
         relay(_port(connection, "Queue"), hold) as queue_port,
     ):
-        app = services.settings.app.model_copy(
-            update={"storage_connection": SecretStr(_through(connection, table_port, queue_port))}
-        )
-        services.store = StateStore(table_service(app), app.table_prefix)
-        services.queue = JobQueue(queue_service(app), app.jobs_queue)
+        restore = use_storage(services, _through(connection, table_port, queue_port))
         try:
             yield
         finally:
@@ -94,10 +85,7 @@ async def storage_behind(services: Any, connection: str, hold: float) -> AsyncIt
             for late in leftovers:
                 late.cancel()
             await asyncio.gather(*leftovers, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await services.store.close()
-                await services.queue.close()
-            services.store, services.queue = store, queue
+            await restore()
 
 
 async def _notify(services: Any) -> tuple[webhook.Reply, float]:
