@@ -268,92 +268,14 @@ def notification(sub: Subscription) -> bytes:
 
 # -- the host process ---------------------------------------------------------------------------
 
-# --experiment: prototypes of fixes for the webhook's storage cost, patched into the host
-# process only (the service code is untouched).  "getfirst": read the dirty marker before trying
-# to create it, so a coalesced notification costs one read instead of a failed insert (409) plus
-# a read.  "singleflight": concurrent notifications for the same (mailbox, stream) share one
-# in-flight marker check instead of each doing their own.  "both": the two together.  "memo":
-# both, plus a 2-second in-process memory of "a live marker exists" (cheapest, but a
-# notification arriving within 2 s after the worker cleared the marker would be coalesced).
-# "noenv": storage clients built with use_env_settings=False (no per-request netrc/proxy
-# lookups in a thread).  Modes combine with "+", e.g. "both+noenv".
-_EXPERIMENT = """
-import asyncio
-from datetime import timedelta
-import sync.state.store as st
-_orig = st.DirtyMarkers.mark
-_modes = set({mode!r}.split("+"))
-if "both" in _modes:
-    _modes |= {{"getfirst", "singleflight"}}
-if "memo" in _modes:
-    _modes |= {{"getfirst", "singleflight"}}
-if "noenv" in _modes:
-    # azure-core's aiohttp transport defaults to trust_env=True: aiohttp then reads ~/.netrc
-    # and the proxy variables in a worker thread on every request.
-    import azure.core.pipeline.transport._aiohttp as _aio
-    _init = _aio.AioHttpTransport.__init__
-    def _no_env(self, *args, **kwargs):
-        kwargs.setdefault("use_env_settings", False)
-        _init(self, *args, **kwargs)
-    _aio.AioHttpTransport.__init__ = _no_env
-if "getfirst" in _modes:
-    _inner = _orig
-    async def _getfirst(self, mailbox, stream, *, ttl_seconds, now=None):
-        now = now or st.utcnow()
-        row = await self._t.get(st.encode_key(mailbox), stream)
-        if row is not None:
-            marked = st._dt(row.get("marked_at"))
-            if marked and now - marked < timedelta(seconds=ttl_seconds):
-                return False
-        return await _inner(self, mailbox, stream, ttl_seconds=ttl_seconds, now=now)
-    _orig = _getfirst
-if "singleflight" in _modes:
-    _inflight = {{}}
-    _leader = _orig
-    async def _single(self, mailbox, stream, *, ttl_seconds, now=None):
-        key = (id(self), mailbox, stream)
-        running = _inflight.get(key)
-        if running is not None:
-            await asyncio.shield(running)
-            return False
-        fut = asyncio.get_running_loop().create_future()
-        _inflight[key] = fut
-        try:
-            return await _leader(self, mailbox, stream, ttl_seconds=ttl_seconds, now=now)
-        finally:
-            del _inflight[key]
-            fut.set_result(None)
-    _orig = _single
-if "memo" in _modes:
-    import time as _time
-    _seen = {{}}
-    _inner2 = _orig
-    async def _memo(self, mailbox, stream, *, ttl_seconds, now=None):
-        key = (id(self), mailbox, stream)
-        if _time.monotonic() - _seen.get(key, -1e9) < 2.0:
-            return False
-        result = await _inner2(self, mailbox, stream, ttl_seconds=ttl_seconds, now=now)
-        _seen[key] = _time.monotonic()
-        return result
-    _orig = _memo
-st.DirtyMarkers.mark = _orig
-from devkit.host.cli import main
-raise SystemExit(main({argv!r}))
-"""
 
-
-def start_host(
-    env: dict[str, str], port: int, profile: Path | None, experiment: str = "none"
-) -> subprocess.Popen[bytes]:
+def start_host(env: dict[str, str], port: int, profile: Path | None) -> subprocess.Popen[bytes]:
     cmd = [sys.executable]
     argv = ["--port", str(port), "--no-timers", "--no-queues"]
-    if experiment != "none":
-        cmd += ["-c", _EXPERIMENT.format(mode=experiment, argv=argv)]
-    else:
-        if profile is not None:
-            cmd += ["-m", "cProfile", "-o", str(profile)]
-        # "--" keeps the options away from the devkit dispatcher (either form works).
-        cmd += ["-m", "devkit", "serve", "--", *argv]
+    if profile is not None:
+        cmd += ["-m", "cProfile", "-o", str(profile)]
+    # "--" keeps the options away from the devkit dispatcher (either form works).
+    cmd += ["-m", "devkit", "serve", "--", *argv]
     log = open(Path(env.get("BENCH_HOST_LOG", "/tmp/bench_webhook_host.log")), "wb")  # noqa: SIM115,S108
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
 
@@ -565,7 +487,7 @@ async def amain(args: argparse.Namespace) -> int:
         subs = await register_subscriptions(conn, prefix, args.subscriptions)
         port = free_port()
         profile = Path(args.profile) if args.profile else None
-        proc = start_host(env, port, profile, args.experiment)
+        proc = start_host(env, port, profile)
         base = f"http://127.0.0.1:{port}"
         try:
             await wait_ready(base, proc)
@@ -601,7 +523,6 @@ async def amain(args: argparse.Namespace) -> int:
         passed = True
         if res is not None:
             extra = {
-                "experiment": args.experiment,
                 "load average (1 min) at the end": os.getloadavg()[0],
                 "subscriptions (mailbox x stream)": len(subs),
                 "jobs queued during warm-up": depth_before,
@@ -659,12 +580,6 @@ def main(argv: list[str] | None = None) -> int:
         help="after the rate test: bodies of this many made-up subscription ids (0: none)",
     )
     p.add_argument("--flood-requests", type=int, default=20, help="flood bodies to send")
-    p.add_argument(
-        "--experiment",
-        default="none",
-        help="patch prototype fixes into the host process: none, getfirst, singleflight, "
-        "both, memo, noenv, or a '+' combination such as both+noenv (see _EXPERIMENT)",
-    )
     args = p.parse_args(argv)
     return asyncio.run(amain(args))
 
