@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sync.core.doctor import DoctorReport
 from sync.core.errors import NotFound
-from sync.core.health import StreamHealth
+from sync.core.health import MIN_STALE, StreamHealth, is_stale, stale_after, stale_for
 from sync.core.jobs import Stream
-from sync.core.state_models import IdentityIssue, Mailbox, Removal, SubscriptionRecord
+from sync.core.state_models import IdentityIssue, Mailbox, Removal, SubscriptionRecord, utcnow
 from sync.runtime import Services
 from sync.state.health import CursorFlags
 from sync.telemetry import record_depths, record_failing
@@ -59,6 +59,7 @@ async def status_report(services: Services, *, runs_per_mailbox: int = 5) -> dic
         "failing_mailboxes": [],
         "mailboxes": [],
     }
+    now, stale = utcnow(), stale_after(services.settings.app.reconcile_schedule)
     for mb in mailboxes:
         entry = mailbox_status(
             mb,
@@ -67,6 +68,8 @@ async def status_report(services: Services, *, runs_per_mailbox: int = 5) -> dic
             flags.get(mb.id, {}),
             subscriptions.get(mb.id, []),
             runs_per_mailbox=runs_per_mailbox,
+            now=now,
+            stale=stale,
         )
         if entry["failing"]:
             report["failing_mailboxes"].append(mb.id)
@@ -82,16 +85,26 @@ def mailbox_status(
     subs: list[SubscriptionRecord],
     *,
     runs_per_mailbox: int = 5,
+    now: datetime | None = None,
+    stale: timedelta = MIN_STALE,
 ) -> dict[str, Any]:
-    """One mailbox's part of the report, from rows already read."""
+    """One mailbox's part of the report, from rows already read.  ``stale``: the reconcile
+    timer's part of how old a last success may get (``sync.core.health.stale_after``); the
+    mailbox's own interval may lengthen it.  The console decides failing the same way."""
+    now = now or utcnow()
+    own = stale_for(stale, mb.policy.reconcile_interval_minutes)
     streams = []
     for name in sorted(set(health) | set(cursors), key=_stream_order):
         h, c = health.get(name), cursors.get(name)
         last_ok = _latest(h.last_success_at if h else None, c.last_success_at if c else None)
+        # Overdue: no failure recorded, but no success for two reconciliations either (the
+        # timer stopped, jobs lost): failing too, as the console shows it.
+        overdue = not (h and h.failing) and is_stale(name, last_ok, now, own)
         streams.append(
             {
                 "stream": name,
-                "failing": bool(h and h.failing),
+                "failing": bool(h and h.failing) or overdue,
+                "overdue": overdue,
                 "failing_since": _iso(h.failing_since if h else None),
                 "last_success_at": _iso(last_ok),
                 "last_error": (h.last_error if h else "") or (c.last_error if c else ""),
@@ -180,7 +193,10 @@ def render_mailbox(mb: dict[str, Any]) -> list[str]:
     lines = [f"{mb['id']} ({state}){flag}", f"  {_doctor_line(mb['id'], mb.get('doctor'))}"]
     for s in mb["streams"]:
         marks = " RESYNC" if s["resync_requested"] else ""
-        marks += f" FAILING since {s['failing_since'][:19]}" if s.get("failing") else ""
+        if s.get("overdue"):
+            marks += " FAILING: no success in two reconciliations"
+        elif s.get("failing"):
+            marks += f" FAILING since {(s['failing_since'] or '-')[:19]}"
         lines.append(f"  {s['stream']:14} last ok {(s['last_success_at'] or '-')[:19]}{marks}")
         if s["last_error"]:
             when = f" at {s['last_error_at'][:19]}" if s.get("last_error_at") else ""

@@ -29,6 +29,7 @@ async def run(args: argparse.Namespace, services: Any) -> int:
 
 async def mailbox_report(services: Any, mailbox: Mailbox, runs: int = 10) -> dict[str, Any]:
     """The registration (with the whole policy, defaults included), health and last runs."""
+    from sync.core.health import stale_after
     from sync.status import mailbox_status
 
     store = services.store
@@ -40,6 +41,7 @@ async def mailbox_report(services: Any, mailbox: Mailbox, runs: int = 10) -> dic
         health,
         cursors,
         await store.subscriptions.list_for_mailbox(mailbox.id),
+        stale=stale_after(services.settings.app.reconcile_schedule),
     )
     status["recent_runs"] = [
         {

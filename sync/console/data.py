@@ -16,8 +16,15 @@ side by side:
    failed runs (to tell a failure from a later success), seven (mailbox, stream) pairs per
    query and at most four queries, else every mailbox's row of those streams in one;
 5. the queue depth and 6. the poison queue depth;
-7. after filtering and paging, the cursor rows of the mailboxes on the page: their partitions,
+7. the stream health rows that say failing (``status``'s rule: a failed run or one retried for
+   an outage, and no success since), across mailboxes (few);
+8. after filtering and paging, the cursor rows of the mailboxes on the page: their partitions,
    fifteen to a query (two queries for a page of 25), side by side.
+
+A stream is overdue past two of its mailbox's reconciliations; the registry row's
+``reconcile_minutes`` column says how often that is, and a row written before the column
+existed is read whole (one point read) only when one of its streams is overdue by the timer's
+shorter interval.
 
 The reads go straight to the state tables (``StateStore.service``, prefix and table names, the
 rows' own encoding), read-only; every write goes through the engine and the store.
@@ -37,22 +44,22 @@ from typing import Any
 from azure.data.tables.aio import TableClient
 
 from sync.core.doctor import DoctorReport
+from sync.core.health import (
+    MIN_STALE,
+    TIMED_STREAMS,
+    StreamHealth,
+    is_stale,
+    stale_after,
+    stale_for,
+)
 from sync.core.keys import encode_key, normalise_address
 from sync.core.state_models import EmailRecord, JobStatus, Mailbox, RunRecord, utcnow
 from sync.runtime import Services
+from sync.state.health import PARTITION as HEALTH_PARTITION
 from sync.state.limits import unpack_json
 from sync.state.store import EmailStore
 
-from .health import (
-    SENT,
-    TIMED_STREAMS,
-    Health,
-    StreamState,
-    active_job,
-    classify,
-    stale_after,
-    stream_state,
-)
+from .health import SENT, Health, StreamState, active_job, classify, stream_state
 
 PROBLEM_WINDOW = timedelta(hours=24)
 JOB_WINDOW = timedelta(hours=24)
@@ -61,7 +68,14 @@ PAIRS_PER_QUERY = MAX_FILTER_COMPARISONS // 2  # (PartitionKey eq and RowKey eq)
 MAX_PAIR_QUERIES = 4  # beyond 28 failing streams, one query by stream name instead
 CURSOR_COLUMNS = ["PartitionKey", "RowKey", "last_success_at", "lease_until", "resync_requested"]
 SENT_COLUMNS = ["PartitionKey", "RowKey", "last_success_at"]
-LIST_COLUMNS = ["RowKey", "mailbox", "enabled", "disabled_reason", "workbooks_user"]
+LIST_COLUMNS = [
+    "RowKey",
+    "mailbox",
+    "enabled",
+    "disabled_reason",
+    "workbooks_user",
+    "reconcile_minutes",
+]
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,8 @@ class Listed:
     disabled_reason: str = ""
     workbooks_user: str = ""
     key: str = ""  # its RowKey, which is also its cursors' PartitionKey (encode_key(id))
+    # Its policy's reconcile_interval_minutes (None: a row written before that column existed)
+    reconcile_minutes: int | None = None
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
@@ -152,10 +168,9 @@ class Reads:
             record = full.get(name)
             key = str(row["RowKey"])
             if record is not None:
-                out.append(
-                    Listed(name, record.enabled, record.disabled_reason, record.workbooks_user, key)
-                )
+                out.append(_listed(record, key))
             elif row.get("workbooks_user") is not None:
+                minutes = row.get("reconcile_minutes")
                 out.append(
                     Listed(
                         name,
@@ -163,9 +178,30 @@ class Reads:
                         str(row.get("disabled_reason") or ""),
                         str(row.get("workbooks_user") or ""),
                         key,
+                        int(minutes) if isinstance(minutes, int) else None,
                     )
                 )
         return out
+
+    async def intervals(self, mailboxes: Iterable[Listed]) -> dict[str, int]:
+        """The reconcile interval of mailboxes whose registry row predates its column: a point
+        read each (the list asks only for those with an overdue stream, usually none)."""
+        wanted = [m.id for m in mailboxes if m.reconcile_minutes is None]
+        if not wanted:
+            return {}
+        found = await asyncio.gather(*(self.services.store.mailboxes.get(m) for m in wanted))
+        self.queries += len(wanted)
+        return {m.id: m.policy.reconcile_interval_minutes for m in found if m is not None}
+
+    async def failing_health(self) -> list[StreamHealth]:
+        """The health rows that say failing (``status``'s rule), across mailboxes: few."""
+        rows = await self.rows(
+            "runs",
+            "PartitionKey eq @pk and failing eq true",
+            {"pk": HEALTH_PARTITION},
+            select=["data"],
+        )
+        return [StreamHealth.model_validate_json(r["data"]) for r in rows]
 
     async def health_cursors(self, now: datetime, stale: datetime) -> list[dict[str, Any]]:
         """Cursor rows for health that do not depend on the failed runs (module docstring,
@@ -254,6 +290,17 @@ class Reads:
         return next((m for m in await self.mailboxes() if m.graph_user.lower() == wanted), None)
 
 
+def _listed(mailbox: Mailbox, key: str) -> Listed:
+    return Listed(
+        mailbox.id,
+        mailbox.enabled,
+        mailbox.disabled_reason,
+        mailbox.workbooks_user,
+        key,
+        mailbox.policy.reconcile_interval_minutes,
+    )
+
+
 def _run(row: Mapping[str, Any]) -> RunRecord:
     return RunRecord.model_validate(unpack_json("data", row))
 
@@ -273,6 +320,7 @@ class MailboxRow:
     streams: dict[str, StreamState]
     job: JobStatus | None
     health: Health = Health.OK
+    stale: timedelta = MIN_STALE  # how old a last success may get: this mailbox's own
 
     @property
     def last_sync(self) -> datetime | None:
@@ -295,6 +343,7 @@ class Snapshot:
     stale: timedelta
     problems: list[RunRecord] = field(default_factory=list)
     reads: Reads | None = None
+    failing: dict[str, dict[str, StreamHealth]] = field(default_factory=dict)  # health rows
 
     def counts(self) -> dict[Health, int]:
         out = dict.fromkeys(Health, 0)
@@ -309,7 +358,10 @@ def _streams(
     runs: Iterable[RunRecord],
     now: datetime,
     stale: timedelta,
+    failing: Mapping[str, StreamHealth] | None = None,
 ) -> dict[str, StreamState]:
+    """``failing``: the mailbox's health rows that say failing, by stream."""
+    failing = failing or {}
     by_stream: dict[str, list[RunRecord]] = {}
     for run in runs:
         by_stream.setdefault(run.stream, []).append(run)
@@ -324,17 +376,20 @@ def _streams(
             runs=by_stream.get(stream, []),
             now=now,
             stale=stale,
+            health=failing.get(stream),
         )
-    for stream, stream_runs in by_stream.items():  # a failing stream without a cursor row yet
+    # A failing stream without a cursor row read (or none yet): from its runs and health.
+    for stream in sorted({*by_stream, *failing}):
         if stream not in out and stream in (*TIMED_STREAMS, "people", "subscriptions"):
             out[stream] = stream_state(
                 stream,
                 last_success_at=None,
                 lease_until=None,
                 resync_requested=False,
-                runs=stream_runs,
+                runs=by_stream.get(stream, []),
                 now=now,
                 stale=stale,
+                health=failing.get(stream),
             )
     return out
 
@@ -351,34 +406,63 @@ async def list_snapshot(services: Services, *, now: datetime | None = None) -> S
     number of mailboxes (the module docstring; ``fill_page`` completes one page)."""
     now = now or utcnow()
     reads = Reads(services)
-    stale = stale_after(services.settings.app.reconcile_schedule)
+    stale = stale_after(services.settings.app.reconcile_schedule)  # the timer's: the shortest
 
     async def problems_then_cursors() -> tuple[list[RunRecord], list[dict[str, Any]]]:
         problems = await reads.problem_runs(now - PROBLEM_WINDOW)
         pairs = [(r.mailbox, r.stream) for r in problems]
         return problems, await reads.problem_cursors(pairs)
 
-    mailboxes, (problems, failing), cursors, jobs, (depth, poison) = await asyncio.gather(
+    (
+        mailboxes,
+        (problems, failing),
+        cursors,
+        jobs,
+        (depth, poison),
+        unhealthy,
+    ) = await asyncio.gather(
         reads.listed(),
         problems_then_cursors(),
         reads.health_cursors(now, now - stale),
         reads.recent_jobs(now - JOB_WINDOW),
         reads.queue_depths(),
+        reads.failing_health(),
     )
     cursors_of = _by_mailbox(_unique([*cursors, *failing]))
     runs_of: dict[str, list[RunRecord]] = {}
     for run in problems:
         runs_of.setdefault(run.mailbox, []).append(run)
+    health_of: dict[str, dict[str, StreamHealth]] = {}
+    for h in unhealthy:
+        health_of.setdefault(h.mailbox, {})[h.stream] = h
+
+    def key(mailbox: Listed) -> str:
+        return mailbox.key or encode_key(mailbox.id)
+
+    # Overdue by the timer's interval, and the row does not say the mailbox's own: read it.
+    minutes = await reads.intervals(
+        m
+        for m in mailboxes
+        if any(
+            is_stale(str(r["RowKey"]), _dt(r.get("last_success_at")), now, stale)
+            for r in cursors_of.get(key(m), [])
+        )
+    )
     rows = []
     for mailbox in mailboxes:
-        key = mailbox.key or encode_key(mailbox.id)
+        own = stale_for(stale, mailbox.reconcile_minutes or minutes.get(mailbox.id))
         streams = _streams(
-            mailbox.id, cursors_of.get(key, []), runs_of.get(mailbox.id, []), now, stale
+            mailbox.id,
+            cursors_of.get(key(mailbox), []),
+            runs_of.get(mailbox.id, []),
+            now,
+            own,
+            health_of.get(mailbox.id),
         )
-        row = MailboxRow(mailbox, streams, active_job(jobs, mailbox.id))
+        row = MailboxRow(mailbox, streams, active_job(jobs, mailbox.id), stale=own)
         row.health = classify(mailbox, streams)
         rows.append(row)
-    return Snapshot(rows, depth, poison, now, stale, problems, reads)
+    return Snapshot(rows, depth, poison, now, stale, problems, reads, health_of)
 
 
 def _unique(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -401,7 +485,12 @@ async def fill_page(services: Services, snapshot: Snapshot, page: list[MailboxRo
     for row in page:
         rows = cursors_of.get(encode_key(row.mailbox.id), [])
         full = _streams(
-            row.mailbox.id, rows, runs_of.get(row.mailbox.id, []), snapshot.now, snapshot.stale
+            row.mailbox.id,
+            rows,
+            runs_of.get(row.mailbox.id, []),
+            snapshot.now,
+            row.stale,
+            snapshot.failing.get(row.mailbox.id),
         )
         row.streams = {**row.streams, **full}
 
@@ -503,20 +592,31 @@ async def mailbox_detail(
 
     now = now or utcnow()
     reads = Reads(services)
-    stale = stale_after(services.settings.app.reconcile_schedule)
-    cursor_rows, recent, jobs, subs, items, doctor = await asyncio.gather(
-        reads.mailbox_cursors(mailbox.id),
+    stale = stale_after(
+        services.settings.app.reconcile_schedule, mailbox.policy.reconcile_interval_minutes
+    )
+
+    async def streams_read() -> tuple[list[dict[str, Any]], list[StreamHealth]]:
+        cursors, health = await asyncio.gather(
+            reads.mailbox_cursors(mailbox.id), services.store.health.for_mailbox(mailbox.id)
+        )
+        return cursors, health
+
+    (cursor_rows, health), recent, jobs, subs, items, doctor = await asyncio.gather(
+        streams_read(),
         reads.runs(mailbox.id, limit=runs),
         reads.recent_jobs(now - JOB_WINDOW),
         services.store.subscriptions.list_for_mailbox(mailbox.id),
         identity_counts(),
         services.store.doctor.get(mailbox.id),
     )
-    reads.queries += 5  # subscriptions (1), identity counts (3), the last doctor report (1)
+    # subscriptions (1), identity counts (3), the last doctor report (1), health rows (1)
+    reads.queries += 6
     problems = [r for r in recent if now - r.started_at <= PROBLEM_WINDOW]
-    streams = _streams(mailbox.id, cursor_rows, problems, now, stale)
+    failing = {h.stream: h for h in health if h.failing}
+    streams = _streams(mailbox.id, cursor_rows, problems, now, stale, failing)
     mine = [j for j in jobs if j.mailbox == mailbox.id]
-    row = MailboxRow(mailbox, streams, active_job(mine, mailbox.id))
+    row = MailboxRow(mailbox, streams, active_job(mine, mailbox.id), stale=stale)
     row.health = classify(mailbox, streams)
     return Detail(
         row=row,

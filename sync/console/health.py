@@ -1,9 +1,11 @@
 """A mailbox's health at a glance, decided from what state already holds (pure: no I/O).
 
 * **paused**: the mailbox is disabled;
-* **failing**: a stream's latest problem since its last success is a failed run, or a stream
-  that has synced before has not synced successfully for two reconciliation intervals (the
-  "failing for over an hour" alert's rule, docs/operations.md);
+* **failing**: a stream's health row says failing, as ``status`` and the "failing for over an
+  hour" alert count it (a failed run, or one retried for an outage or throttling, and no
+  success since: ``sync.core.health``), or its latest problem since its last success is a
+  failed run, or a stream that has synced before has not synced successfully for two
+  reconciliations (the timer's or, when longer, the mailbox's own interval);
 * **brake stopped**: a two-way run stopped before writing because it would have changed or
   deleted more than the mailbox's share of items (the mass-change brake), and nothing has
   succeeded since;
@@ -17,20 +19,16 @@ both call ``classify`` with what they read, so a mailbox shows the same health e
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
-from croniter import croniter
-
+from sync.core.health import StreamHealth, is_stale
 from sync.core.state_models import JobStatus, RunRecord
 
 SENT = "sent"
-# Streams whose successful runs set the cursor's last success (sync.engine.emails, .twoway).
-TIMED_STREAMS = ("sent", "contacts", "events", "todo")
 STREAM_ORDER = ("sent", "contacts", "events", "todo", "people", "subscriptions")
 STREAM_LABELS = {
     "sent": "Sent emails",
@@ -40,7 +38,6 @@ STREAM_LABELS = {
     "people": "Workbooks People",
     "subscriptions": "Change notifications",
 }
-MIN_STALE = timedelta(hours=1)
 
 
 class Health(StrEnum):
@@ -64,6 +61,10 @@ class StreamState:
     resync_requested: bool = False
     problem: RunRecord | None = None  # the latest failure or brake stop since the last success
     stale: bool = False
+    # From the stream's health row (sync.core.health), as ``status`` shows it: failing since
+    # when (a failed run, or one retried for an outage or throttling), and the last error.
+    failing_since: datetime | None = None
+    error: str = ""
 
     @property
     def label(self) -> str:
@@ -71,11 +72,20 @@ class StreamState:
 
     @property
     def failing(self) -> bool:
-        return self.stale or (self.problem is not None and self.problem.status == "failed")
+        return (
+            self.stale
+            or self.failing_since is not None
+            or (self.problem is not None and self.problem.status == "failed")
+        )
 
     @property
     def braked(self) -> bool:
         return self.problem is not None and is_brake(self.problem)
+
+    @property
+    def message(self) -> str:
+        """What went wrong last: the problem run's message, else the health row's error."""
+        return self.problem.message if self.problem is not None else self.error
 
 
 def is_brake(run: RunRecord) -> bool:
@@ -100,17 +110,6 @@ def latest_problem(runs: Iterable[RunRecord], last_success: datetime | None) -> 
     return newest
 
 
-def stale_after(reconcile_schedule: str) -> timedelta:
-    """Two reconciliation intervals (the longest gap of the schedule), at least an hour."""
-    try:
-        it = croniter(reconcile_schedule, datetime(2026, 1, 5), second_at_beginning=True)
-        times: list[datetime] = [it.get_next(datetime) for _ in range(50)]
-    except (ValueError, KeyError):
-        return MIN_STALE
-    gap = max(b - a for a, b in itertools.pairwise(times))
-    return max(2 * gap, MIN_STALE)
-
-
 def stream_state(
     stream: str,
     *,
@@ -120,14 +119,21 @@ def stream_state(
     runs: Iterable[RunRecord],
     now: datetime,
     stale: timedelta,
+    health: StreamHealth | None = None,
 ) -> StreamState:
+    """``health``: the stream's health row when it says failing (the list reads only those)."""
+    if health is not None and health.last_success_at is not None:
+        last_success_at = max(last_success_at or health.last_success_at, health.last_success_at)
+    failing = health is not None and health.failing
     return StreamState(
         stream=stream,
         last_success_at=last_success_at,
         leased=lease_until is not None and lease_until > now,
         resync_requested=resync_requested,
         problem=latest_problem(runs, last_success_at),
-        stale=last_success_at is not None and now - last_success_at > stale,
+        stale=is_stale(stream, last_success_at, now, stale),
+        failing_since=health.failing_since if failing and health else None,
+        error=health.last_error if failing and health else "",
     )
 
 

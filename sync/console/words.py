@@ -33,14 +33,14 @@ def explain_problem(stream: StreamState, now: datetime) -> str:
             "before changing anything. If you made those changes on purpose, ask your "
             "administrator to run the sync again; otherwise check the items in Outlook."
         )
-    message = stream.problem.message if stream.problem else ""
+    message = stream.message
     lowered = message.lower()
     if "credentials or permission" in lowered or "401" in lowered or "accessdenied" in lowered:
         return (
             f"{what}: the service cannot sign in for you (an API key or a permission). "
             "Your administrator needs to fix this; nothing is lost meanwhile."
         )
-    if stream.problem is None and stream.stale:
+    if not message and stream.stale:
         return (
             f"{what}: nothing has synced since {when(stream.last_success_at, now)}. "
             "The service keeps trying; tell your administrator if this lasts."

@@ -15,14 +15,20 @@ and busy-stream re-sends change nothing but the last run.
 
 from __future__ import annotations
 
-from datetime import datetime
+import itertools
+from datetime import datetime, timedelta
 
+from croniter import croniter
 from pydantic import BaseModel, Field
 
 from sync.core.state_models import RunRecord
 
 BUSY_PREFIX = "stream busy"
 MESSAGE_CHARS = 500
+# Streams whose successful runs set the cursor's last success (sync.engine.emails, .twoway) and
+# that every reconciliation runs, so a last success older than two reconciliations is overdue.
+TIMED_STREAMS = ("sent", "contacts", "events", "todo")
+MIN_STALE = timedelta(hours=1)
 
 
 class StreamHealth(BaseModel):
@@ -82,3 +88,32 @@ def after_run(
             consecutive_failures=base.consecutive_failures + 1,
         )
     return base.model_copy(update=update)
+
+
+def stale_after(reconcile_schedule: str, interval_minutes: int | None = None) -> timedelta:
+    """How old a timed stream's last success may get before it counts as failing: two
+    reconciliations, at least an hour.  A reconciliation comes at the timer's longest gap
+    (``SYNC_RECONCILE_SCHEDULE``) or, when longer, the mailbox's own interval (its policy's
+    ``reconcile_interval_minutes``): a mailbox reconciled every 4 hours is not failing two
+    hours after its last run."""
+    try:
+        it = croniter(reconcile_schedule, datetime(2026, 1, 5), second_at_beginning=True)
+        times: list[datetime] = [it.get_next(datetime) for _ in range(50)]
+        gap = max(b - a for a, b in itertools.pairwise(times))
+    except (ValueError, KeyError):
+        gap = timedelta(0)
+    return stale_for(max(2 * gap, MIN_STALE), interval_minutes)
+
+
+def stale_for(timer: timedelta, interval_minutes: int | None) -> timedelta:
+    """``stale_after`` from the timer's part, worked out once (``stale_after(schedule)``), and
+    one mailbox's interval."""
+    return max(timer, timedelta(minutes=2 * (interval_minutes or 0)))
+
+
+def is_stale(
+    stream: str, last_success_at: datetime | None, now: datetime, stale: timedelta
+) -> bool:
+    """A timed stream that has synced before and not since ``stale`` ago (never synced is not
+    stale: it is new)."""
+    return stream in TIMED_STREAMS and last_success_at is not None and now - last_success_at > stale

@@ -476,6 +476,8 @@ class MailboxRegistry:
             # short columns instead of each whole record (sync/console/data.py).
             "disabled_reason": mailbox.disabled_reason[:1000],
             "workbooks_user": mailbox.workbooks_user,
+            # How overdue a stream may get before the list calls it failing (its interval).
+            "reconcile_minutes": mailbox.policy.reconcile_interval_minutes,
             "data": mailbox.model_dump_json(),
         }
 

@@ -21,8 +21,9 @@ from sync.console.health import Health
 from sync.core.keys import encode_key
 from sync.core.state_models import JobStatus, Mailbox, RunRecord, utcnow
 
-# mailboxes, problem runs, sent cursors, overdue or held cursors, jobs, queue depth, poison depth
-LIST_QUERIES = 7
+# mailboxes, problem runs, sent cursors, overdue or held cursors, jobs, queue depth, poison depth,
+# failing health rows
+LIST_QUERIES = 8
 
 
 async def _mailboxes(services: Any, n: int, tag: str) -> list[str]:

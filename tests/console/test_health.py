@@ -10,9 +10,9 @@ from sync.console.health import (
     active_job,
     classify,
     latest_problem,
-    stale_after,
     stream_state,
 )
+from sync.core.health import StreamHealth, stale_after
 from sync.core.state_models import JobStatus, Mailbox, RunRecord
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -54,6 +54,42 @@ def test_a_failure_after_the_last_success_is_failing_and_an_older_one_is_not() -
     assert not state("contacts", 30, run("retry", 10)).failing  # a retry is not a failure
 
 
+def test_a_failing_health_row_makes_the_stream_failing_with_its_error() -> None:
+    """A run retried for an outage fails nothing in the runs the list reads, but its health row
+    says failing (``sync.core.health``): the console shows it, with the row's error."""
+    since = NOW - timedelta(minutes=20)
+    health = StreamHealth(
+        mailbox=MB.id,
+        stream="contacts",
+        last_success_at=NOW - timedelta(minutes=30),
+        last_error="Graph answered 503",
+        failing_since=since,
+    )
+    retried = stream_state(
+        "contacts",
+        last_success_at=NOW - timedelta(minutes=30),
+        lease_until=None,
+        resync_requested=False,
+        runs=[run("retry", 10)],
+        now=NOW,
+        stale=HOUR,
+        health=health,
+    )
+    assert retried.failing and retried.failing_since == since
+    assert retried.message == "Graph answered 503"
+    recovered = health.model_copy(update={"failing_since": None})
+    assert not stream_state(
+        "contacts",
+        last_success_at=NOW,
+        lease_until=None,
+        resync_requested=False,
+        runs=[],
+        now=NOW,
+        stale=HOUR,
+        health=recovered,
+    ).failing
+
+
 def test_the_brake_is_told_from_a_lost_lease() -> None:
     braked = state("contacts", 30, run("stopped", 10, brake_stopped=1))
     assert braked.braked and not braked.failing
@@ -70,6 +106,10 @@ def test_stale_means_two_reconciliation_intervals_and_at_least_an_hour() -> None
     assert stale_after("0 0 */2 * * *") == 4 * HOUR
     assert stale_after("*/5 * * * * *") == HOUR
     assert stale_after("not a schedule") == HOUR
+    # The mailbox's own interval when it is the longer one.
+    assert stale_after("0 */30 * * * *", 240) == 8 * HOUR
+    assert stale_after("0 0 */2 * * *", 60) == 4 * HOUR
+    assert stale_after("0 */30 * * * *", 5) == HOUR
     assert state("sent", 61).stale and state("sent", 61).failing
     assert not state("sent", 59).stale
     assert not state("sent", None).stale  # never synced is not "stale"
