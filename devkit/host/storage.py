@@ -31,6 +31,18 @@ def _lookup(env: Mapping[str, str], name: str) -> str | None:
     return value if value else None
 
 
+# Retries of the host's own queue calls (polling, deletes, output bindings), close to Azure's
+# host, whose .NET storage client retries after about 0.8, 1.6 and 3.2 s.  The Python SDK's
+# defaults wait 15-21 s before the first retry: one dropped connection stalled a poller that
+# long.  ExponentialRetry waits initial_backoff + increment_base ** n, +- the jitter.
+HOST_RETRY: dict[str, Any] = {
+    "initial_backoff": 0,
+    "increment_base": 1.5,
+    "random_jitter_range": 0.5,
+    "retry_total": 3,
+}
+
+
 def queue_service_for(
     connection: str | None, environ: Mapping[str, str] | None = None
 ) -> QueueServiceClient:
@@ -40,10 +52,14 @@ def queue_service_for(
         conn = _lookup(env, name)
         if conn:
             # No encode/decode policies: the host does base64 itself, exactly as the trigger does.
-            return QueueServiceClient.from_connection_string(conn, **_local_transport(conn))
+            return QueueServiceClient.from_connection_string(
+                conn, **_local_transport(conn), **HOST_RETRY
+            )
         uri = _lookup(env, f"{name}__queueServiceUri") or _lookup(env, f"{name}__serviceUri")
         if uri:
-            return QueueServiceClient(account_url=uri, credential=_credential(env, name))
+            return QueueServiceClient(
+                account_url=uri, credential=_credential(env, name), **HOST_RETRY
+            )
     raise StorageSettingError(
         f"storage connection {setting!r} is not configured: set the app setting {setting} to a "
         f"connection string (Azurite: see 'python -m devkit.azurite start')"
