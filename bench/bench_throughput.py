@@ -22,7 +22,10 @@ Printed: throughput (emails linked per second over the run), send -> linked late
 after the last send), and the host process's CPU time per email, split by the host's CPU
 ledger (``devkit/host/cpu_ledger.py``: samples every millisecond of CPU) into the functions'
 own (webhook and worker: what the Python worker would spend in Azure) and the local host's
-(queue polling, HTTP parsing, output bindings: Azure's .NET host does these).  Targets:
+(queue polling, HTTP parsing, output bindings: Azure's .NET host does these).  Per 10 s,
+a storage probe (a Table point read from this process every 100 ms) tells a backlog caused by
+storage (slow reads) from one caused by this process (its event loop late); ``--samples`` adds
+each second's CPU of the host, Azurite and this process.  Targets:
 >= 30 emails/s at p99 <= 1 s, nothing missed; the functions' CPU per email <= 10 ms.  ``--profile FILE`` runs the host under cProfile (slower) and prints where its CPU
 goes, grouped by package.
 """
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -40,9 +44,15 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.core.pipeline.transport import AioHttpTransport
+from azure.data.tables.aio import TableClient
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -60,6 +70,9 @@ TARGET_P99 = 1.0
 TARGET_CPU_MS = 10.0
 GRACE_SECONDS = 30.0
 LEDGER_EVERY = 1.0
+PROBE_TABLE = "benchprobe"
+PROBE_EVERY = 0.1
+PROBE_SLOW = 0.1
 
 
 def _package(filename: str) -> str:
@@ -155,7 +168,7 @@ async def run(args: argparse.Namespace) -> int:
             watch._seen_emails = len(w.workbooks.state.tables["email/emails"])
             watch._seen_links = len(w.workbooks.state.tables[watch.link_path])
 
-            samples: list[tuple[float, int, int, int, float]] = []
+            samples: list[Sample] = []
 
             async def poller() -> None:
                 next_sample = time.perf_counter()
@@ -165,17 +178,21 @@ async def run(args: argparse.Namespace) -> int:
                         next_sample += 1.0
                         depth = await w.services.queue.depth()
                         samples.append(
-                            (
+                            Sample(
                                 time.perf_counter() - started,
                                 len(watch.sent),
                                 len(watch.done),
                                 depth,
                                 host.cpu(),
+                                _cpu(azurite_pid),
+                                time.process_time(),
                             )
                         )
                     await asyncio.sleep(0.01)
 
             polling = asyncio.create_task(poller())
+            probe = StorageProbe(conn)
+            probing = asyncio.create_task(probe.run(lambda: time.perf_counter() - started))
             cpu0, az0 = host.cpu(), _cpu(azurite_pid)
             ledger0 = cpu_ledger.read(ledger_file)
             notifier = w.graph.sandbox.notifier
@@ -188,6 +205,8 @@ async def run(args: argparse.Namespace) -> int:
             send_end = time.perf_counter()
             linked_all = await watch.wait(GRACE_SECONDS)
             polling.cancel()
+            probing.cancel()
+            await probe.close()
             finished = max(watch.done.values(), default=send_end)
             cpu = host.cpu() - cpu0
             az_cpu = _cpu(azurite_pid) - az0
@@ -219,12 +238,10 @@ async def run(args: argparse.Namespace) -> int:
         print(f"missed             {missed} (not linked {GRACE_SECONDS:.0f} s after the last send)")
         for line in _timeline(watch, started):
             print(line)
-        for i, (at, sent, done, depth, host_cpu) in enumerate(samples[1:], 1):
-            busy = (host_cpu - samples[i - 1][4]) / (at - samples[i - 1][0]) * 100
-            print(
-                f"  t={at:5.1f} s  sent {sent:5d}  linked {done:5d}  queue {depth:4d}  "
-                f"host {busy:3.0f} % CPU"
-            )
+        for line in probe.lines():
+            print(line)
+        for before, now in itertools.pairwise(samples):
+            print(now.line(before))
         print("runs               " + ", ".join(f"{k} {n}" for k, n in runs.most_common()))
         retried = sum(d.attempts > 1 for d in deliveries)
         refused = sum(not (d.status and 200 <= d.status < 300) for d in deliveries)
@@ -289,6 +306,82 @@ def _ledger_lines(by_function: dict[str, float], linked: int) -> list[str]:
         "parsing, outputs, scheduling: Azure's host does most of these)",
         f"  in select        {per.get(cpu_ledger.LOOP, 0.0):.1f} ms",
     ]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One second of ``--samples``: progress, queue depth and each process's CPU so far."""
+
+    at: float
+    sent: int
+    linked: int
+    depth: int
+    host_cpu: float
+    azurite_cpu: float
+    bench_cpu: float
+
+    def line(self, before: Sample) -> str:
+        span = self.at - before.at
+
+        def busy(now: float, then: float) -> str:
+            return f"{(now - then) / span * 100:3.0f} %" if now == now else "  - "
+
+        return (
+            f"  t={self.at:5.1f} s  sent {self.sent:5d}  linked {self.linked:5d}  "
+            f"queue {self.depth:4d}  CPU: host {busy(self.host_cpu, before.host_cpu)}, "
+            f"Azurite {busy(self.azurite_cpu, before.azurite_cpu)}, "
+            f"bench {busy(self.bench_cpu, before.bench_cpu)}"
+        )
+
+
+class StorageProbe:
+    """Times one Table point read (of a row that does not exist) every ``PROBE_EVERY`` seconds
+    from this process, and how late this process's own event loop woke up for it.  A backlog
+    whose windows show slow probes with a punctual loop is storage (Azurite) falling behind; a
+    late loop is this process (the sandboxes) falling behind."""
+
+    def __init__(self, conn: str) -> None:
+        # The service's transport (no proxy or .netrc look-up per request), to keep the probe's
+        # own CPU out of the figures it measures.
+        self._client = TableClient.from_connection_string(
+            conn, PROBE_TABLE, transport=AioHttpTransport(use_env_settings=False)
+        )
+        self.reads: list[tuple[float, float]] = []  # (at, seconds)
+        self.lags: list[tuple[float, float]] = []
+
+    async def run(self, clock: Callable[[], float]) -> None:
+        await self._client.create_table()
+        while True:
+            asked = time.perf_counter()
+            await asyncio.sleep(PROBE_EVERY)
+            woke = time.perf_counter()
+            self.lags.append((clock(), woke - asked - PROBE_EVERY))
+            with contextlib.suppress(ResourceNotFoundError):
+                await self._client.get_entity("probe", "probe")
+            self.reads.append((clock(), time.perf_counter() - woke))
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    def lines(self, window: float = 10.0) -> list[str]:
+        by_window: dict[int, tuple[list[float], list[float]]] = {}
+        for at, took in self.reads:
+            by_window.setdefault(int(at // window), ([], []))[0].append(took)
+        for at, lag in self.lags:
+            by_window.setdefault(int(at // window), ([], []))[1].append(lag)
+        out = []
+        for k in sorted(by_window):
+            if k < 0:
+                continue
+            reads, lags = by_window[k]
+            slow = sum(x > PROBE_SLOW for x in reads)
+            out.append(
+                f"  at   {k * window:3.0f}-{(k + 1) * window:3.0f} s  storage probe p50 "
+                f"{statistics.median(reads) * 1000 if reads else 0:4.0f} ms, max "
+                f"{max(reads, default=0) * 1000:5.0f} ms, {slow} over {PROBE_SLOW * 1000:.0f} ms;"
+                f" this process's loop late by up to {max(lags, default=0) * 1000:4.0f} ms"
+            )
+        return out
 
 
 def _timeline(watch: LinkWatch, started: float, window: float = 10.0) -> list[str]:
