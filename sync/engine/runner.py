@@ -442,14 +442,18 @@ async def _run_job(services: Services, job: Job, run: RunRecord, dequeue_count: 
             run.status, run.message = "failed", f"{type(exc).__name__}: {exc}"[:2000]
             run.errors.append(run.message)
             run.finished_at = utcnow()
-            await services.store.runs.put(run)
-            await record_outcome(services, job, run)
+            await _record(services, job, run)
             if dequeue_count >= LAST_ATTEMPT:
                 await _progress(services, job, run)
             raise
     run.finished_at = utcnow()
-    await services.store.runs.put(run)
-    await record_outcome(services, job, run)
+    await _record(services, job, run)
     if run.status != "retry" and job.stream != Stream.ALL:
         await _progress(services, job, run)
     return run
+
+
+async def _record(services: Services, job: Job, run: RunRecord) -> None:
+    """The run's history row and its stream's health row, side by side: the job holds its
+    trigger slot until both are written, and neither needs the other."""
+    await asyncio.gather(services.store.runs.put(run), record_outcome(services, job, run))
