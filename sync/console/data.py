@@ -439,18 +439,22 @@ async def list_snapshot(services: Services, *, now: datetime | None = None) -> S
     def key(mailbox: Listed) -> str:
         return mailbox.key or encode_key(mailbox.id)
 
-    # Overdue by the timer's interval, and the row does not say the mailbox's own: read it.
+    # The row does not say the mailbox's own interval, and a stream is overdue by the timer's:
+    # read the mailbox (rows written before the column; usually none).
     minutes = await reads.intervals(
         m
         for m in mailboxes
-        if any(
+        if m.reconcile_minutes is None
+        and any(
             is_stale(str(r["RowKey"]), _dt(r.get("last_success_at")), now, stale)
             for r in cursors_of.get(key(m), [])
         )
     )
+    own_of: dict[int | None, timedelta] = {}  # a handful of distinct intervals
     rows = []
     for mailbox in mailboxes:
-        own = stale_for(stale, mailbox.reconcile_minutes or minutes.get(mailbox.id))
+        interval = mailbox.reconcile_minutes or minutes.get(mailbox.id)
+        own = own_of.get(interval) or own_of.setdefault(interval, stale_for(stale, interval))
         streams = _streams(
             mailbox.id,
             cursors_of.get(key(mailbox), []),
