@@ -98,8 +98,9 @@ def mailbox_status(
         h, c = health.get(name), cursors.get(name)
         last_ok = _latest(h.last_success_at if h else None, c.last_success_at if c else None)
         # Overdue: no failure recorded, but no success for two reconciliations either (the
-        # timer stopped, jobs lost): failing too, as the console shows it.
-        overdue = not (h and h.failing) and is_stale(name, last_ok, now, own)
+        # timer stopped, jobs lost): failing too, as the console shows it.  A paused mailbox
+        # is not synced on purpose.
+        overdue = mb.enabled and not (h and h.failing) and is_stale(name, last_ok, now, own)
         streams.append(
             {
                 "stream": name,

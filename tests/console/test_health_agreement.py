@@ -114,6 +114,13 @@ async def test_a_stream_is_overdue_after_two_of_its_own_mailboxs_reconciliations
     text = "\n".join(render_status(seen["report"]))
     assert "every240-9h@agree.example (enabled)  ! FAILING" in text
     assert "FAILING: no success in two reconciliations" in text
+    # Paused: not synced on purpose, so nothing is overdue.
+    paused = "paused-9h@agree.example"
+    await services.store.mailboxes.put(_mailbox(paused).model_copy(update={"enabled": False}))
+    await _synced(services, paused, 9 * hours)
+    seen = await _everywhere(services, paused)
+    assert (seen["list"], seen["page"], seen["status"]) == (Health.PAUSED, Health.PAUSED, False)
+    assert not any(s["failing"] or s["overdue"] for s in seen["entry"]["streams"])
 
 
 async def test_a_registry_row_without_the_interval_column_is_read_whole_when_overdue(
