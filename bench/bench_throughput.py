@@ -25,7 +25,9 @@ own (webhook and worker: what the Python worker would spend in Azure) and the lo
 (queue polling, HTTP parsing, output bindings: Azure's .NET host does these).  Per 10 s,
 a storage probe (a Table point read from this process every 100 ms) tells a backlog caused by
 storage (slow reads) from one caused by this process (its event loop late); ``--samples`` adds
-each second's CPU of the host, Azurite and this process.  Targets:
+each second's CPU of the host, Azurite and this process.  ``--latency-ms`` makes both sandboxes
+answer that late, as real APIs do: a job then spends most of its time waiting, and an
+instance's trigger slots (12), not its CPU, bound its rate.  Targets:
 >= 30 emails/s at p99 <= 1 s, nothing missed; the functions' CPU per email <= 10 ms.  ``--profile FILE`` runs the host under cProfile (slower) and prints where its CPU
 goes, grouped by package.
 """
@@ -129,7 +131,11 @@ async def run(args: argparse.Namespace) -> int:
         ledger_file = log_dir / "cpu-ledger.json"
         extra = {"SYNC_LOG_LEVEL": args.host_log_level, cpu_ledger.ENV: str(ledger_file)}
         async with rig_running(
-            conn, mailboxes=args.mailboxes, log_dir=log_dir, env_extra=extra
+            conn,
+            mailboxes=args.mailboxes,
+            log_dir=log_dir,
+            env_extra=extra,
+            **_latency(args.latency_ms),
         ) as rig:
             w = rig.world
             people = _seed_people(w, 200)
@@ -384,6 +390,24 @@ class StorageProbe:
         return out
 
 
+def _latency(ms: float) -> dict[str, Any]:
+    """Sandbox configurations that answer every Graph and Workbooks request ``ms`` late (the
+    rig's own settings otherwise); none at 0."""
+    if not ms:
+        return {}
+    from devkit.sandbox.graph import SandboxConfig as GraphConfig
+    from devkit.sandbox.workbooks import SandboxConfig as WorkbooksConfig
+
+    graph = GraphConfig(
+        controls=True,
+        validation_timeout_seconds=0.5,
+        notify_retry_seconds=0.05,
+        latency_seconds=ms / 1000,
+    )
+    workbooks = WorkbooksConfig(sim_controls=True, concurrency_cap=None, latency_ms=ms)
+    return {"graph_config": graph, "workbooks_config": workbooks}
+
+
 def _timeline(watch: LinkWatch, started: float, window: float = 10.0) -> list[str]:
     """send -> linked by when the email was sent: a backlog that grows shows as a rising p99,
     a few late jobs as a high max in otherwise quiet windows."""
@@ -482,6 +506,12 @@ def main(argv: list[str] | None = None) -> int:
         "--samples", action="store_true", help="print sent/linked/queue depth/CPU every second"
     )
     p.add_argument("--host-log-level", default="WARNING", help="the host's SYNC_LOG_LEVEL")
+    p.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="answer every Graph and Workbooks request this late (real APIs: about 100 ms)",
+    )
     args = p.parse_args(argv)
     args.profile = Path(args.profile).resolve() if args.profile else None
     logging.basicConfig(level=logging.WARNING)
