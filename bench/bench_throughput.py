@@ -135,7 +135,6 @@ async def run(args: argparse.Namespace) -> int:
             mailboxes=args.mailboxes,
             log_dir=log_dir,
             env_extra=extra,
-            **_latency(args.latency_ms),
         ) as rig:
             w = rig.world
             people = _seed_people(w, 200)
@@ -149,6 +148,10 @@ async def run(args: argparse.Namespace) -> int:
                 f" (log {host.log_path})",
                 flush=True,
             )
+            # Both sandboxes read their latency on every request: set up fast, then measure
+            # (warm-up included) as slow as asked.
+            w.graph.sandbox.config.latency_seconds = args.latency_ms / 1000
+            w.workbooks.state.faults.latency_ms = args.latency_ms
             watch = LinkWatch(w)
             total = int(args.rate * args.seconds)
             mailbox_of: dict[str, str] = {}
@@ -388,24 +391,6 @@ class StorageProbe:
                 f" this process's loop late by up to {max(lags, default=0) * 1000:4.0f} ms"
             )
         return out
-
-
-def _latency(ms: float) -> dict[str, Any]:
-    """Sandbox configurations that answer every Graph and Workbooks request ``ms`` late (the
-    rig's own settings otherwise); none at 0."""
-    if not ms:
-        return {}
-    from devkit.sandbox.graph import SandboxConfig as GraphConfig
-    from devkit.sandbox.workbooks import SandboxConfig as WorkbooksConfig
-
-    graph = GraphConfig(
-        controls=True,
-        validation_timeout_seconds=0.5,
-        notify_retry_seconds=0.05,
-        latency_seconds=ms / 1000,
-    )
-    workbooks = WorkbooksConfig(sim_controls=True, concurrency_cap=None, latency_ms=ms)
-    return {"graph_config": graph, "workbooks_config": workbooks}
 
 
 def _timeline(watch: LinkWatch, started: float, window: float = 10.0) -> list[str]:
