@@ -5,10 +5,8 @@ first use, so an empty emulator needs no set-up step."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from azure.data.tables.aio import TableServiceClient
@@ -20,6 +18,7 @@ from sync.settings import AppSettings
 from sync.state.tables import TABLES
 from sync.storage import queue_service
 from tests.support.local import patched_environ
+from tests.support.relay import endpoint_port, relay, through
 
 
 async def test_identity_based_storage_creates_nothing_on_first_use(
@@ -78,44 +77,6 @@ async def test_connection_string_creates_tables_and_queues(azurite_connection: s
     assert queue_names == {queue, f"{queue}-poison"}
 
 
-@contextlib.asynccontextmanager
-async def dropping_relay(port: int) -> AsyncIterator[tuple[int, dict[str, bool]]]:
-    """A TCP relay to ``port`` that, when ``drop["next"]`` is set, resets the connection the
-    next request arrives on (as when a server closes a keep-alive socket under a client)."""
-    drop = {"next": False}
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
-
-        async def up() -> None:
-            while data := await reader.read(65536):
-                if drop["next"]:
-                    drop["next"] = False
-                    writer.transport.abort()
-                    up_writer.transport.abort()
-                    return
-                up_writer.write(data)
-                await up_writer.drain()
-
-        async def down() -> None:
-            while data := await up_reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-
-        await asyncio.gather(up(), down(), return_exceptions=True)
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1], drop
-    finally:
-        server.close()
-
-
-def _queue_port(connection: str) -> int:
-    endpoint = dict(p.split("=", 1) for p in connection.split(";") if p)["QueueEndpoint"]
-    return int(endpoint.rsplit(":", 1)[1].split("/")[0])
-
-
 @pytest.mark.parametrize("client", ["service", "local host"])
 async def test_a_dropped_connection_costs_a_queue_send_a_quick_retry(
     azurite_connection: str, client: str
@@ -123,9 +84,8 @@ async def test_a_dropped_connection_costs_a_queue_send_a_quick_retry(
     """The queue SDK's own retry waits 15-21 s before its first retry (measured: 17.9 s for one
     send), which held a stream's notifications for that long; the service's and the local
     host's queue clients retry within about 2 s."""
-    port = _queue_port(azurite_connection)
-    async with dropping_relay(port) as (relay_port, drop):
-        relayed = azurite_connection.replace(f":{port}/", f":{relay_port}/")
+    async with relay(endpoint_port(azurite_connection, "Queue")) as queues:
+        relayed = through(azurite_connection, Queue=queues.port)
         if client == "service":
             app = AppSettings.model_validate({"storage_connection": relayed})
             service = queue_service(app)
@@ -136,11 +96,11 @@ async def test_a_dropped_connection_costs_a_queue_send_a_quick_retry(
             queue = service.get_queue_client(name)
             await queue.create_queue()
             try:
-                drop["next"] = True
+                queues.drop_next = True
                 started = time.perf_counter()
                 await queue.send_message("after a reset")
                 took = time.perf_counter() - started
-                assert not drop["next"]  # the fault happened
+                assert not queues.drop_next  # the fault happened
                 messages = [m.content async for m in queue.receive_messages()]
             finally:
                 await queue.delete_queue()

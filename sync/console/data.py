@@ -450,11 +450,9 @@ async def list_snapshot(services: Services, *, now: datetime | None = None) -> S
             for r in cursors_of.get(key(m), [])
         )
     )
-    own_of: dict[int | None, timedelta] = {}  # a handful of distinct intervals
     rows = []
     for mailbox in mailboxes:
-        interval = mailbox.reconcile_minutes or minutes.get(mailbox.id)
-        own = own_of.get(interval) or own_of.setdefault(interval, stale_for(stale, interval))
+        own = stale_for(stale, mailbox.reconcile_minutes or minutes.get(mailbox.id))
         streams = _streams(
             mailbox.id,
             cursors_of.get(key(mailbox), []),

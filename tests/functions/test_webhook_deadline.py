@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,62 +21,20 @@ import pytest
 
 from sync import webhook
 from tests.functions.helpers import drain, notification, register, use_storage
+from tests.support.relay import endpoint_port, relay, through
 
 DEADLINE = 0.5
 HOLD = 1.5  # seconds the slow relay holds each request
 
 
 @contextlib.asynccontextmanager
-async def relay(port: int, hold: float) -> AsyncIterator[int]:
-    """A TCP relay to ``127.0.0.1:port`` that holds every chunk from the client for ``hold``
-    seconds (``hold < 0``: never passes anything on).  Yields its own port."""
-
-    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, delay: float) -> None:
-        with contextlib.suppress(ConnectionError):
-            while chunk := await src.read(65536):
-                if delay:
-                    await asyncio.sleep(delay)
-                dst.write(chunk)
-                await dst.drain()
-        dst.close()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if hold < 0:
-            await reader.read()  # swallow the request, answer nothing, until closed
-            writer.close()
-            return
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
-        await asyncio.gather(pipe(reader, up_writer, hold), pipe(up_reader, writer, 0))
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), 1)
-
-
-def _through(connection: str, table_port: int, queue_port: int) -> str:
-    """Azurite's connection string with its table and queue endpoints on other ports."""
-    out = re.sub(r"(TableEndpoint=http://127\.0\.0\.1:)\d+", rf"\g<1>{table_port}", connection)
-    return re.sub(r"(QueueEndpoint=http://127\.0\.0\.1:)\d+", rf"\g<1>{queue_port}", out)
-
-
-def _port(connection: str, name: str) -> int:
-    found = re.search(rf"{name}Endpoint=http://127\.0\.0\.1:(\d+)", connection)
-    assert found, connection
-    return int(found.group(1))
-
-
-@contextlib.asynccontextmanager
 async def storage_behind(services: Any, connection: str, hold: float) -> AsyncIterator[None]:
     """The services' table and queue clients rebuilt to reach Azurite through relays."""
     async with (
-        relay(_port(connection, "Table"), hold) as table_port,
-        relay(_port(connection, "Queue"), hold) as queue_port,
+        relay(endpoint_port(connection, "Table"), hold) as tables,
+        relay(endpoint_port(connection, "Queue"), hold) as queues,
     ):
-        restore = use_storage(services, _through(connection, table_port, queue_port))
+        restore = use_storage(services, through(connection, Table=tables.port, Queue=queues.port))
         try:
             yield
         finally:
