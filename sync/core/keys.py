@@ -18,6 +18,11 @@ import re
 MAX_KEY_CHARS = 400  # below Azurite's 512 and Azure's 1 KiB, with room for composite keys
 _FORBIDDEN = frozenset("/\\#?%")
 _HASH_MARK = "~h~"
+# A shortened key: exactly MAX_KEY_CHARS long, ending in the mark and a SHA-256 hex digest.  Only
+# that shape is one; "~h~" elsewhere is a value's own text (an address may hold it).
+_SHORTENED = re.compile(
+    rf"(?s).{{{MAX_KEY_CHARS - len(_HASH_MARK) - 64}}}{re.escape(_HASH_MARK)}[0-9a-f]{{64}}"
+)
 
 
 def _bad(ch: str) -> bool:
@@ -38,7 +43,9 @@ def encode_key(value: str) -> str:
         out = value
     else:
         out = "".join(f"%{ord(ch):02X}" if _bad(ch) and ord(ch) < 256 else ch for ch in value)
-    if len(out) > MAX_KEY_CHARS:
+    # A value that already looks like a shortened key is shortened too (its own digest), so it
+    # cannot share the key of the long value it imitates.
+    if len(out) > MAX_KEY_CHARS or _SHORTENED.fullmatch(out):
         digest = hashlib.sha256(value.encode("utf-8")).hexdigest()
         out = out[: MAX_KEY_CHARS - len(digest) - len(_HASH_MARK)] + _HASH_MARK + digest
     return out
@@ -46,7 +53,7 @@ def encode_key(value: str) -> str:
 
 def decode_key(key: str) -> str:
     """Inverse of ``encode_key`` for keys that were not shortened."""
-    if _HASH_MARK in key:
+    if _SHORTENED.fullmatch(key):
         raise ValueError("key was shortened with a digest and cannot be decoded")
     out: list[str] = []
     i = 0
