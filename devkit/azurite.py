@@ -78,8 +78,15 @@ def command(location: Path | None = None, ports: tuple[int, int, int] = (0, 0, 0
     queue and table ports (0: Azurite picks free ones)."""
     blob, queue, table = (str(port) for port in ports)
     storage = ["--location", str(location)] if location is not None else ["--inMemoryPersistence"]
+    node = shutil.which("node")
+    if node is None:
+        raise AzuriteError("Node.js ('node') is not on PATH; Azurite needs it.")
     return [
-        str(azurite_binary()),
+        node,
+        # Azurite's queue GC, in one pass (devkit/azurite_gc.js says why).
+        "--require",
+        str(Path(__file__).with_name("azurite_gc.js")),
+        str(azurite_binary().resolve()),
         *storage,
         "--skipApiVersionCheck",
         "--disableProductStyleUrl",
@@ -128,6 +135,8 @@ def start(
             stop(proc)
             raise AzuriteError(f"Azurite did not start (found {sorted(urls)})")
         line = proc.stdout.readline()
+        if line.startswith("devkit: "):  # the GC preload could not be applied: say so
+            print(line.rstrip(), file=sys.stderr)
         match = _LISTEN.search(line)
         if match:
             urls[match.group(1).lower()] = match.group(2).rstrip("/")
