@@ -449,16 +449,20 @@ async def _slowest(
 
 async def _run_outcomes(w: Any, mailboxes: list[str], since: datetime) -> Counter[str]:
     """The sent-items runs recorded since ``since``, by status and reason (busy re-sends,
-    follow-ups and retries explain a tail), and the longest time no run started (a stalled
-    worker shows there)."""
+    follow-ups and retries explain a tail), how long the runs that ended well held their
+    trigger slot (with the trigger slots, it bounds the runs per second), and the longest
+    time no run started (a stalled worker shows there)."""
     out: Counter[str] = Counter()
     starts: list[datetime] = []
+    held: list[float] = []
     notes: list[str] = []  # why the first few runs that did not end well did not
     for upn in mailboxes:
         for run in await w.services.store.runs.recent(upn, limit=500):
             if run.started_at >= since and run.stream == Stream.SENT:
                 out[f"{run.status}/{run.reason.split(':')[0]}"] += 1
                 starts.append(run.started_at)
+                if run.status == "ok" and run.finished_at is not None:
+                    held.append((run.finished_at - run.started_at).total_seconds())
                 if run.status not in ("ok", "skipped") and len(notes) < 3:
                     at = (run.started_at - since).total_seconds()
                     notes.append(f"{run.status} {at:.0f} s in: {run.message[:160]}")
@@ -468,6 +472,10 @@ async def _run_outcomes(w: Any, mailboxes: list[str], since: datetime) -> Counte
         at = gaps.index(max(gaps))
         offset = (starts[at] - since).total_seconds()
         out[f"longest pause between run starts {max(gaps):.1f} s, {offset:.0f} s in"] = 1
+    if held:
+        held.sort()
+        p50, p90 = held[len(held) // 2], held[int(len(held) * 0.9)]
+        out[f"ok runs took p50 {p50 * 1000:.0f} ms, p90 {p90 * 1000:.0f} ms"] = 1
     for note in notes:
         out[note] = 1
     return out

@@ -194,6 +194,15 @@ class AppSettings(_Checked):
         "marker queues a follow-up read for when this window has passed, so nothing is "
         "missed. 0 turns the memory off.",
     )
+    clock_skew_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="How far behind another instance's clock may be. A webhook instance that "
+        "answers repeats from memory dates the stream's marker for when its memory lapses; "
+        "the run that takes the marker counts a flag dated more than this long ago as "
+        "lapsed, and otherwise queues a follow-up read for that date plus this.",
+    )
     public_base_url: str | None = Field(
         default=None,
         description="Public https base URL of this app as Graph reaches it, e.g. "
@@ -339,9 +348,13 @@ class AppSettings(_Checked):
             raise ValueError("SYNC_KEY_VAULT_URL is required when SYNC_SECRETS_PROVIDER=keyvault")
         if self.retry_cap_seconds < self.retry_base_seconds:
             raise ValueError("SYNC_RETRY_CAP_SECONDS must not be below SYNC_RETRY_BASE_SECONDS")
-        if self.sweep_after_seconds <= self.webhook_memo_seconds:
-            # A follow-up job's marker is set up to the memory window before the job is due.
-            raise ValueError("SYNC_SWEEP_AFTER_SECONDS must be above SYNC_WEBHOOK_MEMO_SECONDS")
+        if self.sweep_after_seconds <= self.webhook_memo_seconds + self.clock_skew_seconds:
+            # A follow-up job's marker is set up to the memory window (plus the clock skew
+            # allowed) before the job is due.
+            raise ValueError(
+                "SYNC_SWEEP_AFTER_SECONDS must be above SYNC_WEBHOOK_MEMO_SECONDS plus "
+                "SYNC_CLOCK_SKEW_SECONDS"
+            )
         return self
 
 

@@ -216,20 +216,21 @@ async def _mark_and_send(
     marker: str,
     make_job: Callable[[str | None], Job],
     *,
-    remember: bool = False,
+    remember_for: float = 0.0,
     expect_live: bool = False,
     own: OwnMarker | None = None,
 ) -> Placed:
     """Set the 'job pending' marker and queue the job (built only then, with the marker's
-    ETag so its run takes the marker in one request).  ``remember``: a live marker is
-    flagged so this instance may answer repeats from memory (``Marked``); ``expect_live``
-    and ``own``: the first look at the marker (``DirtyMarkers.place``)."""
+    ETag so its run takes the marker in one request).  ``remember_for``: a live marker is
+    flagged, dated that far ahead, so this instance may answer repeats from memory
+    (``Marked``); ``expect_live`` and ``own``: the first look at the marker
+    (``DirtyMarkers.place``)."""
     ttl = services.settings.app.dirty_marker_ttl_seconds
     placed = await services.store.dirty.place(
         mailbox,
         marker,
         ttl_seconds=ttl,
-        remember=remember,
+        remember_for=remember_for,
         expect_live=expect_live,
         own=own,
     )
@@ -250,10 +251,13 @@ async def queue_stream(services: Services, mailbox: str, stream: Stream, reason:
     (the cases are ``sync.core.streams.Intake``): True when a job was queued, False when one
     was already pending.
 
-    * a stream whose marker this instance found live (a job queued, not started) and flagged
-      less than ``webhook_memo_seconds`` ago is answered from memory (the run that takes a
-      flagged marker queues a follow-up read for when that window has passed, so no change
-      waits for the next timer);
+    * in a burst (this instance looked at the stream's marker less than
+      ``webhook_memo_seconds`` ago: ``in_burst``), a stream whose marker this instance found
+      live (a job queued, not started) and flagged less than that window ago is answered
+      from memory, for no longer than the
+      flag is dated for (the run that takes a flagged marker reads again once that date has
+      passed, with a follow-up job if its own read comes earlier, so no change waits for the
+      next timer);
     * concurrent requests for one stream share a single marker check (single flight), and a
       follower fails with the leader, so the caller's sender retries both if the leader could
       not persist.
@@ -277,7 +281,7 @@ async def queue_stream(services: Services, mailbox: str, stream: Stream, reason:
     flight = asyncio.get_running_loop().create_future()
     flights[stream_key] = flight
     asked = time.monotonic()  # the memory dates from before the marker was read
-    remember = window > 0
+    remember = memo.in_burst(stream_key, asked, window)
     own = memo.own(stream_key)
     check = memo.first_check(stream_key, remember=remember)
     try:
@@ -292,7 +296,7 @@ async def queue_stream(services: Services, mailbox: str, stream: Stream, reason:
                 reason=reason,
                 marker_etag=etag,
             ),
-            remember=remember,
+            remember_for=window if remember else 0.0,
             expect_live=check is MarkerCheck.READ,
             own=own if check is MarkerCheck.OWN else None,
         )
@@ -308,10 +312,10 @@ async def queue_stream(services: Services, mailbox: str, stream: Stream, reason:
         if own is not None and placed.found is not None:
             memo.learned(still_there=placed.found)  # whichever look was made
         memo.placed(stream_key, placed.own if queued else None)
-        # Only a flagged marker promises a follow-up read after the window: only then may
-        # repeats be answered from memory.
+        # Only a flagged marker promises a read after its date: only then may repeats be
+        # answered from memory, and only until that date.
         if placed.outcome is Marked.REMEMBERED:
-            memo.saw_marker(stream_key, asked)
+            memo.saw_marker(stream_key, asked, placed.remember_for)
     finally:
         flights.pop(stream_key, None)
     return queued

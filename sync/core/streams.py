@@ -36,17 +36,23 @@ Put together, a stream is in one of these states::
   stream also looks at the marker after each delta round and reads again itself
   (``read_again``).
 * FOLLOW-UP DUE exists because of the memory: a notification answered from memory just after
-  the run took the marker has no job of its own.  A run that took a *remembered* marker (or
-  took a marker after its last read) queues one follow-up job, invisible until the memory
-  window has passed (``StreamRun.pass_ended``), marks the stream (so a burst coalesces into
-  that job rather than queueing more) and releases its lease and its trigger slot at once:
-  nothing sleeps while it waits.  The follow-up is a notification job like any other; when it
-  runs it takes the marker, and a remembered marker opens the next window.
+  the run took the marker has no job of its own.  The flag is *dated*: the instance that
+  writes it sets ``remembered_until``, when its memory lapses (its clock), and an instance
+  that finds the flag remembers only until that date (past it, it dates the flag afresh).  A
+  run that took a remembered marker whose date (plus ``clock_skew_seconds``) is still ahead
+  (or took a marker after its last read) queues one follow-up job, invisible until then
+  (``StreamRun.pass_ended``), marks the stream (so a burst coalesces into that job rather
+  than queueing more) and releases its lease and its trigger slot at once: nothing sleeps
+  while it waits.  A date already past needs no follow-up: every answer from memory came
+  before the take, and the run's own read covers it (the common case once jobs wait in a
+  backlog).  The follow-up is a notification job like any other; when it runs it takes the
+  marker, and a remembered marker opens the next window.
 * Invariant: every notification answered from memory is covered by a later delta read.  The
-  webhook remembers only a marker it found live and flagged before the run took it, and
-  dates its memory from *before* that storage call; the run that takes a flagged marker queues
-  the follow-up no earlier than ``memo_seconds`` after the take.  A run that ends in a
-  re-delivery of its own (retry, resync) is re-delivered no earlier than that either.
+  webhook remembers only a marker it found live and flagged before the run took it, dates its
+  memory from *before* that storage call, and ends it no later than the flag's date; the run
+  that takes a flagged marker reads after that date plus the clock skew allowed (an undated
+  flag, written before flags had dates: ``memo_seconds`` after the take).  A run that ends in
+  a re-delivery of its own (retry, resync) is re-delivered no earlier than that either.
 * A lease whose owner died EXPIRES ``lease_seconds`` after its last renewal; the next claim
   takes it over, and the **sweeper** (a timer) re-sends a job for every CUT stream (a lease
   expired with its owner still named: the run never released it), so a dead worker's stream
@@ -144,9 +150,38 @@ def marked(state: MarkerState, *, flagged: bool, remember: bool) -> Marked | Non
 
 @dataclass(frozen=True)
 class TakenMarker:
-    """A marker a run took (deleted) before reading: whether a webhook remembers it."""
+    """A marker a run took (deleted) before reading: whether a webhook remembers it, and until
+    when (``remembered_until``, the flagging instance's clock; None on a flag written before
+    flags were dated: then for a whole window from the take)."""
 
     remembered: bool
+    remembered_until: datetime | None = None
+
+
+MAX_MEMORY_SECONDS = 30.0  # the longest memory window the settings allow
+
+
+def memory_left(taken: TakenMarker, now: datetime, skew_seconds: float) -> float | None:
+    """How much longer a webhook may answer repeats from memory of a marker just taken, in
+    seconds (0: its memory has lapsed, so the read that follows covers every notification it
+    answered); None when no webhook remembers it, or when the flag is undated (the caller
+    then waits a whole window).  ``skew_seconds`` allows for the flagging instance's clock
+    being behind this one's."""
+    if not taken.remembered or taken.remembered_until is None:
+        return None
+    left = (taken.remembered_until - now).total_seconds() + skew_seconds
+    return min(max(left, 0.0), MAX_MEMORY_SECONDS + skew_seconds)
+
+
+def flag_lasts(flagged: bool, until: datetime | None, now: datetime) -> float | None:
+    """How long an instance that finds a marker flagged may answer from memory, in seconds
+    from ``now``: until the flag's date (None: the flag has lapsed or there is none, so the
+    instance writes a fresh date before it remembers).  An undated flag (written before flags
+    were dated) counts as lapsed, so it gets a date."""
+    if not flagged or until is None:
+        return None
+    left = (until - now).total_seconds()
+    return left if left > 0 else None
 
 
 # ------------------------------------------------------------------------------ leases
@@ -271,11 +306,21 @@ def first_check(
     return MarkerCheck.INSERT
 
 
+def in_burst(previous_look: float | None, now: float, window: float) -> bool:
+    """Whether a notification comes in a burst: this instance looked at the stream's marker
+    less than a memory window ago.  Only then is the marker flagged and remembered.  A flag
+    costs a follow-up read whenever the run takes the marker before the flag's date, and a
+    stream notified now and then (an email every few seconds) would pay that follow-up for
+    nothing: no repeat comes inside the window to be answered from memory."""
+    return window > 0 and previous_look is not None and now - previous_look < window
+
+
 class MarkerMemory:
     """The webhook's memory: when this instance last found each stream's marker live and
-    flagged it (``Marked.REMEMBERED``), by (mailbox, stream), on the monotonic clock.  The time
-    given is the moment *before* the storage call, so the memory never outlasts the window
-    the run that takes the marker waits before its follow-up.
+    flagged it (``Marked.REMEMBERED``), by (mailbox, stream), on the monotonic clock, and for
+    how long: until the flag's date.  The time given is the moment *before* the storage call,
+    so the memory never outlasts the date the run that takes the marker reads
+    (``memory_left``)
 
     It also keeps what the last check of each stream found (``expects_live``), the markers
     this instance set (``own``), and how often a repeat found such a marker still there
@@ -284,20 +329,25 @@ class MarkerMemory:
     on a version this memory holds."""
 
     def __init__(self, limit: int = MEMORY_LIMIT) -> None:
-        self._seen: dict[tuple[str, str], float] = {}
+        # When this instance found each stream's flag, and when its date has passed.
+        self._seen: dict[tuple[str, str], tuple[float, float]] = {}
         self._live: dict[tuple[str, str], bool] = {}  # what the last marker check found
+        self._looked: dict[tuple[str, str], float] = {}  # when this instance last looked
         self._own: dict[tuple[str, str], OwnMarker] = {}
         self._limit = limit
         self.own_live_share = 0.0
 
     def remembers(self, key: tuple[str, str], now: float, window: float) -> bool:
         seen = self._seen.get(key)
-        return window > 0 and seen is not None and now - seen < window
+        return window > 0 and seen is not None and now < seen[1] and now - seen[0] < window
 
-    def saw_marker(self, key: tuple[str, str], now: float) -> None:
+    def saw_marker(self, key: tuple[str, str], now: float, seconds: float) -> None:
+        """Remember the stream from ``now`` (the moment before the storage call) for at most
+        ``seconds``, the time the marker's flag is dated for (``flag_lasts``), and at most
+        the window."""
         if len(self._seen) > self._limit:
             self._seen.clear()  # bounded memory; forgetting only costs a storage read
-        self._seen[key] = now
+        self._seen[key] = (now, now + seconds)
 
     def found(self, key: tuple[str, str], *, live: bool) -> None:
         """Note what a marker check found: the next check of the stream reads first after a
@@ -308,6 +358,15 @@ class MarkerMemory:
 
     def expects_live(self, key: tuple[str, str]) -> bool:
         return self._live.get(key, False)
+
+    def in_burst(self, key: tuple[str, str], now: float, window: float) -> bool:
+        """Note a look at the stream's marker at ``now``; True when this instance looked at
+        it less than ``window`` ago as well (``in_burst``)."""
+        previous = self._looked.get(key)
+        if len(self._looked) > self._limit:
+            self._looked.clear()
+        self._looked[key] = now
+        return in_burst(previous, now, window)
 
     def placed(self, key: tuple[str, str], marker: OwnMarker | None) -> None:
         """Note the marker this instance just set (None: it set none, or the version it knew
@@ -337,6 +396,7 @@ class MarkerMemory:
 
     def forget(self) -> None:
         self._seen.clear()
+        self._looked.clear()
         self._live.clear()
         self._own.clear()
         self.own_live_share = 0.0
@@ -396,15 +456,26 @@ class StreamRun:
         self._fire(RunEvent.REFUSED)
         return busy_delay(self.kind)
 
-    def marker_taken(self, now: float, *, remembered: bool, read_follows: bool = True) -> None:
+    def marker_taken(
+        self,
+        now: float,
+        *,
+        remembered: bool,
+        memory_left: float | None = None,
+        read_follows: bool = True,
+    ) -> None:
         """The run took the stream's marker at ``now``.  A read that follows covers every
         notification so far; one a webhook answers from memory (``remembered``) until its
-        window closes needs a read after that; a marker taken after the last read needs one
-        at once."""
+        memory lapses needs a read after that: ``memory_left`` seconds from now (the flag's
+        date says, ``sync.core.streams.memory_left``; 0 when it has lapsed already, which is
+        the common case once jobs wait in a backlog), or a whole window when the flag is
+        undated.  A marker taken after the last read needs one at once."""
         self._fire(RunEvent.MARKER_TAKEN)
         due: float | None = None
-        if remembered and self.memo_seconds > 0:
-            due = now + self.memo_seconds
+        if remembered:
+            left = self.memo_seconds if memory_left is None else memory_left
+            if left > 0:
+                due = now + left
         if not read_follows:
             due = max(due, now) if due is not None else now
         if due is not None:

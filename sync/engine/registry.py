@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sync.core.jobs import Job, JobKind, Stream
-from sync.core.streams import StreamRun, read_again, stream_marker
+from sync.core.state_models import utcnow
+from sync.core.streams import StreamRun, memory_left, read_again, stream_marker
 
 if TYPE_CHECKING:
     from sync.core.state_models import Cursor, Lease, Mailbox
@@ -50,8 +51,12 @@ class RunContext:
             self.job.marker_etag if first else None,
         )
         if taken is not None and self.life is not None:
+            skew = self.services.settings.app.clock_skew_seconds
             self.life.marker_taken(
-                time.monotonic(), remembered=taken.remembered, read_follows=read_follows
+                time.monotonic(),
+                remembered=taken.remembered,
+                memory_left=memory_left(taken, utcnow(), skew),
+                read_follows=read_follows,
             )
         return taken is not None
 

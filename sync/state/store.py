@@ -75,6 +75,7 @@ from sync.core.streams import (
     MarkerState,
     OwnMarker,
     TakenMarker,
+    flag_lasts,
     holds,
     lease_expiry,
     lease_state,
@@ -119,6 +120,15 @@ def _dt(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     return datetime.fromisoformat(str(value))
+
+
+def _flag_date(row: Mapping[str, Any]) -> datetime | None:
+    """A marker's ``remembered_until``; None when absent or unreadable, which every reader
+    takes the safe way (a whole window)."""
+    try:
+        return _dt(row.get("remembered_until"))
+    except (TypeError, ValueError):
+        return None
 
 
 def _with_etag(entity: Mapping[str, Any]) -> dict[str, Any]:
@@ -924,6 +934,9 @@ class Placed:
     etag: str | None = None
     marked_at: datetime | None = None
     found: bool | None = None
+    # REMEMBERED: how long, from the call's start, the caller may answer from memory: as long
+    # as the marker's flag is dated for (``sync.core.streams.flag_lasts``).
+    remember_for: float = 0.0
 
     @property
     def own(self) -> OwnMarker | None:
@@ -944,8 +957,9 @@ class DirtyMarkers:
     Marker names, states and outcomes are those of ``sync.core.streams``.
 
     A row: ``marked_at`` (when its job was queued), ``mailbox``, and ``remembered`` once a
-    webhook instance answers repeats from memory (``mark_or_remember``); the run that takes a
-    remembered marker follows up after the memory window."""
+    webhook instance answers repeats from memory (``mark_or_remember``), with
+    ``remembered_until``, the flagging instance's clock when its memory lapses; the run that
+    takes a remembered marker reads again once that time has passed (``memory_left``)."""
 
     def __init__(self, table: _Table) -> None:
         self._t = table
@@ -963,27 +977,27 @@ class DirtyMarkers:
         stream: str,
         *,
         ttl_seconds: int,
-        remember: bool = False,
+        remember_for: float = 0.0,
         expect_live: bool = False,
         own: OwnMarker | None = None,
         now: datetime | None = None,
     ) -> Placed:
-        """``mark`` (or, with ``remember``, ``mark_or_remember``) that also answers with the
-        marker it set (ETag and date): the job it queues carries the ETag, so the run takes the
-        marker with one conditional delete instead of a read and a delete (``take``).
+        """``mark`` (or, with ``remember_for``, ``mark_or_remember``) that also answers with
+        the marker it set (ETag and date): the job it queues carries the ETag, so the run takes
+        the marker with one conditional delete instead of a read and a delete (``take``).
 
         The first look: inserts first unless ``expect_live`` (reads first); with ``own`` (the
-        marker this caller set last, ``Placed.own``) and ``remember``, flags that version with
-        one conditional write and no read, which only succeeds while the row is exactly the
-        one the caller wrote."""
+        marker this caller set last, ``Placed.own``) and ``remember_for``, flags that version
+        with one conditional write and no read, which only succeeds while the row is exactly
+        the one the caller wrote."""
         return await self._mark(
             mailbox,
             stream,
             ttl_seconds,
             now,
-            remember=remember,
+            remember_for=remember_for,
             insert_first=not expect_live,
-            own=own if remember else None,
+            own=own if remember_for > 0 else None,
         )
 
     async def mark_or_remember(
@@ -992,12 +1006,15 @@ class DirtyMarkers:
         stream: str,
         *,
         ttl_seconds: int,
+        window: float = 1.0,
         expect_live: bool = False,
         now: datetime | None = None,
     ) -> Marked:
-        """``mark`` for the webhook's memory: a live marker is flagged ``remembered`` (one
-        conditional write per marker, by whichever instance finds it unflagged first) and the
-        answer says whether this instance may now answer repeats from memory.
+        """``mark`` for the webhook's memory: a live marker is flagged ``remembered``, dated
+        ``window`` seconds ahead (one conditional write per marker and window, by whichever
+        instance finds it unflagged or its date passed) and the answer says whether this
+        instance may now answer repeats from memory (for as long as the flag's date allows:
+        ``Placed.remember_for``).
 
         ``expect_live`` (the last look at this marker found it live: a burst, or jobs that
         wait) reads first; otherwise it inserts first, which is one round trip when there is no
@@ -1006,7 +1023,7 @@ class DirtyMarkers:
             mailbox,
             stream,
             ttl_seconds=ttl_seconds,
-            remember=True,
+            remember_for=window,
             expect_live=expect_live,
             now=now,
         )
@@ -1019,16 +1036,18 @@ class DirtyMarkers:
         ttl: int,
         now: datetime | None,
         *,
-        remember: bool,
+        remember_for: float,
         insert_first: bool = False,
         own: OwnMarker | None = None,
     ) -> Placed:
         now = now or utcnow()
+        remember = remember_for > 0
+        until = now + timedelta(seconds=remember_for)  # the date a flag written here carries
         pk = encode_key(mailbox)
         fresh = {"PartitionKey": pk, "RowKey": stream, "marked_at": now, "mailbox": mailbox}
         found: bool | None = None  # what the first look found
         if own is not None:
-            placed = await self._flag_own(fresh, own, now, ttl)
+            placed = await self._flag_own(fresh, own, now, ttl, remember_for)
             if placed is not None:
                 return placed
             found = True  # there, but not as we wrote it: read it below
@@ -1046,8 +1065,13 @@ class DirtyMarkers:
                 return Placed(Marked.COALESCED, found=found)
             marked = _dt(row.get("marked_at")) if row is not None else None
             state = marker_state(exists=row is not None, marked_at=marked, now=now, ttl_seconds=ttl)
-            flagged = bool(row.get("remembered")) if row is not None else False
-            outcome = marked_outcome(state, flagged=flagged, remember=remember)
+            # A flag whose date has passed is dated afresh before this caller remembers.
+            lasts = (
+                flag_lasts(bool(row.get("remembered")), _flag_date(row), now)
+                if row is not None
+                else None
+            )
+            outcome = marked_outcome(state, flagged=lasts is not None, remember=remember)
             if row is None:
                 if etag := await self._t.create(fresh):
                     return Placed(Marked.QUEUE, _real_etag(etag), now, found=found)
@@ -1056,11 +1080,13 @@ class DirtyMarkers:
                 # Live and not yet flagged: flag it as it is.  If the run took it meanwhile the
                 # write fails, and the run's read covers this notification (the marker was live
                 # when we read it): coalesced, but not remembered.
-                flag = {**row, "remembered": True}
+                flag = {**row, "remembered": True, "remembered_until": until}
                 if await self._t.replace_if(flag, row["etag"]):
-                    return Placed(Marked.REMEMBERED, found=found)
+                    return Placed(Marked.REMEMBERED, found=found, remember_for=remember_for)
                 lost_flag = True
                 continue
+            if outcome is Marked.REMEMBERED:
+                return Placed(outcome, found=found, remember_for=lasts or 0.0)
             if outcome is not Marked.QUEUE:
                 return Placed(outcome, found=found)
             # Stale marker: its job was lost (crash between mark and enqueue, or poisoned).
@@ -1069,7 +1095,7 @@ class DirtyMarkers:
         return Placed(Marked.COALESCED, found=found)
 
     async def _flag_own(
-        self, fresh: dict[str, Any], own: OwnMarker, now: datetime, ttl: int
+        self, fresh: dict[str, Any], own: OwnMarker, now: datetime, ttl: int, remember_for: float
     ) -> Placed | None:
         """The first look at a marker this instance set (``OwnMarker``), without reading it:
         the row is exactly what it wrote, or the conditional write fails.  Live, it is flagged
@@ -1078,11 +1104,16 @@ class DirtyMarkers:
         since (another instance flagged it, the sweeper refreshed it): the caller reads it."""
         state = marker_state(exists=True, marked_at=own.marked_at, now=now, ttl_seconds=ttl)
         live = state is MarkerState.LIVE
-        row = {**fresh, "marked_at": own.marked_at, "remembered": True} if live else fresh
+        until = now + timedelta(seconds=remember_for)
+        row = (
+            {**fresh, "marked_at": own.marked_at, "remembered": True, "remembered_until": until}
+            if live
+            else fresh
+        )
         result = await self._t.replace_version(row, own.etag)
         if isinstance(result, str):
             if live:
-                return Placed(Marked.REMEMBERED, found=True)
+                return Placed(Marked.REMEMBERED, found=True, remember_for=remember_for)
             return Placed(Marked.QUEUE, _real_etag(result), now, found=True)
         if result is False:
             return None
@@ -1114,7 +1145,9 @@ class DirtyMarkers:
             # it is harmless.)
             if not await self._t.delete(pk, stream, row["etag"]):
                 continue  # flagged or refreshed since we read it: read it again
-            return TakenMarker(remembered=bool(row.get("remembered")))
+            return TakenMarker(
+                remembered=bool(row.get("remembered")), remembered_until=_flag_date(row)
+            )
         raise ConcurrencyError(f"gave up taking the marker {pk}/{stream}")
 
     async def clear(self, mailbox: str, stream: str) -> bool:

@@ -10,6 +10,7 @@ import pytest
 from sync.core.jobs import JobKind, Stream
 from sync.core.streams import (
     BUSY_DELAY_SECONDS,
+    MAX_MEMORY_SECONDS,
     NOTIFICATION_BUSY_DELAY_SECONDS,
     RUN_TRANSITIONS,
     Intake,
@@ -25,15 +26,19 @@ from sync.core.streams import (
     RunEvent,
     RunState,
     StreamRun,
+    TakenMarker,
     busy_delay,
     first_check,
+    flag_lasts,
     holds,
+    in_burst,
     lease_expiry,
     lease_owner,
     lease_state,
     lifecycle_marker,
     marked,
     marker_state,
+    memory_left,
     on_notification,
     owner_kind,
     parse_lifecycle_marker,
@@ -290,7 +295,7 @@ def test_memory_answers_only_inside_its_window() -> None:
     memory = MarkerMemory()
     key = ("ann@example.com", "sent")
     assert not memory.remembers(key, now=10.0, window=2.0)
-    memory.saw_marker(key, now=10.0)
+    memory.saw_marker(key, now=10.0, seconds=2.0)
     assert memory.remembers(key, now=11.9, window=2.0)
     assert not memory.remembers(key, now=12.0, window=2.0)
     assert not memory.remembers(key, now=10.5, window=0.0)  # 0 turns the memory off
@@ -299,11 +304,80 @@ def test_memory_answers_only_inside_its_window() -> None:
     assert not memory.remembers(key, now=10.5, window=2.0)
 
 
+def test_memory_lasts_no_longer_than_the_flag_is_dated_for() -> None:
+    """An instance that finds another's flag remembers only until that flag's date, which the
+    run that takes the marker reads: a memory of its own window would outlast it."""
+    memory = MarkerMemory()
+    key = ("ann@example.com", "sent")
+    memory.saw_marker(key, now=10.0, seconds=0.3)
+    assert memory.remembers(key, now=10.2, window=2.0)
+    assert not memory.remembers(key, now=10.3, window=2.0)
+
+
+def test_a_flag_lasts_until_its_date() -> None:
+    t0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+    assert flag_lasts(True, t0 + timedelta(seconds=0.75), t0) == pytest.approx(0.75)
+    assert flag_lasts(True, t0, t0) is None  # its date has come: dated afresh
+    assert flag_lasts(True, t0 - timedelta(seconds=5), t0) is None
+    assert flag_lasts(True, None, t0) is None  # undated (written before flags had dates)
+    assert flag_lasts(False, t0 + timedelta(seconds=5), t0) is None
+
+
+def test_memory_left_reads_the_flag_date_with_the_clock_skew_allowed() -> None:
+    t0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+    dated = TakenMarker(remembered=True, remembered_until=t0 + timedelta(seconds=0.5))
+    assert memory_left(dated, t0, skew_seconds=1.0) == pytest.approx(1.5)
+    # Taken long after the date (jobs waiting in a backlog): the memory has lapsed.
+    assert memory_left(dated, t0 + timedelta(seconds=1.6), skew_seconds=1.0) == 0.0
+    # Within the skew allowed, it has not.
+    assert memory_left(dated, t0 + timedelta(seconds=1.2), skew_seconds=1.0) == pytest.approx(0.3)
+    assert memory_left(TakenMarker(remembered=False), t0, 1.0) is None
+    assert memory_left(TakenMarker(remembered=True), t0, 1.0) is None  # undated: whole window
+    absurd = TakenMarker(remembered=True, remembered_until=t0 + timedelta(days=3))
+    assert memory_left(absurd, t0, skew_seconds=1.0) == MAX_MEMORY_SECONDS + 1.0
+
+
+def test_a_lapsed_memory_needs_no_follow_up_and_a_live_one_waits_only_for_its_date() -> None:
+    """The webhook's memory of a flag ends at the flag's date: a run that takes the marker
+    after that (plus the skew) reads after every notification answered from memory, so it
+    queues no follow-up; one that takes it before waits for that date, not a whole window."""
+    run = _running(memo=2.0)
+    run.marker_taken(now=100.0, remembered=True, memory_left=0.0)
+    assert (run.follow_up_at, run.pass_ended(ok=True, now=100.4)) == (None, None)
+    assert _state(run) is RunState.DONE
+    run = _running(memo=2.0)
+    run.marker_taken(now=100.0, remembered=True, memory_left=0.7)
+    assert run.pass_ended(ok=True, now=100.4) == pytest.approx(0.3)
+    # A date from an instance with a longer window than this worker's is still honoured.
+    run = _running(memo=0.0)
+    run.marker_taken(now=100.0, remembered=True, memory_left=5.0)
+    assert run.pass_ended(ok=True, now=100.0) == pytest.approx(5.0)
+    # A marker taken after the last read still needs a read at once.
+    run = _running(memo=2.0)
+    run.marker_taken(now=100.0, remembered=True, memory_left=0.0, read_follows=False)
+    assert run.pass_ended(ok=True, now=100.2) == 0.0
+
+
+def test_only_a_look_inside_the_window_of_the_last_one_is_a_burst() -> None:
+    assert not in_burst(None, now=10.0, window=1.0)  # the first look
+    assert in_burst(9.5, now=10.0, window=1.0)
+    assert not in_burst(9.0, now=10.0, window=1.0)  # an email every second or more: no
+    assert not in_burst(9.9, now=10.0, window=0.0)  # the memory off
+    memory = MarkerMemory()
+    key = ("ann@example.com", "sent")
+    assert not memory.in_burst(key, now=1.0, window=1.0)
+    assert memory.in_burst(key, now=1.5, window=1.0)
+    assert not memory.in_burst(key, now=3.0, window=1.0)  # measured from the last look
+    assert not memory.in_burst(("bob@example.com", "sent"), now=3.1, window=1.0)
+    memory.forget()
+    assert not memory.in_burst(key, now=3.2, window=1.0)
+
+
 def test_memory_is_bounded() -> None:
     memory = MarkerMemory(limit=3)
     for i in range(4):
-        memory.saw_marker((f"m{i}", "sent"), now=1.0)
-    memory.saw_marker(("new", "sent"), now=1.0)  # over the limit: starts afresh
+        memory.saw_marker((f"m{i}", "sent"), now=1.0, seconds=2.0)
+    memory.saw_marker(("new", "sent"), now=1.0, seconds=2.0)  # over the limit: starts afresh
     assert memory.remembers(("new", "sent"), now=1.5, window=2.0)
     assert not memory.remembers(("m0", "sent"), now=1.5, window=2.0)
 

@@ -104,6 +104,34 @@ async def test_memory_answers_repeats_without_touching_storage(services: Any) ->
     assert len(await drain(services)) == 2
 
 
+async def test_notifications_further_apart_than_the_window_never_flag_the_marker(
+    services: Any,
+) -> None:
+    """An email every few seconds on a stream whose jobs wait (a backlog): each notification
+    finds the job pending, but none comes inside the memory window of the one before, so
+    nothing is answered from memory and the marker is not flagged; its run then needs no
+    follow-up.  A second notification inside the window flags it as before."""
+    import asyncio
+
+    services.settings.app.webhook_memo_seconds = 0.3
+    await register(services, "ann@example.com", "sub-1", "secret-1")
+    body = {"value": [notification("sub-1", "secret-1")]}
+    reply = await NOTIFY(http("POST", URL, body=body))
+    assert json.loads(reply.get_body())["queued"] == 1
+    for _ in range(2):
+        await asyncio.sleep(0.4)
+        reply = await NOTIFY(http("POST", URL, body=body))
+        assert json.loads(reply.get_body())["coalesced"] == 1
+    taken = await services.store.dirty.take("ann@example.com", "sent")
+    assert taken is not None and not taken.remembered
+    # A burst: the second of two notifications inside the window flags the marker.
+    await NOTIFY(http("POST", URL, body=body))
+    await NOTIFY(http("POST", URL, body=body))
+    taken = await services.store.dirty.take("ann@example.com", "sent")
+    assert taken is not None and taken.remembered
+    assert len(await drain(services)) == 2
+
+
 async def test_a_job_that_starts_at_once_leaves_nothing_remembered(services: Any) -> None:
     """At a steady rate each notification finds the previous job already started: the webhook
     queues a job each time and answers nothing from memory, so no change waits for a

@@ -295,6 +295,7 @@ async def test_a_remembered_marker_is_followed_up_by_a_delayed_job_not_a_sleep(
 
     await _add(services, "ann@example.com")
     services.settings.app.webhook_memo_seconds = 1.5
+    services.settings.app.clock_skew_seconds = 0.0  # one clock here
     passes: list[float] = []
 
     async def processor(ctx: RunContext) -> None:
@@ -304,7 +305,9 @@ async def test_a_remembered_marker_is_followed_up_by_a_delayed_job_not_a_sleep(
     # A job is pending and a webhook instance remembers it.
     await services.store.dirty.mark("ann@example.com", "events", ttl_seconds=600)
     assert (
-        await services.store.dirty.mark_or_remember("ann@example.com", "events", ttl_seconds=600)
+        await services.store.dirty.mark_or_remember(
+            "ann@example.com", "events", ttl_seconds=600, window=1.5
+        )
     ).value == "remembered"
     job = Job(mailbox="ann@example.com", stream=Stream.EVENTS, kind=JobKind.DIRTY)
     started = time.monotonic()
@@ -332,6 +335,37 @@ async def test_a_remembered_marker_is_followed_up_by_a_delayed_job_not_a_sleep(
     # Nothing was remembered this time: the chain ends.
     assert (await services.store.runs.recent("ann@example.com"))[0].counts == {}
     assert await services.queue.depth() == 0
+
+
+async def test_a_marker_taken_after_its_memory_lapsed_needs_no_follow_up(
+    services: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that waited in the queue (a backlog) takes a flagged marker after the webhook's
+    memory of it has lapsed: every notification answered from memory came before the take,
+    so the run's own read covers them and it queues no follow-up.  Taken before the flag's
+    date (plus the clock skew allowed), it does."""
+    import asyncio
+
+    await _add(services, "ann@example.com")
+    services.settings.app.webhook_memo_seconds = 5
+    services.settings.app.clock_skew_seconds = 0.2
+
+    async def processor(ctx: RunContext) -> None:
+        return None
+
+    monkeypatch.setitem(registry._PROCESSORS, (Stream.EVENTS, JobKind.DIRTY), processor)
+    dirty = services.store.dirty
+    job = Job(mailbox="ann@example.com", stream=Stream.EVENTS, kind=JobKind.DIRTY)
+    for wait, follow_ups in ((0.0, 1), (0.7, 0)):
+        await dirty.mark("ann@example.com", "events", ttl_seconds=600)
+        await dirty.mark_or_remember("ann@example.com", "events", ttl_seconds=600, window=0.4)
+        await asyncio.sleep(wait)
+        await user_function(worker.sync_worker)(_msg(job))
+        run = (await services.store.runs.recent("ann@example.com"))[0]
+        assert (run.status, run.counts.get("follow_up_queued", 0)) == ("ok", follow_ups)
+        assert await services.queue.depth() == follow_ups
+        await services.queue._queue.clear_messages()
+        await dirty.clear("ann@example.com", "events")
 
 
 async def test_a_marker_nobody_remembers_ends_the_run_without_a_follow_up(
@@ -368,8 +402,11 @@ async def test_a_retry_after_a_remembered_marker_waits_out_the_window(
         raise RetryLater("busy", retry_at=utcnow() + timedelta(seconds=1))
 
     monkeypatch.setitem(registry._PROCESSORS, (Stream.EVENTS, JobKind.DIRTY), throttled)
+    services.settings.app.clock_skew_seconds = 0.0
     await services.store.dirty.mark("ann@example.com", "events", ttl_seconds=600)
-    await services.store.dirty.mark_or_remember("ann@example.com", "events", ttl_seconds=600)
+    await services.store.dirty.mark_or_remember(
+        "ann@example.com", "events", ttl_seconds=600, window=8
+    )
     job = Job(mailbox="ann@example.com", stream=Stream.EVENTS, kind=JobKind.DIRTY)
     await user_function(worker.sync_worker)(_msg(job))
     run = (await services.store.runs.recent("ann@example.com"))[0]

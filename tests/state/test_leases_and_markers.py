@@ -11,8 +11,9 @@ import pytest
 from azure.core.pipeline.transport import AioHttpTransport
 
 from sync.core.jobs import JobKind
+from sync.core.keys import encode_key
 from sync.core.state_models import utcnow
-from sync.core.streams import Marked, lease_owner
+from sync.core.streams import Marked, TakenMarker, lease_owner
 from sync.state.store import StateStore
 
 ANN, BOB = "ann@example.com", "bob+x@example.com"
@@ -148,12 +149,12 @@ async def test_a_marker_of_ours_is_flagged_in_one_write_without_a_read(
     store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s: StateStore = store
-    placed = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember=True)
+    placed = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember_for=1.0)
     assert placed.outcome is Marked.QUEUE and placed.found is False
     mine = placed.own
     assert mine is not None and mine.marked_at == placed.marked_at
     sent = _requests(monkeypatch)
-    again = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember=True, own=mine)
+    again = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember_for=1.0, own=mine)
     assert (again.outcome, again.found, again.own) == (Marked.REMEMBERED, True, None)
     assert sent == [("PUT", 204)]
     # Flagged as a read would have flagged it: the run's take reports the memory.
@@ -165,11 +166,11 @@ async def test_a_marker_of_ours_taken_by_its_run_is_set_anew(
     store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s: StateStore = store
-    mine = (await s.dirty.place(ANN, "sent", ttl_seconds=600, remember=True)).own
+    mine = (await s.dirty.place(ANN, "sent", ttl_seconds=600, remember_for=1.0)).own
     assert mine is not None
     assert await s.dirty.take(ANN, "sent", mine.etag) is not None  # the job started
     sent = _requests(monkeypatch)
-    again = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember=True, own=mine)
+    again = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember_for=1.0, own=mine)
     assert (again.outcome, again.found) == (Marked.QUEUE, False)
     assert again.own is not None and again.own.etag != mine.etag
     assert sent == [("PUT", 404), ("POST", 201)]
@@ -181,17 +182,17 @@ async def test_a_marker_of_ours_changed_by_others_is_read_before_anything_is_dec
     store: Any,
 ) -> None:
     s: StateStore = store
-    mine = (await s.dirty.place(ANN, "sent", ttl_seconds=600, remember=True)).own
+    mine = (await s.dirty.place(ANN, "sent", ttl_seconds=600, remember_for=1.0)).own
     assert mine is not None
     # Another instance flagged it meanwhile: our version is spent, the read decides.
     assert await s.dirty.mark_or_remember(ANN, "sent", ttl_seconds=600) is Marked.REMEMBERED
-    again = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember=True, own=mine)
+    again = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember_for=1.0, own=mine)
     assert (again.outcome, again.found) == (Marked.REMEMBERED, True)
     # Taken and set again by another instance's job: still read, and coalesced into it.
     await s.dirty.take(ANN, "sent")
     theirs = await s.dirty.place(ANN, "sent", ttl_seconds=600)
     assert theirs.outcome is Marked.QUEUE
-    again = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember=True, own=mine)
+    again = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember_for=1.0, own=mine)
     assert again.outcome is Marked.REMEMBERED
     taken = await s.dirty.take(ANN, "sent", theirs.etag)
     assert taken is not None and taken.remembered  # the flag landed on their marker
@@ -200,11 +201,11 @@ async def test_a_marker_of_ours_changed_by_others_is_read_before_anything_is_dec
 async def test_a_stale_marker_of_ours_is_set_anew_and_queued_again(store: Any) -> None:
     s: StateStore = store
     t0 = utcnow()
-    first = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember=True, now=t0)
+    first = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember_for=1.0, now=t0)
     mine = first.own
     assert mine is not None
     later = t0 + timedelta(seconds=601)  # its job was lost
-    again = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember=True, own=mine, now=later)
+    again = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember_for=1.0, own=mine, now=later)
     assert (again.outcome, again.found, again.marked_at) == (Marked.QUEUE, True, later)
     assert again.own is not None
     taken = await s.dirty.take(ANN, "sent", again.own.etag)
@@ -219,3 +220,62 @@ async def test_without_the_memory_a_marker_of_ours_is_not_flagged(store: Any) ->
     assert again.outcome is Marked.COALESCED
     taken = await s.dirty.take(ANN, "sent", mine.etag)  # untouched: taken in one request
     assert taken is not None and not taken.remembered
+
+
+async def test_a_flag_is_dated_and_others_remember_only_until_its_date(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flag carries the date the flagging instance's memory lapses; another instance that
+    finds it remembers only until then, without a write, and one that finds it lapsed dates it
+    afresh before it remembers.  The run's take reads the latest date."""
+    s: StateStore = store
+    t0 = utcnow()
+    assert await s.dirty.mark(ANN, "sent", ttl_seconds=600, now=t0)
+    first = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember_for=1.0, now=t0)
+    assert (first.outcome, first.remember_for) == (Marked.REMEMBERED, 1.0)
+    sent = _requests(monkeypatch)
+    other = await s.dirty.place(
+        ANN,
+        "sent",
+        ttl_seconds=600,
+        remember_for=5.0,
+        expect_live=True,
+        now=t0 + timedelta(seconds=0.25),
+    )
+    assert other.outcome is Marked.REMEMBERED
+    assert other.remember_for == pytest.approx(0.75)
+    assert sent == [("GET", 200)]  # no second write
+    lapsed = await s.dirty.place(
+        ANN,
+        "sent",
+        ttl_seconds=600,
+        remember_for=2.0,
+        expect_live=True,
+        now=t0 + timedelta(seconds=3),
+    )
+    assert (lapsed.outcome, lapsed.remember_for) == (Marked.REMEMBERED, 2.0)
+    assert sent[1:] == [("GET", 200), ("PUT", 204)]  # read, then dated afresh
+    taken = await s.dirty.take(ANN, "sent")
+    assert taken is not None and taken.remembered
+    assert taken.remembered_until == t0 + timedelta(seconds=5)
+
+
+async def test_an_undated_flag_is_taken_as_a_whole_window_and_dated_when_found(
+    store: Any,
+) -> None:
+    """A flag written before flags were dated: the take reports no date (the run then waits a
+    whole window, as it did), and an instance that finds it dates it before remembering."""
+    s: StateStore = store
+    t0 = utcnow()
+    row = {"PartitionKey": encode_key(ANN), "RowKey": "sent", "marked_at": t0, "mailbox": ANN}
+    assert await s.dirty._t.create({**row, "remembered": True})
+    taken = await s.dirty.take(ANN, "sent")
+    assert taken == TakenMarker(remembered=True, remembered_until=None)
+    assert await s.dirty._t.create({**row, "remembered": True, "remembered_until": "garbage"})
+    taken = await s.dirty.take(ANN, "sent")  # unreadable: the safe way, not a crash
+    assert taken == TakenMarker(remembered=True, remembered_until=None)
+    assert await s.dirty._t.create({**row, "remembered": True})
+    found = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember_for=1.0, now=t0)
+    assert (found.outcome, found.remember_for) == (Marked.REMEMBERED, 1.0)
+    taken = await s.dirty.take(ANN, "sent")
+    assert taken is not None and taken.remembered_until == t0 + timedelta(seconds=1)
