@@ -190,9 +190,10 @@ class AppSettings(_Checked):
         ge=0,
         le=30,
         description="How long a webhook instance answers repeats for a stream from memory "
-        "once it found the stream's job pending (a burst); the run that takes that job's "
-        "marker queues a follow-up read for when this window has passed, so nothing is "
-        "missed. 0 turns the memory off.",
+        "once it found the stream's job pending during a burst (a second notification for "
+        "the stream within this window); the run that takes that job's marker reads again "
+        "once the memory has lapsed (a follow-up job if its own read came earlier), so "
+        "nothing is missed. 0 turns the memory off.",
     )
     clock_skew_seconds: float = Field(
         default=1.0,
