@@ -44,6 +44,8 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
 )
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
@@ -1052,7 +1054,7 @@ class DirtyMarkers:
                 return placed
             found = True  # there, but not as we wrote it: read it below
         elif insert_first:
-            if etag := await self._t.create(fresh):
+            if etag := await self._insert(fresh):
                 return Placed(Marked.QUEUE, _real_etag(etag), now, found=False)
             found = True
         lost_flag = False
@@ -1073,7 +1075,7 @@ class DirtyMarkers:
             )
             outcome = marked_outcome(state, flagged=lasts is not None, remember=remember)
             if row is None:
-                if etag := await self._t.create(fresh):
+                if etag := await self._insert(fresh):
                     return Placed(Marked.QUEUE, _real_etag(etag), now, found=found)
                 continue  # another instance created it between our read and insert: re-read
             if outcome is None:
@@ -1118,9 +1120,29 @@ class DirtyMarkers:
         if result is False:
             return None
         # Gone (its run took it): insert a new one.
-        if etag := await self._t.create(fresh):
+        if etag := await self._insert(fresh):
             return Placed(Marked.QUEUE, _real_etag(etag), now, found=False)
         return None  # inserted by another instance meanwhile: read it
+
+    async def _insert(self, fresh: dict[str, Any]) -> str | None:
+        """``create`` of a new marker, safe when the connection drops under it.  The insert
+        may have landed with its reply lost (aiohttp reports a closed socket as a request
+        error even after the request went out), and azure-core sends no POST again by itself:
+        answering 503 then would leave the marker with no job, and Graph's retry would
+        coalesce into it (the sweeper's re-send, a minute later, was the only way out).  So
+        the row is read: none, the insert is sent again (once); one dated as this insert
+        (``marked_at``, to the microsecond) is this insert's, flagged since or not, and its
+        job is queued; any other is someone else's.  With storage down, the read fails as
+        the insert did."""
+        try:
+            return await self._t.create(fresh)
+        except (ServiceRequestError, ServiceResponseError):
+            row = await self._t.get(fresh["PartitionKey"], fresh["RowKey"])
+            if row is None:
+                return await self._t.create(fresh)
+            if _dt(row.get("marked_at")) == fresh["marked_at"]:
+                return str(row["etag"]) or "*"
+            return None
 
     async def take(self, mailbox: str, stream: str, etag: str | None = None) -> TakenMarker | None:
         """Remove the marker before a read; None if there was none.  Conditional on the row

@@ -140,3 +140,28 @@ async def test_a_request_that_goes_away_still_has_its_intake_finished(
         assert (await asyncio.wait_for(pending[0], 30)).status == 202
     jobs = await drain(services)
     assert [(j.mailbox, str(j.stream)) for j in jobs] == [("eve@example.com", "sent")]
+
+
+async def test_a_marker_insert_whose_reply_is_lost_still_queues_its_job(
+    services: Any, azurite_connection: str
+) -> None:
+    """Storage did the insert and the connection dropped before its answer: the webhook still
+    queues the job at once (202), rather than a 503 whose retry would coalesce into a marker
+    with no job behind it until the sweeper's re-send."""
+    await register(services, "ann@example.com", "sub-1", "secret-1")
+    async with relay(endpoint_port(azurite_connection, "Table")) as tables:
+        restore = use_storage(services, through(azurite_connection, Table=tables.port))
+        try:
+            services.cache.subscriptions.remember_all(
+                [await services.store.subscriptions.get("sub-1")], time.monotonic()
+            )
+            tables.lose_next_reply = True
+            reply, _ = await _notify(services)
+            assert not tables.lose_next_reply  # the fault happened
+            assert reply.status == 202, reply.body
+            assert json.loads(reply.body)["queued"] == 1
+            (job,) = await drain(services)
+            taken = await services.store.dirty.take("ann@example.com", "sent", job.marker_etag)
+            assert taken is not None and not taken.remembered
+        finally:
+            await restore()

@@ -279,3 +279,39 @@ async def test_an_undated_flag_is_taken_as_a_whole_window_and_dated_when_found(
     assert (found.outcome, found.remember_for) == (Marked.REMEMBERED, 1.0)
     taken = await s.dirty.take(ANN, "sent")
     assert taken is not None and taken.remembered_until == t0 + timedelta(seconds=1)
+
+
+async def test_a_marker_insert_whose_connection_drops_is_settled_not_left_jobless(
+    azurite_connection: str,
+) -> None:
+    """azure-core sends no POST again after a connection dropped under it, so an insert whose
+    reply is lost may have landed.  Left as an error, the webhook answered 503, Graph's retry
+    then coalesced into that marker, and no job ran until the sweeper re-sent one a minute
+    later.  The marker is read instead: dated as this insert, it is this insert's."""
+    from tests.conftest import unique
+    from tests.support.relay import endpoint_port, relay, through
+
+    async with relay(endpoint_port(azurite_connection, "Table")) as tables:
+        s = StateStore.from_connection_string(
+            through(azurite_connection, Table=tables.port), unique("t")
+        )
+        await s.ensure_tables()
+        try:
+            tables.lose_next_reply = True  # landed, reply lost
+            placed = await s.dirty.place(ANN, "sent", ttl_seconds=600)
+            assert not tables.lose_next_reply  # the fault happened
+            assert placed.outcome is Marked.QUEUE and placed.etag
+            assert await s.dirty.take(ANN, "sent", placed.etag) == TakenMarker(remembered=False)
+            tables.drop_next = True  # dropped before it was passed on: sent again
+            placed = await s.dirty.place(ANN, "sent", ttl_seconds=600)
+            assert not tables.drop_next
+            assert placed.outcome is Marked.QUEUE
+            # Another's marker is there: the insert's 409 is lost, and the read says whose.
+            tables.lose_next_reply = True
+            again = await s.dirty.place(ANN, "sent", ttl_seconds=600)
+            assert not tables.lose_next_reply
+            assert again.outcome is Marked.COALESCED
+            assert await s.dirty.take(ANN, "sent", placed.etag) == TakenMarker(remembered=False)
+        finally:
+            await s.drop_tables()
+            await s.close()

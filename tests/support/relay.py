@@ -14,13 +14,17 @@ from dataclasses import dataclass
 class Relay:
     port: int  # the relay's own
     drop_next: bool = False  # reset the connection the next request arrives on, once
+    # Pass the next request on, then reset its connection instead of answering, once: the
+    # server did the work and the client never hears of it.
+    lose_next_reply: bool = False
 
 
 @contextlib.asynccontextmanager
 async def relay(port: int, hold: float = 0.0) -> AsyncIterator[Relay]:
     """A TCP relay to ``127.0.0.1:port`` that holds every chunk from the client for ``hold``
     seconds (``hold < 0``: never passes anything on), and resets a connection when told to
-    (``Relay.drop_next``: as a server closing a keep-alive socket under a client)."""
+    (``Relay.drop_next``: as a server closing a keep-alive socket under a client), or after
+    the request has been passed on (``Relay.lose_next_reply``)."""
     control = Relay(0)
 
     async def up(
@@ -39,9 +43,16 @@ async def relay(port: int, hold: float = 0.0) -> AsyncIterator[Relay]:
                 await dst.drain()
         dst.close()
 
-    async def down(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def down(
+        src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: asyncio.StreamWriter
+    ) -> None:
         with contextlib.suppress(ConnectionError):
             while chunk := await src.read(65536):
+                if control.lose_next_reply:
+                    control.lose_next_reply = False
+                    dst.transport.abort()
+                    upstream.transport.abort()
+                    return
                 dst.write(chunk)
                 await dst.drain()
         dst.close()
@@ -53,7 +64,9 @@ async def relay(port: int, hold: float = 0.0) -> AsyncIterator[Relay]:
             return
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
         await asyncio.gather(
-            up(reader, up_writer, writer), down(up_reader, writer), return_exceptions=True
+            up(reader, up_writer, writer),
+            down(up_reader, writer, up_writer),
+            return_exceptions=True,
         )
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
