@@ -4,8 +4,8 @@
                                      [--profile FILE]
 
 The service runs as it would in Azure, in a process of its own: ``python -m devkit serve``
-with the repository's host.json (batchSize 8, newBatchThreshold 4: at most 12 jobs at once, a
-new batch fetched only when 4 or fewer are in flight).  Azurite and the Graph and Workbooks
+with the repository's host.json (batchSize 16, newBatchThreshold 8: at most 24 jobs at once, a
+new batch fetched only when 8 or fewer are in flight).  Azurite and the Graph and Workbooks
 sandboxes run apart from it (the sandboxes in this process), and nothing here dispatches jobs:
 each email the benchmark sends in the Graph sandbox makes the sandbox POST a change
 notification to the host's webhook route, the webhook queues a job on the real queue, and the
@@ -27,7 +27,7 @@ a storage probe (a Table point read from this process every 100 ms) tells a back
 storage (slow reads) from one caused by this process (its event loop late); ``--samples`` adds
 each second's CPU of the host, Azurite and this process.  ``--latency-ms`` makes both sandboxes
 answer that late, as real APIs do: a job then spends most of its time waiting, and an
-instance's trigger slots (12), not its CPU, bound its rate.  Targets:
+instance's trigger slots (24), not its CPU, bound its rate.  Targets:
 >= 30 emails/s at p99 <= 1 s, nothing missed; the functions' CPU per email <= 10 ms.  ``--profile FILE`` runs the host under cProfile (slower) and prints where its CPU
 goes, grouped by package.
 """

@@ -84,7 +84,7 @@ def test_host_json_values_defaults_and_overrides() -> None:
     cfg = HostConfig.load("host.json", environ={})
     assert cfg.route_prefix == "api"
     assert cfg.queues.max_dequeue_count == 5 and cfg.queues.visibility_timeout == 30
-    assert cfg.queues.batch_size == 8 and cfg.queues.max_concurrency == 12
+    assert cfg.queues.batch_size == 16 and cfg.queues.max_concurrency == 24
     assert cfg.function_timeout == 1800
     bare = HostConfig.load({}, environ={})
     assert bare.queues.batch_size == 16 and bare.queues.new_batch_threshold == 8
