@@ -254,10 +254,9 @@ async def queue_stream(services: Services, mailbox: str, stream: Stream, reason:
     * in a burst (this instance looked at the stream's marker less than
       ``webhook_memo_seconds`` ago: ``in_burst``), a stream whose marker this instance found
       live (a job queued, not started) and flagged less than that window ago is answered
-      from memory, for no longer than the
-      flag is dated for (the run that takes a flagged marker reads again once that date has
-      passed, with a follow-up job if its own read comes earlier, so no change waits for the
-      next timer);
+      from memory, for no longer than the flag is dated for (the run that takes a flagged
+      marker reads again once that date has passed, with a follow-up job if its own read
+      comes earlier, so no change waits for the next timer);
     * concurrent requests for one stream share a single marker check (single flight), and a
       follower fails with the leader, so the caller's sender retries both if the leader could
       not persist.

@@ -158,7 +158,9 @@ class TakenMarker:
     remembered_until: datetime | None = None
 
 
-MAX_MEMORY_SECONDS = 30.0  # the longest memory window the settings allow
+# The longest memory window the settings allow (SYNC_WEBHOOK_MEMO_SECONDS's limit; a test
+# holds the two equal).
+MAX_MEMORY_SECONDS = 30.0
 
 
 def memory_left(taken: TakenMarker, now: datetime, skew_seconds: float) -> float | None:
@@ -320,7 +322,7 @@ class MarkerMemory:
     flagged it (``Marked.REMEMBERED``), by (mailbox, stream), on the monotonic clock, and for
     how long: until the flag's date.  The time given is the moment *before* the storage call,
     so the memory never outlasts the date the run that takes the marker reads
-    (``memory_left``)
+    (``memory_left``).
 
     It also keeps what the last check of each stream found (``expects_live``), the markers
     this instance set (``own``), and how often a repeat found such a marker still there

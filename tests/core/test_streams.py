@@ -337,6 +337,15 @@ def test_memory_left_reads_the_flag_date_with_the_clock_skew_allowed() -> None:
     assert memory_left(absurd, t0, skew_seconds=1.0) == MAX_MEMORY_SECONDS + 1.0
 
 
+def test_the_memory_cap_is_the_longest_window_the_settings_allow() -> None:
+    import annotated_types
+
+    from sync.settings import AppSettings
+
+    limits = AppSettings.model_fields["webhook_memo_seconds"].metadata
+    assert [m.le for m in limits if isinstance(m, annotated_types.Le)] == [MAX_MEMORY_SECONDS]
+
+
 def test_a_lapsed_memory_needs_no_follow_up_and_a_live_one_waits_only_for_its_date() -> None:
     """The webhook's memory of a flag ends at the flag's date: a run that takes the marker
     after that (plus the skew) reads after every notification answered from memory, so it

@@ -233,26 +233,20 @@ async def test_a_flag_is_dated_and_others_remember_only_until_its_date(
     assert await s.dirty.mark(ANN, "sent", ttl_seconds=600, now=t0)
     first = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember_for=1.0, now=t0)
     assert (first.outcome, first.remember_for) == (Marked.REMEMBERED, 1.0)
+
+    async def look(after: float, remember_for: float) -> Any:
+        """Another instance's look, ``after`` seconds in, reading first (a burst)."""
+        at = t0 + timedelta(seconds=after)
+        return await s.dirty.place(
+            ANN, "sent", ttl_seconds=600, remember_for=remember_for, expect_live=True, now=at
+        )
+
     sent = _requests(monkeypatch)
-    other = await s.dirty.place(
-        ANN,
-        "sent",
-        ttl_seconds=600,
-        remember_for=5.0,
-        expect_live=True,
-        now=t0 + timedelta(seconds=0.25),
-    )
+    other = await look(0.25, remember_for=5.0)
     assert other.outcome is Marked.REMEMBERED
     assert other.remember_for == pytest.approx(0.75)
     assert sent == [("GET", 200)]  # no second write
-    lapsed = await s.dirty.place(
-        ANN,
-        "sent",
-        ttl_seconds=600,
-        remember_for=2.0,
-        expect_live=True,
-        now=t0 + timedelta(seconds=3),
-    )
+    lapsed = await look(3.0, remember_for=2.0)
     assert (lapsed.outcome, lapsed.remember_for) == (Marked.REMEMBERED, 2.0)
     assert sent[1:] == [("GET", 200), ("PUT", 204)]  # read, then dated afresh
     taken = await s.dirty.take(ANN, "sent")

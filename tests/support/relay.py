@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 
@@ -27,32 +27,33 @@ async def relay(port: int, hold: float = 0.0) -> AsyncIterator[Relay]:
     the request has been passed on (``Relay.lose_next_reply``)."""
     control = Relay(0)
 
-    async def up(
-        src: asyncio.StreamReader, dst: asyncio.StreamWriter, me: asyncio.StreamWriter
-    ) -> None:
-        with contextlib.suppress(ConnectionError):
-            while chunk := await src.read(65536):
-                if control.drop_next:
-                    control.drop_next = False
-                    me.transport.abort()
-                    dst.transport.abort()
-                    return
-                if hold:
-                    await asyncio.sleep(hold)
-                dst.write(chunk)
-                await dst.drain()
-        dst.close()
+    def once(flag: str) -> Callable[[], bool]:
+        """Whether ``control.<flag>`` is set, clearing it: each fault happens once."""
 
-    async def down(
-        src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: asyncio.StreamWriter
+        def take() -> bool:
+            if getattr(control, flag):
+                setattr(control, flag, False)
+                return True
+            return False
+
+        return take
+
+    async def pump(
+        src: asyncio.StreamReader,
+        dst: asyncio.StreamWriter,
+        other: asyncio.StreamWriter,
+        fault: Callable[[], bool],
+        delay: float = 0.0,
     ) -> None:
+        """Copy ``src`` to ``dst``; when ``fault()`` says so, reset both ends instead."""
         with contextlib.suppress(ConnectionError):
             while chunk := await src.read(65536):
-                if control.lose_next_reply:
-                    control.lose_next_reply = False
+                if fault():
+                    other.transport.abort()
                     dst.transport.abort()
-                    upstream.transport.abort()
                     return
+                if delay:
+                    await asyncio.sleep(delay)
                 dst.write(chunk)
                 await dst.drain()
         dst.close()
@@ -64,8 +65,8 @@ async def relay(port: int, hold: float = 0.0) -> AsyncIterator[Relay]:
             return
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
         await asyncio.gather(
-            up(reader, up_writer, writer),
-            down(up_reader, writer, up_writer),
+            pump(reader, up_writer, writer, once("drop_next"), hold),
+            pump(up_reader, writer, up_writer, once("lose_next_reply")),
             return_exceptions=True,
         )
 
