@@ -16,8 +16,19 @@ job that job queued (a follow-up read) until the queue is empty.  For each email
 
 Targets: <= 8 Table transactions and <= 3 Workbooks calls per streamed email job.
 
+The Workbooks calls depend on two unconfirmed points of the tenant [INF], so the bench runs
+on three sandbox tenants (``--tenant``, default all three, each with one deleted Person for
+the service to look at):
+
+* ``lists``: a deleted record's Contact Details are still listed (the sandbox's default, the
+  cautious guess), so every lookup confirms the owners with a People read;
+* ``hides``: they are not, which the service shows from the tenant's own rows
+  (``sync.workbooks.owners``) and then reads Contact Details and Sales Leads only;
+* ``hides-association``: as ``hides``, and the tenant ties an email to its records through
+  the email's own association (written with the email) rather than link records.
+
 Run:  .venv/bin/python -m devkit.azurite run -- .venv/bin/python bench/bench_job_costs.py
-      [--emails 40] [--mailboxes 10] [--trace]
+      [--emails 40] [--mailboxes 10] [--tenant all|lists|hides|hides-association] [--trace]
 """
 
 from __future__ import annotations
@@ -42,6 +53,14 @@ from tests.support.world import World, world_running
 
 processors.load()
 TABLE_TARGET, WORKBOOKS_TARGET = 8, 3
+TENANTS: dict[str, dict[str, Any]] = {
+    "lists": {},
+    "hides": {"deleted_owner_locations": "hidden"},
+    "hides-association": {
+        "deleted_owner_locations": "hidden",
+        "email_link_strategy": "association",
+    },
+}
 POLL = ("receive/peek",)  # the bench's own queue polling: not a cost of the service
 
 
@@ -103,10 +122,15 @@ def _workbooks_total(w: World) -> int:
     return sum(n for k, n in calls.items() if not k.startswith(("GET metadata", "GET picklist")))
 
 
-async def measure(conn: str, emails: int, mailboxes: int, trace: bool = False) -> dict[str, Any]:
+async def measure(
+    conn: str, emails: int, mailboxes: int, trace: bool = False, tenant: str = "lists"
+) -> dict[str, Any]:
     os.environ["SYNC_WEBHOOK_MEMO_SECONDS"] = "0"  # one notification, one job: no follow-up
-    async with world_running(conn, workbooks_config=_workbooks_config(mailboxes)) as w:
+    config = _workbooks_config(mailboxes).model_copy(update=TENANTS[tenant])
+    async with world_running(conn, workbooks_config=config) as w:
         people = _seed_people(w, 200)
+        gone = w.person("Gone Person", "gone@customer0.com")
+        w.workbooks.state.tables["crm/people"][gone]["is_deleted"] = True
         upns = [f"user{i}@example.com" for i in range(mailboxes)]
         for i, upn in enumerate(upns):
             await w.add_mailbox(upn, api_key=f"user-{i}-key")
@@ -166,7 +190,8 @@ async def measure(conn: str, emails: int, mailboxes: int, trace: bool = False) -
                         "follow_workbooks": _workbooks_total(w),
                     }
                 )
-        return {"jobs": jobs, "ops": ops_total, "emails": len(w.emails()), "links": len(w.links())}
+        linked = [e for e in w.emails() if e.get("is_deleted") is not True]
+        return {"jobs": jobs, "ops": ops_total, "emails": len(linked), "tenant": tenant}
 
 
 def _summary(jobs: list[dict[str, Any]], key: str) -> str:
@@ -181,16 +206,25 @@ async def main(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("SYNC_PUBLIC_BASE_URL", "http://127.0.0.1:7071")
+    tenants = list(TENANTS) if args.tenant == "all" else [args.tenant]
+    met = {}
     with running_azurite() as (conn, _):
         os.environ["AzureWebJobsStorage"] = conn
-        res = await measure(conn, args.emails, args.mailboxes, args.trace)
+        for tenant in tenants:
+            res = await measure(conn, args.emails, args.mailboxes, args.trace, tenant)
+            met[tenant] = _report(res, args.mailboxes)
+    # The cautious tenant is the one the service meets unless the tenant shows otherwise.
+    return 0 if met.get("lists", all(met.values())) else 1
+
+
+def _report(res: dict[str, Any], mailboxes: int) -> bool:
     jobs = res["jobs"]
     n = len(jobs)
     table = statistics.mean(j["table"] for j in jobs)
     workbooks = statistics.mean(j["workbooks"] for j in jobs)
     print(
-        f"Per streamed email job ({n} emails over {args.mailboxes} mailboxes): "
-        f"Table transactions {_summary(jobs, 'table')} (target <= {TABLE_TARGET}); "
+        f"Tenant {res['tenant']}: per streamed email job ({n} emails over {mailboxes} "
+        f"mailboxes): Table transactions {_summary(jobs, 'table')} (target <= {TABLE_TARGET}); "
         f"Workbooks calls {_summary(jobs, 'workbooks')} (target <= {WORKBOOKS_TARGET}); "
         f"queue operations {_summary(jobs, 'queue')}"
     )
@@ -207,15 +241,15 @@ async def main(args: argparse.Namespace) -> int:
         f"transactions {_summary(jobs, 'follow_table')}, Workbooks calls "
         f"{_summary(jobs, 'follow_workbooks')}"
     )
-    print(f"  {res['emails']} emails, {res['links']} links in the Workbooks sandbox")
-    ok = table <= TABLE_TARGET and workbooks <= WORKBOOKS_TARGET
-    return 0 if ok else 1
+    print(f"  {res['emails']} emails in the Workbooks sandbox")
+    return bool(table <= TABLE_TARGET and workbooks <= WORKBOOKS_TARGET)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--emails", type=int, default=40)
     parser.add_argument("--mailboxes", type=int, default=10)
+    parser.add_argument("--tenant", choices=["all", *TENANTS], default="all")
     parser.add_argument(
         "--trace", action="store_true", help="print the last job's requests in order"
     )

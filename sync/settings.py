@@ -471,6 +471,13 @@ class WorkbooksSettings(_Checked):
         description="[INF] Comma-separated Sales Lead columns that hold a lead's email address; "
         "checked against metadata/types.",
     )
+    deleted_owner_locations: Literal["auto", "listed", "hidden"] = Field(
+        default="auto",
+        description="[INF] Whether Workbooks still lists the Contact Details of a deleted "
+        "Person or Lead: listed (each address lookup confirms their owners with a People "
+        "read), hidden (one read fewer per lookup), or auto (hidden only where the tenant's "
+        "own rows show it, checked read-only each time the schema is loaded).",
+    )
     meeting_location_field: str = Field(
         default="location",
         max_length=100,

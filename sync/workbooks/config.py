@@ -55,6 +55,8 @@ class ClientConfig:
     # ``watched`` may scope a read.
     email_link_strategy: str = "auto"
     email_status: str = "auto"
+    # [INF] whether Contact Details rows of deleted owners are listed (``sync.workbooks.owners``)
+    deleted_owner_locations: str = "auto"
     meeting_location_field: str = "location"
     task_activity_type: str = "To-do"
     watched_filter: bool = True
@@ -75,6 +77,7 @@ class ClientConfig:
             "lead_email_fields": settings.lead_email_columns,
             "email_link_strategy": settings.email_link_strategy,
             "email_status": settings.email_status,
+            "deleted_owner_locations": settings.deleted_owner_locations,
             "meeting_location_field": settings.meeting_location_field,
             "task_activity_type": settings.task_activity_type,
             "watched_filter": settings.watched_filter,

@@ -83,9 +83,70 @@ async def _optional(
         return []
 
 
-async def _resolve_chunk(
+Resolved = tuple[list[AddressMatch], list[tuple[str, str, int, int]]]
+
+
+async def _resolve_chunk(client: WorkbooksClient, tenant: Tenant, chunk: list[str]) -> Resolved:
+    if tenant.owner_locations == "hidden":
+        trusted = await _trusting_details(client, tenant, chunk)
+        if trusted is not None:
+            return trusted
+    return await _confirming_owners(client, tenant, chunk)
+
+
+async def _trusting_details(
     client: WorkbooksClient, tenant: Tenant, chunk: list[str]
-) -> tuple[list[AddressMatch], list[tuple[str, str, int, int]]]:
+) -> Resolved | None:
+    """Where this tenant lists every main location among Contact Details and hides those of
+    deleted records (``sync.workbooks.owners``): Contact Details and Sales Leads side by
+    side, two reads, and the owners the rows name taken as live.  A Person's main email is
+    found as its Contact Details row (``party_locations.email``).  None when the tenant
+    refuses the Contact Details read: then People must be read after all."""
+    values = in_list(chunk)
+    wanted = set(chunk)
+    lead_fields = list(tenant.lead_email_fields)
+    details, leads = await asyncio.gather(
+        _collect(
+            client,
+            schema.CONTACT_DETAILS.endpoint,
+            ["party_id", "party[type]", "party[id]", "email", "alternate_email"],
+            any_of(Cond("email", "eq", values), Cond("alternate_email", "eq", values)),
+        ),
+        _leads_by_address(client, tenant, lead_fields, values, []),
+        return_exceptions=True,
+    )
+    if isinstance(details, InvalidRequest | NotFound):
+        tenant.owner_locations = "listed"  # until the schema is loaded again
+        tenant.note(schema.CONTACT_DETAILS.key, f"Contact Details read refused: {details}")
+        return None
+    if isinstance(details, BaseException):
+        raise details
+    if isinstance(leads, BaseException):
+        raise leads
+    owned, pending = _location_matches(details, wanted)
+    return _field_matches(leads, LEAD, lead_fields, wanted) + owned, pending
+
+
+def _leads_by_address(
+    client: WorkbooksClient, tenant: Tenant, fields: list[str], values: str, ids: list[int]
+) -> Awaitable[list[Record]]:
+    """Sales Leads holding one of ``values`` in ``fields``, or with one of ``ids``."""
+    if not fields:
+        return _nothing()
+    size = client.config.in_list_size
+    return _optional(
+        tenant,
+        schema.SALES_LEADS,
+        _collect(
+            client,
+            schema.SALES_LEADS.endpoint,
+            fields,
+            _or_ids(any_of(*(Cond(f, "eq", values) for f in fields)), ids, size),
+        ),
+    )
+
+
+async def _confirming_owners(client: WorkbooksClient, tenant: Tenant, chunk: list[str]) -> Resolved:
     """Contact Details first, then People and Sales Leads by address, which also confirm the
     Contact Details owners are live records (Workbooks may still list the Contact Details of
     a deleted record [INF]: an email linked there would be hidden, and its address would not
@@ -124,18 +185,7 @@ async def _resolve_chunk(
             ["main_location[email]"],
             _or_ids(Cond("main_location[email]", "eq", values), people_ids, size),
         ),
-        _optional(
-            tenant,
-            schema.SALES_LEADS,
-            _collect(
-                client,
-                schema.SALES_LEADS.endpoint,
-                lead_fields,
-                _or_ids(any_of(*(Cond(f, "eq", values) for f in lead_fields)), lead_ids, size),
-            ),
-        )
-        if lead_fields
-        else _nothing(),
+        _leads_by_address(client, tenant, lead_fields, values, lead_ids),
     )
     people, leads = await by_address
     live = {(PERSON, int(r["id"])) for r in people} | {(LEAD, int(r["id"])) for r in leads}

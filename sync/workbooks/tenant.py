@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from sync.core.checks import Check
 from sync.core.errors import InvalidRequest, NotFound, ReauthRequired, RetryLater
 
-from . import errors
+from . import errors, owners
 from .metadata import (
     FieldMeta,
     LinkStrategy,
@@ -108,6 +108,9 @@ class Tenant:
     email_status: str
     task_activity_type: str
     notes: dict[str, list[str]] = field(default_factory=dict)  # record key -> degradations
+    # [INF] whether a deleted record's Contact Details are listed (``sync.workbooks.owners``):
+    # "listed" until shown otherwise, so every Contact Details owner is confirmed.
+    owner_locations: str = "listed"
 
     def require(self, key: str) -> TypeState:
         state = self.types[key]
@@ -595,6 +598,12 @@ def forget(client: WorkbooksClient) -> None:
 
 
 async def load_tenant(client: WorkbooksClient) -> Tenant:
+    tenant = await _load(client)
+    await owners.settle(client, tenant)
+    return tenant
+
+
+async def _load(client: WorkbooksClient) -> Tenant:
     await client.ensure_login()  # a rejected key is a login failure, not unreadable metadata
     try:
         meta = await read_metadata(client)

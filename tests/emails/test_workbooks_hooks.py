@@ -229,7 +229,11 @@ async def test_without_trigger_rights_everything_is_polled_once_per_tenant(world
 
 async def test_with_webhooks_the_poll_reads_only_what_no_trigger_covers(world: World) -> None:
     w = world
-    with patched_environ({"WORKBOOKS_CONTACT_DETAILS_TRIGGER_ID": "0"}):
+    # The People the schema's first load samples (sync.workbooks.owners, once per client and
+    # hour) are not the poll's reads: "listed" leaves them out of the count.
+    with patched_environ(
+        {"WORKBOOKS_CONTACT_DETAILS_TRIGGER_ID": "0", "WORKBOOKS_DELETED_OWNER_LOCATIONS": "listed"}
+    ):
         from sync.settings import get_settings
 
         get_settings.cache_clear()

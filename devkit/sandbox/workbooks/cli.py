@@ -88,6 +88,12 @@ def parser() -> argparse.ArgumentParser:
     )
     schema.add_argument("--party-columns", type=_on_off, default=True, metavar="on|off")
     schema.add_argument(
+        "--deleted-owner-locations",
+        choices=["listed", "hidden"],
+        default="listed",
+        help="whether a deleted record's Contact Details rows are still listed",
+    )
+    schema.add_argument(
         "--not-found-text",
         default="sandbox",
         help=f"a preset ({', '.join(NOT_FOUND_PRESETS)}) or a template with {{class_name}}, {{id}}",
@@ -115,6 +121,7 @@ def config_from(args: argparse.Namespace) -> SandboxConfig:
         "watched_filterable": args.watched_filterable,
         "meeting_location_field": args.meeting_location_field or None,
         "party_columns": args.party_columns,
+        "deleted_owner_locations": args.deleted_owner_locations,
         "not_found_text": args.not_found_text,
         "dead_session_location": args.dead_session_location,
         "webhooks_allowed": args.webhooks_allowed,

@@ -102,6 +102,10 @@ class SandboxConfig(BaseModel):
     watched_filterable: bool = True
     meeting_location_field: str | None = "location"  # None: meetings have no location
     party_columns: bool = True  # Contact Details expose party[type] / party[id] / party[name]
+    # Whether a deleted Person's, Organisation's or Lead's Contact Details rows are still
+    # listed (§2.6 hides deleted records; the rows they own are not documented): "listed"
+    # (the cautious guess) or "hidden" (not listed unless the read asks for is_deleted).
+    deleted_owner_locations: Literal["listed", "hidden"] = "listed"
     not_found_text: str = NOT_FOUND_PRESETS["sandbox"]  # {class_name}, {id}; or a preset name
     # --- reads
     default_page_size: int = 100
@@ -169,6 +173,7 @@ RUNTIME_FIELDS = frozenset(
         "watched_filterable",
         "meeting_location_field",
         "party_columns",
+        "deleted_owner_locations",
         "not_found_text",
         "dead_session_location",
         "webhooks_allowed",

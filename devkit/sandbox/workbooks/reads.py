@@ -10,6 +10,8 @@ from .params import WireParams, attribute_name
 from .store import ReadContext, Record, SandboxState
 from .types import RecordType
 
+LOCATIONS = "crm/party_locations"
+
 
 def matching_rows(
     state: SandboxState,
@@ -159,6 +161,12 @@ def read(
     if rtype is not None and (ctx.strict or ctx.check_filterable):
         check_names(rtype, filters, columns, [n for n, _ in _sort_keys(params)], ctx)
     include_deleted = any(f.field == "is_deleted" for f in filters)
+    if (
+        endpoint == LOCATIONS
+        and state.config.deleted_owner_locations == "hidden"
+        and not include_deleted
+    ):
+        rows = [pair for pair in rows if not state.owner_deleted(pair[1])]
     found = matching_rows(
         state, rows, filters, params.get("_fm"), ctx, include_deleted=include_deleted
     )

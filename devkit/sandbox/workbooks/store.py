@@ -334,6 +334,15 @@ class SandboxState:
             return records.linked_value(self, record, name)
         return None
 
+    def owner_deleted(self, location: Record) -> bool:
+        """Whether the record owning this Contact Details row is deleted."""
+        owner = self.party_owner.get(location.get("party_id") or -1)
+        if owner is None:
+            return False
+        rtype = self.schema.by_class.get(owner[0])
+        row = self.find(rtype.endpoint, owner[1]) if rtype else None
+        return bool(row and row.get("is_deleted"))
+
     def _party(self, record: Record, name: str) -> Any:
         """[INF] party_locations columns naming the owning Person / Organisation / Lead."""
         owner = self.party_owner.get(record.get("party_id") or -1)

@@ -1,0 +1,261 @@
+"""Whether a deleted record's Contact Details are listed [INF] (``sync.workbooks.owners``): the
+rule that reads the tenant's own rows, and address resolution in each mode against sandboxes
+that list them and that hide them."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from devkit.sandbox.workbooks import SandboxConfig, running_sandbox
+from devkit.sandbox.workbooks.control import seed
+from devkit.sandbox.workbooks.store import SandboxState
+from sync.workbooks import WorkbooksClient, WorkbooksIdentity
+from sync.workbooks.owners import CHECK, Evidence, decide
+from sync.workbooks.queries import resolve_addresses
+from sync.workbooks.tenant import Tenant, tenant_schema, verify
+
+from .conftest import ANN_KEY, FAST
+
+# ----------------------------------------------------------------------------- the rule
+
+LIVE = ((1, "a@x.com"), (2, "b@x.com"))
+DELETED = ((9, "gone@x.com"),)
+LISTED_MAINS = frozenset(LIVE)
+
+
+@pytest.mark.parametrize(
+    ("setting", "evidence", "mode", "status"),
+    [
+        # both facts shown: the shortcut, whatever the setting but "listed"
+        ("auto", Evidence(LIVE, DELETED, LISTED_MAINS), "hidden", "ok"),
+        ("hidden", Evidence(LIVE, DELETED, LISTED_MAINS), "hidden", "ok"),
+        # a deleted Person still owns a listed row
+        ("auto", Evidence(LIVE, DELETED, LISTED_MAINS | {(9, "gone@x.com")}), "listed", "ok"),
+        ("hidden", Evidence(LIVE, DELETED, LISTED_MAINS | {(9, "gone@x.com")}), "listed", "warn"),
+        # a live Person's main email is not among Contact Details
+        ("auto", Evidence(LIVE, DELETED, frozenset({(1, "a@x.com")})), "listed", "ok"),
+        ("hidden", Evidence(LIVE, DELETED, frozenset({(1, "a@x.com")})), "listed", "warn"),
+        # nothing deleted to look at: auto stays cautious, hidden is taken at its word
+        ("auto", Evidence(LIVE, (), LISTED_MAINS), "listed", "ok"),
+        ("hidden", Evidence(LIVE, (), LISTED_MAINS), "hidden", "warn"),
+        ("auto", Evidence((), DELETED, frozenset()), "listed", "ok"),
+        ("auto", Evidence(unread="throttled"), "listed", "ok"),
+        ("hidden", Evidence(unread="throttled"), "hidden", "warn"),
+    ],
+)
+def test_the_rule(setting: str, evidence: Evidence, mode: str, status: str) -> None:
+    got, check = decide(setting, evidence)
+    assert (got, check.name, check.status) == (mode, CHECK, status)
+    if status == "warn":
+        assert "WORKBOOKS_DELETED_OWNER_LOCATIONS" in check.fix
+
+
+def test_the_rule_says_what_it_saw() -> None:
+    _, check = decide("auto", Evidence(LIVE, DELETED, LISTED_MAINS | {(9, "gone@x.com")}))
+    assert "deleted People 9 still have Contact Details listed" in check.message
+    _, check = decide("auto", Evidence(LIVE, DELETED, frozenset({(1, "a@x.com")})))
+    assert "People 2: main email not among Contact Details" in check.message
+    _, check = decide("auto", Evidence(LIVE, (), LISTED_MAINS))
+    assert "not shown either way" in check.message and "=hidden" in check.fix
+    mode, check = decide("hidden", None, "Contact Details rows do not name their owner")
+    assert mode == "listed" and check.message.endswith("do not name their owner")
+
+
+# ----------------------------------------------------------------------------- on a tenant
+
+
+@asynccontextmanager
+async def tenant(hides: bool, setting: str = "auto") -> AsyncIterator[tuple[SandboxState, Any]]:
+    config = SandboxConfig(deleted_owner_locations="hidden" if hides else "listed")
+    async with running_sandbox(config) as sb:
+        yield sb.state, (sb.base_url, dataclasses.replace(FAST, deleted_owner_locations=setting))
+
+
+@asynccontextmanager
+async def client_of(where: tuple[str, Any]) -> AsyncIterator[WorkbooksClient]:
+    async with WorkbooksClient(WorkbooksIdentity(where[0], SecretStr(ANN_KEY)), where[1]) as wb:
+        yield wb
+
+
+def people(state: SandboxState) -> dict[str, dict[str, Any]]:
+    """Live and gone People, a live one's extra address, a deleted Person's and Lead's extra
+    addresses, and an address both a live and a deleted Person hold."""
+    live, gone = seed(
+        state,
+        "crm/people",
+        [
+            {"name": "Live", "main_location[email]": "live@x.com"},
+            {"name": "Gone", "main_location[email]": "gone@x.com"},
+        ],
+    )
+    [lead] = seed(
+        state,
+        "crm/sales_leads",
+        [{"person_lead_party[name]": "L", "person_lead_party[main_location[email]]": "l@x.com"}],
+    )
+    [kept] = seed(
+        state,
+        "crm/sales_leads",
+        [{"person_lead_party[name]": "K", "person_lead_party[main_location[email]]": "k@x.com"}],
+    )
+    lead_party = state.tables["crm/sales_leads"][lead["id"]]["person_lead_party_id"]
+    seed(
+        state,
+        "crm/party_locations",
+        [
+            {"party_id": gone["id"], "alternate_email": "gone.alt@y.com"},
+            {"party_id": live["id"], "alternate_email": "shared@y.com"},
+            {"party_id": gone["id"], "email": "shared@y.com"},
+            {"party_id": lead_party, "email": "lead.work@y.com"},
+        ],
+    )
+    for endpoint, rid in (("crm/people", gone["id"]), ("crm/sales_leads", lead["id"])):
+        state.tables[endpoint][rid]["is_deleted"] = True
+    return {"live": live, "gone": gone, "lead": lead, "kept": kept}
+
+
+ADDRESSES = [
+    "live@x.com",
+    "gone@x.com",
+    "gone.alt@y.com",
+    "shared@y.com",
+    "l@x.com",
+    "k@x.com",
+    "lead.work@y.com",
+    "nobody@x.com",
+]
+
+
+async def resolved(wb: WorkbooksClient) -> tuple[dict[str, list[tuple[str, int]]], dict[str, int]]:
+    """Who holds each address, and the reads it took (the schema loaded beforehand)."""
+    await tenant_schema(wb)
+    wb.calls.clear()
+    found = await resolve_addresses(wb, ADDRESSES)
+    summary = {
+        a: [(m.record_type.split("::")[-1], m.record_id) for m in ms] for a, ms in found.items()
+    }
+    return summary, {k: n for k, n in wb.calls.items() if k.startswith("GET")}
+
+
+def expected(rows: dict[str, dict[str, Any]]) -> dict[str, list[tuple[str, int]]]:
+    live = [("Person", rows["live"]["id"])]
+    return {
+        "live@x.com": live,
+        "gone@x.com": [],
+        "gone.alt@y.com": [],
+        "shared@y.com": live,
+        "l@x.com": [],
+        "k@x.com": [("SalesLead", rows["kept"]["id"])],
+        "lead.work@y.com": [],
+        "nobody@x.com": [],
+    }
+
+
+async def mode_of(wb: WorkbooksClient) -> tuple[str, Any]:
+    settled: Tenant = await tenant_schema(wb)
+    [check] = [c for c in settled.checks if c.name == CHECK]
+    return settled.owner_locations, check
+
+
+async def test_a_tenant_that_hides_them_is_resolved_in_two_reads_side_by_side() -> None:
+    async with tenant(hides=True) as (state, where):
+        rows = people(state)
+        async with client_of(where) as wb:
+            mode, check = await mode_of(wb)
+            assert (mode, check.status) == ("hidden", "ok"), check
+            summary, gets = await resolved(wb)
+    assert summary == expected(rows)
+    assert gets == {"GET crm/party_locations": 1, "GET crm/sales_leads": 1}
+
+
+async def test_a_tenant_that_lists_them_is_resolved_confirming_every_owner() -> None:
+    async with tenant(hides=False) as (state, where):
+        rows = people(state)
+        async with client_of(where) as wb:
+            mode, check = await mode_of(wb)
+            assert (mode, check.status) == ("listed", "ok")
+            assert "still have Contact Details listed" in check.message
+            summary, gets = await resolved(wb)
+    assert summary == expected(rows)
+    assert gets == {"GET crm/party_locations": 1, "GET crm/people": 1, "GET crm/sales_leads": 1}
+
+
+async def test_hidden_set_on_a_tenant_that_lists_them_is_overruled() -> None:
+    """The admin's word does not stand against the tenant's own rows: trusting them here
+    would link an email to a deleted Person."""
+    async with tenant(hides=False, setting="hidden") as (state, where):
+        rows = people(state)
+        async with client_of(where) as wb:
+            mode, check = await mode_of(wb)
+            assert (mode, check.status) == ("listed", "warn")
+            summary, _ = await resolved(wb)
+    assert summary == expected(rows)
+
+
+async def test_trusting_them_where_they_are_listed_would_link_deleted_records() -> None:
+    """What the rule guards against: the shortcut on a tenant that lists a deleted record's
+    Contact Details matches the deleted Person (so the check above is not idle)."""
+    async with tenant(hides=False) as (state, where):
+        rows = people(state)
+        async with client_of(where) as wb:
+            settled = await tenant_schema(wb)
+            settled.owner_locations = "hidden"
+            summary, _ = await resolved(wb)
+    assert ("Person", rows["gone"]["id"]) in summary["gone.alt@y.com"]
+
+
+async def test_listed_reads_nothing_to_decide() -> None:
+    async with tenant(hides=True, setting="listed") as (state, where):
+        rows = people(state)
+        async with client_of(where) as wb:
+            await wb.ensure_login()
+            mode, check = await mode_of(wb)
+            assert not any(k.startswith("GET crm/") for k in wb.calls)
+            assert (mode, check.status) == ("listed", "ok")
+            summary, gets = await resolved(wb)
+    assert summary == expected(rows)
+    assert gets["GET crm/people"] == 1
+
+
+async def test_without_a_deleted_person_auto_stays_cautious() -> None:
+    async with tenant(hides=True) as (state, where):
+        seed(state, "crm/people", [{"name": "Live", "main_location[email]": "live@x.com"}])
+        async with client_of(where) as wb:
+            mode, check = await mode_of(wb)
+    assert (mode, check.status) == ("listed", "ok")
+    assert "no deleted Person with an email" in check.message
+
+
+async def test_a_refused_contact_details_read_falls_back_to_people() -> None:
+    """A tenant that stops answering the Contact Details read (a permission taken away after
+    the schema was loaded) still has its People matched by their main email."""
+    async with tenant(hides=True) as (state, where):
+        rows = people(state)
+        async with client_of(where) as wb:
+            assert (await mode_of(wb))[0] == "hidden"
+            state.configure({"party_columns": False})  # party[...] now refused by name
+            wb.calls.clear()
+            found = await resolve_addresses(wb, ["live@x.com", "k@x.com"])
+            assert [m.record_id for m in found["live@x.com"]] == [rows["live"]["id"]]
+            assert [m.record_id for m in found["k@x.com"]] == [rows["kept"]["id"]]
+            assert wb.calls["GET crm/people"] == 1
+            settled = await tenant_schema(wb)
+            assert settled.owner_locations == "listed"
+            assert any(
+                "Contact Details read refused" in n for n in settled.notes_for("party_locations")
+            )
+
+
+async def test_doctor_shows_the_finding() -> None:
+    async with tenant(hides=True) as (state, where):
+        people(state)
+        async with client_of(where) as wb:
+            checks = {c.name: c for c in await verify(wb)}
+    assert checks[CHECK].status == "ok"
+    assert "Contact Details alone name the live owners" in checks[CHECK].message
