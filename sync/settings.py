@@ -476,7 +476,7 @@ class WorkbooksSettings(_Checked):
         description="[INF] Whether Workbooks still lists the Contact Details of a deleted "
         "Person or Lead: listed (each address lookup confirms their owners with a People "
         "read), hidden (one read fewer per lookup), or auto (hidden only where the tenant's "
-        "own rows show it, checked read-only each time the schema is loaded).",
+        "own rows show it: three read-only reads per Workbooks database and hour).",
     )
     meeting_location_field: str = Field(
         default="location",

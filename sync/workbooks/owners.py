@@ -16,15 +16,17 @@ would be hidden, and its address would not wait for a record that appears later.
 
 ``WORKBOOKS_DELETED_OWNER_LOCATIONS`` chooses: ``listed`` (always confirm; no reads here),
 ``hidden`` (trust it, unless the tenant's rows show otherwise) or ``auto`` (the default: trust
-it only where the tenant's rows show both facts).  The evidence is read-only and small, at
-each schema load: the newest live People and the most recently deleted ones, with their
-main email (two reads side by side), then the Contact Details rows holding those addresses
-(one read).  ``decide`` is the pure rule; ``settle`` makes the reads.
+it only where the tenant's rows show both facts).  The evidence is read-only and small: the
+newest live People and the most recently deleted ones, with their main email (two reads side
+by side), then the Contact Details rows holding those addresses (one read); once per
+Workbooks database and ``schema_ttl_seconds`` in a process, whatever the number of users.
+``decide`` is the pure rule; ``settle`` makes the reads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -129,22 +131,53 @@ def decide(setting: str, evidence: Evidence | None, usable: str = "") -> tuple[M
 
 def _shortcut_blocked(tenant: Tenant) -> str:
     """Why the tenant's schema rules the shortcut out ('' when it does not)."""
-    for key in (schema.PEOPLE.key, schema.CONTACT_DETAILS.key):
-        state = tenant.types.get(key)
+    for decl in (schema.PEOPLE, schema.CONTACT_DETAILS):
+        state = tenant.types.get(decl.key)
         if state is None or state.failure is not None:
-            return f"{key} are not usable on this tenant"
+            return f"{decl.title} are not usable on this tenant"
     if not tenant.party_columns:
         return "Contact Details rows do not name their owner (party[type], party[id])"
     return ""
+
+
+# The facts belong to a Workbooks database, not to a user: what one identity saw serves every
+# identity on the same database in this process for a schema's lifetime, so a tenant of many
+# mailboxes pays the three reads once per database and hour, not once per mailbox.
+_SEEN: dict[str, tuple[float, Evidence]] = {}
 
 
 async def settle(client: WorkbooksClient, tenant: Tenant) -> None:
     """Set ``tenant.owner_locations`` and add its check; reads only what the setting needs."""
     setting = client.config.deleted_owner_locations
     blocked = _shortcut_blocked(tenant)
-    evidence = None if setting == "listed" or blocked else await gather(client)
+    evidence = None if setting == "listed" or blocked else await _evidence(client)
     tenant.owner_locations, check = decide(setting, evidence, blocked)
     tenant.checks.append(check)
+
+
+async def _evidence(client: WorkbooksClient) -> Evidence:
+    key = await _database(client)
+    now = time.monotonic()
+    seen = _SEEN.get(key) if key else None
+    if seen is not None and now - seen[0] < client.config.schema_ttl_seconds:
+        return seen[1]
+    evidence = await gather(client)
+    if key and not evidence.unread:  # a failed look is not kept: the next load looks again
+        _SEEN[key] = (now, evidence)
+    return evidence
+
+
+async def _database(client: WorkbooksClient) -> str:
+    """The database the client's user works in ('' when the login does not name it)."""
+    login = await client.ensure_login()
+    if login.database_instance_id is None:
+        return ""
+    return f"{client.identity.base_url.lower()}|{login.database_instance_id}"
+
+
+async def forget(client: WorkbooksClient) -> None:
+    """Look at the rows again at the next schema load (``doctor`` shows what is true now)."""
+    _SEEN.pop(await _database(client), None)
 
 
 async def gather(client: WorkbooksClient) -> Evidence:

@@ -727,6 +727,7 @@ async def verify(client: WorkbooksClient) -> list[Check]:
             )
         )
     forget(client)
+    await owners.forget(client)
     try:
         tenant = await tenant_schema(client)
     except RetryLater as exc:

@@ -20,7 +20,7 @@ from sync.workbooks.owners import CHECK, Evidence, decide
 from sync.workbooks.queries import resolve_addresses
 from sync.workbooks.tenant import Tenant, tenant_schema, verify
 
-from .conftest import ANN_KEY, FAST
+from .conftest import ANN_KEY, BOB_KEY, FAST
 
 # ----------------------------------------------------------------------------- the rule
 
@@ -259,3 +259,31 @@ async def test_doctor_shows_the_finding() -> None:
             checks = {c.name: c for c in await verify(wb)}
     assert checks[CHECK].status == "ok"
     assert "Contact Details alone name the live owners" in checks[CHECK].message
+
+
+async def test_without_party_columns_nothing_is_sampled() -> None:
+    """Rows that do not name their owner need the People read anyway: no sample is read."""
+    config = SandboxConfig(deleted_owner_locations="hidden", party_columns=False)
+    async with running_sandbox(config) as sb:
+        people(sb.state)
+        async with client_of((sb.base_url, FAST)) as wb:
+            await wb.ensure_login()
+            mode, check = await mode_of(wb)
+            assert not any(k.startswith("GET crm/") for k in wb.calls)
+    assert mode == "listed" and "do not name their owner" in check.message
+
+
+async def test_one_look_serves_every_user_of_the_database() -> None:
+    """The facts belong to the database: a second user's schema load reads no sample, and a
+    doctor run (``verify``) looks again."""
+    async with tenant(hides=True) as (state, where):
+        people(state)
+        async with client_of(where) as ann:
+            assert (await mode_of(ann))[0] == "hidden"
+        bob_identity = WorkbooksIdentity(where[0], SecretStr(BOB_KEY))
+        async with WorkbooksClient(bob_identity, where[1]) as bob:
+            await bob.ensure_login()
+            assert (await mode_of(bob))[0] == "hidden"
+            assert not any(k.startswith("GET crm/") for k in bob.calls)
+            await verify(bob)
+            assert bob.calls["GET crm/people"] == 2 and bob.calls["GET crm/party_locations"] == 1
