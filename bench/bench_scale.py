@@ -87,6 +87,7 @@ class Cycle:
     job_table: int = 0  # Table transactions of the jobs run
     seconds: float = 0.0
     left_over: int = 0  # jobs queued for after the cycle
+    schema: int = 0  # Workbooks schema reads (metadata/types, picklists): apart from ``workbooks``
 
     @property
     def peak(self) -> int:
@@ -216,6 +217,7 @@ async def run_cycle(
     sent = Sent()
     _capture(w, sent, sample)
     wb_before = _workbooks_calls(w)
+    schema_before = _schema_calls(w)
     graph_before, rows_before = calls.graph, calls.rows
     began = time.perf_counter()
     with counting_storage(conn) as counter:
@@ -247,9 +249,16 @@ async def run_cycle(
     cycle.graph = calls.graph - graph_before
     cycle.rows = calls.rows - rows_before
     cycle.workbooks = _workbooks_calls(w) - wb_before
+    cycle.schema = _schema_calls(w) - schema_before
     cycle.left_over = len(sent.jobs)
     await w.services.queue._queue.clear_messages()
     return cycle
+
+
+def _schema_calls(w: World) -> int:
+    return sum(
+        n for k, n in w.workbooks_calls().items() if k.startswith(("GET metadata", "GET picklist"))
+    )
 
 
 def _workbooks_calls(w: World) -> int:
@@ -370,6 +379,12 @@ async def measure(conn: str, mailboxes: int, changes: int, sampled: int) -> list
         return cycles
 
 
+def _schema_ttl() -> float:
+    from sync.settings import WorkbooksSettings
+
+    return WorkbooksSettings().schema_ttl_seconds
+
+
 def _spread(mailboxes: int, changes: int, every: int) -> list[int]:
     """``changes`` mailbox indexes spread evenly, one in ``every`` of them a sampled one
     (the sample is the indexes divisible by ``every``)."""
@@ -407,6 +422,16 @@ async def main(args: argparse.Namespace) -> int:
         f"transactions, {b.messages} queue messages\n"
         f"  peak enqueue rate {max(quiet.peak, busy.peak)}/min, average "
         f"{quiet.average:.0f}/min"
+    )
+    # A user's schema is read once per client and WORKBOOKS_SCHEMA_TTL_SECONDS, on wall-clock
+    # time: the first sync reads it for each sampled user, the simulated cycles after it do not.
+    ttl = _schema_ttl()
+    per_user = cycles[0].schema / max(sampled, 1)
+    print(
+        f"  Workbooks schema: {per_user:.1f} calls per Workbooks user, read again every "
+        f"{ttl / 3600:g} h (WORKBOOKS_SCHEMA_TTL_SECONDS): about "
+        f"{args.mailboxes * per_user * CYCLE_MINUTES * 60 / ttl:.0f} calls per cycle for "
+        f"{args.mailboxes} users in each instance, on top of the figures above"
     )
     spread = max(quiet.peak / quiet.average, busy.peak / busy.average) <= 2
     follows = b.rows - q.rows <= math.ceil(1.5 * args.changes)

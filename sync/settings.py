@@ -530,6 +530,14 @@ class WorkbooksSettings(_Checked):
     throttle_max_attempts: int = Field(
         default=8, ge=1, le=20, description="Replays of a throttled (302) request before giving up."
     )
+    schema_ttl_seconds: float = Field(
+        default=21600.0,
+        ge=60,
+        le=86400,
+        description="How long a Workbooks user's schema (metadata/types and two picklists: 4 "
+        "calls) is kept before it is read again; a run that Workbooks refuses as malformed "
+        "drops it at once, and doctor always reads it afresh.",
+    )
 
     @field_validator("email_status")
     @classmethod

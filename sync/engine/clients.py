@@ -71,6 +71,20 @@ async def workbooks_client(services: Services, mailbox: Mailbox) -> WorkbooksCli
     return client
 
 
+def forget_schema(services: Services, mailbox_id: str) -> bool:
+    """Drop the Workbooks schema cached for the mailbox's client, so its next use reads it
+    again (``WORKBOOKS_SCHEMA_TTL_SECONDS`` keeps it for hours: a tenant that changed under
+    it would otherwise refuse every run until then).  False when no client is cached."""
+    from sync.workbooks.tenant import forget
+
+    fingerprint = services.cache.workbooks_by_mailbox.get(mailbox_id)
+    client = services.cache.workbooks.get(fingerprint) if fingerprint else None
+    if client is None:
+        return False
+    forget(client)
+    return True
+
+
 async def mailbox_time_zone(services: Services, mailbox: Mailbox) -> str:
     """The mailbox's zone (IANA): the policy's when it sets one; else the Workbooks user's zone
     as login.api reports it; else the mailbox's Outlook setting (``mailboxSettings``); else UTC.

@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 
 from sync.core import schedule
 from sync.core.backoff import Backoff
-from sync.core.errors import ReauthRequired, ResyncRequired, RetryLater
+from sync.core.errors import InvalidRequest, ReauthRequired, ResyncRequired, RetryLater
 from sync.core.jobs import Job, JobKind, Stream
 from sync.core.schedule import Cadence
 from sync.core.state_models import Cursor, JobStatus, Lease, Mailbox, RunRecord, utcnow
@@ -45,6 +45,7 @@ from sync.core.streams import (
     renew_interval,
     stream_marker,
 )
+from sync.engine.clients import forget_schema
 from sync.engine.health import record_outcome
 from sync.engine.registry import RunContext, lookup
 from sync.logs import RateLimitedLog, describe
@@ -441,6 +442,10 @@ async def _run_job(services: Services, job: Job, run: RunRecord, dequeue_count: 
         except Exception as exc:
             run.status, run.message = "failed", f"{type(exc).__name__}: {exc}"[:2000]
             run.errors.append(run.message)
+            if isinstance(exc, InvalidRequest) and exc.source == "workbooks":
+                # Refused as malformed: the tenant may have changed under the schema this
+                # process keeps for hours; the retry reads it again.
+                forget_schema(services, mailbox.id)
             run.finished_at = utcnow()
             await _record(services, job, run)
             if dequeue_count >= LAST_ATTEMPT:

@@ -60,7 +60,7 @@ class ClientConfig:
     meeting_location_field: str = "location"
     task_activity_type: str = "To-do"
     watched_filter: bool = True
-    schema_ttl_seconds: float = 3600.0  # metadata/types is read again after this long
+    schema_ttl_seconds: float = 21600.0  # metadata/types is read again after this long
 
     @classmethod
     def from_settings(cls, settings: WorkbooksSettings, **overrides: object) -> ClientConfig:
@@ -74,6 +74,7 @@ class ClientConfig:
             "max_concurrency": settings.max_concurrency,
             "timeout_seconds": settings.timeout_seconds,
             "throttle_max_attempts": settings.throttle_max_attempts,
+            "schema_ttl_seconds": settings.schema_ttl_seconds,
             "lead_email_fields": settings.lead_email_columns,
             "email_link_strategy": settings.email_link_strategy,
             "email_status": settings.email_status,

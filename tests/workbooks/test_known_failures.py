@@ -25,6 +25,7 @@ import sync.engine.people  # noqa: F401  (registers the processors)
 from devkit.sandbox.workbooks import SandboxConfig
 from devkit.sandbox.workbooks.control import expire_sessions, seed, set_watched
 from sync.core.email_linking import LEAD, PERSON
+from sync.core.errors import InvalidRequest
 from sync.core.jobs import JobKind, Stream
 from sync.engine.clients import mailbox_time_zone
 from sync.engine.emails import explain
@@ -139,6 +140,26 @@ async def test_watched_not_filterable_syncs_assigned_records_and_says_so(
         assert [t["title"] for t in sides.outlook_items("task").values()] == ["My task"]
         assert "watched records are not synced" in run.message
         assert writes_nothing(await sides.run(Stream.CONTACTS))  # stable: no flip-flop
+
+
+async def test_a_tenant_changed_under_the_kept_schema_costs_one_failed_run(
+    azurite_connection: str,
+) -> None:
+    """The schema is kept for hours (``WORKBOOKS_SCHEMA_TTL_SECONDS``), but a run Workbooks
+    refuses as malformed drops it: the change costs one failed run, not hours of them."""
+    async with world_with(azurite_connection) as w:
+        sides = Sides(w)
+        sides.wb_create("crm/people", {"name": "Mine Person", "main_location[email]": "m@x.com"})
+        await sides.run(Stream.CONTACTS)  # the schema read: `watched` may be filtered on
+        w.workbooks.state.configure({"watched_filterable": False})
+        w.reset_call_counts()
+        with pytest.raises(InvalidRequest, match="GET crm/people failed") as refused:
+            await w.run(ANN, Stream.CONTACTS, JobKind.RECONCILE)
+        assert "cannot be used in a filter" in (refused.value.detail or "")
+        assert "GET metadata/types" not in w.workbooks_calls()  # the kept schema was used
+        run = await sides.run(Stream.CONTACTS)
+        assert "watched records are not synced: `watched` is not filterable" in run.message
+        assert w.workbooks_calls()["GET metadata/types"] >= 1  # read again after the refusal
 
 
 def writes_nothing(run: Any) -> bool:
