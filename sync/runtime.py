@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sync.core.notifications import SubscriptionCache
 from sync.core.streams import MarkerMemory
@@ -37,6 +37,7 @@ class Caches:
     # One Workbooks client per credential, by identity fingerprint; and each mailbox's one.
     workbooks: dict[str, WorkbooksClient] = field(default_factory=dict)
     workbooks_by_mailbox: dict[str, str] = field(default_factory=dict)
+    workbooks_shared: dict[str, Any] = field(default_factory=dict)  # WorkbooksClient.shared
     # Mailbox zones read from Outlook settings: mailbox -> (monotonic time read, IANA zone).
     time_zones: dict[str, tuple[float, str]] = field(default_factory=dict)
     # The webhook's subscription lookups, records and misses (sync.core.notifications).

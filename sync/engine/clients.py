@@ -65,7 +65,11 @@ async def workbooks_client(services: Services, mailbox: Mailbox) -> WorkbooksCli
     client = clients.get(fingerprint)
     if client is None:
         identity = WorkbooksIdentity(mailbox.workbooks_url, SecretStr(key), mailbox.id)
-        client = WorkbooksClient(identity, ClientConfig.from_settings(services.settings.workbooks))
+        client = WorkbooksClient(
+            identity,
+            ClientConfig.from_settings(services.settings.workbooks),
+            shared=services.cache.workbooks_shared,
+        )
         clients[fingerprint] = client
         services.closers.append(client.close)
     return client

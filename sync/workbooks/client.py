@@ -104,10 +104,14 @@ class WorkbooksClient:
         config: ClientConfig | None = None,
         *,
         sleep: Sleep = asyncio.sleep,
+        shared: dict[str, Any] | None = None,
     ) -> None:
         self.identity = identity
         self.config = config or ClientConfig()
         self._sleep = sleep
+        # What one user's client learned about its Workbooks database, for the other clients
+        # of the same deployment (``sync.workbooks.owners``); a client of its own by default.
+        self.shared: dict[str, Any] = {} if shared is None else shared
         self._http: aiohttp.ClientSession | None = None
         self._in_flight = asyncio.Semaphore(self.config.max_concurrency)
         self._login_lock = asyncio.Lock()

@@ -140,10 +140,11 @@ def _shortcut_blocked(tenant: Tenant) -> str:
     return ""
 
 
-# The facts belong to a Workbooks database, not to a user: what one identity saw serves every
-# identity on the same database in this process for a schema's lifetime, so a tenant of many
-# mailboxes pays the three reads once per database and hour, not once per mailbox.
-_SEEN: dict[str, tuple[float, Evidence]] = {}
+# The facts belong to a Workbooks database, not to a user: what one user's client saw serves
+# every client given the same ``shared`` map (the service's clients: one per deployment and
+# process) for a schema's lifetime, so a tenant of many mailboxes pays the three reads once per
+# database, not once per mailbox.
+SHARED_KEY = "owner_locations"
 
 
 async def settle(client: WorkbooksClient, tenant: Tenant) -> None:
@@ -155,15 +156,20 @@ async def settle(client: WorkbooksClient, tenant: Tenant) -> None:
     tenant.checks.append(check)
 
 
+def _seen(client: WorkbooksClient) -> dict[str, tuple[float, Evidence]]:
+    seen: dict[str, tuple[float, Evidence]] = client.shared.setdefault(SHARED_KEY, {})
+    return seen
+
+
 async def _evidence(client: WorkbooksClient) -> Evidence:
     key = await _database(client)
     now = time.monotonic()
-    seen = _SEEN.get(key) if key else None
-    if seen is not None and now - seen[0] < client.config.schema_ttl_seconds:
-        return seen[1]
+    kept = _seen(client).get(key) if key else None
+    if kept is not None and now - kept[0] < client.config.schema_ttl_seconds:
+        return kept[1]
     evidence = await gather(client)
     if key and not evidence.unread:  # a failed look is not kept: the next load looks again
-        _SEEN[key] = (now, evidence)
+        _seen(client)[key] = (now, evidence)
     return evidence
 
 
@@ -177,7 +183,7 @@ async def _database(client: WorkbooksClient) -> str:
 
 async def forget(client: WorkbooksClient) -> None:
     """Look at the rows again at the next schema load (``doctor`` shows what is true now)."""
-    _SEEN.pop(await _database(client), None)
+    _seen(client).pop(await _database(client), None)
 
 
 async def gather(client: WorkbooksClient) -> Evidence:

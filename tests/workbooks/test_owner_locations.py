@@ -274,16 +274,22 @@ async def test_without_party_columns_nothing_is_sampled() -> None:
 
 
 async def test_one_look_serves_every_user_of_the_database() -> None:
-    """The facts belong to the database: a second user's schema load reads no sample, and a
-    doctor run (``verify``) looks again."""
+    """The facts belong to the database: a second user's client sharing the first's map reads
+    no sample, a client of its own does, and a doctor run (``verify``) looks again."""
+    shared: dict[str, Any] = {}
     async with tenant(hides=True) as (state, where):
         people(state)
-        async with client_of(where) as ann:
+        ann_identity = WorkbooksIdentity(where[0], SecretStr(ANN_KEY))
+        async with WorkbooksClient(ann_identity, where[1], shared=shared) as ann:
             assert (await mode_of(ann))[0] == "hidden"
         bob_identity = WorkbooksIdentity(where[0], SecretStr(BOB_KEY))
-        async with WorkbooksClient(bob_identity, where[1]) as bob:
+        async with WorkbooksClient(bob_identity, where[1], shared=shared) as bob:
             await bob.ensure_login()
             assert (await mode_of(bob))[0] == "hidden"
             assert not any(k.startswith("GET crm/") for k in bob.calls)
             await verify(bob)
             assert bob.calls["GET crm/people"] == 2 and bob.calls["GET crm/party_locations"] == 1
+        async with WorkbooksClient(bob_identity, where[1]) as alone:
+            await alone.ensure_login()
+            assert (await mode_of(alone))[0] == "hidden"
+            assert alone.calls["GET crm/people"] == 2
