@@ -1,5 +1,6 @@
 """Helpers of the sandbox tests: a sandbox with a given configuration and a strict session on
-it, binding-shaped request bodies, and a webhook receiver that records what it is sent."""
+it, binding-shaped request bodies, a webhook receiver that records what it is sent, and a
+tenant whose deleted records keep Contact Details."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import aiohttp
 from aiohttp import web
 
 from devkit.sandbox.workbooks import RunningSandbox, SandboxConfig, running_sandbox
+from devkit.sandbox.workbooks.control import seed
+from devkit.sandbox.workbooks.store import SandboxState
 from tests.support.local import serving
 
 from .conftest import Wire
@@ -112,3 +115,48 @@ async def receiver(statuses: Sequence[int] = (), delay: float = 0.0) -> AsyncIte
     async with serving(hook.app()) as origin:
         hook.url = f"{origin}/hook"
         yield hook
+
+
+def seed_deleted_owners(state: SandboxState) -> dict[str, dict[str, Any]]:
+    """Records whose addresses test who a deleted owner's Contact Details match: a live and a
+    deleted Person (main emails ``live@x.com``, ``gone@x.com``), a deleted Organisation
+    (``o@x.com``), a deleted and a live Lead (``l@x.com``, ``k@x.com``); Contact Details of
+    the deleted Person (``gone.alt@y.com``), of the deleted Lead (``lead.work@y.com``), and
+    ``shared@y.com`` held by both People."""
+    live, gone = seed(
+        state,
+        "crm/people",
+        [
+            {"name": "Live", "main_location[email]": "live@x.com"},
+            {"name": "Gone", "main_location[email]": "gone@x.com"},
+        ],
+    )
+    [org] = seed(
+        state, "crm/organisations", [{"name": "Old Co", "main_location[email]": "o@x.com"}]
+    )
+    lead, kept = seed(
+        state,
+        "crm/sales_leads",
+        [
+            {"person_lead_party[name]": "L", "person_lead_party[main_location[email]]": "l@x.com"},
+            {"person_lead_party[name]": "K", "person_lead_party[main_location[email]]": "k@x.com"},
+        ],
+    )
+    lead_party = state.tables["crm/sales_leads"][lead["id"]]["person_lead_party_id"]
+    seed(
+        state,
+        "crm/party_locations",
+        [
+            {"party_id": gone["id"], "alternate_email": "gone.alt@y.com"},
+            {"party_id": live["id"], "alternate_email": "shared@y.com"},
+            {"party_id": gone["id"], "email": "shared@y.com"},
+            {"party_id": lead_party, "email": "lead.work@y.com"},
+        ],
+    )
+    for endpoint, rid in (
+        ("crm/people", gone["id"]),
+        ("crm/organisations", org["id"]),
+        ("crm/sales_leads", lead["id"]),
+    ):
+        state.tables[endpoint][rid]["is_deleted"] = True
+    return {"live": live, "gone": gone, "org": org, "lead": lead, "kept": kept}

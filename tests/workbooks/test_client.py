@@ -48,6 +48,7 @@ from sync.workbooks.tenant import tenant_schema
 from sync.workbooks.writes import LOOKAHEAD_CHUNKS, batch_params
 
 from .conftest import ANN_KEY, FAST
+from .sandbox_support import seed_deleted_owners
 
 
 def puts(client: WorkbooksClient, endpoint: str = "crm/people") -> int:
@@ -463,40 +464,7 @@ async def test_contact_details_of_deleted_records_match_nothing(client, sandbox)
     """Workbooks may still list the Contact Details of a deleted record [INF] (the sandbox
     does): an address held only there matches nothing, so the email is not linked to a record
     nobody sees and the address waits for a live one."""
-    state = sandbox.state
-    live, gone = seed(
-        state,
-        "crm/people",
-        [
-            {"name": "Live", "main_location[email]": "live@x.com"},
-            {"name": "Gone", "main_location[email]": "gone@x.com"},
-        ],
-    )
-    [org] = seed(
-        state, "crm/organisations", [{"name": "Old Co", "main_location[email]": "o@x.com"}]
-    )
-    [lead] = seed(
-        state,
-        "crm/sales_leads",
-        [{"person_lead_party[name]": "L", "person_lead_party[main_location[email]]": "l@x.com"}],
-    )
-    lead_party = state.tables["crm/sales_leads"][lead["id"]]["person_lead_party_id"]
-    seed(
-        state,
-        "crm/party_locations",
-        [
-            {"party_id": gone["id"], "alternate_email": "gone.alt@y.com"},
-            {"party_id": live["id"], "alternate_email": "shared@y.com"},
-            {"party_id": gone["id"], "email": "shared@y.com"},
-            {"party_id": lead_party, "email": "lead.work@y.com"},
-        ],
-    )
-    for endpoint, rid in (
-        ("crm/people", gone["id"]),
-        ("crm/organisations", org["id"]),
-        ("crm/sales_leads", lead["id"]),
-    ):
-        state.tables[endpoint][rid]["is_deleted"] = True
+    rows = seed_deleted_owners(sandbox.state)
     found = await resolve_addresses(
         client,
         [
@@ -506,6 +474,7 @@ async def test_contact_details_of_deleted_records_match_nothing(client, sandbox)
             "shared@y.com",
             "o@x.com",
             "l@x.com",
+            "k@x.com",
             "lead.work@y.com",
         ],
     )
@@ -513,12 +482,14 @@ async def test_contact_details_of_deleted_records_match_nothing(client, sandbox)
         a: [(m.record_type.split("::")[-1], m.record_id) for m in ms] for a, ms in found.items()
     }
     assert summary == {
-        "live@x.com": [("Person", live["id"])],
+        "live@x.com": [("Person", rows["live"]["id"])],
         "gone@x.com": [],
         "gone.alt@y.com": [],
-        "shared@y.com": [("Person", live["id"])],
-        "o@x.com": [("Organisation", org["id"])],  # not linked by address: not confirmed
+        "shared@y.com": [("Person", rows["live"]["id"])],
+        # not linked by address: not confirmed
+        "o@x.com": [("Organisation", rows["org"]["id"])],
         "l@x.com": [],
+        "k@x.com": [("SalesLead", rows["kept"]["id"])],
         "lead.work@y.com": [],
     }
 

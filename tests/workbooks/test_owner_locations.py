@@ -21,6 +21,7 @@ from sync.workbooks.queries import resolve_addresses
 from sync.workbooks.tenant import Tenant, tenant_schema, verify
 
 from .conftest import ANN_KEY, BOB_KEY, FAST
+from .sandbox_support import seed_deleted_owners
 
 # ----------------------------------------------------------------------------- the rule
 
@@ -83,43 +84,6 @@ async def client_of(where: tuple[str, Any]) -> AsyncIterator[WorkbooksClient]:
         yield wb
 
 
-def people(state: SandboxState) -> dict[str, dict[str, Any]]:
-    """Live and gone People, a live one's extra address, a deleted Person's and Lead's extra
-    addresses, and an address both a live and a deleted Person hold."""
-    live, gone = seed(
-        state,
-        "crm/people",
-        [
-            {"name": "Live", "main_location[email]": "live@x.com"},
-            {"name": "Gone", "main_location[email]": "gone@x.com"},
-        ],
-    )
-    [lead] = seed(
-        state,
-        "crm/sales_leads",
-        [{"person_lead_party[name]": "L", "person_lead_party[main_location[email]]": "l@x.com"}],
-    )
-    [kept] = seed(
-        state,
-        "crm/sales_leads",
-        [{"person_lead_party[name]": "K", "person_lead_party[main_location[email]]": "k@x.com"}],
-    )
-    lead_party = state.tables["crm/sales_leads"][lead["id"]]["person_lead_party_id"]
-    seed(
-        state,
-        "crm/party_locations",
-        [
-            {"party_id": gone["id"], "alternate_email": "gone.alt@y.com"},
-            {"party_id": live["id"], "alternate_email": "shared@y.com"},
-            {"party_id": gone["id"], "email": "shared@y.com"},
-            {"party_id": lead_party, "email": "lead.work@y.com"},
-        ],
-    )
-    for endpoint, rid in (("crm/people", gone["id"]), ("crm/sales_leads", lead["id"])):
-        state.tables[endpoint][rid]["is_deleted"] = True
-    return {"live": live, "gone": gone, "lead": lead, "kept": kept}
-
-
 ADDRESSES = [
     "live@x.com",
     "gone@x.com",
@@ -165,7 +129,7 @@ async def mode_of(wb: WorkbooksClient) -> tuple[str, Any]:
 
 async def test_a_tenant_that_hides_them_is_resolved_in_two_reads_side_by_side() -> None:
     async with tenant(hides=True) as (state, where):
-        rows = people(state)
+        rows = seed_deleted_owners(state)
         async with client_of(where) as wb:
             mode, check = await mode_of(wb)
             assert (mode, check.status) == ("hidden", "ok"), check
@@ -176,7 +140,7 @@ async def test_a_tenant_that_hides_them_is_resolved_in_two_reads_side_by_side() 
 
 async def test_a_tenant_that_lists_them_is_resolved_confirming_every_owner() -> None:
     async with tenant(hides=False) as (state, where):
-        rows = people(state)
+        rows = seed_deleted_owners(state)
         async with client_of(where) as wb:
             mode, check = await mode_of(wb)
             assert (mode, check.status) == ("listed", "ok")
@@ -190,7 +154,7 @@ async def test_hidden_set_on_a_tenant_that_lists_them_is_overruled() -> None:
     """The admin's word does not stand against the tenant's own rows: trusting them here
     would link an email to a deleted Person."""
     async with tenant(hides=False, setting="hidden") as (state, where):
-        rows = people(state)
+        rows = seed_deleted_owners(state)
         async with client_of(where) as wb:
             mode, check = await mode_of(wb)
             assert (mode, check.status) == ("listed", "warn")
@@ -202,7 +166,7 @@ async def test_trusting_them_where_they_are_listed_would_link_deleted_records() 
     """What the rule guards against: the shortcut on a tenant that lists a deleted record's
     Contact Details matches the deleted Person (so the check above is not idle)."""
     async with tenant(hides=False) as (state, where):
-        rows = people(state)
+        rows = seed_deleted_owners(state)
         async with client_of(where) as wb:
             settled = await tenant_schema(wb)
             settled.owner_locations = "hidden"
@@ -212,7 +176,7 @@ async def test_trusting_them_where_they_are_listed_would_link_deleted_records() 
 
 async def test_listed_reads_nothing_to_decide() -> None:
     async with tenant(hides=True, setting="listed") as (state, where):
-        rows = people(state)
+        rows = seed_deleted_owners(state)
         async with client_of(where) as wb:
             await wb.ensure_login()
             mode, check = await mode_of(wb)
@@ -236,7 +200,7 @@ async def test_a_refused_contact_details_read_falls_back_to_people() -> None:
     """A tenant that stops answering the Contact Details read (a permission taken away after
     the schema was loaded) still has its People matched by their main email."""
     async with tenant(hides=True) as (state, where):
-        rows = people(state)
+        rows = seed_deleted_owners(state)
         async with client_of(where) as wb:
             assert (await mode_of(wb))[0] == "hidden"
             state.configure({"party_columns": False})  # party[...] now refused by name
@@ -254,7 +218,7 @@ async def test_a_refused_contact_details_read_falls_back_to_people() -> None:
 
 async def test_doctor_shows_the_finding() -> None:
     async with tenant(hides=True) as (state, where):
-        people(state)
+        seed_deleted_owners(state)
         async with client_of(where) as wb:
             checks = {c.name: c for c in await verify(wb)}
     assert checks[CHECK].status == "ok"
@@ -265,7 +229,7 @@ async def test_without_party_columns_nothing_is_sampled() -> None:
     """Rows that do not name their owner need the People read anyway: no sample is read."""
     config = SandboxConfig(deleted_owner_locations="hidden", party_columns=False)
     async with running_sandbox(config) as sb:
-        people(sb.state)
+        seed_deleted_owners(sb.state)
         async with client_of((sb.base_url, FAST)) as wb:
             await wb.ensure_login()
             mode, check = await mode_of(wb)
@@ -278,7 +242,7 @@ async def test_one_look_serves_every_user_of_the_database() -> None:
     no sample, a client of its own does, and a doctor run (``verify``) looks again."""
     shared: dict[str, Any] = {}
     async with tenant(hides=True) as (state, where):
-        people(state)
+        seed_deleted_owners(state)
         ann_identity = WorkbooksIdentity(where[0], SecretStr(ANN_KEY))
         async with WorkbooksClient(ann_identity, where[1], shared=shared) as ann:
             assert (await mode_of(ann))[0] == "hidden"
