@@ -16,19 +16,22 @@ job that job queued (a follow-up read) until the queue is empty.  For each email
 
 Targets: <= 8 Table transactions and <= 3 Workbooks calls per streamed email job.
 
-The Workbooks calls depend on two unconfirmed points of the tenant [INF], so the bench runs
-on three sandbox tenants (``--tenant``, default all three, each with one deleted Person for
-the service to look at):
+The Workbooks calls depend on unconfirmed points of the tenant [INF], so the bench runs on
+four sandbox tenants (``--tenant``, default all four, each with one deleted Person, one live
+and one deleted Sales Lead for the service to look at):
 
 * ``lists``: a deleted record's Contact Details are still listed (the sandbox's default, the
   cautious guess), so every lookup confirms the owners with a People read;
 * ``hides``: they are not, which the service shows from the tenant's own rows
   (``sync.workbooks.owners``) and then reads Contact Details and Sales Leads only;
+* ``hides-leads``: as ``hides``, and a lead party's main email is a Contact Details row of
+  the lead too, so one Contact Details read answers a lookup;
 * ``hides-association``: as ``hides``, and the tenant ties an email to its records through
   the email's own association (written with the email) rather than link records.
 
 Run:  .venv/bin/python -m devkit.azurite run -- .venv/bin/python bench/bench_job_costs.py
-      [--emails 40] [--mailboxes 10] [--tenant all|lists|hides|hides-association] [--trace]
+      [--emails 40] [--mailboxes 10] [--tenant all|lists|hides|hides-leads|hides-association]
+      [--trace]
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ TABLE_TARGET, WORKBOOKS_TARGET = 8, 3
 TENANTS: dict[str, dict[str, Any]] = {
     "lists": {},
     "hides": {"deleted_owner_locations": "hidden"},
+    "hides-leads": {"deleted_owner_locations": "hidden", "lead_party_locations": True},
     "hides-association": {
         "deleted_owner_locations": "hidden",
         "email_link_strategy": "association",
@@ -129,8 +133,13 @@ async def measure(
     config = _workbooks_config(mailboxes).model_copy(update=TENANTS[tenant])
     async with world_running(conn, workbooks_config=config) as w:
         people = _seed_people(w, 200)
+        # One deleted Person and a live and a deleted Sales Lead, for the service to see how
+        # the tenant lists Contact Details (sync.workbooks.owners).
         gone = w.person("Gone Person", "gone@customer0.com")
         w.workbooks.state.tables["crm/people"][gone]["is_deleted"] = True
+        w.lead("Live Lead", "lead@prospect.com")
+        gone_lead = w.lead("Gone Lead", "gone.lead@prospect.com")
+        w.workbooks.state.tables["crm/sales_leads"][gone_lead]["is_deleted"] = True
         upns = [f"user{i}@example.com" for i in range(mailboxes)]
         for i, upn in enumerate(upns):
             await w.add_mailbox(upn, api_key=f"user-{i}-key")

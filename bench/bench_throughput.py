@@ -1,7 +1,7 @@
 """Benchmark: emails linked per second by ONE worker process, run by the local Functions host.
 
     python bench/bench_throughput.py [--rate 30] [--seconds 60] [--mailboxes 100]
-                                     [--latency-ms 100] [--tenant lists|hides]
+                                     [--latency-ms 100] [--tenant lists|hides|hides-leads]
                                      [--profile FILE]
 
 The service runs as it would in Azure, in a process of its own: ``python -m devkit serve``
@@ -30,7 +30,7 @@ each second's CPU of the host, Azurite and this process.  ``--latency-ms`` makes
 answer that late, as real APIs do: a job then spends most of its time waiting, and an
 instance's trigger slots (24), not its CPU, bound its rate.  ``--tenant hides``: the Workbooks
 sandbox hides a deleted record's Contact Details, so each address lookup is two reads side by
-side instead of one and then two (``sync.workbooks.owners``).  Targets:
+side instead of one and then two (``sync.workbooks.owners``); ``hides-leads``: one read.  Targets:
 >= 30 emails/s at p99 <= 1 s, nothing missed; the functions' CPU per email <= 10 ms.  ``--profile FILE`` runs the host under cProfile (slower) and prints where its CPU
 goes, grouped by package.
 """
@@ -70,6 +70,11 @@ from sync.core.email_linking import email_reference  # noqa: E402
 from sync.core.jobs import Stream  # noqa: E402
 from tests.support.local import running_azurite  # noqa: E402
 
+TENANTS: dict[str, dict[str, object]] = {
+    "lists": {},
+    "hides": {"deleted_owner_locations": "hidden"},
+    "hides-leads": {"deleted_owner_locations": "hidden", "lead_party_locations": True},
+}
 TARGET_RATE = 30.0
 TARGET_P99 = 1.0
 TARGET_CPU_MS = 10.0
@@ -140,13 +145,15 @@ async def run(args: argparse.Namespace) -> int:
             env_extra=extra,
         ) as rig:
             w = rig.world
+            w.workbooks.state.configure(TENANTS[args.tenant])
             people = _seed_people(w, 200)
-            # One deleted Person, so the service can see how the tenant lists its Contact
-            # Details (sync.workbooks.owners); --tenant hides makes the sandbox hide them.
+            # A deleted Person and a live and a deleted Sales Lead, so the service can see how
+            # the tenant lists Contact Details (sync.workbooks.owners).
             gone = w.person("Gone Person", "gone@customer0.com")
             w.workbooks.state.tables["crm/people"][gone]["is_deleted"] = True
-            if args.tenant == "hides":
-                w.workbooks.state.configure({"deleted_owner_locations": "hidden"})
+            w.lead("Live Lead", "lead@prospect.com")
+            gone_lead = w.lead("Gone Lead", "gone.lead@prospect.com")
+            w.workbooks.state.tables["crm/sales_leads"][gone_lead]["is_deleted"] = True
             profile = args.profile
             host = rig.host("service", queues=True, timers=False, profile=profile)
             await host.start()
@@ -516,10 +523,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--tenant",
-        choices=["lists", "hides"],
+        choices=list(TENANTS),
         default="lists",
         help="whether the Workbooks sandbox still lists a deleted record's Contact Details "
-        "(lists: every address lookup confirms owners with a People read; hides: it does not)",
+        "(lists: every address lookup confirms owners with a People read; hides: it does not; "
+        "hides-leads: and a lead party's email is a Contact Details row too)",
     )
     args = p.parse_args(argv)
     args.profile = Path(args.profile).resolve() if args.profile else None

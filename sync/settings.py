@@ -475,8 +475,10 @@ class WorkbooksSettings(_Checked):
         default="auto",
         description="[INF] Whether Workbooks still lists the Contact Details of a deleted "
         "Person or Lead: listed (each address lookup confirms their owners with a People "
-        "read), hidden (one read fewer per lookup), or auto (hidden only where the tenant's "
-        "own rows show it: three read-only reads per Workbooks database and hour).",
+        "read), hidden (one read fewer per lookup; two where a lead party's email is a Contact "
+        "Details row too, which the tenant's rows must show), or auto (hidden only where the "
+        "tenant's own rows show it: five read-only reads per Workbooks database and schema "
+        "lifetime).",
     )
     meeting_location_field: str = Field(
         default="location",

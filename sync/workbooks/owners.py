@@ -14,119 +14,158 @@ fewer per lookup, and the lookup's remaining reads go side by side.  Where eithe
 cannot be shown, every owner is confirmed, as before: an email linked to a deleted record
 would be hidden, and its address would not wait for a record that appears later.
 
+The same two facts for Sales Leads (a lead party's main email is a Contact Details row naming
+the lead, and a deleted lead's rows are not listed; ``org_lead_party[main_location[email]]``
+suggests the first, nothing confirms it) make the Sales Leads read redundant too: then one
+Contact Details read answers the whole lookup.
+
 ``WORKBOOKS_DELETED_OWNER_LOCATIONS`` chooses: ``listed`` (always confirm; no reads here),
 ``hidden`` (trust it, unless the tenant's rows show otherwise) or ``auto`` (the default: trust
-it only where the tenant's rows show both facts).  The evidence is read-only and small: the
-newest live People and the most recently deleted ones, with their main email (two reads side
-by side), then the Contact Details rows holding those addresses (one read); once per
-Workbooks database and ``schema_ttl_seconds`` in a process, whatever the number of users.
-``decide`` is the pure rule; ``settle`` makes the reads.
+it only where the tenant's rows show both facts); the Sales Leads shortcut needs its own
+facts shown whatever the setting.  The evidence is read-only and small: the newest live People
+and Sales Leads and the most recently deleted ones, with their email columns (four reads side
+by side), then the Contact Details rows holding those addresses (one read per IN-list); once
+per Workbooks database and ``schema_ttl_seconds``, whatever the number of users.  ``decide``
+is the pure rule; ``settle`` makes the reads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from sync.core.checks import Check
+from sync.core.email_linking import LEAD, PERSON
 from sync.core.errors import InvalidRequest, NotFound, RetryLater
 
 from . import schema
 from .reads import Record, iter_records, read_page, read_params
-from .wire import Cond, any_of, in_list
+from .wire import Cond, any_of, chunked, in_list
 
 if TYPE_CHECKING:
     from .client import WorkbooksClient
     from .tenant import Tenant
 
 Mode = Literal["listed", "hidden"]
+Kind = Literal["person", "lead", "other"]
+Held = tuple[str, int, str]  # (kind, record id, address): an address a record holds
 CHECK = "workbooks.deleted_owner_locations"
 SETTING = "WORKBOOKS_DELETED_OWNER_LOCATIONS"
-SAMPLE = 20  # People of each kind looked at: a handful shows the rule, few rows are read
+SAMPLE = 10  # records of each kind looked at: a handful shows the rule, few rows are read
 MAIN = "main_location[email]"
+KINDS: dict[str, Kind] = {PERSON: "person", LEAD: "lead"}
+TITLES = {"person": ("People", "Person"), "lead": ("Sales Leads", "Sales Lead")}
 
 
 @dataclass(frozen=True)
 class Evidence:
-    """What the tenant's own rows show.  ``live`` / ``deleted``: (Person id, main email) of the
-    People sampled; ``listed``: (owner id, address) of every Contact Details row found by
-    those addresses.  ``unread``: why nothing could be read (empty when it was)."""
+    """What the tenant's own rows show.  ``live`` / ``deleted``: each address a sampled Person
+    (main email) or Sales Lead (its email columns) holds; ``listed``: the owner and address of
+    every Contact Details row found by those addresses.  ``unread``: why nothing could be read
+    (empty when it was)."""
 
-    live: tuple[tuple[int, str], ...] = ()
-    deleted: tuple[tuple[int, str], ...] = ()
-    listed: frozenset[tuple[int, str]] = frozenset()
+    live: tuple[Held, ...] = ()
+    deleted: tuple[Held, ...] = ()
+    listed: frozenset[Held] = frozenset()
     unread: str = ""
 
-    def mains_listed(self) -> bool | None:
-        """Every live Person's main email is a Contact Details row of theirs (None: no sample)."""
-        if not self.live:
+    def mains_listed(self, kind: str = "person") -> bool | None:
+        """Every address a live record of ``kind`` holds is a Contact Details row of its own
+        (None: none sampled)."""
+        mine = [h for h in self.live if h[0] == kind]
+        if not mine:
             return None
-        return all(pair in self.listed for pair in self.live)
+        return all(h in self.listed for h in mine)
 
-    def deleted_hidden(self) -> bool | None:
-        """No deleted Person owns a listed row (None: no sample)."""
-        if not self.deleted:
+    def deleted_hidden(self, kind: str = "person") -> bool | None:
+        """No deleted record of ``kind`` owns a listed row (None: none sampled)."""
+        mine = {h[1] for h in self.deleted if h[0] == kind}
+        if not mine:
             return None
-        owners = {owner for owner, _ in self.listed}
-        return not any(person in owners for person, _ in self.deleted)
+        return not any(k == kind and i in mine for k, i, _ in self.listed)
 
-    def describe(self) -> str:
+    def describe(self, kind: str = "person") -> str:
         if self.unread:
             return f"the tenant's rows could not be read ({self.unread})"
+        many, one = TITLES[kind]
         parts = []
-        mains, hidden = self.mains_listed(), self.deleted_hidden()
+        mains, hidden = self.mains_listed(kind), self.deleted_hidden(kind)
+        live = sorted({i for k, i, _ in self.live if k == kind})
         if mains is None:
-            parts.append("no live Person with an email to look at")
+            parts.append(f"no live {one} with an email to look at")
         elif mains:
-            parts.append(f"the main email of {len(self.live)} live People is a Contact Details row")
+            parts.append(f"the emails of {len(live)} live {many} are Contact Details rows")
         else:
-            missing = [str(i) for i, a in self.live if (i, a) not in self.listed]
-            parts.append(f"People {', '.join(missing[:5])}: main email not among Contact Details")
+            missing = sorted(
+                {i for k, i, a in self.live if k == kind and (k, i, a) not in self.listed}
+            )
+            ids = ", ".join(str(i) for i in missing[:5])
+            parts.append(f"{many} {ids}: an email not among Contact Details")
+        gone = sorted({i for k, i, _ in self.deleted if k == kind})
         if hidden is None:
-            parts.append("no deleted Person with an email to look at")
+            parts.append(f"no deleted {one} with an email to look at")
         elif hidden:
-            parts.append(f"none of {len(self.deleted)} deleted People's Contact Details is listed")
+            parts.append(f"none of {len(gone)} deleted {many}' Contact Details is listed")
         else:
-            owners = {owner for owner, _ in self.listed}
-            shown = [str(i) for i, _ in self.deleted if i in owners]
-            parts.append(f"deleted People {', '.join(shown[:5])} still have Contact Details listed")
+            shown = [str(i) for i in gone if any(h[:2] == (kind, i) for h in self.listed)]
+            parts.append(f"deleted {many} {', '.join(shown[:5])} still have Contact Details listed")
         return "; ".join(parts)
 
 
-def decide(setting: str, evidence: Evidence | None, usable: str = "") -> tuple[Mode, Check]:
-    """The mode address resolution runs in, and the check that says why.  ``evidence`` is None
+@dataclass(frozen=True)
+class Settled:
+    """How address resolution runs on this tenant: ``mode`` (the People read left out or
+    not), ``leads_in_details`` (the Sales Leads read left out as well), and why."""
+
+    mode: Mode
+    leads_in_details: bool
+    check: Check
+
+
+def decide(setting: str, evidence: Evidence | None, usable: str = "") -> Settled:
+    """The way address resolution runs, and the check that says why.  ``evidence`` is None
     when nothing was read (``listed`` set, or ``usable`` names what stops the shortcut)."""
     listed_text = "each address lookup confirms Contact Details owners with a People read"
     if usable:
-        return "listed", Check(CHECK, "ok", f"{listed_text}: {usable}")
+        return Settled("listed", False, Check(CHECK, "ok", f"{listed_text}: {usable}"))
     if setting == "listed" or evidence is None:
-        return "listed", Check(CHECK, "ok", f"{listed_text} ({SETTING}=listed)")
+        return Settled("listed", False, Check(CHECK, "ok", f"{listed_text} ({SETTING}=listed)"))
     shown = evidence.describe()
     mains, hidden = evidence.mains_listed(), evidence.deleted_hidden()
     if mains is False or hidden is False:
         status: Literal["ok", "warn"] = "warn" if setting == "hidden" else "ok"
         fix = f"set {SETTING}=auto" if setting == "hidden" else ""
-        return "listed", Check(CHECK, status, f"{listed_text}: {shown}", fix)
+        return Settled("listed", False, Check(CHECK, status, f"{listed_text}: {shown}", fix))
+    leads = evidence.mains_listed("lead") is True and evidence.deleted_hidden("lead") is True
     if mains and hidden:
-        return "hidden", Check(
-            CHECK, "ok", f"Contact Details alone name the live owners of an address: {shown}"
-        )
+        text = f"Contact Details alone name the live owners of an address: {shown}"
+        return Settled("hidden", leads, Check(CHECK, "ok", text + _leads_text(evidence, leads)))
     if setting == "hidden":
-        return "hidden", Check(
-            CHECK,
-            "warn",
-            f"{SETTING}=hidden taken as set, not shown by the tenant: {shown}",
-            f"set {SETTING}=auto to have it shown first",
+        text = f"{SETTING}=hidden taken as set, not shown by the tenant: {shown}"
+        fix = f"set {SETTING}=auto to have it shown first"
+        return Settled(
+            "hidden", leads, Check(CHECK, "warn", text + _leads_text(evidence, leads), fix)
         )
-    return "listed", Check(
-        CHECK,
-        "ok",
-        f"{listed_text}: not shown either way ({shown})",
-        f"set {SETTING}=hidden once Workbooks confirms that a deleted record's Contact Details "
-        "are not listed (one read fewer per address lookup)",
+    return Settled(
+        "listed",
+        False,
+        Check(
+            CHECK,
+            "ok",
+            f"{listed_text}: not shown either way ({shown})",
+            f"set {SETTING}=hidden once Workbooks confirms that a deleted record's Contact "
+            "Details are not listed (one read fewer per address lookup)",
+        ),
     )
+
+
+def _leads_text(evidence: Evidence, leads: bool) -> str:
+    if leads:
+        return f"; Sales Leads too, so one read answers a lookup ({evidence.describe('lead')})"
+    return f"; Sales Leads read apart ({evidence.describe('lead')})"
 
 
 def _shortcut_blocked(tenant: Tenant) -> str:
@@ -140,20 +179,30 @@ def _shortcut_blocked(tenant: Tenant) -> str:
     return ""
 
 
+def _lead_fields(tenant: Tenant) -> tuple[str, ...]:
+    """The lead email columns to sample (none where leads are not matched by address)."""
+    state = tenant.types.get(schema.SALES_LEADS.key)
+    return () if state is None or state.failure is not None else tenant.lead_email_fields
+
+
 # The facts belong to a Workbooks database, not to a user: what one user's client saw serves
 # every client given the same ``shared`` map (the service's clients: one per deployment and
-# process) for a schema's lifetime, so a tenant of many mailboxes pays the three reads once per
+# process) for a schema's lifetime, so a tenant of many mailboxes pays the reads once per
 # database, not once per mailbox.
 SHARED_KEY = "owner_locations"
 
 
 async def settle(client: WorkbooksClient, tenant: Tenant) -> None:
-    """Set ``tenant.owner_locations`` and add its check; reads only what the setting needs."""
+    """Set ``tenant.owner_locations`` (and ``lead_locations``) and add its check; reads only
+    what the setting needs."""
     setting = client.config.deleted_owner_locations
     blocked = _shortcut_blocked(tenant)
-    evidence = None if setting == "listed" or blocked else await _evidence(client)
-    tenant.owner_locations, check = decide(setting, evidence, blocked)
-    tenant.checks.append(check)
+    fields = _lead_fields(tenant)
+    evidence = None if setting == "listed" or blocked else await _evidence(client, fields)
+    settled = decide(setting, evidence, blocked)
+    tenant.owner_locations = settled.mode
+    tenant.lead_locations = settled.leads_in_details
+    tenant.checks.append(settled.check)
 
 
 def _seen(client: WorkbooksClient) -> dict[str, tuple[float, Evidence]]:
@@ -161,13 +210,15 @@ def _seen(client: WorkbooksClient) -> dict[str, tuple[float, Evidence]]:
     return seen
 
 
-async def _evidence(client: WorkbooksClient) -> Evidence:
+async def _evidence(client: WorkbooksClient, lead_fields: Sequence[str]) -> Evidence:
     key = await _database(client)
+    if key:
+        key = f"{key}|{','.join(lead_fields)}"
     now = time.monotonic()
     kept = _seen(client).get(key) if key else None
     if kept is not None and now - kept[0] < client.config.schema_ttl_seconds:
         return kept[1]
-    evidence = await gather(client)
+    evidence = await gather(client, lead_fields)
     if key and not evidence.unread:  # a failed look is not kept: the next load looks again
         _seen(client)[key] = (now, evidence)
     return evidence
@@ -183,41 +234,69 @@ async def _database(client: WorkbooksClient) -> str:
 
 async def forget(client: WorkbooksClient) -> None:
     """Look at the rows again at the next schema load (``doctor`` shows what is true now)."""
-    _seen(client).pop(await _database(client), None)
+    database = await _database(client)
+    for key in [k for k in _seen(client) if database and k.startswith(f"{database}|")]:
+        _seen(client).pop(key, None)
 
 
-async def gather(client: WorkbooksClient) -> Evidence:
-    """The sample (three reads); a refusal or an outage is evidence of nothing."""
+async def gather(client: WorkbooksClient, lead_fields: Sequence[str] = ()) -> Evidence:
+    """The sample (four reads side by side, then the Contact Details rows holding what they
+    found); a refusal or an outage is evidence of nothing."""
+    deleted = Cond("is_deleted", "true")
+    people = schema.PEOPLE.endpoint
+    leads = schema.SALES_LEADS.endpoint
     try:
-        live, deleted = await asyncio.gather(
-            _people(client, None),  # deleted records are hidden unless asked for (§2.6)
-            _people(client, Cond("is_deleted", "true")),
-        )
-        addresses = sorted({a for _, a in (*live, *deleted)})
+        reads = [
+            _held(client, people, "person", (MAIN,), None),
+            _held(client, people, "person", (MAIN,), deleted),
+        ]
+        if lead_fields:
+            reads += [
+                _held(client, leads, "lead", lead_fields, None),
+                _held(client, leads, "lead", lead_fields, deleted),
+            ]
+        found = await asyncio.gather(*reads)
+        live = [h for part in found[0::2] for h in part]
+        gone = [h for part in found[1::2] for h in part]
+        addresses = sorted({a for _, _, a in (*live, *gone)})
         listed = await _listed(client, addresses) if addresses else frozenset()
     except (InvalidRequest, NotFound, RetryLater) as exc:
         return Evidence(unread=str(exc))
-    return Evidence(tuple(live), tuple(deleted), listed)
+    return Evidence(tuple(live), tuple(gone), listed)
 
 
-async def _people(client: WorkbooksClient, which: Cond | None) -> list[tuple[int, str]]:
-    params = read_params([MAIN], which, 0, SAMPLE, (("updated_at", "DESC"), ("id", "DESC")))
-    rows = await read_page(client, schema.PEOPLE.endpoint, params)
-    return [(int(r["id"]), a) for r in rows if (a := _address(r, MAIN)) and _id(r) is not None]
+async def _held(
+    client: WorkbooksClient,
+    endpoint: str,
+    kind: Kind,
+    columns: Sequence[str],
+    which: Cond | None,  # None: live records (deleted ones are hidden unless asked for, §2.6)
+) -> list[Held]:
+    params = read_params(columns, which, 0, SAMPLE, (("updated_at", "DESC"), ("id", "DESC")))
+    rows = await read_page(client, endpoint, params)
+    return [
+        (kind, record, address)
+        for row in rows
+        if (record := _id(row)) is not None
+        for column in columns
+        if (address := _address(row, column))
+    ]
 
 
-async def _listed(client: WorkbooksClient, addresses: list[str]) -> frozenset[tuple[int, str]]:
-    values = in_list(addresses)
-    where = any_of(Cond("email", "eq", values), Cond("alternate_email", "eq", values))
-    columns = ["party[id]", "email", "alternate_email"]
-    out: set[tuple[int, str]] = set()
-    async for row in iter_records(client, schema.CONTACT_DETAILS.endpoint, columns, where):
-        owner = row.get("party[id]")
-        if not isinstance(owner, int):
-            continue
-        for column in ("email", "alternate_email"):
-            if address := _address(row, column):
-                out.add((owner, address))
+async def _listed(client: WorkbooksClient, addresses: list[str]) -> frozenset[Held]:
+    columns = ["party[type]", "party[id]", "email", "alternate_email"]
+    out: set[Held] = set()
+    for chunk in chunked(addresses, client.config.in_list_size):
+        values = in_list(chunk)
+        where = any_of(Cond("email", "eq", values), Cond("alternate_email", "eq", values))
+        async for row in iter_records(client, schema.CONTACT_DETAILS.endpoint, columns, where):
+            owner = row.get("party[id]")
+            if not isinstance(owner, int):
+                continue
+            kind = KINDS.get(str(row.get("party[type]")), "other")
+            for column in ("email", "alternate_email"):
+                if address := _address(row, column):
+                    out.add((kind, owner, address))
     return frozenset(out)
 
 

@@ -99,7 +99,8 @@ async def _trusting_details(
 ) -> Resolved | None:
     """Where this tenant lists every main location among Contact Details and hides those of
     deleted records (``sync.workbooks.owners``): Contact Details and Sales Leads side by
-    side, two reads, and the owners the rows name taken as live.  A Person's main email is
+    side, two reads, and the owners the rows name taken as live (one read where lead parties'
+    emails are Contact Details rows too: ``Tenant.lead_locations``).  A Person's main email is
     found as its Contact Details row (``party_locations.email``).  None when the tenant
     refuses the Contact Details read: then People must be read after all."""
     values = in_list(chunk)
@@ -112,7 +113,10 @@ async def _trusting_details(
             ["party_id", "party[type]", "party[id]", "email", "alternate_email"],
             any_of(Cond("email", "eq", values), Cond("alternate_email", "eq", values)),
         ),
-        _leads_by_address(client, tenant, lead_fields, values, []),
+        # Where lead parties' emails are Contact Details rows too, those rows name the lead.
+        _nothing()
+        if tenant.lead_locations
+        else _leads_by_address(client, tenant, lead_fields, values, []),
         return_exceptions=True,
     )
     if isinstance(details, InvalidRequest | NotFound):

@@ -111,6 +111,7 @@ class Tenant:
     # [INF] whether a deleted record's Contact Details are listed (``sync.workbooks.owners``):
     # "listed" until shown otherwise, so every Contact Details owner is confirmed.
     owner_locations: str = "listed"
+    lead_locations: bool = False  # "hidden", and Sales Leads found among Contact Details too
 
     def require(self, key: str) -> TypeState:
         state = self.types[key]

@@ -25,9 +25,11 @@ from .sandbox_support import seed_deleted_owners
 
 # ----------------------------------------------------------------------------- the rule
 
-LIVE = ((1, "a@x.com"), (2, "b@x.com"))
-DELETED = ((9, "gone@x.com"),)
+LIVE = (("person", 1, "a@x.com"), ("person", 2, "b@x.com"))
+DELETED = (("person", 9, "gone@x.com"),)
 LISTED_MAINS = frozenset(LIVE)
+STILL_LISTED = LISTED_MAINS | {("person", 9, "gone@x.com")}
+ONE_MAIN = frozenset({("person", 1, "a@x.com")})
 
 
 @pytest.mark.parametrize(
@@ -37,11 +39,11 @@ LISTED_MAINS = frozenset(LIVE)
         ("auto", Evidence(LIVE, DELETED, LISTED_MAINS), "hidden", "ok"),
         ("hidden", Evidence(LIVE, DELETED, LISTED_MAINS), "hidden", "ok"),
         # a deleted Person still owns a listed row
-        ("auto", Evidence(LIVE, DELETED, LISTED_MAINS | {(9, "gone@x.com")}), "listed", "ok"),
-        ("hidden", Evidence(LIVE, DELETED, LISTED_MAINS | {(9, "gone@x.com")}), "listed", "warn"),
+        ("auto", Evidence(LIVE, DELETED, STILL_LISTED), "listed", "ok"),
+        ("hidden", Evidence(LIVE, DELETED, STILL_LISTED), "listed", "warn"),
         # a live Person's main email is not among Contact Details
-        ("auto", Evidence(LIVE, DELETED, frozenset({(1, "a@x.com")})), "listed", "ok"),
-        ("hidden", Evidence(LIVE, DELETED, frozenset({(1, "a@x.com")})), "listed", "warn"),
+        ("auto", Evidence(LIVE, DELETED, ONE_MAIN), "listed", "ok"),
+        ("hidden", Evidence(LIVE, DELETED, ONE_MAIN), "listed", "warn"),
         # nothing deleted to look at: auto stays cautious, hidden is taken at its word
         ("auto", Evidence(LIVE, (), LISTED_MAINS), "listed", "ok"),
         ("hidden", Evidence(LIVE, (), LISTED_MAINS), "hidden", "warn"),
@@ -51,29 +53,67 @@ LISTED_MAINS = frozenset(LIVE)
     ],
 )
 def test_the_rule(setting: str, evidence: Evidence, mode: str, status: str) -> None:
-    got, check = decide(setting, evidence)
-    assert (got, check.name, check.status) == (mode, CHECK, status)
+    settled = decide(setting, evidence)
+    assert (settled.mode, settled.check.name, settled.check.status) == (mode, CHECK, status)
+    assert not settled.leads_in_details  # no lead was sampled
     if status == "warn":
-        assert "WORKBOOKS_DELETED_OWNER_LOCATIONS" in check.fix
+        assert "WORKBOOKS_DELETED_OWNER_LOCATIONS" in settled.check.fix
+
+
+LEADS_LIVE = (("lead", 5, "l@x.com"), ("lead", 5, "l.org@x.com"))
+LEADS_GONE = (("lead", 6, "gone.lead@x.com"),)
+
+
+@pytest.mark.parametrize(
+    ("live", "gone", "listed", "in_details"),
+    [
+        # every email of each live lead is a row of that lead; no deleted lead's row listed
+        (LEADS_LIVE, LEADS_GONE, frozenset(LEADS_LIVE), True),
+        # one of a live lead's emails is not a row (e.g. a column that is not a location)
+        (LEADS_LIVE, LEADS_GONE, frozenset(LEADS_LIVE[:1]), False),
+        # a deleted lead's row still listed
+        (LEADS_LIVE, LEADS_GONE, frozenset(LEADS_LIVE + LEADS_GONE), False),
+        # no deleted lead to look at, or no live one: the Sales Leads read stays
+        (LEADS_LIVE, (), frozenset(LEADS_LIVE), False),
+        ((), LEADS_GONE, frozenset(), False),
+        # the row names another owner (the lead's party as a Person, say)
+        (LEADS_LIVE, LEADS_GONE, frozenset({("other", 5, "l@x.com"), LEADS_LIVE[1]}), False),
+    ],
+)
+def test_the_sales_leads_rule(
+    live: tuple[Any, ...], gone: tuple[Any, ...], listed: frozenset[Any], in_details: bool
+) -> None:
+    people = Evidence(LIVE + live, DELETED + gone, LISTED_MAINS | listed)
+    assert decide("auto", people).leads_in_details is in_details
+    # never without the People shortcut itself
+    still = Evidence(LIVE + live, DELETED + gone, STILL_LISTED | listed)
+    assert not decide("auto", still).leads_in_details
+    assert not decide("listed", people).leads_in_details
 
 
 def test_the_rule_says_what_it_saw() -> None:
-    _, check = decide("auto", Evidence(LIVE, DELETED, LISTED_MAINS | {(9, "gone@x.com")}))
+    check = decide("auto", Evidence(LIVE, DELETED, STILL_LISTED)).check
     assert "deleted People 9 still have Contact Details listed" in check.message
-    _, check = decide("auto", Evidence(LIVE, DELETED, frozenset({(1, "a@x.com")})))
-    assert "People 2: main email not among Contact Details" in check.message
-    _, check = decide("auto", Evidence(LIVE, (), LISTED_MAINS))
+    check = decide("auto", Evidence(LIVE, DELETED, ONE_MAIN)).check
+    assert "People 2: an email not among Contact Details" in check.message
+    check = decide("auto", Evidence(LIVE, (), LISTED_MAINS)).check
     assert "not shown either way" in check.message and "=hidden" in check.fix
-    mode, check = decide("hidden", None, "Contact Details rows do not name their owner")
-    assert mode == "listed" and check.message.endswith("do not name their owner")
+    settled = decide("hidden", None, "Contact Details rows do not name their owner")
+    assert settled.mode == "listed" and settled.check.message.endswith("do not name their owner")
+    check = decide("auto", Evidence(LIVE + LEADS_LIVE, DELETED, LISTED_MAINS)).check
+    assert "Sales Leads read apart" in check.message and "no deleted Sales Lead" in check.message
 
 
 # ----------------------------------------------------------------------------- on a tenant
 
 
 @asynccontextmanager
-async def tenant(hides: bool, setting: str = "auto") -> AsyncIterator[tuple[SandboxState, Any]]:
-    config = SandboxConfig(deleted_owner_locations="hidden" if hides else "listed")
+async def tenant(
+    hides: bool, setting: str = "auto", lead_rows: bool = False
+) -> AsyncIterator[tuple[SandboxState, Any]]:
+    config = SandboxConfig(
+        deleted_owner_locations="hidden" if hides else "listed", lead_party_locations=lead_rows
+    )
     async with running_sandbox(config) as sb:
         yield sb.state, (sb.base_url, dataclasses.replace(FAST, deleted_owner_locations=setting))
 
@@ -136,6 +176,31 @@ async def test_a_tenant_that_hides_them_is_resolved_in_two_reads_side_by_side() 
             summary, gets = await resolved(wb)
     assert summary == expected(rows)
     assert gets == {"GET crm/party_locations": 1, "GET crm/sales_leads": 1}
+
+
+async def test_where_lead_emails_are_contact_details_too_one_read_answers() -> None:
+    async with tenant(hides=True, lead_rows=True) as (state, where):
+        rows = seed_deleted_owners(state)
+        async with client_of(where) as wb:
+            mode, check = await mode_of(wb)
+            assert (mode, check.status) == ("hidden", "ok"), check
+            assert "Sales Leads too, so one read answers a lookup" in check.message
+            summary, gets = await resolved(wb)
+    assert summary == expected(rows)
+    assert gets == {"GET crm/party_locations": 1}
+
+
+async def test_lead_emails_among_contact_details_are_not_enough_where_deleted_ones_are_listed() -> (
+    None
+):
+    async with tenant(hides=False, lead_rows=True) as (state, where):
+        rows = seed_deleted_owners(state)
+        async with client_of(where) as wb:
+            settled = await tenant_schema(wb)
+            assert (settled.owner_locations, settled.lead_locations) == ("listed", False)
+            summary, gets = await resolved(wb)
+    assert summary == expected(rows)
+    assert gets == {"GET crm/party_locations": 1, "GET crm/people": 1, "GET crm/sales_leads": 1}
 
 
 async def test_a_tenant_that_lists_them_is_resolved_confirming_every_owner() -> None:

@@ -94,6 +94,13 @@ def parser() -> argparse.ArgumentParser:
         help="whether a deleted record's Contact Details rows are still listed",
     )
     schema.add_argument(
+        "--lead-party-locations",
+        type=_on_off,
+        default=False,
+        metavar="on|off",
+        help="a lead party's main location is also a Contact Details row of that party",
+    )
+    schema.add_argument(
         "--not-found-text",
         default="sandbox",
         help=f"a preset ({', '.join(NOT_FOUND_PRESETS)}) or a template with {{class_name}}, {{id}}",
@@ -122,6 +129,7 @@ def config_from(args: argparse.Namespace) -> SandboxConfig:
         "meeting_location_field": args.meeting_location_field or None,
         "party_columns": args.party_columns,
         "deleted_owner_locations": args.deleted_owner_locations,
+        "lead_party_locations": args.lead_party_locations,
         "not_found_text": args.not_found_text,
         "dead_session_location": args.dead_session_location,
         "webhooks_allowed": args.webhooks_allowed,

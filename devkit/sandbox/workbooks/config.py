@@ -106,6 +106,9 @@ class SandboxConfig(BaseModel):
     # listed (§2.6 hides deleted records; the rows they own are not documented): "listed"
     # (the cautious guess) or "hidden" (not listed unless the read asks for is_deleted).
     deleted_owner_locations: Literal["listed", "hidden"] = "listed"
+    # Whether a lead party's main location is also a Contact Details row of that party, as a
+    # Person's is (``org_lead_party[main_location[...]]`` suggests it; not confirmed).
+    lead_party_locations: bool = False
     not_found_text: str = NOT_FOUND_PRESETS["sandbox"]  # {class_name}, {id}; or a preset name
     # --- reads
     default_page_size: int = 100
@@ -174,6 +177,7 @@ RUNTIME_FIELDS = frozenset(
         "meeting_location_field",
         "party_columns",
         "deleted_owner_locations",
+        "lead_party_locations",
         "not_found_text",
         "dead_session_location",
         "webhooks_allowed",

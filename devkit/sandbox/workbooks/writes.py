@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
@@ -15,6 +16,8 @@ from .reads import check_names, id_candidates, matching_rows
 from .store import ReadContext, Record, SandboxState
 from .types import BOOLEAN_FIELDS, INTEGER_FIELDS, LINKED_IDS, LINKED_TYPES, RecordType
 from .values import parse_var_date_time
+
+LEADS = "crm/sales_leads"
 
 STALE_TEXT = "This record cannot be saved since it has already been updated elsewhere."
 NO_VALUE, NULL_VALUE = ":no_value:", ":null_value:"
@@ -466,6 +469,8 @@ def _apply(
         if record.get(key) != value:
             record[key] = value
             changed.append(name)
+        if state.config.lead_party_locations and rtype.endpoint == LEADS:
+            _mirror_lead_location(state, record, name, text, journal)
     if "name" in changed or "descriptor" not in record:
         record["descriptor"] = record.get("name")
     return changed
@@ -491,14 +496,47 @@ def _stored(rtype: RecordType, name: str, text: str) -> tuple[str, Any]:
     return name, coerce(rtype, name, text)
 
 
+_LEAD_LOCATION = re.compile(r"^(person|org)_lead_party\[main_location\[(\w+)\]\]$")
+
+
+def _mirror_lead_location(
+    state: SandboxState, record: Record, name: str, text: str, journal: Journal
+) -> None:
+    """``lead_party_locations``: a lead party's main location is also a Contact Details row of
+    that party, as a Person's is (the lead's own columns stay where reads find them)."""
+    found = _LEAD_LOCATION.match(name)
+    if found is None:
+        return
+    party = f"{found.group(1)}_lead_party"
+    _set_location(
+        state,
+        record,
+        "main_location",
+        found.group(2),
+        text,
+        journal,
+        party_id=record[f"{party}_id"],
+        id_key=f"_{party}_location_id",
+    )
+
+
 def _set_location(
-    state: SandboxState, record: Record, location: str, attr: str, text: str, journal: Journal
+    state: SandboxState,
+    record: Record,
+    location: str,
+    attr: str,
+    text: str,
+    journal: Journal,
+    *,
+    party_id: int | None = None,
+    id_key: str | None = None,
 ) -> bool:
-    """Nested writes go to the Contact Details row (created on first use)."""
+    """Nested writes go to the Contact Details row (created on first use); ``party_id`` and
+    ``id_key``: a row of another party the record holds (a lead's parties)."""
     loc_type = state.types["crm/party_locations"]
     table = state.tables[loc_type.endpoint]
     value = coerce(loc_type, attr, text)
-    id_key = _location_id_key(location)
+    id_key = id_key or _location_id_key(location)
     row_id: int | None = record.get(id_key)
     row = table.get(row_id) if row_id is not None else None
     created = row is None
@@ -515,7 +553,7 @@ def _set_location(
             "created_at": now,
             "updated_at": now,
             "is_deleted": False,
-            "party_id": record["id"],
+            "party_id": record["id"] if party_id is None else party_id,
             "location_name": "Work" if location == "main_location" else "Home",
         }
         table[row_id] = row
