@@ -123,12 +123,13 @@ async def test_metadata_costs_a_few_requests_once() -> None:
         await tenant_schema(wb)
         await tenant_schema(wb)
         # declared classes, then the email link class; two picklists (status, activity type);
-        # the newest live and deleted People (sync.workbooks.owners: an empty tenant has no
-        # address to look up among Contact Details, so no third read)
+        # the newest live and deleted People and Sales Leads (sync.workbooks.owners: an empty
+        # tenant has no address to look up among Contact Details, so no fifth read)
         assert dict(wb.calls) == {
             "GET metadata/types": 2,
             "GET picklist_data/Private_PicklistEntry/value/value": 2,
             "GET crm/people": 2,
+            "GET crm/sales_leads": 2,
         }
 
 
