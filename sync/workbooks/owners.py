@@ -241,21 +241,17 @@ async def forget(client: WorkbooksClient) -> None:
 
 async def gather(client: WorkbooksClient, lead_fields: Sequence[str] = ()) -> Evidence:
     """The sample (four reads side by side, then the Contact Details rows holding what they
-    found); a refusal or an outage is evidence of nothing."""
+    found); a refusal or an outage is evidence of nothing.  A refused Sales Leads read only
+    leaves the leads out (their shortcut then needs no more than that to be off)."""
     deleted = Cond("is_deleted", "true")
     people = schema.PEOPLE.endpoint
-    leads = schema.SALES_LEADS.endpoint
     try:
-        reads = [
+        found = await asyncio.gather(
             _held(client, people, "person", (MAIN,), None),
             _held(client, people, "person", (MAIN,), deleted),
-        ]
-        if lead_fields:
-            reads += [
-                _held(client, leads, "lead", lead_fields, None),
-                _held(client, leads, "lead", lead_fields, deleted),
-            ]
-        found = await asyncio.gather(*reads)
+            _leads(client, lead_fields, None),
+            _leads(client, lead_fields, deleted),
+        )
         live = [h for part in found[0::2] for h in part]
         gone = [h for part in found[1::2] for h in part]
         addresses = sorted({a for _, _, a in (*live, *gone)})
@@ -263,6 +259,17 @@ async def gather(client: WorkbooksClient, lead_fields: Sequence[str] = ()) -> Ev
     except (InvalidRequest, NotFound, RetryLater) as exc:
         return Evidence(unread=str(exc))
     return Evidence(tuple(live), tuple(gone), listed)
+
+
+async def _leads(
+    client: WorkbooksClient, lead_fields: Sequence[str], which: Cond | None
+) -> list[Held]:
+    if not lead_fields:
+        return []
+    try:
+        return await _held(client, schema.SALES_LEADS.endpoint, "lead", lead_fields, which)
+    except (InvalidRequest, NotFound):
+        return []
 
 
 async def _held(

@@ -16,7 +16,7 @@ from devkit.sandbox.workbooks import SandboxConfig, running_sandbox
 from devkit.sandbox.workbooks.control import seed
 from devkit.sandbox.workbooks.store import SandboxState
 from sync.workbooks import WorkbooksClient, WorkbooksIdentity
-from sync.workbooks.owners import CHECK, Evidence, decide
+from sync.workbooks.owners import CHECK, Evidence, decide, gather
 from sync.workbooks.queries import resolve_addresses
 from sync.workbooks.tenant import Tenant, tenant_schema, verify
 
@@ -322,3 +322,15 @@ async def test_one_look_serves_every_user_of_the_database() -> None:
             await alone.ensure_login()
             assert (await mode_of(alone))[0] == "hidden"
             assert alone.calls["GET crm/people"] == 2
+
+
+async def test_a_refused_sales_leads_sample_leaves_the_people_evidence() -> None:
+    """A lead column the tenant refuses to read costs the Sales Leads shortcut only."""
+    async with tenant(hides=True, lead_rows=True) as (state, where):
+        seed_deleted_owners(state)
+        async with client_of(where) as wb:
+            evidence = await gather(wb, ("person_lead_party[no_such_column]",))
+    assert not evidence.unread
+    assert evidence.mains_listed() is True and evidence.deleted_hidden() is True
+    assert evidence.mains_listed("lead") is None
+    assert decide("auto", evidence).mode == "hidden"
