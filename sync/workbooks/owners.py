@@ -190,6 +190,7 @@ def _lead_fields(tenant: Tenant) -> tuple[str, ...]:
 # process) for a schema's lifetime, so a tenant of many mailboxes pays the reads once per
 # database, not once per mailbox.
 SHARED_KEY = "owner_locations"
+FLIGHTS_KEY = "owner_locations_looking"
 
 
 async def settle(client: WorkbooksClient, tenant: Tenant) -> None:
@@ -211,15 +212,33 @@ def _seen(client: WorkbooksClient) -> dict[str, tuple[float, Evidence]]:
 
 
 async def _evidence(client: WorkbooksClient, lead_fields: Sequence[str]) -> Evidence:
-    key = await _database(client)
-    if key:
-        key = f"{key}|{','.join(lead_fields)}"
+    """The kept evidence of the client's database; else one look, shared by the clients that
+    ask while it is under way (a worker starting many users' jobs at once looks once)."""
+    database = await _database(client)
+    if not database:
+        return await gather(client, lead_fields)
+    key = f"{database}|{','.join(lead_fields)}"
     now = time.monotonic()
-    kept = _seen(client).get(key) if key else None
+    kept = _seen(client).get(key)
     if kept is not None and now - kept[0] < client.config.schema_ttl_seconds:
         return kept[1]
-    evidence = await gather(client, lead_fields)
-    if key and not evidence.unread:  # a failed look is not kept: the next load looks again
+    flights: dict[str, asyncio.Future[Evidence]] = client.shared.setdefault(FLIGHTS_KEY, {})
+    flight = flights.get(key)
+    if flight is not None:
+        await asyncio.wait([flight])
+        if not flight.cancelled():
+            return flight.result()
+        return await gather(client, lead_fields)  # the look was abandoned: one of its own
+    flight = flights[key] = asyncio.get_running_loop().create_future()
+    try:
+        evidence = await gather(client, lead_fields)
+    except BaseException:
+        flight.cancel()
+        raise
+    finally:
+        flights.pop(key, None)
+    flight.set_result(evidence)
+    if not evidence.unread:  # a failed look is not kept: the next load looks again
         _seen(client)[key] = (now, evidence)
     return evidence
 

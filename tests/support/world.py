@@ -80,7 +80,7 @@ class World:
             timeout_seconds=20.0,
         )
         identity = WorkbooksIdentity(mailbox.workbooks_url, SecretStr(key), mailbox.id)
-        client = WorkbooksClient(identity, config)
+        client = WorkbooksClient(identity, config, shared=self.services.cache.workbooks_shared)
         fingerprint = identity_fingerprint(mailbox.workbooks_url, key)
         self.services.cache.workbooks[fingerprint] = client
         self.services.cache.workbooks_by_mailbox[mailbox.id] = fingerprint

@@ -4,6 +4,7 @@ that list them and that hide them."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -334,3 +335,20 @@ async def test_a_refused_sales_leads_sample_leaves_the_people_evidence() -> None
     assert evidence.mains_listed() is True and evidence.deleted_hidden() is True
     assert evidence.mains_listed("lead") is None
     assert decide("auto", evidence).mode == "hidden"
+
+
+async def test_users_loading_at_once_look_once() -> None:
+    """A worker that starts many users' jobs together looks at the rows once, not per user."""
+    shared: dict[str, Any] = {}
+    async with tenant(hides=True) as (state, where):
+        seed_deleted_owners(state)
+        identities = [WorkbooksIdentity(where[0], SecretStr(k)) for k in (ANN_KEY, BOB_KEY) * 3]
+        clients = [WorkbooksClient(i, where[1], shared=shared) for i in identities]
+        try:
+            modes = await asyncio.gather(*(mode_of(wb) for wb in clients))
+            people_reads = sum(wb.calls["GET crm/people"] for wb in clients)
+        finally:
+            for wb in clients:
+                await wb.close()
+    assert [m for m, _ in modes] == ["hidden"] * 6
+    assert people_reads == 2  # the live and the deleted sample, once
