@@ -108,7 +108,7 @@ class Evidence:
         if hidden is None:
             parts.append(f"no deleted {one} with an email to look at")
         elif hidden:
-            parts.append(f"none of {len(gone)} deleted {many}' Contact Details is listed")
+            parts.append(f"none of {len(gone)} deleted {many} has a Contact Details row listed")
         else:
             shown = [str(i) for i in gone if any(h[:2] == (kind, i) for h in self.listed)]
             parts.append(f"deleted {many} {', '.join(shown[:5])} still have Contact Details listed")
