@@ -71,6 +71,16 @@ def _seed_people(w: World, count: int) -> list[str]:
     return addresses
 
 
+def _seed_owner_samples(w: World) -> None:
+    """A deleted Person and a live and a deleted Sales Lead, so the service can see how the
+    tenant lists Contact Details (``sync.workbooks.owners``)."""
+    gone = w.person("Gone Person", "gone@customer0.com")
+    w.workbooks.state.tables["crm/people"][gone]["is_deleted"] = True
+    w.lead("Live Lead", "lead@prospect.com")
+    gone_lead = w.lead("Gone Lead", "gone.lead@prospect.com")
+    w.workbooks.state.tables["crm/sales_leads"][gone_lead]["is_deleted"] = True
+
+
 def _recipients(i: int, people: list[str]) -> tuple[list[str], list[str]]:
     """Two People, one Contact Details address (owned by person ``j``) and one unknown."""
     n = len(people)

@@ -48,7 +48,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_emails import SHARED, _recipients, _seed_people, _workbooks_config
+from bench.bench_emails import (
+    SHARED,
+    _recipients,
+    _seed_owner_samples,
+    _seed_people,
+    _workbooks_config,
+)
 from bench.counting import StorageCounter, counting_storage
 from sync.core.jobs import JobKind, Stream, decode_job
 from sync.engine import processors
@@ -133,13 +139,7 @@ async def measure(
     config = _workbooks_config(mailboxes).model_copy(update=TENANTS[tenant])
     async with world_running(conn, workbooks_config=config) as w:
         people = _seed_people(w, 200)
-        # One deleted Person and a live and a deleted Sales Lead, for the service to see how
-        # the tenant lists Contact Details (sync.workbooks.owners).
-        gone = w.person("Gone Person", "gone@customer0.com")
-        w.workbooks.state.tables["crm/people"][gone]["is_deleted"] = True
-        w.lead("Live Lead", "lead@prospect.com")
-        gone_lead = w.lead("Gone Lead", "gone.lead@prospect.com")
-        w.workbooks.state.tables["crm/sales_leads"][gone_lead]["is_deleted"] = True
+        _seed_owner_samples(w)
         upns = [f"user{i}@example.com" for i in range(mailboxes)]
         for i, upn in enumerate(upns):
             await w.add_mailbox(upn, api_key=f"user-{i}-key")

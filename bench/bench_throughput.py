@@ -1,7 +1,7 @@
 """Benchmark: emails linked per second by ONE worker process, run by the local Functions host.
 
     python bench/bench_throughput.py [--rate 30] [--seconds 60] [--mailboxes 100]
-                                     [--latency-ms 100] [--tenant lists|hides|hides-leads]
+                                     [--latency-ms 100] [--tenant lists|hides|hides-leads|...]
                                      [--profile FILE]
 
 The service runs as it would in Azure, in a process of its own: ``python -m devkit serve``
@@ -63,18 +63,19 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.bench_emails import _expected_links, _recipients, _seed_people  # noqa: E402
+from bench.bench_emails import (  # noqa: E402
+    _expected_links,
+    _recipients,
+    _seed_owner_samples,
+    _seed_people,
+)
+from bench.bench_job_costs import TENANTS  # noqa: E402
 from bench.rig import SHARED, LinkWatch, percentile, rig_running  # noqa: E402
 from devkit.host import cpu_ledger  # noqa: E402
 from sync.core.email_linking import email_reference  # noqa: E402
 from sync.core.jobs import Stream  # noqa: E402
 from tests.support.local import running_azurite  # noqa: E402
 
-TENANTS: dict[str, dict[str, object]] = {
-    "lists": {},
-    "hides": {"deleted_owner_locations": "hidden"},
-    "hides-leads": {"deleted_owner_locations": "hidden", "lead_party_locations": True},
-}
 TARGET_RATE = 30.0
 TARGET_P99 = 1.0
 TARGET_CPU_MS = 10.0
@@ -147,13 +148,7 @@ async def run(args: argparse.Namespace) -> int:
             w = rig.world
             w.workbooks.state.configure(TENANTS[args.tenant])
             people = _seed_people(w, 200)
-            # A deleted Person and a live and a deleted Sales Lead, so the service can see how
-            # the tenant lists Contact Details (sync.workbooks.owners).
-            gone = w.person("Gone Person", "gone@customer0.com")
-            w.workbooks.state.tables["crm/people"][gone]["is_deleted"] = True
-            w.lead("Live Lead", "lead@prospect.com")
-            gone_lead = w.lead("Gone Lead", "gone.lead@prospect.com")
-            w.workbooks.state.tables["crm/sales_leads"][gone_lead]["is_deleted"] = True
+            _seed_owner_samples(w)
             profile = args.profile
             host = rig.host("service", queues=True, timers=False, profile=profile)
             await host.start()
@@ -527,7 +522,8 @@ def main(argv: list[str] | None = None) -> int:
         default="lists",
         help="whether the Workbooks sandbox still lists a deleted record's Contact Details "
         "(lists: every address lookup confirms owners with a People read; hides: it does not; "
-        "hides-leads: and a lead party's email is a Contact Details row too)",
+        "hides-leads: and a lead party's email is a Contact Details row too; "
+        "hides-association: hides, and links are written with the email)",
     )
     args = p.parse_args(argv)
     args.profile = Path(args.profile).resolve() if args.profile else None

@@ -75,18 +75,16 @@ async def workbooks_client(services: Services, mailbox: Mailbox) -> WorkbooksCli
     return client
 
 
-def forget_schema(services: Services, mailbox_id: str) -> bool:
-    """Drop the Workbooks schema cached for the mailbox's client, so its next use reads it
-    again (``WORKBOOKS_SCHEMA_TTL_SECONDS`` keeps it for hours: a tenant that changed under
-    it would otherwise refuse every run until then).  False when no client is cached."""
+def forget_schema(services: Services, mailbox_id: str) -> None:
+    """Drop the Workbooks schema cached for the mailbox's client (if it has one), so its next
+    use reads it again (``WORKBOOKS_SCHEMA_TTL_SECONDS`` keeps it for hours: a tenant that
+    changed under it would otherwise refuse every run until then)."""
     from sync.workbooks.tenant import forget
 
     fingerprint = services.cache.workbooks_by_mailbox.get(mailbox_id)
     client = services.cache.workbooks.get(fingerprint) if fingerprint else None
-    if client is None:
-        return False
-    forget(client)
-    return True
+    if client is not None:
+        forget(client)
 
 
 async def mailbox_time_zone(services: Services, mailbox: Mailbox) -> str:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Literal
 from sync.core.checks import Check
 from sync.core.email_linking import LEAD, PERSON
 from sync.core.errors import InvalidRequest, NotFound, RetryLater
+from sync.core.keys import normalise_address
 
 from . import schema
 from .reads import Record, iter_records, read_page, read_params
@@ -328,7 +329,7 @@ async def _listed(client: WorkbooksClient, addresses: list[str]) -> frozenset[He
 
 def _address(row: Record, column: str) -> str:
     value = row.get(column)
-    return value.strip().lower() if isinstance(value, str) else ""
+    return normalise_address(value) if isinstance(value, str) else ""
 
 
 def _id(row: Record) -> int | None:

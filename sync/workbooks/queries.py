@@ -107,12 +107,7 @@ async def _trusting_details(
     wanted = set(chunk)
     lead_fields = list(tenant.lead_email_fields)
     details, leads = await asyncio.gather(
-        _collect(
-            client,
-            schema.CONTACT_DETAILS.endpoint,
-            ["party_id", "party[type]", "party[id]", "email", "alternate_email"],
-            any_of(Cond("email", "eq", values), Cond("alternate_email", "eq", values)),
-        ),
+        _details_by_address(client, values, party=True),
         # Where lead parties' emails are Contact Details rows too, those rows name the lead.
         _nothing()
         if tenant.lead_locations
@@ -129,6 +124,20 @@ async def _trusting_details(
         raise leads
     owned, pending = _location_matches(details, wanted)
     return _field_matches(leads, LEAD, lead_fields, wanted) + owned, pending
+
+
+def _details_by_address(
+    client: WorkbooksClient, values: str, *, party: bool
+) -> Awaitable[list[Record]]:
+    """Contact Details rows holding one of ``values`` (an IN-list) as either email, with the
+    owner's party id, and its type and id where the tenant has ``party[...]``."""
+    owner = ["party[type]", "party[id]"] if party else []
+    return _collect(
+        client,
+        schema.CONTACT_DETAILS.endpoint,
+        ["party_id", *owner, "email", "alternate_email"],
+        any_of(Cond("email", "eq", values), Cond("alternate_email", "eq", values)),
+    )
 
 
 def _leads_by_address(
@@ -159,17 +168,11 @@ async def _confirming_owners(client: WorkbooksClient, tenant: Tenant, chunk: lis
     values = in_list(chunk)
     wanted = set(chunk)
     details = tenant.types[schema.CONTACT_DETAILS.key]
-    party = ["party[type]", "party[id]"] if tenant.party_columns else []
     locations = (
         await _optional(
             tenant,
             schema.CONTACT_DETAILS,
-            _collect(
-                client,
-                schema.CONTACT_DETAILS.endpoint,
-                ["party_id", *party, "email", "alternate_email"],
-                any_of(Cond("email", "eq", values), Cond("alternate_email", "eq", values)),
-            ),
+            _details_by_address(client, values, party=tenant.party_columns),
         )
         if details.failure is None
         else []
