@@ -327,6 +327,11 @@ async def test_the_cpu_ledger_charges_a_function_and_the_tasks_it_starts(
                     assert resp.status == 200 and await resp.text() == "burnt"
             async with http.get(f"{host.base_url}/api/text") as resp:
                 assert resp.status == 202
+            # Requests no function answers: the host's own HTTP handling, some milliseconds of
+            # it, so its share is sampled (a few requests alone sometimes fell between samples).
+            for _ in range(40):
+                async with http.get(f"{host.base_url}/api/no-such-route") as resp:
+                    assert resp.status == 404
             after = cpu_ledger.snapshot()
     finally:
         cpu_ledger.uninstall()
@@ -334,7 +339,7 @@ async def test_the_cpu_ledger_charges_a_function_and_the_tasks_it_starts(
     # 5 x 40 ms, half of it in the task the function started; samples are 1 ms apart
     assert 0.170 <= spent["burn"] <= 0.260
     assert spent.get("text", 0.0) < 0.010
-    assert spent[cpu_ledger.HOST] > 0.0  # the test's client and the host's HTTP handling
+    assert spent.get(cpu_ledger.HOST, 0.0) > 0.0  # the test's client and the host's HTTP handling
     assert spent["burn"] > 0.5 * sum(spent.values())
 
 
