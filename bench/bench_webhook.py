@@ -269,6 +269,13 @@ def notification(sub: Subscription) -> bytes:
 # -- the host process ---------------------------------------------------------------------------
 
 
+def start_floor(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    """The bare server of ``webhook_floor`` in place of the host (``--floor``)."""
+    cmd = [sys.executable, str(ROOT / "bench" / "webhook_floor.py"), "--port", str(port)]
+    log = open(Path(env.get("BENCH_HOST_LOG", "/tmp/bench_webhook_host.log")), "wb")  # noqa: SIM115,S108
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+
+
 def start_host(env: dict[str, str], port: int, profile: Path | None) -> subprocess.Popen[bytes]:
     cmd = [sys.executable]
     argv = ["--port", str(port), "--no-timers", "--no-queues"]
@@ -487,7 +494,7 @@ async def amain(args: argparse.Namespace) -> int:
         subs = await register_subscriptions(conn, prefix, args.subscriptions)
         port = free_port()
         profile = Path(args.profile) if args.profile else None
-        proc = start_host(env, port, profile)
+        proc = start_floor(env, port) if args.floor else start_host(env, port, profile)
         base = f"http://127.0.0.1:{port}"
         try:
             await wait_ready(base, proc)
@@ -532,6 +539,8 @@ async def amain(args: argparse.Namespace) -> int:
                 "Azurite CPU %": az_cpu,
                 **ledger,
             }
+            if args.floor:
+                print("\n(--floor: a bare aiohttp server with the intake's storage requests only)")
             passed = report(res, figures, extra, args.rate)
         if args.flood:
             passed = report_flood(args.flood, times, statuses, flood_queued) and passed
@@ -580,7 +589,15 @@ def main(argv: list[str] | None = None) -> int:
         help="after the rate test: bodies of this many made-up subscription ids (0: none)",
     )
     p.add_argument("--flood-requests", type=int, default=20, help="flood bodies to send")
+    p.add_argument(
+        "--floor",
+        action="store_true",
+        help="serve with bench/webhook_floor.py (the intake's storage requests alone) instead "
+        "of the host: the lowest p99 this machine allows (implies --flood 0 --skip-imports)",
+    )
     args = p.parse_args(argv)
+    if args.floor:
+        args.flood, args.skip_imports, args.profile = 0, True, None
     return asyncio.run(amain(args))
 
 

@@ -289,6 +289,11 @@ OWN_LIVE_WEIGHT = 0.2  # the weight of the newest repeat in ``MarkerMemory.own_l
 # two when it is gone (refused, inserted).  The known version is the cheaper guess once more
 # than a third of repeats find their marker still there.
 OWN_FIRST_ABOVE = 1 / 3
+# Without a flag to write (outside a burst), inserting first costs one round trip when the
+# marker is gone and two when it is there (refused, read); reading first costs one when it is
+# there and two when it is gone (read, inserted).  Reading first is the cheaper guess once more
+# than half of repeats find this instance's marker still there: jobs that wait in a backlog.
+OWN_READ_ABOVE = 1 / 2
 
 
 def first_check(
@@ -300,10 +305,12 @@ def first_check(
       still there depends on how fast jobs start (a backlog keeps markers live), so the
       choice follows ``own_live_share``, what recent repeats of this kind found;
     * ``expects_live``: the last look found a marker (a burst, or jobs that wait): read;
-    * otherwise no marker is the common case: insert."""
+    * otherwise no marker is the common case: insert, unless this instance set the marker
+      and most recent repeats found theirs still there (a backlog): read.  Under a backlog
+      each stream notified now and then pays one round trip per repeat instead of two."""
     if own and remember and own_live_share > OWN_FIRST_ABOVE:
         return MarkerCheck.OWN
-    if expects_live:
+    if expects_live or (own and own_live_share > OWN_READ_ABOVE):
         return MarkerCheck.READ
     return MarkerCheck.INSERT
 

@@ -490,7 +490,12 @@ def test_memory_knows_which_check_to_try_first() -> None:
         (True, 0.3, True, True, MarkerCheck.READ),  # below a third: not worth the guess
         (True, 0.34, False, True, MarkerCheck.OWN),  # a backlog: ours is probably there
         (True, 1.0, True, True, MarkerCheck.OWN),
-        (True, 1.0, False, False, MarkerCheck.INSERT),  # no memory: nothing to flag
+        # Outside a burst nothing is flagged: read first once most of ours outlive a repeat
+        (True, 1.0, False, False, MarkerCheck.READ),
+        (True, 0.51, False, False, MarkerCheck.READ),
+        (True, 0.5, False, False, MarkerCheck.INSERT),  # an even guess: inserting is no worse
+        (True, 0.0, False, False, MarkerCheck.INSERT),
+        (False, 1.0, False, False, MarkerCheck.INSERT),  # not ours: the share says nothing of it
         (False, 1.0, False, True, MarkerCheck.INSERT),  # no version of ours to rely on
     ],
 )
@@ -511,8 +516,14 @@ def test_memory_learns_whether_its_own_markers_outlive_a_repeat() -> None:
     memory.learned(still_there=True)
     assert memory.first_check(key, remember=True) is MarkerCheck.INSERT  # one is not a trend
     memory.learned(still_there=True)
-    assert memory.own_live_share > 1 / 3
+    assert 1 / 3 < memory.own_live_share < 1 / 2
     assert memory.first_check(key, remember=True) is MarkerCheck.OWN
+    assert memory.first_check(key, remember=False) is MarkerCheck.INSERT  # not yet a backlog
+    memory.learned(still_there=True)
+    memory.learned(still_there=True)
+    assert memory.own_live_share > 1 / 2
+    assert memory.first_check(key, remember=False) is MarkerCheck.READ  # a repeat between bursts
+    assert memory.first_check(("bob@example.com", "sent"), remember=False) is MarkerCheck.INSERT
     assert memory.first_check(("bob@example.com", "sent"), remember=True) is MarkerCheck.INSERT
     for _ in range(5):  # the backlog is over: jobs take their markers before repeats come
         memory.learned(still_there=False)

@@ -201,6 +201,64 @@ async def test_under_a_backlog_repeats_flag_the_marker_they_set_in_one_request(
     assert len(await drain(services)) == len(users) + 7
 
 
+async def test_under_a_backlog_repeats_between_bursts_read_the_marker_in_one_request(
+    services: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream notified now and then (no burst: nothing is flagged) while its job waits: the
+    first repeats insert first (refused) and read; once most repeats find the marker this
+    instance set still there, they read first: one request.  When jobs start at once again,
+    inserting first comes back."""
+    from azure.core.pipeline.transport import AioHttpTransport
+
+    services.settings.app.webhook_memo_seconds = 0.001  # every repeat comes after the window
+    users = [f"user{i}@example.com" for i in range(6)]
+    for i, user in enumerate(users):
+        await register(services, user, f"sub-{i}", f"secret-{i}")
+    sent: list[str] = []
+    original = AioHttpTransport.send
+
+    async def send(self: AioHttpTransport, request: Any, **kwargs: Any) -> Any:
+        response = await original(self, request, **kwargs)
+        sent.append(f"{request.method} {response.status_code}")
+        return response
+
+    monkeypatch.setattr(AioHttpTransport, "send", send)
+
+    async def notify(i: int) -> tuple[dict[str, int], list[str]]:
+        sent.clear()
+        body = {"value": [notification(f"sub-{i}", f"secret-{i}")]}
+        reply = await NOTIFY(http("POST", URL, body=body))
+        assert reply.status_code == 202
+        return json.loads(reply.get_body()), list(sent)
+
+    costs = []
+    for i in range(len(users)):
+        first, _ = await notify(i)
+        assert first["queued"] == 1
+        await asyncio.sleep(0.002)
+        repeat, requests = await notify(i)  # its job has not started
+        assert repeat["coalesced"] == 1
+        costs.append(requests)
+    assert costs[0] == ["POST 409", "GET 200"]
+    assert costs[-1] == ["GET 200"]
+    for i in range(len(users)):  # each marker stands for its job, unflagged
+        taken = await services.store.dirty.take(users[i], "sent")
+        assert taken is not None and not taken.remembered
+    memo = services.cache.webhook_memo
+    assert memo.own_live_share > 1 / 2
+    # The backlog clears: jobs take their markers before the repeats come.  A read that finds
+    # no marker inserts one and the job is queued all the same.
+    for _ in range(4):
+        for i in range(2):
+            reply, _ = await notify(i)
+            assert reply["queued"] == 1
+            assert await services.store.dirty.take(users[i], "sent") is not None
+    assert memo.own_live_share < 1 / 2
+    _, requests = await notify(0)
+    assert requests[0] == "POST 201"  # inserting first again
+    assert len(await drain(services)) == len(users) + 9
+
+
 async def test_mailbox_comes_from_state_not_resource_path(services: Any) -> None:
     await register(services, "ann@example.com", "sub-1", "secret-1")
     item = notification("sub-1", "secret-1")
