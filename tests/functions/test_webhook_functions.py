@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -146,16 +147,17 @@ async def test_a_job_that_starts_at_once_leaves_nothing_remembered(services: Any
     assert len(await drain(services)) == 3
 
 
-async def test_under_a_backlog_repeats_flag_the_marker_they_set_in_one_request(
-    services: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Jobs that wait (a backlog) leave their markers live: the first repeat of each stream
-    then costs an insert that is refused, a read and the flag.  Once repeats keep finding
-    their marker there, the instance flags the version it set without reading it: one
-    request.  When jobs start at once again, it goes back to inserting first."""
+Notify = Callable[[int], Awaitable[tuple[dict[str, int], list[str]]]]
+
+
+async def counted_notifier(
+    services: Any, monkeypatch: pytest.MonkeyPatch, n: int
+) -> tuple[list[str], Notify]:
+    """``n`` registered users and a ``notify(i)`` that posts one notification for user ``i``
+    and returns the webhook's reply and the storage requests it cost ("METHOD status")."""
     from azure.core.pipeline.transport import AioHttpTransport
 
-    users = [f"user{i}@example.com" for i in range(6)]
+    users = [f"user{i}@example.com" for i in range(n)]
     for i, user in enumerate(users):
         await register(services, user, f"sub-{i}", f"secret-{i}")
     sent: list[str] = []
@@ -174,6 +176,18 @@ async def test_under_a_backlog_repeats_flag_the_marker_they_set_in_one_request(
         reply = await NOTIFY(http("POST", URL, body=body))
         assert reply.status_code == 202
         return json.loads(reply.get_body()), list(sent)
+
+    return users, notify
+
+
+async def test_under_a_backlog_repeats_flag_the_marker_they_set_in_one_request(
+    services: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs that wait (a backlog) leave their markers live: the first repeat of each stream
+    then costs an insert that is refused, a read and the flag.  Once repeats keep finding
+    their marker there, the instance flags the version it set without reading it: one
+    request.  When jobs start at once again, it goes back to inserting first."""
+    users, notify = await counted_notifier(services, monkeypatch, 6)
 
     costs = []
     for i in range(len(users)):
@@ -208,28 +222,8 @@ async def test_under_a_backlog_repeats_between_bursts_read_the_marker_in_one_req
     first repeats insert first (refused) and read; once most repeats find the marker this
     instance set still there, they read first: one request.  When jobs start at once again,
     inserting first comes back."""
-    from azure.core.pipeline.transport import AioHttpTransport
-
     services.settings.app.webhook_memo_seconds = 0.001  # every repeat comes after the window
-    users = [f"user{i}@example.com" for i in range(6)]
-    for i, user in enumerate(users):
-        await register(services, user, f"sub-{i}", f"secret-{i}")
-    sent: list[str] = []
-    original = AioHttpTransport.send
-
-    async def send(self: AioHttpTransport, request: Any, **kwargs: Any) -> Any:
-        response = await original(self, request, **kwargs)
-        sent.append(f"{request.method} {response.status_code}")
-        return response
-
-    monkeypatch.setattr(AioHttpTransport, "send", send)
-
-    async def notify(i: int) -> tuple[dict[str, int], list[str]]:
-        sent.clear()
-        body = {"value": [notification(f"sub-{i}", f"secret-{i}")]}
-        reply = await NOTIFY(http("POST", URL, body=body))
-        assert reply.status_code == 202
-        return json.loads(reply.get_body()), list(sent)
+    users, notify = await counted_notifier(services, monkeypatch, 6)
 
     costs = []
     for i in range(len(users)):
