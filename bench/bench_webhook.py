@@ -269,11 +269,17 @@ def notification(sub: Subscription) -> bytes:
 # -- the host process ---------------------------------------------------------------------------
 
 
-def start_floor(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    """The bare server of ``webhook_floor`` in place of the host (``--floor``)."""
-    cmd = [sys.executable, str(ROOT / "bench" / "webhook_floor.py"), "--port", str(port)]
+def _spawn(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """The server under test in its own process, its output in the host log."""
     log = open(Path(env.get("BENCH_HOST_LOG", "/tmp/bench_webhook_host.log")), "wb")  # noqa: SIM115,S108
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+
+
+def start_floor(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    """The bare server of ``webhook_floor`` in place of the host (``--floor``)."""
+    return _spawn(
+        [sys.executable, str(ROOT / "bench" / "webhook_floor.py"), "--port", str(port)], env
+    )
 
 
 def start_host(env: dict[str, str], port: int, profile: Path | None) -> subprocess.Popen[bytes]:
@@ -283,8 +289,7 @@ def start_host(env: dict[str, str], port: int, profile: Path | None) -> subproce
         cmd += ["-m", "cProfile", "-o", str(profile)]
     # "--" keeps the options away from the devkit dispatcher (either form works).
     cmd += ["-m", "devkit", "serve", "--", *argv]
-    log = open(Path(env.get("BENCH_HOST_LOG", "/tmp/bench_webhook_host.log")), "wb")  # noqa: SIM115,S108
-    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+    return _spawn(cmd, env)
 
 
 async def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
