@@ -15,6 +15,7 @@ import pytest
 from sync.blueprints import webhooks
 from sync.core.jobs import JobKind
 from tests.functions.helpers import drain, http, notification, register, user_function
+from tests.support.storage_requests import record_storage_requests
 
 NOTIFY = user_function(webhooks.graph_notifications)
 LIFECYCLE = user_function(webhooks.graph_lifecycle)
@@ -155,27 +156,17 @@ async def counted_notifier(
 ) -> tuple[list[str], Notify]:
     """``n`` registered users and a ``notify(i)`` that posts one notification for user ``i``
     and returns the webhook's reply and the storage requests it cost ("METHOD status")."""
-    from azure.core.pipeline.transport import AioHttpTransport
-
     users = [f"user{i}@example.com" for i in range(n)]
     for i, user in enumerate(users):
         await register(services, user, f"sub-{i}", f"secret-{i}")
-    sent: list[str] = []
-    original = AioHttpTransport.send
-
-    async def send(self: AioHttpTransport, request: Any, **kwargs: Any) -> Any:
-        response = await original(self, request, **kwargs)
-        sent.append(f"{request.method} {response.status_code}")
-        return response
-
-    monkeypatch.setattr(AioHttpTransport, "send", send)
+    sent = record_storage_requests(monkeypatch)
 
     async def notify(i: int) -> tuple[dict[str, int], list[str]]:
         sent.clear()
         body = {"value": [notification(f"sub-{i}", f"secret-{i}")]}
         reply = await NOTIFY(http("POST", URL, body=body))
         assert reply.status_code == 202
-        return json.loads(reply.get_body()), list(sent)
+        return json.loads(reply.get_body()), [f"{method} {status}" for method, status in sent]
 
     return users, notify
 

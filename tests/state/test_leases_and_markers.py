@@ -8,13 +8,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from azure.core.pipeline.transport import AioHttpTransport
 
 from sync.core.jobs import JobKind
 from sync.core.keys import encode_key
 from sync.core.state_models import utcnow
 from sync.core.streams import Marked, TakenMarker, lease_owner
 from sync.state.store import StateStore
+from tests.support.storage_requests import record_storage_requests
 
 ANN, BOB = "ann@example.com", "bob+x@example.com"
 
@@ -131,20 +131,6 @@ async def test_inserting_first_or_reading_first_comes_to_the_same(store: Any) ->
         assert (first, second) == (Marked.QUEUE, Marked.REMEMBERED)
 
 
-def _requests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
-    """Every storage request sent from now on: (method, status)."""
-    sent: list[tuple[str, int]] = []
-    original = AioHttpTransport.send
-
-    async def send(self: AioHttpTransport, request: Any, **kwargs: Any) -> Any:
-        response = await original(self, request, **kwargs)
-        sent.append((str(request.method), int(response.status_code)))
-        return response
-
-    monkeypatch.setattr(AioHttpTransport, "send", send)
-    return sent
-
-
 async def test_a_marker_of_ours_is_flagged_in_one_write_without_a_read(
     store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -153,7 +139,7 @@ async def test_a_marker_of_ours_is_flagged_in_one_write_without_a_read(
     assert placed.outcome is Marked.QUEUE and placed.found is False
     mine = placed.own
     assert mine is not None and mine.marked_at == placed.marked_at
-    sent = _requests(monkeypatch)
+    sent = record_storage_requests(monkeypatch)
     again = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember_for=1.0, own=mine)
     assert (again.outcome, again.found, again.own) == (Marked.REMEMBERED, True, None)
     assert sent == [("PUT", 204)]
@@ -169,7 +155,7 @@ async def test_a_marker_of_ours_taken_by_its_run_is_set_anew(
     mine = (await s.dirty.place(ANN, "sent", ttl_seconds=600, remember_for=1.0)).own
     assert mine is not None
     assert await s.dirty.take(ANN, "sent", mine.etag) is not None  # the job started
-    sent = _requests(monkeypatch)
+    sent = record_storage_requests(monkeypatch)
     again = await s.dirty.place(ANN, "sent", ttl_seconds=600, remember_for=1.0, own=mine)
     assert (again.outcome, again.found) == (Marked.QUEUE, False)
     assert again.own is not None and again.own.etag != mine.etag
@@ -241,7 +227,7 @@ async def test_a_flag_is_dated_and_others_remember_only_until_its_date(
             ANN, "sent", ttl_seconds=600, remember_for=remember_for, expect_live=True, now=at
         )
 
-    sent = _requests(monkeypatch)
+    sent = record_storage_requests(monkeypatch)
     other = await look(0.25, remember_for=5.0)
     assert other.outcome is Marked.REMEMBERED
     assert other.remember_for == pytest.approx(0.75)
